@@ -1,0 +1,92 @@
+//! The public networks Palisade knows by name. Values from each network's published
+//! consensus config (eth-clients/{mainnet,hoodi,sepolia,holesky}, consensus-specs minimal).
+
+use super::{ForkName::*, Network, PresetKind, forks_from};
+use crate::types::Root;
+
+pub const NAMES: [&str; 5] = ["mainnet", "hoodi", "sepolia", "holesky", "minimal"];
+
+const FAR: u64 = u64::MAX;
+
+fn root(hex: &str) -> Option<Root> {
+    Some(hex.parse().expect("built-in genesis validators root"))
+}
+
+pub fn by_name(name: &str) -> Option<Network> {
+    let (preset, forks, gvr) = match name {
+        "mainnet" => (
+            PresetKind::Mainnet,
+            forks_from(&[
+                (Phase0, [0x00, 0, 0, 0], 0),
+                (Altair, [0x01, 0, 0, 0], 74240),
+                (Bellatrix, [0x02, 0, 0, 0], 144896),
+                (Capella, [0x03, 0, 0, 0], 194048),
+                (Deneb, [0x04, 0, 0, 0], 269568),
+                (Electra, [0x05, 0, 0, 0], 364032),
+                (Fulu, [0x06, 0, 0, 0], 411392),
+            ]),
+            root("0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"),
+        ),
+        "hoodi" => (
+            PresetKind::Mainnet,
+            forks_from(&[
+                (Phase0, [0x10, 0x00, 0x09, 0x10], 0),
+                (Altair, [0x20, 0x00, 0x09, 0x10], 0),
+                (Bellatrix, [0x30, 0x00, 0x09, 0x10], 0),
+                (Capella, [0x40, 0x00, 0x09, 0x10], 0),
+                (Deneb, [0x50, 0x00, 0x09, 0x10], 0),
+                (Electra, [0x60, 0x00, 0x09, 0x10], 2048),
+                (Fulu, [0x70, 0x00, 0x09, 0x10], 50688),
+            ]),
+            root("0x212f13fc4df078b6cb7db228f1c8307566dcecf900867401a92023d7ba99cb5f"),
+        ),
+        "sepolia" => (
+            PresetKind::Mainnet,
+            forks_from(&[
+                (Phase0, [0x90, 0x00, 0x00, 0x69], 0),
+                (Altair, [0x90, 0x00, 0x00, 0x70], 50),
+                (Bellatrix, [0x90, 0x00, 0x00, 0x71], 100),
+                (Capella, [0x90, 0x00, 0x00, 0x72], 56832),
+                (Deneb, [0x90, 0x00, 0x00, 0x73], 132608),
+                (Electra, [0x90, 0x00, 0x00, 0x74], 222464),
+                (Fulu, [0x90, 0x00, 0x00, 0x75], 272640),
+            ]),
+            root("0xd8ea171f3c94aea21ebc42a1ed61052acf3f9209c00e4efbaaddac09ed9b8078"),
+        ),
+        "holesky" => (
+            PresetKind::Mainnet,
+            forks_from(&[
+                (Phase0, [0x01, 0x01, 0x70, 0x00], 0),
+                (Altair, [0x02, 0x01, 0x70, 0x00], 0),
+                (Bellatrix, [0x03, 0x01, 0x70, 0x00], 0),
+                (Capella, [0x04, 0x01, 0x70, 0x00], 256),
+                (Deneb, [0x05, 0x01, 0x70, 0x00], 29696),
+                (Electra, [0x06, 0x01, 0x70, 0x00], 115968),
+                (Fulu, [0x07, 0x01, 0x70, 0x00], 165120),
+            ]),
+            root("0x9143aa7c615a7f7115e2b6aac319c03529df8242ae705fba9df39b79c59fa8b1"),
+        ),
+        // consensus-specs configs/minimal.yaml: no genesis, so no root; the first request's
+        // root is pinned (by the database once slashing protection is on).
+        "minimal" => (
+            PresetKind::Minimal,
+            forks_from(&[
+                (Phase0, [0x00, 0, 0, 0x01], 0),
+                (Altair, [0x01, 0, 0, 0x01], 74240),
+                (Bellatrix, [0x02, 0, 0, 0x01], FAR),
+                (Capella, [0x03, 0, 0, 0x01], FAR),
+                (Deneb, [0x04, 0, 0, 0x01], FAR),
+                (Electra, [0x05, 0, 0, 0x01], FAR),
+                (Fulu, [0x06, 0, 0, 0x01], FAR),
+            ]),
+            None,
+        ),
+        _ => return None,
+    };
+    Some(Network {
+        name: name.to_string(),
+        preset,
+        forks,
+        genesis_validators_root: gvr,
+    })
+}

@@ -1,0 +1,101 @@
+//! A signing job: everything the rest of Palisade needs to know about a request, computed
+//! from the body before any key is touched.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
+
+/// The Web3Signer eth2 request types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SignType {
+    Block,
+    BlockV2,
+    Attestation,
+    AggregationSlot,
+    AggregateAndProof,
+    AggregateAndProofV2,
+    Deposit,
+    RandaoReveal,
+    VoluntaryExit,
+    SyncCommitteeMessage,
+    SyncCommitteeSelectionProof,
+    SyncCommitteeContributionAndProof,
+    ValidatorRegistration,
+}
+
+impl SignType {
+    pub const ALL: [SignType; 13] = [
+        SignType::Block,
+        SignType::BlockV2,
+        SignType::Attestation,
+        SignType::AggregationSlot,
+        SignType::AggregateAndProof,
+        SignType::AggregateAndProofV2,
+        SignType::Deposit,
+        SignType::RandaoReveal,
+        SignType::VoluntaryExit,
+        SignType::SyncCommitteeMessage,
+        SignType::SyncCommitteeSelectionProof,
+        SignType::SyncCommitteeContributionAndProof,
+        SignType::ValidatorRegistration,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignType::Block => "BLOCK",
+            SignType::BlockV2 => "BLOCK_V2",
+            SignType::Attestation => "ATTESTATION",
+            SignType::AggregationSlot => "AGGREGATION_SLOT",
+            SignType::AggregateAndProof => "AGGREGATE_AND_PROOF",
+            SignType::AggregateAndProofV2 => "AGGREGATE_AND_PROOF_V2",
+            SignType::Deposit => "DEPOSIT",
+            SignType::RandaoReveal => "RANDAO_REVEAL",
+            SignType::VoluntaryExit => "VOLUNTARY_EXIT",
+            SignType::SyncCommitteeMessage => "SYNC_COMMITTEE_MESSAGE",
+            SignType::SyncCommitteeSelectionProof => "SYNC_COMMITTEE_SELECTION_PROOF",
+            SignType::SyncCommitteeContributionAndProof => "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
+            SignType::ValidatorRegistration => "VALIDATOR_REGISTRATION",
+        }
+    }
+}
+
+impl fmt::Display for SignType {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SignType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SignType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown signing type `{s}`"))
+    }
+}
+
+/// What slashing protection must check before this job may be signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlashingCheck {
+    /// Not a slashable message (randao, aggregates, sync committee, exits, ...).
+    None,
+    Block { slot: Slot },
+    Attestation { source: Epoch, target: Epoch },
+}
+
+/// A parsed, validated signing request.
+#[derive(Clone, Debug)]
+pub struct SigningJob {
+    pub pubkey: PublicKey,
+    pub sign_type: SignType,
+    pub signing_root: SigningRoot,
+    pub check: SlashingCheck,
+    /// `fork_info.genesis_validators_root`, for the chain pin; `None` for the types that
+    /// have no `fork_info` (DEPOSIT, VALIDATOR_REGISTRATION).
+    pub genesis_validators_root: Option<Root>,
+}

@@ -1,0 +1,8 @@
+//! From an HTTP body to a typed signing job: request model, signing-root computation.
+
+pub mod job;
+pub mod parse;
+pub mod request;
+
+pub use job::{SignType, SigningJob, SlashingCheck};
+pub use parse::{ParseError, parse_signing_request};
