@@ -6,6 +6,7 @@
 //! (one database transaction, committed), and only then `keys` produces the signature.
 
 pub mod consensus;
+pub mod keys;
 pub mod network;
 pub mod signing;
 pub mod types;

@@ -1,0 +1,312 @@
+//! The keys this process can sign with, and the ones it is still decrypting or failed to load.
+//!
+//! The HTTP server starts before keystores are decrypted: a key whose keystore declares its
+//! pubkey is known (`Loading`) at once, so a request for it waits for it instead of getting a
+//! 404. Secrets are held in `Arc`s and handed out only for the length of one signature.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::secret::SecretKey;
+use crate::types::PublicKey;
+
+#[derive(Clone)]
+enum Entry {
+    Loading { origin: Arc<str> },
+    Ready { key: Arc<SecretKey>, origin: Arc<str> },
+    Failed { reason: Arc<str>, origin: Arc<str> },
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Ready(Arc<SecretKey>),
+    Loading,
+    Failed(Arc<str>),
+    Unknown,
+}
+
+/// A key source that failed before its pubkey could be known (corrupt JSON, missing file).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoadFailure {
+    pub origin: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct KeyCounts {
+    pub loaded: usize,
+    pub loading: usize,
+    pub failed: usize,
+}
+
+pub struct KeyRegistry {
+    entries: RwLock<HashMap<PublicKey, Entry>>,
+    anonymous_failures: RwLock<Vec<LoadFailure>>,
+    /// Bumped on every change so that waiters re-check.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for KeyRegistry {
+    fn default() -> Self {
+        Self {
+            entries: RwLock::default(),
+            anonymous_failures: RwLock::default(),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl KeyRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Announces a key whose secret is being decrypted. Returns false if the pubkey is
+    /// already known (a duplicate definition).
+    pub fn announce(&self, pubkey: PublicKey, origin: &str) -> bool {
+        let mut map = self.entries.write().expect("registry lock");
+        if map.contains_key(&pubkey) {
+            return false;
+        }
+        map.insert(
+            pubkey,
+            Entry::Loading {
+                origin: origin.into(),
+            },
+        );
+        true
+    }
+
+    /// Installs a decrypted key. Returns false (and drops the key) if another source already
+    /// provided this pubkey.
+    pub fn insert_ready(&self, key: SecretKey, origin: &str) -> bool {
+        let pubkey = key.public_key();
+        let mut map = self.entries.write().expect("registry lock");
+        match map.get(&pubkey) {
+            Some(Entry::Loading { origin: o }) if &**o == origin => {}
+            Some(Entry::Failed { .. }) | None => {}
+            Some(_) => return false,
+        }
+        map.insert(
+            pubkey,
+            Entry::Ready {
+                key: Arc::new(key),
+                origin: origin.into(),
+            },
+        );
+        drop(map);
+        self.notify();
+        true
+    }
+
+    /// Records a failure for a key whose pubkey is known, or for a source without one.
+    pub fn fail(&self, pubkey: Option<PublicKey>, origin: &str, reason: String) {
+        match pubkey {
+            Some(pk) => {
+                let mut map = self.entries.write().expect("registry lock");
+                // A failure must not replace a key another source loaded.
+                if !matches!(map.get(&pk), Some(Entry::Ready { .. })) {
+                    map.insert(
+                        pk,
+                        Entry::Failed {
+                            reason: reason.into(),
+                            origin: origin.into(),
+                        },
+                    );
+                }
+            }
+            None => self
+                .anonymous_failures
+                .write()
+                .expect("registry lock")
+                .push(LoadFailure {
+                    origin: origin.into(),
+                    reason,
+                }),
+        }
+        self.notify();
+    }
+
+    /// Forgets a key (Key Manager DELETE). Returns whether it was there.
+    pub fn remove(&self, pubkey: &PublicKey) -> bool {
+        let removed = self
+            .entries
+            .write()
+            .expect("registry lock")
+            .remove(pubkey)
+            .is_some();
+        self.notify();
+        removed
+    }
+
+    pub fn lookup(&self, pubkey: &PublicKey) -> Lookup {
+        match self.entries.read().expect("registry lock").get(pubkey) {
+            Some(Entry::Ready { key, .. }) => Lookup::Ready(key.clone()),
+            Some(Entry::Loading { .. }) => Lookup::Loading,
+            Some(Entry::Failed { reason, .. }) => Lookup::Failed(reason.clone()),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Like `lookup`, but waits up to `patience` for a key that is still being decrypted.
+    pub async fn wait_for(&self, pubkey: &PublicKey, patience: Duration) -> Lookup {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            rx.borrow_and_update();
+            match self.lookup(pubkey) {
+                Lookup::Loading => {}
+                other => return other,
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return Lookup::Loading;
+            }
+        }
+    }
+
+    /// Pubkeys that can sign now, sorted.
+    pub fn ready_pubkeys(&self) -> Vec<PublicKey> {
+        let mut v: Vec<_> = self
+            .entries
+            .read()
+            .expect("registry lock")
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Ready { .. }))
+            .map(|(pk, _)| *pk)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Pubkeys that can sign now or will once decrypted, sorted.
+    pub fn known_pubkeys(&self) -> Vec<PublicKey> {
+        let mut v: Vec<_> = self
+            .entries
+            .read()
+            .expect("registry lock")
+            .iter()
+            .filter(|(_, e)| !matches!(e, Entry::Failed { .. }))
+            .map(|(pk, _)| *pk)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Where a key came from (keystore path, key definition or `keymanager`).
+    pub fn origin(&self, pubkey: &PublicKey) -> Option<String> {
+        self.entries
+            .read()
+            .expect("registry lock")
+            .get(pubkey)
+            .map(|e| match e {
+                Entry::Loading { origin } | Entry::Ready { origin, .. } | Entry::Failed { origin, .. } => {
+                    origin.to_string()
+                }
+            })
+    }
+
+    pub fn counts(&self) -> KeyCounts {
+        let map = self.entries.read().expect("registry lock");
+        let mut c = KeyCounts::default();
+        for e in map.values() {
+            match e {
+                Entry::Loading { .. } => c.loading += 1,
+                Entry::Ready { .. } => c.loaded += 1,
+                Entry::Failed { .. } => c.failed += 1,
+            }
+        }
+        c.failed += self.anonymous_failures.read().expect("registry lock").len();
+        c
+    }
+
+    /// Every failure with its reason, for `/healthcheck`.
+    pub fn failures(&self) -> Vec<LoadFailure> {
+        let mut v: Vec<LoadFailure> = self
+            .entries
+            .read()
+            .expect("registry lock")
+            .iter()
+            .filter_map(|(pk, e)| match e {
+                Entry::Failed { reason, origin } => Some(LoadFailure {
+                    origin: format!("{origin} ({pk})"),
+                    reason: reason.to_string(),
+                }),
+                _ => None,
+            })
+            .collect();
+        v.extend(self.anonymous_failures.read().expect("registry lock").iter().cloned());
+        v.sort_by(|a, b| a.origin.cmp(&b.origin));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u8) -> SecretKey {
+        let mut b = zeroize::Zeroizing::new([0u8; 32]);
+        b[31] = i + 1;
+        SecretKey::from_bytes(&b).unwrap()
+    }
+
+    #[tokio::test]
+    async fn loading_key_becomes_ready_for_a_waiter() {
+        let reg = Arc::new(KeyRegistry::new());
+        let k = key(1);
+        let pk = k.public_key();
+        assert!(reg.announce(pk, "a.json"));
+        assert!(matches!(reg.lookup(&pk), Lookup::Loading));
+        let r2 = reg.clone();
+        let waiter = tokio::spawn(async move {
+            matches!(r2.wait_for(&pk, Duration::from_secs(5)).await, Lookup::Ready(_))
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(reg.insert_ready(k, "a.json"));
+        assert!(waiter.await.unwrap());
+        assert_eq!(
+            reg.counts(),
+            KeyCounts {
+                loaded: 1,
+                loading: 0,
+                failed: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn waiting_gives_up_after_patience() {
+        let reg = KeyRegistry::new();
+        let pk = key(2).public_key();
+        reg.announce(pk, "b.json");
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            reg.wait_for(&pk, Duration::from_millis(50)).await,
+            Lookup::Loading
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn duplicates_and_failures() {
+        let reg = KeyRegistry::new();
+        let pk = key(3).public_key();
+        assert!(reg.insert_ready(key(3), "first.json"));
+        assert!(!reg.insert_ready(key(3), "second.json"));
+        assert!(!reg.announce(pk, "third.json"));
+        reg.fail(Some(pk), "third.json", "wrong password".into());
+        assert!(matches!(reg.lookup(&pk), Lookup::Ready(_)), "a failure replaced a loaded key");
+        reg.fail(None, "broken.json", "not JSON".into());
+        assert_eq!(reg.counts().failed, 1);
+        assert_eq!(reg.failures()[0].origin, "broken.json");
+        assert!(reg.remove(&pk));
+        assert!(matches!(reg.lookup(&pk), Lookup::Unknown));
+    }
+}

@@ -1,0 +1,95 @@
+//! A validator's BLS secret key. It cannot be cloned, printed or serialised; blst zeroes
+//! the scalar when it is dropped.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use crate::types::{PublicKey, Signature, SigningRoot};
+
+/// The Ethereum consensus ciphersuite: BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_.
+const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+
+pub struct SecretKey {
+    inner: blst::min_pk::SecretKey,
+    public: PublicKey,
+}
+
+impl SecretKey {
+    /// From the 32-byte big-endian scalar; refuses zero and values not below the group order.
+    pub fn from_bytes(bytes: &Zeroizing<[u8; 32]>) -> Result<Self, String> {
+        let inner = blst::min_pk::SecretKey::from_bytes(bytes.as_ref())
+            .map_err(|_| "not a valid BLS12-381 secret key".to_string())?;
+        let public = PublicKey(inner.sk_to_pk().to_bytes());
+        Ok(Self { inner, public })
+    }
+
+    /// From `0x`-prefixed hex (Web3Signer `file-raw` key definitions).
+    pub fn from_hex(hex_str: &str) -> Result<Self, String> {
+        let h = hex_str.trim();
+        let h = h.strip_prefix("0x").unwrap_or(h);
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        if h.len() != 64 || hex::decode_to_slice(h, bytes.as_mut()).is_err() {
+            return Err("private key must be 32 bytes of hex".into());
+        }
+        Self::from_bytes(&bytes)
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    pub fn sign(&self, root: &SigningRoot) -> Signature {
+        Signature(self.inner.sign(root.as_bytes(), DST, &[]).to_bytes())
+    }
+
+    /// The scalar, for writing a keystore (Key Manager export is not offered; tests and the
+    /// benchmark's keystore generator use this).
+    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.inner.to_bytes())
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "SecretKey({}, <redacted>)", self.public)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Interop key 0 (public test key).
+    const SK0: &str = "0x25295f0d1d592a90b333e26e85149708208e9f8e8bc18f6c77bd62f8ad7a6866";
+    const PK0: &str = "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
+
+    #[test]
+    fn derives_public_key_and_never_prints_the_secret() {
+        let sk = SecretKey::from_hex(SK0).unwrap();
+        assert_eq!(sk.public_key().to_string(), PK0);
+        let dbg = format!("{sk:?}");
+        assert!(!dbg.contains(&SK0[2..]), "{dbg}");
+        assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn signature_verifies() {
+        let sk = SecretKey::from_hex(SK0).unwrap();
+        let root = SigningRoot([7; 32]);
+        let sig = sk.sign(&root);
+        let pk = blst::min_pk::PublicKey::from_bytes(&sk.public_key().0).unwrap();
+        let sig = blst::min_pk::Signature::from_bytes(&sig.0).unwrap();
+        assert_eq!(
+            sig.verify(true, root.as_bytes(), DST, &[], &pk, true),
+            blst::BLST_ERROR::BLST_SUCCESS
+        );
+    }
+
+    #[test]
+    fn refuses_invalid_scalars() {
+        assert!(SecretKey::from_hex(&format!("0x{}", "00".repeat(32))).is_err());
+        assert!(SecretKey::from_hex(&format!("0x{}", "ff".repeat(32))).is_err());
+        assert!(SecretKey::from_hex("0x1234").is_err());
+    }
+}
