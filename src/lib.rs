@@ -8,5 +8,6 @@
 pub mod consensus;
 pub mod keys;
 pub mod network;
+pub mod protection;
 pub mod signing;
 pub mod types;

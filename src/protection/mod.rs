@@ -1,0 +1,205 @@
+//! Slashing protection: an EIP-3076 database checked and written in one transaction before
+//! any block or attestation is signed.
+//!
+//! One interface (`SlashingDatabase`) with two backends: PostgreSQL, shared by any number of
+//! replicas, and embedded SQLite for one host. Both apply the same rule (`rules`), store the
+//! same schema and pass the same tests.
+
+pub mod interchange;
+mod postgres;
+pub mod rules;
+mod sqlite;
+mod store;
+
+use std::time::Duration;
+
+pub use interchange::Interchange;
+pub use rules::{Proposal, Refusal, Verdict, Watermarks};
+
+use crate::types::{PublicKey, Root};
+
+/// Why slashing protection did not approve a signing, or an admin operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProtectionError {
+    /// The rule refused the message: signing it could be slashable.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The database could not be reached or did not answer in time: fail closed.
+    #[error("slashing-protection database unavailable: {0}")]
+    Unavailable(String),
+    #[error(
+        "genesis validators root {given} is not the one this slashing-protection database is pinned to ({pinned})"
+    )]
+    WrongChain { pinned: Root, given: Root },
+    #[error("invalid interchange: {0}")]
+    InvalidInterchange(String),
+    #[error("slashing-protection database error: {0}")]
+    Internal(String),
+}
+
+/// A check that passed: the message is recorded (or was, by this signer, before).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    Repeat,
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    /// PostgreSQL connections per replica.
+    pub pool_size: u32,
+    /// How long one database operation may take before the signing is refused (503).
+    pub timeout: Duration,
+    /// How long startup waits for the database to be reachable.
+    pub connect_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: default_pool_size(),
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Enough connections to keep every core busy while others wait on the network.
+pub fn default_pool_size() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 4).clamp(4, 64) as u32
+}
+
+/// Totals of one prune pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub blocks: u64,
+    pub attestations: u64,
+}
+
+/// The slashing-protection database, whichever backend holds it.
+pub enum SlashingDatabase {
+    Postgres(postgres::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident . $m:ident ( $($a:expr),* )) => {
+        match $self {
+            SlashingDatabase::Postgres(s) => s.$m($($a),*).await,
+            SlashingDatabase::Sqlite(s) => s.$m($($a),*).await,
+        }
+    };
+}
+
+impl SlashingDatabase {
+    /// Opens `postgres://...` or `sqlite://PATH`, waits for it to be reachable and applies
+    /// the schema migrations.
+    pub async fn open(url: &str, opts: &DbOptions) -> Result<Self, ProtectionError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(postgres::PgStore::open(url, opts).await?))
+        } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            Ok(Self::Sqlite(sqlite::SqliteStore::open(path, opts).await?))
+        } else {
+            Err(ProtectionError::Internal(format!(
+                "unsupported database URL `{}`: use postgres://... or sqlite://PATH",
+                redact_url(url)
+            )))
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            SlashingDatabase::Postgres(_) => "postgres",
+            SlashingDatabase::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The one call on the signing path: checks `proposal` against the validator's
+    /// watermarks and, if it is new, records it, in one committed transaction. Only after
+    /// this returns `Ok` may a signature be made.
+    pub async fn check_and_record(
+        &self,
+        pubkey: &PublicKey,
+        proposal: &Proposal,
+        client: &str,
+    ) -> Result<Recorded, ProtectionError> {
+        dispatch!(self.check_and_record(pubkey, proposal, client))
+    }
+
+    /// Creates rows for validators not yet in the database (sorted, idempotent, safe to race).
+    pub async fn register(&self, pubkeys: &[PublicKey]) -> Result<(), ProtectionError> {
+        dispatch!(self.register(pubkeys))
+    }
+
+    /// The chain the database is pinned to, if any.
+    pub async fn pinned_chain(&self) -> Result<Option<Root>, ProtectionError> {
+        dispatch!(self.pinned_chain())
+    }
+
+    /// Pins the database to `root` if it is not pinned yet; returns the pinned root.
+    pub async fn pin_chain(&self, root: Root) -> Result<Root, ProtectionError> {
+        dispatch!(self.pin_chain(root))
+    }
+
+    /// Imports EIP-3076 data, all or nothing, merging to the highest values. Returns the
+    /// number of validators in the file.
+    pub async fn import(&self, interchange: &Interchange) -> Result<usize, ProtectionError> {
+        interchange
+            .validate()
+            .map_err(ProtectionError::InvalidInterchange)?;
+        dispatch!(self.import(interchange))
+    }
+
+    /// Exports the retained history and the watermarks as EIP-3076 (all validators, or the
+    /// given ones).
+    pub async fn export(&self, pubkeys: Option<&[PublicKey]>) -> Result<Interchange, ProtectionError> {
+        dispatch!(self.export(pubkeys))
+    }
+
+    /// Disables (or re-enables) validators: a disabled validator is refused by every replica.
+    pub async fn set_enabled(&self, pubkeys: &[PublicKey], enabled: bool) -> Result<(), ProtectionError> {
+        dispatch!(self.set_enabled(pubkeys, enabled))
+    }
+
+    /// Deletes history older than `keep_epochs` behind each validator's watermark. The
+    /// watermarks themselves always stay.
+    pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
+        dispatch!(self.prune(keep_epochs, slots_per_epoch))
+    }
+
+    /// A round trip to the database; its latency.
+    pub async fn ping(&self) -> Result<Duration, ProtectionError> {
+        dispatch!(self.ping())
+    }
+}
+
+/// Hides the password of a database URL for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}://{}:***{}", &url[..s], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://palisade:s3cret@db:5432/p"),
+            "postgres://palisade:***@db:5432/p"
+        );
+        assert_eq!(redact_url("postgres://db/p"), "postgres://db/p");
+        assert_eq!(redact_url("sqlite://x.sqlite"), "sqlite://x.sqlite");
+    }
+}

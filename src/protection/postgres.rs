@@ -1,0 +1,545 @@
+//! PostgreSQL backend, shared by any number of Palisade replicas.
+//!
+//! A signing is one statement, one round trip, one transaction: a conditional UPDATE of the
+//! validator's watermark row that matches only when the message is safe, chained with the
+//! history INSERT. Under READ COMMITTED a concurrent signing for the same validator waits on
+//! the row lock, then re-evaluates the condition against the committed row, so two
+//! conflicting messages can never both match. Only when the UPDATE matches nothing is the
+//! row read again, to tell a repeat from a refusal and to explain the refusal.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+
+use super::interchange::Interchange;
+use super::rules::{Proposal, Verdict, Watermarks};
+use super::store::{
+    Failure, MAX_ATTEMPTS, StoredValidator, build_export, chain_from_db, classify, from_db,
+    pubkey_from_db, root_from_db, root_to_db, to_db, watermarks_from_row,
+};
+use super::{DbOptions, ProtectionError, PruneReport, Recorded, redact_url};
+use crate::types::{Epoch, PublicKey, Root, Slot};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+const SIGN_BLOCK: &str = "
+WITH v AS (
+    UPDATE validators
+       SET block_slot = $2, block_root = $3, updated_at = now()
+     WHERE pubkey = $1 AND enabled
+       AND (block_slot IS NULL OR block_slot < $2)
+ RETURNING id)
+INSERT INTO signed_blocks (validator_id, slot, signing_root, client)
+SELECT id, $2, $3, $4 FROM v";
+
+const SIGN_ATTESTATION: &str = "
+WITH v AS (
+    UPDATE validators
+       SET att_source = $2, att_target = $3, att_root = $4, att_root_source = $2, updated_at = now()
+     WHERE pubkey = $1 AND enabled AND $2 <= $3
+       AND (att_target IS NULL OR att_target < $3)
+       AND (att_source IS NULL OR att_source <= $2)
+ RETURNING id)
+INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, client)
+SELECT id, $2, $3, $4, $5 FROM v";
+
+const READ_WATERMARKS: &str = "
+SELECT enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
+  FROM validators WHERE pubkey = $1";
+
+/// Inserts only missing pubkeys (so restarts do not burn identity values), in sorted order
+/// (so replicas registering the same keys at once cannot deadlock).
+const REGISTER: &str = "
+INSERT INTO validators (pubkey)
+SELECT p FROM UNNEST($1::bytea[]) AS t(p)
+ WHERE NOT EXISTS (SELECT 1 FROM validators WHERE pubkey = t.p)
+ ORDER BY p
+ON CONFLICT (pubkey) DO NOTHING";
+
+pub struct PgStore {
+    pool: PgPool,
+    timeout: Duration,
+}
+
+impl PgStore {
+    pub async fn open(url: &str, opts: &DbOptions) -> Result<Self, ProtectionError> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| ProtectionError::Internal(format!("invalid database URL {}: {e}", redact_url(url))))?
+            .application_name("palisade")
+            // A transaction left open by a paused or partitioned replica must not hold
+            // validator rows forever.
+            .options([
+                ("idle_in_transaction_session_timeout", "30s"),
+                ("lock_timeout", "10s"),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.pool_size)
+            .min_connections(1)
+            .acquire_timeout(opts.timeout)
+            // Each signing is one round trip; a dead connection shows up as an error on use
+            // and is replaced, so no ping before every acquire.
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(connect);
+        let store = Self {
+            pool,
+            timeout: opts.timeout,
+        };
+        store.wait_until_reachable(url, opts.connect_timeout).await?;
+        // sqlx takes an advisory lock for the migration, so replicas starting together
+        // apply it once, in turn.
+        MIGRATOR
+            .run(&store.pool)
+            .await
+            .map_err(|e| ProtectionError::Internal(format!("applying migrations: {e}")))?;
+        Ok(store)
+    }
+
+    async fn wait_until_reachable(&self, url: &str, patience: Duration) -> Result<(), ProtectionError> {
+        let start = Instant::now();
+        let mut logged = false;
+        loop {
+            match self.pool.acquire().await {
+                Ok(mut c) => match c.ping().await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if start.elapsed() >= patience => return Err(e.into()),
+                    Err(_) => {}
+                },
+                Err(e) if start.elapsed() >= patience => {
+                    return Err(ProtectionError::Unavailable(format!(
+                        "cannot reach {} within {}s: {e}",
+                        redact_url(url),
+                        patience.as_secs()
+                    )));
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(url = %redact_url(url), error = %e, "waiting for PostgreSQL");
+                        logged = true;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Bounds every database operation: a hung connection becomes a 503, never a hang.
+    async fn timed<T, F>(&self, f: F) -> Result<T, ProtectionError>
+    where
+        F: Future<Output = Result<T, ProtectionError>>,
+    {
+        tokio::time::timeout(self.timeout, f).await.unwrap_or_else(|_| {
+            Err(ProtectionError::Unavailable(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            )))
+        })
+    }
+
+    pub async fn check_and_record(
+        &self,
+        pubkey: &PublicKey,
+        proposal: &Proposal,
+        client: &str,
+    ) -> Result<Recorded, ProtectionError> {
+        self.timed(self.check_and_record_inner(pubkey, proposal, client))
+            .await
+    }
+
+    async fn check_and_record_inner(
+        &self,
+        pubkey: &PublicKey,
+        proposal: &Proposal,
+        client: &str,
+    ) -> Result<Recorded, ProtectionError> {
+        let mut last = String::new();
+        for _ in 0..MAX_ATTEMPTS {
+            let attempt = match *proposal {
+                Proposal::Block { slot, root } => sqlx::query(SIGN_BLOCK)
+                    .bind(&pubkey.0[..])
+                    .bind(to_db(slot.0))
+                    .bind(root_to_db(Some(root)))
+                    .bind(client)
+                    .execute(&self.pool)
+                    .await,
+                Proposal::Attestation {
+                    source,
+                    target,
+                    root,
+                } => sqlx::query(SIGN_ATTESTATION)
+                    .bind(&pubkey.0[..])
+                    .bind(to_db(source.0))
+                    .bind(to_db(target.0))
+                    .bind(root_to_db(Some(root)))
+                    .bind(client)
+                    .execute(&self.pool)
+                    .await,
+            };
+            match attempt {
+                Ok(r) if r.rows_affected() == 1 => return Ok(Recorded::New),
+                Ok(_) => {}
+                Err(e) => match classify(e) {
+                    // A connection that died mid-statement may or may not have committed;
+                    // running the same check again is safe either way (a committed record
+                    // turns into a Repeat of the same message).
+                    Failure::Retry(m) | Failure::Unavailable(m) => {
+                        last = m;
+                        continue;
+                    }
+                    Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
+                },
+            }
+            // Nothing matched: a repeat, a refusal, or a validator without a row yet.
+            let row = sqlx::query(READ_WATERMARKS)
+                .bind(&pubkey.0[..])
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some(row) = row else {
+                self.register(std::slice::from_ref(pubkey)).await?;
+                continue;
+            };
+            match watermarks_from_row(&row)?.check(proposal) {
+                Verdict::Repeat => return Ok(Recorded::Repeat),
+                Verdict::Refused(r) => return Err(ProtectionError::Refused(r)),
+                // The row changed between the two statements (a re-enable): check again.
+                Verdict::New => continue,
+            }
+        }
+        Err(ProtectionError::Unavailable(format!(
+            "gave up after {MAX_ATTEMPTS} attempts: {last}"
+        )))
+    }
+
+    pub async fn register(&self, pubkeys: &[PublicKey]) -> Result<(), ProtectionError> {
+        let mut sorted: Vec<Vec<u8>> = pubkeys.iter().map(|p| p.0.to_vec()).collect();
+        sorted.sort();
+        sorted.dedup();
+        for chunk in sorted.chunks(5000) {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let r = self
+                    .timed(async {
+                        Ok(sqlx::query(REGISTER).bind(chunk).execute(&self.pool).await)
+                    })
+                    .await?;
+                match r {
+                    Ok(_) => break,
+                    Err(e) => match classify(e) {
+                        Failure::Retry(_) if attempts < MAX_ATTEMPTS => continue,
+                        Failure::Retry(m) | Failure::Unavailable(m) => {
+                            return Err(ProtectionError::Unavailable(m));
+                        }
+                        Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
+                    },
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn pinned_chain(&self) -> Result<Option<Root>, ProtectionError> {
+        self.timed(async {
+            let row: Option<(Vec<u8>,)> =
+                sqlx::query_as("SELECT genesis_validators_root FROM chain")
+                    .fetch_optional(&self.pool)
+                    .await?;
+            row.map(|(b,)| chain_from_db(&b)).transpose()
+        })
+        .await
+    }
+
+    pub async fn pin_chain(&self, root: Root) -> Result<Root, ProtectionError> {
+        self.timed(async {
+            sqlx::query("INSERT INTO chain (genesis_validators_root) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(&root.0[..])
+                .execute(&self.pool)
+                .await?;
+            let (b,): (Vec<u8>,) = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+                .fetch_one(&self.pool)
+                .await?;
+            chain_from_db(&b)
+        })
+        .await
+    }
+
+    pub async fn import(&self, interchange: &Interchange) -> Result<usize, ProtectionError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.import_once(interchange).await {
+                Err(ImportError::Db(e)) => match classify(e) {
+                    Failure::Retry(_) if attempts < MAX_ATTEMPTS => continue,
+                    Failure::Retry(m) | Failure::Unavailable(m) => {
+                        return Err(ProtectionError::Unavailable(m));
+                    }
+                    Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
+                },
+                Err(ImportError::Refused(e)) => return Err(e),
+                Ok(n) => return Ok(n),
+            }
+        }
+    }
+
+    /// One all-or-nothing import transaction: pin check, register, lock the validators'
+    /// rows in pubkey order, merge, write history.
+    async fn import_once(&self, interchange: &Interchange) -> Result<usize, ImportError> {
+        let by_validator = interchange.by_validator();
+        let mut tx = self.pool.begin().await?;
+        let given = interchange.metadata.genesis_validators_root;
+        sqlx::query("INSERT INTO chain (genesis_validators_root) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(&given.0[..])
+            .execute(&mut *tx)
+            .await?;
+        let (pinned,): (Vec<u8>,) = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+            .fetch_one(&mut *tx)
+            .await?;
+        let pinned = chain_from_db(&pinned).map_err(ImportError::Refused)?;
+        if pinned != given {
+            return Err(ImportError::Refused(ProtectionError::WrongChain { pinned, given }));
+        }
+
+        let keys: Vec<Vec<u8>> = by_validator.keys().map(|p| p.0.to_vec()).collect();
+        for chunk in keys.chunks(5000) {
+            sqlx::query(REGISTER).bind(chunk).execute(&mut *tx).await?;
+        }
+        let rows: Vec<PgRow> = sqlx::query(
+            "SELECT id, pubkey, enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
+               FROM validators WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?;
+
+        let mut upd = WatermarkColumns::default();
+        let mut blocks = (Vec::new(), Vec::new(), Vec::new());
+        let mut atts = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            let id: i32 = row.try_get("id")?;
+            let pk = pubkey_from_db(row.try_get::<&[u8], _>("pubkey")?).map_err(ImportError::Refused)?;
+            let imported = &by_validator[&pk];
+            let mut w = watermarks_from_row(row)?;
+            w.merge_import(imported.max_block, imported.max_source, imported.max_target);
+            upd.push(id, &w);
+            for (slot, root) in &imported.blocks {
+                blocks.0.push(id);
+                blocks.1.push(to_db(slot.0));
+                blocks.2.push(root_to_db(*root));
+            }
+            for (s, t, root) in &imported.attestations {
+                atts.0.push(id);
+                atts.1.push(to_db(s.0));
+                atts.2.push(to_db(t.0));
+                atts.3.push(root_to_db(*root));
+            }
+        }
+        sqlx::query(
+            "UPDATE validators v SET block_slot = u.bs, block_root = u.br, att_source = u.sa,
+                    att_target = u.ta, att_root = u.ar, att_root_source = u.ars, updated_at = now()
+               FROM UNNEST($1::int[], $2::bigint[], $3::bytea[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bigint[])
+                    AS u(id, bs, br, sa, ta, ar, ars)
+              WHERE v.id = u.id",
+        )
+        .bind(&upd.id)
+        .bind(&upd.block_slot)
+        .bind(&upd.block_root)
+        .bind(&upd.att_source)
+        .bind(&upd.att_target)
+        .bind(&upd.att_root)
+        .bind(&upd.att_root_source)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO signed_blocks (validator_id, slot, signing_root, imported)
+             SELECT id, slot, root, TRUE FROM UNNEST($1::int[], $2::bigint[], $3::bytea[]) AS u(id, slot, root)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&blocks.0)
+        .bind(&blocks.1)
+        .bind(&blocks.2)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, imported)
+             SELECT id, s, t, root, TRUE FROM UNNEST($1::int[], $2::bigint[], $3::bigint[], $4::bytea[]) AS u(id, s, t, root)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&atts.0)
+        .bind(&atts.1)
+        .bind(&atts.2)
+        .bind(&atts.3)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(by_validator.len())
+    }
+
+    pub async fn export(&self, pubkeys: Option<&[PublicKey]>) -> Result<Interchange, ProtectionError> {
+        let mut tx = self.pool.begin().await?;
+        // One consistent snapshot for the three reads.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let (chain,): (Vec<u8>,) = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                ProtectionError::Internal("the database is not pinned to a chain yet: nothing to export".into())
+            })?;
+        let filter: Option<Vec<Vec<u8>>> = pubkeys.map(|p| p.iter().map(|k| k.0.to_vec()).collect());
+        let rows = sqlx::query(
+            "SELECT id, pubkey, enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
+               FROM validators WHERE ($1::bytea[] IS NULL OR pubkey = ANY($1)) ORDER BY pubkey",
+        )
+        .bind(&filter)
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids: Vec<i32> = rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
+        let blocks: Vec<(i32, i64, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT validator_id, slot, signing_root FROM signed_blocks
+              WHERE validator_id = ANY($1) ORDER BY validator_id, slot",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let atts: Vec<(i32, i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT validator_id, source_epoch, target_epoch, signing_root FROM signed_attestations
+              WHERE validator_id = ANY($1) ORDER BY validator_id, target_epoch",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        let mut out = Vec::with_capacity(rows.len());
+        let (mut bi, mut ai) = (0, 0);
+        for (row, id) in rows.iter().zip(&ids) {
+            let mut v = StoredValidator {
+                pubkey: pubkey_from_db(row.try_get::<&[u8], _>("pubkey")?)?,
+                watermarks: watermarks_from_row(row)?,
+                blocks: Vec::new(),
+                attestations: Vec::new(),
+            };
+            while bi < blocks.len() && blocks[bi].0 == *id {
+                v.blocks.push((Slot(from_db(blocks[bi].1)), root_from_db(blocks[bi].2.clone())));
+                bi += 1;
+            }
+            while ai < atts.len() && atts[ai].0 == *id {
+                let a = &atts[ai];
+                v.attestations.push((Epoch(from_db(a.1)), Epoch(from_db(a.2)), root_from_db(a.3.clone())));
+                ai += 1;
+            }
+            out.push(v);
+        }
+        Ok(build_export(chain_from_db(&chain)?, out))
+    }
+
+    pub async fn set_enabled(&self, pubkeys: &[PublicKey], enabled: bool) -> Result<(), ProtectionError> {
+        self.register(pubkeys).await?;
+        let keys: Vec<Vec<u8>> = pubkeys.iter().map(|p| p.0.to_vec()).collect();
+        self.timed(async {
+            sqlx::query("UPDATE validators SET enabled = $2, updated_at = now() WHERE pubkey = ANY($1)")
+                .bind(&keys)
+                .bind(enabled)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
+        let keep_slots = keep_epochs.saturating_mul(slots_per_epoch);
+        let mut report = PruneReport::default();
+        // Small batches: each DELETE is short and never blocks signing for long.
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM signed_attestations WHERE ctid = ANY(ARRAY(
+                   SELECT a.ctid FROM signed_attestations a JOIN validators v ON v.id = a.validator_id
+                    WHERE v.att_target IS NOT NULL
+                      AND a.target_epoch < CASE WHEN v.att_target >= $2 THEN v.att_target - $1
+                                                ELSE -9223372036854775808 END
+                    LIMIT 5000))",
+            )
+            .bind(keep_epochs.min(i64::MAX as u64) as i64)
+            .bind(to_db(keep_epochs))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            report.attestations += n;
+            if n == 0 {
+                break;
+            }
+        }
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM signed_blocks WHERE ctid = ANY(ARRAY(
+                   SELECT b.ctid FROM signed_blocks b JOIN validators v ON v.id = b.validator_id
+                    WHERE v.block_slot IS NOT NULL
+                      AND b.slot < CASE WHEN v.block_slot >= $2 THEN v.block_slot - $1
+                                        ELSE -9223372036854775808 END
+                    LIMIT 5000))",
+            )
+            .bind(keep_slots.min(i64::MAX as u64) as i64)
+            .bind(to_db(keep_slots))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            report.blocks += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    pub async fn ping(&self) -> Result<Duration, ProtectionError> {
+        self.timed(async {
+            let start = Instant::now();
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(start.elapsed())
+        })
+        .await
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+enum ImportError {
+    Db(sqlx::Error),
+    Refused(ProtectionError),
+}
+
+impl From<sqlx::Error> for ImportError {
+    fn from(e: sqlx::Error) -> Self {
+        ImportError::Db(e)
+    }
+}
+
+/// Column arrays for one bulk watermark UPDATE.
+#[derive(Default)]
+struct WatermarkColumns {
+    id: Vec<i32>,
+    block_slot: Vec<Option<i64>>,
+    block_root: Vec<Option<Vec<u8>>>,
+    att_source: Vec<Option<i64>>,
+    att_target: Vec<Option<i64>>,
+    att_root: Vec<Option<Vec<u8>>>,
+    att_root_source: Vec<Option<i64>>,
+}
+
+impl WatermarkColumns {
+    fn push(&mut self, id: i32, w: &Watermarks) {
+        self.id.push(id);
+        self.block_slot.push(w.block_slot.map(|s| to_db(s.0)));
+        self.block_root.push(root_to_db(w.block_root));
+        self.att_source.push(w.att_source.map(|e| to_db(e.0)));
+        self.att_target.push(w.att_target.map(|e| to_db(e.0)));
+        self.att_root.push(root_to_db(w.att_root));
+        self.att_root_source.push(w.att_root_source.map(|e| to_db(e.0)));
+    }
+}

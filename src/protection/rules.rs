@@ -1,0 +1,315 @@
+//! The EIP-3076 minimal rule, kept per validator as watermarks.
+//!
+//! A block is new only above the highest slot ever signed or imported; an attestation is new
+//! only with its target above the highest target and its source at or above the highest
+//! source. This refuses every double proposal, double vote and surround vote whatever the
+//! history, in O(1). The one exception is an exact repeat of the latest message *this*
+//! signer signed (same slot or epochs and same non-zero root): re-signing the same message
+//! is harmless and returns the same signature. Imported messages are never "repeated".
+
+use std::fmt;
+
+use crate::types::{Epoch, SigningRoot, Slot};
+
+/// What slashing protection knows about one validator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Watermarks {
+    pub enabled: bool,
+    /// Highest block slot signed or imported.
+    pub block_slot: Option<Slot>,
+    /// Signing root of the block Palisade signed at `block_slot`, if it signed it.
+    pub block_root: Option<SigningRoot>,
+    /// Highest attestation source epoch signed or imported.
+    pub att_source: Option<Epoch>,
+    /// Highest attestation target epoch signed or imported.
+    pub att_target: Option<Epoch>,
+    /// Signing root and source of the attestation Palisade signed at `att_target`, if any.
+    pub att_root: Option<SigningRoot>,
+    pub att_root_source: Option<Epoch>,
+}
+
+/// A message slashing protection must decide on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proposal {
+    Block {
+        slot: Slot,
+        root: SigningRoot,
+    },
+    Attestation {
+        source: Epoch,
+        target: Epoch,
+        root: SigningRoot,
+    },
+}
+
+/// Why slashing protection refused to sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key was deleted through the Key Manager API; every replica refuses it.
+    Disabled,
+    BlockSlotNotAbove { slot: Slot, highest: Slot },
+    SourceAfterTarget { source: Epoch, target: Epoch },
+    TargetNotAbove { target: Epoch, highest: Epoch },
+    SourceBelow { source: Epoch, highest: Epoch },
+}
+
+impl Refusal {
+    /// Stable label for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Disabled => "validator_disabled",
+            Refusal::BlockSlotNotAbove { .. } => "block_slot_not_above_highest",
+            Refusal::SourceAfterTarget { .. } => "source_after_target",
+            Refusal::TargetNotAbove { .. } => "target_not_above_highest",
+            Refusal::SourceBelow { .. } => "source_below_highest",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Refusal::Disabled => write!(
+                f,
+                "validator is disabled in the slashing-protection database (deleted through the Key Manager API)"
+            ),
+            Refusal::BlockSlotNotAbove { slot, highest } => write!(
+                f,
+                "block slot {slot} is not above slot {highest}, the highest already signed or imported for this validator (double proposal risk)"
+            ),
+            Refusal::SourceAfterTarget { source, target } => write!(
+                f,
+                "attestation source epoch {source} is after its target epoch {target}"
+            ),
+            Refusal::TargetNotAbove { target, highest } => write!(
+                f,
+                "attestation target epoch {target} is not above target epoch {highest}, the highest already signed or imported for this validator (double vote or surround risk)"
+            ),
+            Refusal::SourceBelow { source, highest } => write!(
+                f,
+                "attestation source epoch {source} is below source epoch {highest}, the highest already signed or imported for this validator (surround risk)"
+            ),
+        }
+    }
+}
+
+/// The rule's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Safe and not signed before: record it, then sign.
+    New,
+    /// Exactly the latest message this signer signed: sign again, record nothing.
+    Repeat,
+    Refused(Refusal),
+}
+
+fn nonzero(root: SigningRoot) -> Option<SigningRoot> {
+    (!root.is_zero()).then_some(root)
+}
+
+impl Watermarks {
+    pub fn check(&self, p: &Proposal) -> Verdict {
+        if !self.enabled {
+            return Verdict::Refused(Refusal::Disabled);
+        }
+        match *p {
+            Proposal::Block { slot, root } => match self.block_slot {
+                None => Verdict::New,
+                Some(h) if slot > h => Verdict::New,
+                Some(h) if slot == h && nonzero(root).is_some() && self.block_root == Some(root) => {
+                    Verdict::Repeat
+                }
+                Some(h) => Verdict::Refused(Refusal::BlockSlotNotAbove { slot, highest: h }),
+            },
+            Proposal::Attestation {
+                source,
+                target,
+                root,
+            } => {
+                if source > target {
+                    return Verdict::Refused(Refusal::SourceAfterTarget { source, target });
+                }
+                let refusal = if let Some(h) = self.att_target.filter(|h| target <= *h) {
+                    Refusal::TargetNotAbove { target, highest: h }
+                } else if let Some(h) = self.att_source.filter(|h| source < *h) {
+                    Refusal::SourceBelow { source, highest: h }
+                } else {
+                    return Verdict::New;
+                };
+                let repeat = nonzero(root).is_some()
+                    && self.att_target == Some(target)
+                    && self.att_root_source == Some(source)
+                    && self.att_root == Some(root);
+                if repeat {
+                    Verdict::Repeat
+                } else {
+                    Verdict::Refused(refusal)
+                }
+            }
+        }
+    }
+
+    /// The watermarks after signing `p` (a `Verdict::New`).
+    pub fn record(&mut self, p: &Proposal) {
+        match *p {
+            Proposal::Block { slot, root } => {
+                self.block_slot = Some(slot);
+                self.block_root = nonzero(root);
+            }
+            Proposal::Attestation {
+                source,
+                target,
+                root,
+            } => {
+                self.att_source = Some(source);
+                self.att_target = Some(target);
+                self.att_root = nonzero(root);
+                self.att_root_source = Some(source);
+            }
+        }
+    }
+
+    /// Merges imported history: maxima only ever rise. A root is kept only where it is the
+    /// one this signer signed at the (unchanged) highest slot or target, so an imported
+    /// message can never be "repeated".
+    pub fn merge_import(
+        &mut self,
+        max_block: Option<(Slot, Option<SigningRoot>)>,
+        max_source: Option<Epoch>,
+        max_target: Option<(Epoch, Option<(Epoch, SigningRoot)>)>,
+    ) {
+        if let Some((slot, root)) = max_block {
+            match self.block_slot {
+                Some(h) if h > slot => {}
+                Some(h) if h == slot => {
+                    if root.is_none() || root != self.block_root {
+                        self.block_root = None;
+                    }
+                }
+                _ => {
+                    self.block_slot = Some(slot);
+                    self.block_root = None;
+                }
+            }
+        }
+        if let Some(s) = max_source {
+            self.att_source = Some(self.att_source.map_or(s, |h| h.max(s)));
+        }
+        if let Some((target, signed)) = max_target {
+            match self.att_target {
+                Some(h) if h > target => {}
+                Some(h) if h == target => {
+                    let ours = self.att_root_source.zip(self.att_root);
+                    if signed.is_none() || signed != ours {
+                        self.att_root = None;
+                        self.att_root_source = None;
+                    }
+                }
+                _ => {
+                    self.att_target = Some(target);
+                    self.att_root = None;
+                    self.att_root_source = None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(b: u8) -> SigningRoot {
+        SigningRoot([b; 32])
+    }
+    fn att(s: u64, t: u64, root: u8) -> Proposal {
+        Proposal::Attestation {
+            source: Epoch(s),
+            target: Epoch(t),
+            root: r(root),
+        }
+    }
+    fn block(slot: u64, root: u8) -> Proposal {
+        Proposal::Block {
+            slot: Slot(slot),
+            root: r(root),
+        }
+    }
+    fn fresh() -> Watermarks {
+        Watermarks {
+            enabled: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn blocks() {
+        let mut w = fresh();
+        assert_eq!(w.check(&block(5, 1)), Verdict::New);
+        w.record(&block(5, 1));
+        assert_eq!(w.check(&block(5, 1)), Verdict::Repeat);
+        assert!(matches!(w.check(&block(5, 2)), Verdict::Refused(_)));
+        assert!(matches!(w.check(&block(4, 1)), Verdict::Refused(_)));
+        assert_eq!(w.check(&block(6, 2)), Verdict::New);
+        // A zero root never equals anything.
+        w.record(&block(7, 0));
+        assert!(matches!(w.check(&block(7, 0)), Verdict::Refused(_)));
+    }
+
+    #[test]
+    fn attestations() {
+        let mut w = fresh();
+        assert!(matches!(
+            w.check(&att(3, 2, 1)),
+            Verdict::Refused(Refusal::SourceAfterTarget { .. })
+        ));
+        assert_eq!(w.check(&att(2, 4, 1)), Verdict::New);
+        w.record(&att(2, 4, 1));
+        assert_eq!(w.check(&att(2, 4, 1)), Verdict::Repeat);
+        assert!(matches!(
+            w.check(&att(2, 4, 2)),
+            Verdict::Refused(Refusal::TargetNotAbove { .. })
+        )); // double vote
+        assert!(matches!(
+            w.check(&att(1, 5, 2)),
+            Verdict::Refused(Refusal::SourceBelow { .. })
+        )); // surrounds (2,4)
+        assert!(matches!(w.check(&att(3, 3, 2)), Verdict::Refused(_))); // surrounded
+        assert_eq!(w.check(&att(2, 5, 2)), Verdict::New);
+    }
+
+    #[test]
+    fn disabled_refuses_everything() {
+        let w = Watermarks::default();
+        assert_eq!(w.check(&block(1, 1)), Verdict::Refused(Refusal::Disabled));
+    }
+
+    #[test]
+    fn import_never_lowers_and_clears_foreign_roots() {
+        let mut w = fresh();
+        w.record(&block(10, 1));
+        w.record(&att(3, 4, 1));
+        // Lower imports change nothing.
+        w.merge_import(Some((Slot(9), None)), Some(Epoch(2)), Some((Epoch(3), None)));
+        assert_eq!(w.check(&block(10, 1)), Verdict::Repeat);
+        assert_eq!(w.check(&att(3, 4, 1)), Verdict::Repeat);
+        // Re-importing our own latest messages keeps them repeatable.
+        w.merge_import(
+            Some((Slot(10), Some(r(1)))),
+            Some(Epoch(3)),
+            Some((Epoch(4), Some((Epoch(3), r(1))))),
+        );
+        assert_eq!(w.check(&att(3, 4, 1)), Verdict::Repeat);
+        assert_eq!(w.check(&block(10, 1)), Verdict::Repeat);
+        // A different message at the same height removes the repeat exception.
+        w.merge_import(Some((Slot(10), Some(r(2)))), None, Some((Epoch(4), None)));
+        assert!(matches!(w.check(&block(10, 1)), Verdict::Refused(_)));
+        assert!(matches!(w.check(&att(3, 4, 1)), Verdict::Refused(_)));
+        // Higher imports raise the watermarks.
+        w.merge_import(Some((Slot(20), Some(r(3)))), Some(Epoch(8)), Some((Epoch(9), None)));
+        assert!(matches!(w.check(&block(20, 3)), Verdict::Refused(_)));
+        assert_eq!(w.check(&block(21, 3)), Verdict::New);
+        assert!(matches!(w.check(&att(7, 10, 1)), Verdict::Refused(_)));
+        assert_eq!(w.check(&att(8, 10, 1)), Verdict::New);
+    }
+}

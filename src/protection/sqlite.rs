@@ -1,0 +1,463 @@
+//! Embedded SQLite backend for one host: zero setup, one process at a time.
+//!
+//! A second Palisade process on the same file is refused at startup (an exclusive lock on
+//! `<file>.lock`). Checks are serialised through one writer task that groups the checks
+//! waiting at that moment into one transaction: `synchronous = FULL` makes every commit
+//! durable, and the group shares one fsync. No reply is sent before the commit.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::interchange::Interchange;
+use super::rules::{Proposal, Verdict, Watermarks};
+use super::store::{
+    StoredValidator, build_export, chain_from_db, from_db, pubkey_from_db, root_from_db,
+    root_to_db, to_db, watermarks_from_row,
+};
+use super::{DbOptions, ProtectionError, PruneReport, Recorded};
+use crate::types::{Epoch, PublicKey, Root, Slot};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// At most this many checks share one transaction.
+const MAX_BATCH: usize = 512;
+
+struct Check {
+    pubkey: PublicKey,
+    proposal: Proposal,
+    client: String,
+    reply: oneshot::Sender<Result<Recorded, ProtectionError>>,
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    checks: mpsc::Sender<Check>,
+    timeout: Duration,
+    _lock: File,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &str, opts: &DbOptions) -> Result<Self, ProtectionError> {
+        let path = PathBuf::from(path);
+        let lock = lock_exclusively(&path)?;
+        let connect = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| ProtectionError::Internal(format!("{}: {e}", path.display())))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        // One connection: SQLite has one writer anyway, and it keeps every operation in order.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(opts.timeout.max(Duration::from_secs(30)))
+            .connect_with(connect)
+            .await
+            .map_err(|e| ProtectionError::Unavailable(format!("opening {}: {e}", path.display())))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| ProtectionError::Internal(format!("applying migrations: {e}")))?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer(pool.clone(), rx));
+        Ok(Self {
+            pool,
+            checks: tx,
+            timeout: opts.timeout,
+            _lock: lock,
+        })
+    }
+
+    async fn timed<T, F>(&self, f: F) -> Result<T, ProtectionError>
+    where
+        F: Future<Output = Result<T, ProtectionError>>,
+    {
+        tokio::time::timeout(self.timeout, f).await.unwrap_or_else(|_| {
+            Err(ProtectionError::Unavailable(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            )))
+        })
+    }
+
+    pub async fn check_and_record(
+        &self,
+        pubkey: &PublicKey,
+        proposal: &Proposal,
+        client: &str,
+    ) -> Result<Recorded, ProtectionError> {
+        let (reply, answer) = oneshot::channel();
+        let check = Check {
+            pubkey: *pubkey,
+            proposal: *proposal,
+            client: client.to_string(),
+            reply,
+        };
+        self.timed(async {
+            self.checks
+                .send(check)
+                .await
+                .map_err(|_| ProtectionError::Unavailable("database writer stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| ProtectionError::Unavailable("database writer stopped".into()))?
+        })
+        .await
+    }
+
+    pub async fn register(&self, pubkeys: &[PublicKey]) -> Result<(), ProtectionError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        for pk in pubkeys {
+            sqlx::query("INSERT INTO validators (pubkey) VALUES (?) ON CONFLICT (pubkey) DO NOTHING")
+                .bind(&pk.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn pinned_chain(&self) -> Result<Option<Root>, ProtectionError> {
+        let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(b,)| chain_from_db(&b)).transpose()
+    }
+
+    pub async fn pin_chain(&self, root: Root) -> Result<Root, ProtectionError> {
+        let mut conn = self.pool.acquire().await?;
+        pin_chain(&mut conn, root).await
+    }
+
+    pub async fn import(&self, interchange: &Interchange) -> Result<usize, ProtectionError> {
+        let by_validator = interchange.by_validator();
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let given = interchange.metadata.genesis_validators_root;
+            let pinned = pin_chain(&mut conn, given).await?;
+            if pinned != given {
+                return Err(ProtectionError::WrongChain { pinned, given });
+            }
+            for (pk, imported) in &by_validator {
+                let (id, mut w) = row_for(&mut conn, pk).await?;
+                w.merge_import(imported.max_block, imported.max_source, imported.max_target);
+                write_watermarks(&mut conn, id, &w).await?;
+                for (slot, root) in &imported.blocks {
+                    sqlx::query(
+                        "INSERT INTO signed_blocks (validator_id, slot, signing_root, imported)
+                         VALUES (?, ?, ?, 1) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(to_db(slot.0))
+                    .bind(root_to_db(*root))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                for (s, t, root) in &imported.attestations {
+                    sqlx::query(
+                        "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, imported)
+                         VALUES (?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(to_db(s.0))
+                    .bind(to_db(t.0))
+                    .bind(root_to_db(*root))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            Ok(by_validator.len())
+        }
+        .await;
+        finish(&mut conn, result).await
+    }
+
+    pub async fn export(&self, pubkeys: Option<&[PublicKey]>) -> Result<Interchange, ProtectionError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let (chain,): (Vec<u8>,) = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                ProtectionError::Internal("the database is not pinned to a chain yet: nothing to export".into())
+            })?;
+        let rows = sqlx::query(
+            "SELECT id, pubkey, enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
+               FROM validators ORDER BY pubkey",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::new();
+        for row in rows {
+            let pubkey = pubkey_from_db(row.try_get::<&[u8], _>("pubkey")?)?;
+            if pubkeys.is_some_and(|f| !f.contains(&pubkey)) {
+                continue;
+            }
+            let id: i64 = row.try_get("id")?;
+            let blocks: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT slot, signing_root FROM signed_blocks WHERE validator_id = ? ORDER BY slot",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let atts: Vec<(i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT source_epoch, target_epoch, signing_root FROM signed_attestations
+                  WHERE validator_id = ? ORDER BY target_epoch",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            out.push(StoredValidator {
+                pubkey,
+                watermarks: watermarks_from_row(&row)?,
+                blocks: blocks
+                    .into_iter()
+                    .map(|(s, r)| (Slot(from_db(s)), root_from_db(r)))
+                    .collect(),
+                attestations: atts
+                    .into_iter()
+                    .map(|(s, t, r)| (Epoch(from_db(s)), Epoch(from_db(t)), root_from_db(r)))
+                    .collect(),
+            });
+        }
+        tx.commit().await?;
+        Ok(build_export(chain_from_db(&chain)?, out))
+    }
+
+    pub async fn set_enabled(&self, pubkeys: &[PublicKey], enabled: bool) -> Result<(), ProtectionError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        for pk in pubkeys {
+            sqlx::query(
+                "INSERT INTO validators (pubkey, enabled) VALUES (?, ?)
+                 ON CONFLICT (pubkey) DO UPDATE SET enabled = excluded.enabled",
+            )
+            .bind(&pk.0[..])
+            .bind(enabled)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
+        let keep_slots = keep_epochs.saturating_mul(slots_per_epoch);
+        let atts = sqlx::query(
+            "DELETE FROM signed_attestations WHERE EXISTS (
+               SELECT 1 FROM validators v WHERE v.id = signed_attestations.validator_id
+                  AND v.att_target IS NOT NULL AND v.att_target >= ?2
+                  AND signed_attestations.target_epoch < v.att_target - ?1)",
+        )
+        .bind(keep_epochs.min(i64::MAX as u64) as i64)
+        .bind(to_db(keep_epochs))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let blocks = sqlx::query(
+            "DELETE FROM signed_blocks WHERE EXISTS (
+               SELECT 1 FROM validators v WHERE v.id = signed_blocks.validator_id
+                  AND v.block_slot IS NOT NULL AND v.block_slot >= ?2
+                  AND signed_blocks.slot < v.block_slot - ?1)",
+        )
+        .bind(keep_slots.min(i64::MAX as u64) as i64)
+        .bind(to_db(keep_slots))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(PruneReport {
+            blocks,
+            attestations: atts,
+        })
+    }
+
+    pub async fn ping(&self) -> Result<Duration, ProtectionError> {
+        let start = Instant::now();
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(start.elapsed())
+    }
+}
+
+/// Refuses a second Palisade process on the same database file with a clear message.
+fn lock_exclusively(db: &Path) -> Result<File, ProtectionError> {
+    let lock_path = PathBuf::from(format!("{}.lock", db.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| ProtectionError::Internal(format!("cannot create {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ProtectionError::Internal(format!(
+            "{} is in use by another Palisade process (lock {} is held). SQLite protects one process \
+             on one host; use PostgreSQL (--database-url postgres://...) to run several replicas, \
+             or the admin HTTP API of the running process for imports and exports",
+            db.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(ProtectionError::Internal(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
+async fn pin_chain(conn: &mut SqliteConnection, root: Root) -> Result<Root, ProtectionError> {
+    sqlx::query("INSERT INTO chain (singleton, genesis_validators_root) VALUES (1, ?) ON CONFLICT DO NOTHING")
+        .bind(&root.0[..])
+        .execute(&mut *conn)
+        .await?;
+    let (b,): (Vec<u8>,) = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+        .fetch_one(&mut *conn)
+        .await?;
+    chain_from_db(&b)
+}
+
+/// The validator's row id and watermarks, creating the row if needed.
+async fn row_for(conn: &mut SqliteConnection, pk: &PublicKey) -> Result<(i64, Watermarks), ProtectionError> {
+    sqlx::query("INSERT INTO validators (pubkey) VALUES (?) ON CONFLICT (pubkey) DO NOTHING")
+        .bind(&pk.0[..])
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query(
+        "SELECT id, enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
+           FROM validators WHERE pubkey = ?",
+    )
+    .bind(&pk.0[..])
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row.try_get("id")?, watermarks_from_row(&row)?))
+}
+
+async fn write_watermarks(conn: &mut SqliteConnection, id: i64, w: &Watermarks) -> Result<(), ProtectionError> {
+    sqlx::query(
+        "UPDATE validators SET block_slot = ?, block_root = ?, att_source = ?, att_target = ?,
+                att_root = ?, att_root_source = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+          WHERE id = ?",
+    )
+    .bind(w.block_slot.map(|s| to_db(s.0)))
+    .bind(root_to_db(w.block_root))
+    .bind(w.att_source.map(|e| to_db(e.0)))
+    .bind(w.att_target.map(|e| to_db(e.0)))
+    .bind(root_to_db(w.att_root))
+    .bind(w.att_root_source.map(|e| to_db(e.0)))
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Commits an open `BEGIN IMMEDIATE` transaction on success, rolls it back otherwise.
+async fn finish<T>(conn: &mut SqliteConnection, result: Result<T, ProtectionError>) -> Result<T, ProtectionError> {
+    match result {
+        Ok(v) => {
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
+/// Decides one check inside the writer's open transaction.
+async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Recorded, ProtectionError> {
+    let (id, mut w) = row_for(conn, &c.pubkey).await?;
+    match w.check(&c.proposal) {
+        Verdict::Refused(r) => Err(ProtectionError::Refused(r)),
+        Verdict::Repeat => Ok(Recorded::Repeat),
+        Verdict::New => {
+            w.record(&c.proposal);
+            write_watermarks(conn, id, &w).await?;
+            match c.proposal {
+                Proposal::Block { slot, root } => {
+                    sqlx::query("INSERT INTO signed_blocks (validator_id, slot, signing_root, client) VALUES (?, ?, ?, ?)")
+                        .bind(id)
+                        .bind(to_db(slot.0))
+                        .bind(root_to_db(Some(root)))
+                        .bind(&c.client)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Proposal::Attestation { source, target, root } => {
+                    sqlx::query(
+                        "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, client)
+                         VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(id)
+                    .bind(to_db(source.0))
+                    .bind(to_db(target.0))
+                    .bind(root_to_db(Some(root)))
+                    .bind(&c.client)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            Ok(Recorded::New)
+        }
+    }
+}
+
+/// The single writer: takes every check waiting now, decides them in one transaction,
+/// commits, and only then answers.
+async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Check>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let mut conn = match pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = ProtectionError::from(e);
+                for c in batch {
+                    let _ = c.reply.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        let mut results = Vec::with_capacity(batch.len());
+        let outcome: Result<(), ProtectionError> = async {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            for c in &batch {
+                match decide(&mut conn, c).await {
+                    Ok(r) => results.push(Ok(r)),
+                    Err(e @ ProtectionError::Refused(_)) => results.push(Err(e)),
+                    // Any other failure aborts the whole batch: nothing of it is committed.
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match finish(&mut conn, outcome).await {
+            Ok(()) => {
+                for (c, r) in batch.into_iter().zip(results) {
+                    let _ = c.reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "slashing-protection batch failed; nothing of it was recorded");
+                for c in batch {
+                    let _ = c.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}

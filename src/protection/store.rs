@@ -1,0 +1,239 @@
+//! What both storage backends share: the u64 <-> BIGINT map, row decoding, error
+//! classification and export assembly.
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::interchange::{FORMAT_VERSION, Interchange, Metadata, SignedAttestation, SignedBlock, ValidatorData};
+use super::rules::Watermarks;
+use super::ProtectionError;
+use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
+
+/// How often a transaction that lost a serialization race or deadlock is retried. A retry
+/// re-runs the same check on the same message, so it can never yield a second, conflicting
+/// signature.
+pub const MAX_ATTEMPTS: usize = 4;
+
+/// u64 -> i64 preserving order: u64 0 is i64::MIN, u64::MAX is i64::MAX. Every slot and epoch
+/// fits, comparisons in SQL keep their meaning, nothing wraps.
+pub const fn to_db(v: u64) -> i64 {
+    (v ^ (1 << 63)) as i64
+}
+
+pub const fn from_db(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+/// Absent and all-zero roots are stored as NULL: they never equal anything.
+pub fn root_to_db(root: Option<SigningRoot>) -> Option<Vec<u8>> {
+    root.filter(|r| !r.is_zero()).map(|r| r.0.to_vec())
+}
+
+pub fn root_from_db(bytes: Option<Vec<u8>>) -> Option<SigningRoot> {
+    bytes
+        .and_then(|b| SigningRoot::from_slice(&b))
+        .filter(|r| !r.is_zero())
+}
+
+pub fn pubkey_from_db(bytes: &[u8]) -> Result<PublicKey, ProtectionError> {
+    PublicKey::from_slice(bytes)
+        .ok_or_else(|| ProtectionError::Internal("stored pubkey is not 48 bytes".into()))
+}
+
+pub fn chain_from_db(bytes: &[u8]) -> Result<Root, ProtectionError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Root::from)
+        .map_err(|_| ProtectionError::Internal("stored genesis validators root is not 32 bytes".into()))
+}
+
+/// Reads the watermark columns of a `validators` row (either backend).
+pub fn watermarks_from_row<R: Row>(row: &R) -> Result<Watermarks, sqlx::Error>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let slot = |c: &str| -> Result<Option<u64>, sqlx::Error> {
+        Ok(row.try_get::<Option<i64>, _>(c)?.map(from_db))
+    };
+    Ok(Watermarks {
+        enabled: row.try_get("enabled")?,
+        block_slot: slot("block_slot")?.map(Slot),
+        block_root: root_from_db(row.try_get("block_root")?),
+        att_source: slot("att_source")?.map(Epoch),
+        att_target: slot("att_target")?.map(Epoch),
+        att_root: root_from_db(row.try_get("att_root")?),
+        att_root_source: slot("att_root_source")?.map(Epoch),
+    })
+}
+
+/// How a database error should be handled.
+pub enum Failure {
+    /// Serialization failure or deadlock: run the transaction again.
+    Retry(String),
+    /// Connection or availability problem: refuse with 503 (and maybe retry once).
+    Unavailable(String),
+    /// Anything else, such as a constraint violation: refuse with 500.
+    Internal(String),
+}
+
+pub fn classify(e: sqlx::Error) -> Failure {
+    match &e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            match code.as_str() {
+                // serialization_failure, deadlock_detected
+                "40001" | "40P01" => Failure::Retry(db.message().to_string()),
+                // connection exceptions, shutdown, recovery, read-only standby, lock timeouts,
+                // insufficient resources; SQLITE_BUSY / SQLITE_LOCKED.
+                c if c.starts_with("08")
+                    || c.starts_with("57")
+                    || c.starts_with("53")
+                    || c == "25006"
+                    || c == "55P03"
+                    || c == "5"
+                    || c == "6" =>
+                {
+                    Failure::Unavailable(db.message().to_string())
+                }
+                _ => Failure::Internal(db.message().to_string()),
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Failure::Unavailable(e.to_string()),
+        _ => Failure::Internal(e.to_string()),
+    }
+}
+
+impl From<sqlx::Error> for ProtectionError {
+    fn from(e: sqlx::Error) -> Self {
+        match classify(e) {
+            Failure::Retry(m) | Failure::Unavailable(m) => ProtectionError::Unavailable(m),
+            Failure::Internal(m) => ProtectionError::Internal(m),
+        }
+    }
+}
+
+/// One validator's stored state, as read for an export.
+pub struct StoredValidator {
+    pub pubkey: PublicKey,
+    pub watermarks: Watermarks,
+    pub blocks: Vec<(Slot, Option<SigningRoot>)>,
+    pub attestations: Vec<(Epoch, Epoch, Option<SigningRoot>)>,
+}
+
+/// Builds the EIP-3076 export: the retained history plus the watermarks, so that a
+/// re-import protects at least as much as this database does even after pruning.
+pub fn build_export(chain: Root, validators: Vec<StoredValidator>) -> Interchange {
+    let data = validators
+        .into_iter()
+        .map(|v| {
+            let w = &v.watermarks;
+            let mut blocks: Vec<SignedBlock> = v
+                .blocks
+                .iter()
+                .map(|(slot, root)| SignedBlock {
+                    slot: *slot,
+                    signing_root: *root,
+                })
+                .collect();
+            if let Some(slot) = w.block_slot {
+                if !v.blocks.iter().any(|b| b.0 == slot) {
+                    blocks.push(SignedBlock {
+                        slot,
+                        signing_root: w.block_root,
+                    });
+                }
+            }
+            let mut attestations: Vec<SignedAttestation> = v
+                .attestations
+                .iter()
+                .map(|(s, t, root)| SignedAttestation {
+                    source_epoch: *s,
+                    target_epoch: *t,
+                    signing_root: *root,
+                })
+                .collect();
+            if let (Some(source), Some(target)) = (w.att_source, w.att_target) {
+                if !v.attestations.iter().any(|a| a.0 == source && a.1 == target) {
+                    attestations.push(SignedAttestation {
+                        source_epoch: source,
+                        target_epoch: target,
+                        signing_root: None,
+                    });
+                }
+            }
+            ValidatorData {
+                pubkey: v.pubkey,
+                signed_blocks: blocks,
+                signed_attestations: attestations,
+            }
+        })
+        .collect();
+    Interchange {
+        metadata: Metadata {
+            interchange_format_version: FORMAT_VERSION.into(),
+            genesis_validators_root: chain,
+        },
+        data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u64_map_preserves_order_and_range() {
+        let samples = [
+            0,
+            1,
+            2,
+            1000,
+            (1 << 32) - 1,
+            1 << 32,
+            (1 << 63) - 1,
+            1 << 63,
+            (1 << 63) + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        assert_eq!(to_db(0), i64::MIN);
+        assert_eq!(to_db(u64::MAX), i64::MAX);
+        for a in samples {
+            assert_eq!(from_db(to_db(a)), a);
+            for b in samples {
+                assert_eq!(a.cmp(&b), to_db(a).cmp(&to_db(b)), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn export_adds_watermarks_missing_from_history() {
+        let w = Watermarks {
+            enabled: true,
+            block_slot: Some(Slot(100)),
+            att_source: Some(Epoch(7)),
+            att_target: Some(Epoch(9)),
+            ..Default::default()
+        };
+        let pk: PublicKey = "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c".parse().unwrap();
+        let i = build_export(
+            Root::ZERO,
+            vec![StoredValidator {
+                pubkey: pk,
+                watermarks: w,
+                blocks: vec![],
+                attestations: vec![(Epoch(6), Epoch(9), None)],
+            }],
+        );
+        let v = &i.data[0];
+        assert_eq!(v.signed_blocks, vec![SignedBlock { slot: Slot(100), signing_root: None }]);
+        assert_eq!(v.signed_attestations.len(), 2);
+        assert!(v.signed_attestations.iter().any(|a| a.source_epoch == Epoch(7) && a.target_epoch == Epoch(9)));
+    }
+}

@@ -1,0 +1,47 @@
+//! Test harness shared by the integration tests: throwaway PostgreSQL clusters and the real
+//! `palisade` binary, both as child processes that die with the test process.
+#![allow(dead_code)]
+
+pub mod pg;
+pub mod procs;
+pub mod server;
+
+use std::path::PathBuf;
+
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data"))
+}
+
+pub fn interop_dir() -> PathBuf {
+    data_dir().join("test-keys/interop")
+}
+
+/// The 8 interop keystores in a folder of their own (the interop folder also holds keys.json).
+pub fn interop_keystores() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("keystores");
+    std::fs::create_dir(&ks).unwrap();
+    for i in 0..8 {
+        std::fs::copy(
+            interop_dir().join(format!("keystore-{i}.json")),
+            ks.join(format!("keystore-{i}.json")),
+        )
+        .unwrap();
+    }
+    let pw = dir.path().join("password.txt");
+    std::fs::copy(interop_dir().join("password.txt"), &pw).unwrap();
+    (dir, ks, pw)
+}
+
+/// Interop pubkeys 0..7.
+pub fn interop_pubkeys() -> Vec<String> {
+    let keys: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(interop_dir().join("keys.json")).unwrap())
+            .unwrap();
+    keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["pubkey"].as_str().unwrap().to_string())
+        .collect()
+}

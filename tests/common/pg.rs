@@ -1,0 +1,195 @@
+//! A throwaway PostgreSQL cluster per test process (initdb + postgres on a free loopback
+//! port). As root, initdb refuses to run, so the cluster runs as the `postgres` user.
+//! Data lives under /dev/shm when it exists: fsync stays on (so durability checks pass) but
+//! costs nothing.
+
+use std::ffi::CString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::procs::{free_port, is_root, spawn_tied};
+
+pub struct PgCluster {
+    pub port: u16,
+    data: PathBuf,
+    bin: PathBuf,
+    run_as: Option<(u32, u32)>,
+    child: Mutex<Option<Child>>,
+    extra: Vec<String>,
+}
+
+fn find_bindir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PALISADE_PG_BIN") {
+        return dir.into();
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    candidates.sort();
+    if let Some(dir) = candidates.into_iter().rev().find(|d| d.join("initdb").exists()) {
+        return dir;
+    }
+    for p in std::env::var("PATH").unwrap_or_default().split(':') {
+        if Path::new(p).join("initdb").exists() {
+            return p.into();
+        }
+    }
+    panic!("PostgreSQL server binaries (initdb, postgres) not found: install them or set PALISADE_PG_BIN");
+}
+
+fn postgres_user() -> (u32, u32) {
+    let name = CString::new("postgres").unwrap();
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(!pw.is_null(), "running as root needs a `postgres` user to run the test cluster");
+    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+}
+
+fn scratch_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { shm.into() } else { std::env::temp_dir() }
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl PgCluster {
+    /// A new cluster; `extra` are `-c name=value` settings.
+    pub fn start_with(extra: &[&str]) -> PgCluster {
+        let bin = find_bindir();
+        let run_as = is_root().then(postgres_user);
+        let data = scratch_root().join(format!(
+            "palisade-test-pg-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
+        if let Some((uid, gid)) = run_as {
+            let c = CString::new(data.to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::chown(c.as_ptr(), uid, gid) }, 0);
+        }
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "-N"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = run_as {
+            initdb.uid(uid).gid(gid);
+        }
+        let out = initdb.output().expect("running initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let cluster = PgCluster {
+            port: free_port(),
+            data,
+            bin,
+            run_as,
+            child: Mutex::new(None),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        cluster.start();
+        cluster
+    }
+
+    /// Starts (or restarts) the server on the same data and port.
+    pub fn start(&self) {
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        cmd.args(["-D", self.data.to_str().unwrap(), "-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+            .args(["-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on"]);
+        for e in &self.extra {
+            cmd.args(["-c", e]);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        // SIGQUIT is PostgreSQL's immediate shutdown: it takes its backends with it.
+        let child = spawn_tied(cmd, libc::SIGQUIT).expect("starting postgres");
+        *self.child.lock().unwrap() = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            let out = Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if out.is_ok_and(|s| s.success()) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "postgres did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `pg_ctl stop -m immediate`: no checkpoint, backends killed at once.
+    pub fn stop_immediate(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            super::procs::signal(child.id(), libc::SIGQUIT);
+            let _ = child.wait();
+        }
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL with psql as the superuser.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let psql = if self.bin.join("psql").exists() { self.bin.join("psql") } else { "psql".into() };
+        let out = Command::new(psql)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("running psql");
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A new, empty database on this cluster; returns its URL.
+    pub fn new_database(&self) -> String {
+        let name = format!("t{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        self.url(&name)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop_immediate();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// The cluster shared by the tests of one test binary (tests use their own databases).
+pub fn shared() -> &'static PgCluster {
+    static SHARED: OnceLock<PgCluster> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        sweep_stale();
+        PgCluster::start_with(&[])
+    })
+}
+
+/// Removes data directories left by test processes that no longer exist.
+fn sweep_stale() {
+    let Ok(rd) = std::fs::read_dir(scratch_root()) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if let Some(rest) = name.strip_prefix("palisade-test-pg-") {
+            let pid: i32 = rest.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            if pid > 0 && unsafe { libc::kill(pid, 0) } != 0 {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Running the real `palisade` binary (added with the HTTP tests).
