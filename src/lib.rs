@@ -1,13 +1,22 @@
 //! Palisade: a remote signer for Ethereum validators (Web3Signer eth2 API) that checks every
 //! block and attestation against an EIP-3076 slashing-protection database before signing.
 //!
-//! Data flows one way: `http` parses a request into a `signing::SigningJob` (signing root
-//! computed, nothing secret touched), `service` asks `protection` whether it may be signed
-//! (one database transaction, committed), and only then `keys` produces the signature.
+//! Data flows one way: `http` hands a request body to `service`, which has `signing` turn it
+//! into a `SigningJob` (signing root computed, nothing secret touched), asks `protection`
+//! whether it may be signed (one database transaction, committed), and only then has `keys`
+//! produce the signature.
 
+pub mod cli;
+pub mod commands;
 pub mod consensus;
+pub mod http;
+pub mod keymanager;
 pub mod keys;
+pub mod metrics;
 pub mod network;
 pub mod protection;
+pub mod serve;
+pub mod server;
+pub mod service;
 pub mod signing;
 pub mod types;

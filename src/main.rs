@@ -1,3 +1,36 @@
-fn main() {
-    println!("Hello, world!");
+use clap::Parser;
+use palisade::cli::{Cli, Command, SlashingProtectionCommand};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => palisade::serve::run(*args).await,
+            Command::SlashingProtection(SlashingProtectionCommand::Import { database_url, from }) => {
+                palisade::commands::import(&database_url, &from).await
+            }
+            Command::SlashingProtection(SlashingProtectionCommand::Export { database_url, to, pubkey }) => {
+                palisade::commands::export(&database_url, &to, &pubkey).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -246,7 +246,7 @@ pub fn announce(found: Discovered, registry: &KeyRegistry) -> Vec<KeySource> {
 }
 
 /// Decrypts every source on the rayon pool (one thread per core), installing each key as
-/// soon as it is ready, with a progress line every 10%.
+/// soon as it is ready, with a progress line every 10% (for 20 keys or more).
 pub fn decrypt_all(sources: Vec<KeySource>, registry: &KeyRegistry) -> LoadReport {
     let total = sources.len();
     let start = Instant::now();
@@ -278,7 +278,7 @@ pub fn decrypt_all(sources: Vec<KeySource>, registry: &KeyRegistry) -> LoadRepor
             }
         }
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % step == 0 && n < total {
+        if total >= 20 && n % step == 0 && n < total {
             let elapsed = start.elapsed();
             let left = elapsed.mul_f64((total - n) as f64 / n as f64);
             tracing::info!(

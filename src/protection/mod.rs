@@ -169,6 +169,14 @@ impl SlashingDatabase {
         dispatch!(self.prune(keep_epochs, slots_per_epoch))
     }
 
+    /// Open and idle connections of this replica's pool (PostgreSQL only).
+    pub fn pool_state(&self) -> Option<(u32, usize)> {
+        match self {
+            SlashingDatabase::Postgres(s) => Some((s.pool().size(), s.pool().num_idle())),
+            SlashingDatabase::Sqlite(_) => None,
+        }
+    }
+
     /// A round trip to the database; its latency.
     pub async fn ping(&self) -> Result<Duration, ProtectionError> {
         dispatch!(self.ping())

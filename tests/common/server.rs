@@ -1,1 +1,143 @@
-//! Running the real `palisade` binary (added with the HTTP tests).
+//! The real `palisade` binary as a child process, driven over real HTTP on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use super::procs::spawn_tied;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+
+pub struct Palisade {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub workdir: PathBuf,
+    log: Arc<Mutex<String>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Spawns the binary and collects its log, returning the child and the log buffer.
+fn spawn(args: &[String], workdir: &Path) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(workdir)
+        .env("PALISADE_LOG_LEVEL", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = spawn_tied(cmd, libc::SIGKILL).expect("spawning palisade");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(i) = line.find("listening on http://") {
+                let addr = line[i + "listening on ".len()..].split_whitespace().next().unwrap_or("");
+                let _ = tx.send(addr.to_string());
+            }
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    (child, log, rx)
+}
+
+impl Palisade {
+    /// `palisade serve ARGS --http-port 0` in a fresh working directory.
+    pub fn serve(args: &[&str]) -> Palisade {
+        let tmp = tempfile::tempdir().unwrap();
+        let workdir = tmp.path().to_path_buf();
+        let mut p = Self::serve_in(&workdir, args);
+        p._tmp = Some(tmp);
+        p
+    }
+
+    /// `palisade serve ARGS --http-port 0` in `workdir` (kept by the caller).
+    pub fn serve_in(workdir: &Path, args: &[&str]) -> Palisade {
+        match Self::try_serve_in(workdir, args) {
+            Ok(p) => p,
+            Err(log) => panic!("palisade did not start:\n{log}"),
+        }
+    }
+
+    /// Like `serve_in`, but returns the log when the process exits instead of listening.
+    pub fn try_serve_in(workdir: &Path, args: &[&str]) -> Result<Palisade, String> {
+        let mut all: Vec<String> = vec!["serve".into(), "--http-port".into(), "0".into()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let (mut child, log, rx) = spawn(&all, workdir);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
+                return Ok(Palisade {
+                    child: Some(child),
+                    base: addr,
+                    workdir: workdir.to_path_buf(),
+                    log,
+                    _tmp: None,
+                });
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(log.lock().unwrap().clone());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("timed out; log:\n{}", log.lock().unwrap()));
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.workdir.join("palisade-api-token.txt"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `sig` and waits for the process to exit; returns its exit status.
+    pub fn stop(&mut self, sig: libc::c_int) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        super::procs::signal(child.id(), sig);
+        child.wait().ok()
+    }
+}
+
+impl Drop for Palisade {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `palisade ARGS` to completion: (success, stdout, stderr).
+pub fn run(args: &[&str], workdir: &Path) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(workdir)
+        .output()
+        .expect("running palisade");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}

@@ -1,0 +1,133 @@
+//! Command line: `palisade serve` and `palisade slashing-protection import|export`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::types::{PublicKey, Root};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "palisade",
+    version,
+    about = "A remote signer for Ethereum validators (Web3Signer eth2 API) with EIP-3076 slashing protection on PostgreSQL or SQLite",
+    long_about = None
+)]
+pub struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
+    /// `palisade=debug,sqlx=warn`.
+    #[arg(long, global = true, env = "PALISADE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the signer.
+    Serve(Box<ServeArgs>),
+    /// Import or export EIP-3076 slashing-protection data.
+    #[command(subcommand)]
+    SlashingProtection(SlashingProtectionCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Listen address.
+    #[arg(long, env = "PALISADE_HTTP_HOST", default_value = "127.0.0.1")]
+    pub http_host: String,
+
+    /// Listen port (0 = pick a free port and log it).
+    #[arg(long, env = "PALISADE_HTTP_PORT", default_value_t = 9000)]
+    pub http_port: u16,
+
+    /// Folder of EIP-2335 JSON keystores (`*.json`; other JSON files are skipped with a warning).
+    #[arg(long, env = "PALISADE_KEYSTORES_PATH", value_name = "DIR")]
+    pub keystores_path: Option<PathBuf>,
+
+    /// Folder with one password file per keystore: `<keystore file stem>.txt`.
+    #[arg(long, env = "PALISADE_KEYSTORES_PASSWORDS_PATH", value_name = "DIR")]
+    pub keystores_passwords_path: Option<PathBuf>,
+
+    /// One password for every keystore in --keystores-path.
+    #[arg(long, env = "PALISADE_KEYSTORES_PASSWORD_FILE", value_name = "FILE")]
+    pub keystores_password_file: Option<PathBuf>,
+
+    /// Folder of Web3Signer-style YAML key definitions (`type: file-keystore` with
+    /// `keystoreFile` and `keystorePasswordFile`, or `type: file-raw` with `privateKey`).
+    #[arg(long, env = "PALISADE_KEY_CONFIG_PATH", value_name = "DIR")]
+    pub key_config_path: Option<PathBuf>,
+
+    /// Slashing-protection database: `postgres://...` for shared (multi-replica) protection,
+    /// `sqlite://PATH` for one host.
+    #[arg(long, env = "PALISADE_DATABASE_URL", default_value = "sqlite://palisade.sqlite")]
+    pub database_url: String,
+
+    /// `mainnet`, `hoodi`, `sepolia`, `holesky`, `minimal`, or a consensus-specs config YAML.
+    #[arg(long, env = "PALISADE_NETWORK", default_value = "mainnet", value_name = "NAME|FILE")]
+    pub network: String,
+
+    /// Pin the chain; requests for another genesis validators root are refused.
+    /// Default: the network's own root, else pinned by the database on first use.
+    #[arg(long, env = "PALISADE_GENESIS_VALIDATORS_ROOT", value_name = "HEX")]
+    pub genesis_validators_root: Option<Root>,
+
+    /// Bearer token for the admin and Key Manager endpoints; created (mode 0600, random)
+    /// if missing.
+    #[arg(long, env = "PALISADE_API_TOKEN_FILE", default_value = "palisade-api-token.txt", value_name = "FILE")]
+    pub api_token_file: PathBuf,
+
+    /// Serve Prometheus metrics at /metrics.
+    #[arg(long, env = "PALISADE_METRICS", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub metrics: bool,
+
+    /// PostgreSQL connections per replica (default: 4 per core).
+    #[arg(long, env = "PALISADE_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<u32>,
+
+    /// How long one slashing-protection check may take before the signing is refused (503).
+    #[arg(long, env = "PALISADE_DATABASE_TIMEOUT_MS", default_value_t = 5000, value_name = "MS")]
+    pub database_timeout_ms: u64,
+
+    /// How long startup waits for the database to become reachable.
+    #[arg(long, env = "PALISADE_DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS")]
+    pub database_connect_timeout_secs: u64,
+
+    /// How long a request for a key that is still being decrypted waits before a 503.
+    #[arg(long, env = "PALISADE_KEY_WAIT_MS", default_value_t = 5000, value_name = "MS")]
+    pub key_wait_ms: u64,
+
+    /// Signing history kept behind each validator's highest epoch (0 = keep everything).
+    /// The per-validator maxima that protection decides on are always kept.
+    #[arg(long, env = "PALISADE_PRUNE_EPOCHS_TO_KEEP", default_value_t = 10_000, value_name = "EPOCHS")]
+    pub prune_epochs_to_keep: u64,
+
+    /// How often history is pruned.
+    #[arg(long, env = "PALISADE_PRUNE_INTERVAL_SECS", default_value_t = 3600, value_name = "SECS")]
+    pub prune_interval_secs: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SlashingProtectionCommand {
+    /// Import an EIP-3076 interchange file (all or nothing; merges to the highest values).
+    Import {
+        #[arg(long, env = "PALISADE_DATABASE_URL")]
+        database_url: String,
+        /// The interchange JSON file.
+        #[arg(long, value_name = "FILE.json")]
+        from: PathBuf,
+    },
+    /// Export slashing-protection data as EIP-3076 interchange JSON.
+    Export {
+        #[arg(long, env = "PALISADE_DATABASE_URL")]
+        database_url: String,
+        /// Output file (`-` for standard output).
+        #[arg(long, value_name = "FILE.json")]
+        to: PathBuf,
+        /// Only these validators (repeatable).
+        #[arg(long, value_name = "0x..")]
+        pubkey: Vec<PublicKey>,
+    },
+}

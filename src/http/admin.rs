@@ -1,0 +1,169 @@
+//! Admin endpoints (bearer token): EIP-3076 import and export, and the Key Manager API.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::error::{ApiError, body_rejection};
+use crate::keymanager::KeyManagerError;
+use crate::protection::{Interchange, ProtectionError};
+use crate::types::PublicKey;
+
+fn utf8(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("request body is not UTF-8".into()))
+}
+
+/// `POST /api/v1/eth2/slashing-protection/import`: all or nothing.
+pub async fn import(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result: Result<usize, ApiError> = async {
+        let body = body.map_err(body_rejection)?;
+        let interchange = Interchange::from_json(utf8(&body)?)
+            .map_err(|e| ApiError::Protection(ProtectionError::InvalidInterchange(e)))?;
+        let signer = &state.signer;
+        let given = interchange.metadata.genesis_validators_root;
+        let pinned = signer.chain.resolve(&signer.db, given).await?;
+        if pinned != given {
+            return Err(ProtectionError::WrongChain { pinned, given }.into());
+        }
+        Ok(signer.db.import(&interchange).await?)
+    }
+    .await;
+    match result {
+        Ok(n) => {
+            tracing::info!(validators = n, "slashing-protection data imported");
+            Json(json!({ "imported_validators": n })).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `pubkey=0x..` parameters of a query string (may repeat).
+fn pubkeys_of(query: Option<&str>) -> Result<Option<Vec<PublicKey>>, ApiError> {
+    let mut keys = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "pubkey" {
+            return Err(ApiError::BadRequest(format!("unknown query parameter `{k}`")));
+        }
+        for one in v.split(',').filter(|s| !s.is_empty()) {
+            keys.push(
+                one.parse()
+                    .map_err(|e| ApiError::BadRequest(format!("pubkey `{one}`: {e}")))?,
+            );
+        }
+    }
+    Ok((!keys.is_empty()).then_some(keys))
+}
+
+/// `GET /api/v1/eth2/slashing-protection/export[?pubkey=0x..]`
+pub async fn export(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let result: Result<Interchange, ApiError> = async {
+        let keys = pubkeys_of(query.as_deref())?;
+        Ok(state.signer.db.export(keys.as_deref()).await?)
+    }
+    .await;
+    match result {
+        Ok(i) => Json(i).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+impl From<KeyManagerError> for ApiError {
+    fn from(e: KeyManagerError) -> Self {
+        match e {
+            KeyManagerError::BadRequest(m) => ApiError::BadRequest(m),
+            KeyManagerError::Protection(p) => ApiError::Protection(p),
+        }
+    }
+}
+
+/// `GET /eth/v1/keystores`
+pub async fn list_keystores(State(state): State<AppState>) -> Response {
+    let data: Vec<_> = state
+        .keymanager
+        .list()
+        .into_iter()
+        .map(|pk| json!({ "validating_pubkey": pk.to_string(), "derivation_path": "", "readonly": false }))
+        .collect();
+    Json(json!({ "data": data })).into_response()
+}
+
+#[derive(Deserialize)]
+struct ImportKeystores {
+    keystores: Vec<String>,
+    passwords: Vec<String>,
+    slashing_protection: Option<String>,
+}
+
+/// `POST /eth/v1/keystores`
+pub async fn import_keystores(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result: Result<_, ApiError> = async {
+        let body = body.map_err(body_rejection)?;
+        let req: ImportKeystores = crate::signing::request::parse_at("", utf8(&body)?)
+            .map_err(|e| ApiError::BadRequest(redact_passwords(e)))?;
+        let passwords = req.passwords.into_iter().map(Zeroizing::new).collect();
+        Ok(state
+            .keymanager
+            .import(req.keystores, passwords, req.slashing_protection)
+            .await?)
+    }
+    .await;
+    match result {
+        Ok(statuses) => Json(json!({ "data": statuses })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A serde error about `passwords` must not quote a password.
+fn redact_passwords(e: String) -> String {
+    if e.starts_with("passwords") {
+        "passwords: must be an array of strings".into()
+    } else {
+        e
+    }
+}
+
+#[derive(Deserialize)]
+struct DeleteKeystores {
+    pubkeys: Vec<PublicKey>,
+}
+
+/// `DELETE /eth/v1/keystores`
+pub async fn delete_keystores(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result: Result<_, ApiError> = async {
+        let body = body.map_err(body_rejection)?;
+        let req: DeleteKeystores =
+            crate::signing::request::parse_at("", utf8(&body)?).map_err(ApiError::BadRequest)?;
+        Ok(state.keymanager.delete(req.pubkeys).await?)
+    }
+    .await;
+    match result {
+        Ok((statuses, interchange)) => Json(json!({
+            "data": statuses,
+            "slashing_protection": serde_json::to_string(&interchange).expect("interchange serialises"),
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_pubkeys() {
+        let pk = "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
+        assert_eq!(pubkeys_of(None).unwrap(), None);
+        assert_eq!(pubkeys_of(Some(&format!("pubkey={pk}"))).unwrap().unwrap().len(), 1);
+        assert_eq!(pubkeys_of(Some(&format!("pubkey={pk}&pubkey={pk}"))).unwrap().unwrap().len(), 2);
+        assert!(pubkeys_of(Some("pubkey=0x12")).is_err());
+        assert!(pubkeys_of(Some("validator=1")).is_err());
+    }
+}

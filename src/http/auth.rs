@@ -1,0 +1,105 @@
+//! Bearer-token authentication for the admin and Key Manager endpoints.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// The API token. Never logged, compared in constant time, zeroed on drop.
+pub struct ApiToken(Zeroizing<String>);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+impl ApiToken {
+    /// Reads the token file (surrounding whitespace trimmed), or creates it with a random
+    /// token and mode 0600. Returns the token and whether the file was created.
+    pub fn load_or_create(path: &Path) -> Result<(ApiToken, bool), String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let text = Zeroizing::new(text);
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(format!("API token file {} is empty", path.display()));
+                }
+                Ok((ApiToken(Zeroizing::new(token.to_string())), false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                rand::rng().fill_bytes(bytes.as_mut());
+                let token = Zeroizing::new(hex::encode(bytes.as_ref()));
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| format!("cannot create API token file {}: {e}", path.display()))?;
+                f.write_all(token.as_bytes())
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| format!("cannot write API token file {}: {e}", path.display()))?;
+                Ok((ApiToken(token), true))
+            }
+            Err(e) => Err(format!("cannot read API token file {}: {e}", path.display())),
+        }
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        let a = self.0.as_bytes();
+        let b = presented.as_bytes();
+        a.len() == b.len() && bool::from(a.ct_eq(b))
+    }
+}
+
+/// Middleware: 401 without a bearer token, 403 with a wrong one.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    match presented {
+        None => ApiError::MissingToken.into_response(),
+        Some(t) if !state.token.matches(t) => ApiError::WrongToken.into_response(),
+        Some(_) => next.run(req).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_a_private_token_file_then_reuses_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.txt");
+        let (t1, created) = ApiToken::load_or_create(&path).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (t2, created) = ApiToken::load_or_create(&path).unwrap();
+        assert!(!created);
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert!(t1.matches(&on_disk) && t2.matches(&on_disk));
+        assert!(!t1.matches("wrong"));
+        assert!(!format!("{t1:?}").contains(&on_disk));
+        std::fs::write(&path, "  my-token\n").unwrap();
+        assert!(ApiToken::load_or_create(&path).unwrap().0.matches("my-token"));
+    }
+}

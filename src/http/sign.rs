@@ -1,0 +1,105 @@
+//! The Web3Signer eth2 signing endpoints.
+
+use axum::{Extension, Json};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::{ApiError, body_rejection};
+use super::AppState;
+use crate::service::ClientInfo;
+use crate::signing::ParseError;
+use crate::service::SignError;
+use crate::types::PublicKey;
+
+/// `POST /api/v1/eth2/sign/{pubkey}`
+pub async fn sign(
+    State(state): State<AppState>,
+    Path(identifier): Path<String>,
+    client: Option<Extension<ClientInfo>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let client = client.map(|Extension(c)| c).unwrap_or_default();
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejection(r).into_response(),
+    };
+    let pubkey: PublicKey = match identifier.parse() {
+        Ok(pk) => pk,
+        Err(e) => {
+            let e = SignError::BadRequest(ParseError::Malformed(format!(
+                "invalid public key in the URL: {e}"
+            )));
+            state.signer.metrics.request("UNKNOWN", e.outcome());
+            return ApiError::from(e).into_response();
+        }
+    };
+    match state.signer.sign(pubkey, &body, &client).await {
+        Ok(sig) => {
+            if wants_text(&headers) {
+                ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], sig.to_string()).into_response()
+            } else {
+                Json(json!({ "signature": sig.to_string() })).into_response()
+            }
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// Bare hex only when the client asks for text/plain and not for JSON.
+fn wants_text(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut text = false;
+    for part in accept.split(',') {
+        let media = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match media.as_str() {
+            "application/json" | "application/*" | "*/*" => return false,
+            "text/plain" | "text/*" => text = true,
+            _ => {}
+        }
+    }
+    text
+}
+
+/// `GET /api/v1/eth2/publicKeys`: keys that can sign, and keys still being decrypted
+/// (requests for those wait for them).
+pub async fn public_keys(State(state): State<AppState>) -> Json<Vec<String>> {
+    Json(
+        state
+            .signer
+            .keys
+            .known_pubkeys()
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn content_negotiation() {
+        assert!(!wants_text(&HeaderMap::new()));
+        assert!(!wants_text(&accept("*/*")));
+        assert!(!wants_text(&accept("application/json")));
+        assert!(wants_text(&accept("text/plain")));
+        assert!(wants_text(&accept("text/plain; charset=utf-8")));
+        assert!(!wants_text(&accept("text/plain, application/json")));
+        assert!(!wants_text(&accept("text/plain, */*;q=0.1")));
+    }
+}

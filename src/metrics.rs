@@ -1,0 +1,145 @@
+//! Prometheus metrics (`/metrics`). Names are stable: the alert rules in `deploy/` use them.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::keys::registry::KeyCounts;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignLabels {
+    pub r#type: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub r#type: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 us .. ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Every signing request by type and outcome: signed, refused, bad_request,
+    /// unknown_key, key_loading, unavailable, error.
+    pub requests: Family<SignLabels, Counter>,
+    /// Slashing-protection refusals by type and reason. In production any refusal means two
+    /// clients disagree about the chain: an operator must look.
+    pub refusals: Family<RefusalLabels, Counter>,
+    /// Request to signature, for signed requests.
+    pub signing_seconds: Family<TypeLabels, Histogram>,
+    /// The slashing-protection check alone (one database transaction).
+    pub protection_seconds: Histogram,
+    pub keys: Family<StateLabels, Gauge>,
+    /// 1 when the last database check succeeded, 0 when it failed.
+    pub database_up: Gauge,
+    pub database_latency_seconds: Gauge<f64, AtomicU64>,
+    pub database_pool_connections: Family<StateLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("palisade");
+        let requests = Family::<SignLabels, Counter>::default();
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        let signing_seconds =
+            Family::<TypeLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let protection_seconds = latency_histogram();
+        let keys = Family::<StateLabels, Gauge>::default();
+        let database_up = Gauge::default();
+        let database_latency_seconds = Gauge::<f64, AtomicU64>::default();
+        let database_pool_connections = Family::<StateLabels, Gauge>::default();
+        registry.register("signing_requests", "Signing requests by type and outcome", requests.clone());
+        registry.register(
+            "slashing_refusals",
+            "Signings refused by slashing protection, by type and reason",
+            refusals.clone(),
+        );
+        registry.register(
+            "signing_duration_seconds",
+            "Time from request to signature for signed requests",
+            signing_seconds.clone(),
+        );
+        registry.register(
+            "protection_duration_seconds",
+            "Time of the slashing-protection check and record (one database transaction)",
+            protection_seconds.clone(),
+        );
+        registry.register("keys", "Validator keys by state (loaded, loading, failed)", keys.clone());
+        registry.register(
+            "database_up",
+            "1 if the slashing-protection database answered the last check",
+            database_up.clone(),
+        );
+        registry.register(
+            "database_latency_seconds",
+            "Round trip of the last database health check",
+            database_latency_seconds.clone(),
+        );
+        registry.register(
+            "database_pool_connections",
+            "Database connections of this replica by state (open, idle)",
+            database_pool_connections.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            refusals,
+            signing_seconds,
+            protection_seconds,
+            keys,
+            database_up,
+            database_latency_seconds,
+            database_pool_connections,
+        }
+    }
+
+    pub fn request(&self, sign_type: &'static str, outcome: &'static str) {
+        self.requests
+            .get_or_create(&SignLabels {
+                r#type: sign_type,
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn set_keys(&self, c: KeyCounts) {
+        for (state, n) in [("loaded", c.loaded), ("loading", c.loading), ("failed", c.failed)] {
+            self.keys.get_or_create(&StateLabels { state }).set(n as i64);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

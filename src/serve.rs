@@ -1,0 +1,191 @@
+//! `palisade serve`: wires network, keys, slashing protection and HTTP together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use tokio::net::TcpListener;
+
+use crate::cli::ServeArgs;
+use crate::http::{self, AppState, auth::ApiToken};
+use crate::keymanager::{KeyManager, PersistDirs};
+use crate::keys::{KeyOptions, KeyRegistry, loader};
+use crate::metrics::Metrics;
+use crate::network::Network;
+use crate::protection::{DbOptions, SlashingDatabase, default_pool_size, redact_url};
+use crate::service::{ChainPin, Signer};
+
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let network = Network::load(&args.network).map_err(|e| anyhow!(e))?;
+    let configured_chain = args.genesis_validators_root.or(network.genesis_validators_root);
+
+    let key_options = KeyOptions {
+        keystores_path: args.keystores_path.clone(),
+        keystores_passwords_path: args.keystores_passwords_path.clone(),
+        keystores_password_file: args.keystores_password_file.clone(),
+        key_config_path: args.key_config_path.clone(),
+    };
+    let found = loader::discover(&key_options).map_err(|e| anyhow!(e))?;
+    let (token, created) = ApiToken::load_or_create(&args.api_token_file).map_err(|e| anyhow!(e))?;
+    if created {
+        tracing::info!(file = %args.api_token_file.display(), "created an API token for the admin and Key Manager endpoints");
+    }
+
+    let db_options = DbOptions {
+        pool_size: args.database_pool_size.unwrap_or_else(default_pool_size),
+        timeout: Duration::from_millis(args.database_timeout_ms),
+        connect_timeout: Duration::from_secs(args.database_connect_timeout_secs),
+    };
+    let db = SlashingDatabase::open(&args.database_url, &db_options)
+        .await
+        .with_context(|| format!("opening slashing-protection database {}", redact_url(&args.database_url)))?;
+
+    let chain = match configured_chain {
+        Some(root) => {
+            let pinned = db.pin_chain(root).await?;
+            if pinned != root {
+                bail!(
+                    "the slashing-protection database is pinned to genesis validators root {pinned}, \
+                     but Palisade is configured for {root} (network {}): refusing to start",
+                    network.name
+                );
+            }
+            Some(root)
+        }
+        None => db.pinned_chain().await?,
+    };
+
+    let registry = Arc::new(KeyRegistry::new());
+    let sources = loader::announce(found, &registry);
+    db.register(&registry.known_pubkeys()).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let signer = Arc::new(Signer {
+        network: network.clone(),
+        keys: registry.clone(),
+        db: Arc::new(db),
+        chain: ChainPin::new(chain),
+        metrics: metrics.clone(),
+        key_patience: Duration::from_millis(args.key_wait_ms),
+    });
+    let persist = match (&args.keystores_path, &args.keystores_passwords_path) {
+        (Some(k), Some(p)) => Some(PersistDirs {
+            keystores: k.clone(),
+            passwords: p.clone(),
+        }),
+        _ => None,
+    };
+    let keymanager = Arc::new(KeyManager {
+        signer: signer.clone(),
+        persist,
+    });
+    let state = AppState {
+        signer: signer.clone(),
+        keymanager,
+        token: Arc::new(token),
+    };
+
+    let listener = TcpListener::bind((args.http_host.as_str(), args.http_port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.http_host, args.http_port))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(
+        network = %network.name,
+        chain = %chain.map_or("pinned on first request".to_string(), |r| r.to_string()),
+        database = %signer.db.backend_name(),
+        keys = sources.len(),
+        "Palisade {} ready",
+        env!("CARGO_PKG_VERSION")
+    );
+    tracing::info!("listening on http://{addr}");
+
+    spawn_key_loading(sources, signer.clone());
+    spawn_database_monitor(signer.clone());
+    if args.prune_epochs_to_keep > 0 {
+        spawn_pruning(
+            signer.clone(),
+            args.prune_epochs_to_keep,
+            Duration::from_secs(args.prune_interval_secs.max(1)),
+        );
+    }
+
+    crate::server::serve(listener, http::router(state, args.metrics), shutdown_signal(), SHUTDOWN_GRACE).await;
+    Ok(())
+}
+
+/// Decrypts keys in the background: the server answers while they load.
+fn spawn_key_loading(sources: Vec<loader::KeySource>, signer: Arc<Signer>) {
+    let registry = signer.keys.clone();
+    tokio::spawn(async move {
+        let report = tokio::task::spawn_blocking(move || loader::decrypt_all(sources, &registry)).await;
+        if let Err(e) = report {
+            tracing::error!(error = %e, "key loading stopped");
+        }
+        // Keystores without a `pubkey` field are known only now.
+        if let Err(e) = signer.db.register(&signer.keys.ready_pubkeys()).await {
+            tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
+        }
+        signer.metrics.set_keys(signer.keys.counts());
+    });
+}
+
+fn spawn_database_monitor(signer: Arc<Signer>) {
+    tokio::spawn(async move {
+        let mut was_up = true;
+        loop {
+            let up = match signer.db.ping().await {
+                Ok(latency) => {
+                    signer.metrics.database_latency_seconds.set(latency.as_secs_f64());
+                    true
+                }
+                Err(e) => {
+                    if was_up {
+                        tracing::error!(error = %e, "slashing-protection database unreachable: refusing blocks and attestations until it is back");
+                    }
+                    false
+                }
+            };
+            if up && !was_up {
+                tracing::info!("slashing-protection database reachable again: signing resumes");
+            }
+            was_up = up;
+            signer.metrics.database_up.set(up as i64);
+            if let Some((open, idle)) = signer.db.pool_state() {
+                signer.metrics.database_pool_connections.get_or_create(&crate::metrics::StateLabels { state: "open" }).set(open as i64);
+                signer.metrics.database_pool_connections.get_or_create(&crate::metrics::StateLabels { state: "idle" }).set(idle as i64);
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+}
+
+fn spawn_pruning(signer: Arc<Signer>, keep_epochs: u64, every: Duration) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match signer.db.prune(keep_epochs, signer.network.slots_per_epoch()).await {
+                Ok(r) if r.blocks + r.attestations > 0 => tracing::info!(
+                    blocks = r.blocks,
+                    attestations = r.attestations,
+                    keep_epochs,
+                    "pruned slashing-protection history"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning slashing-protection history failed; will retry"),
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

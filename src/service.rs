@@ -1,0 +1,218 @@
+//! The signing path, in one direction: body -> `SigningJob` (root computed, nothing secret
+//! touched) -> chain pin -> key -> slashing protection (committed) -> signature.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::keys::{KeyRegistry, Lookup};
+use crate::metrics::{RefusalLabels, TypeLabels};
+use crate::network::Network;
+use crate::protection::{Proposal, ProtectionError, Refusal, SlashingDatabase};
+use crate::signing::{ParseError, SignType, SlashingCheck, parse_signing_request};
+use crate::types::{PublicKey, Root, Signature};
+use crate::metrics::Metrics;
+
+/// Who sent a request: recorded with every block and attestation signed for it.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub remote: Option<SocketAddr>,
+    /// Subject of the TLS client certificate, when client authentication is on.
+    pub certificate: Option<String>,
+}
+
+impl fmt::Display for ClientInfo {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match (&self.certificate, &self.remote) {
+            (Some(c), Some(r)) => write!(f, "{c} ({r})"),
+            (Some(c), None) => f.write_str(c),
+            (None, Some(r)) => write!(f, "{r}"),
+            (None, None) => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Why a signing request did not produce a signature. `http::error` maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("{0}")]
+    BadRequest(#[from] ParseError),
+    #[error(
+        "request is for genesis validators root {given}, but this signer is pinned to {pinned}"
+    )]
+    WrongChain { pinned: Root, given: Root },
+    #[error("no key loaded for {0}")]
+    UnknownKey(PublicKey),
+    #[error("key {0} failed to load: {1}")]
+    KeyFailed(PublicKey, Arc<str>),
+    #[error("key {0} is still being decrypted; try again shortly")]
+    KeyLoading(PublicKey),
+    #[error("refused by slashing protection: {0}")]
+    Refused(Refusal),
+    #[error("{0}")]
+    ProtectionUnavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl SignError {
+    /// The `outcome` label of the requests metric.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            SignError::BadRequest(_) | SignError::WrongChain { .. } => "bad_request",
+            SignError::UnknownKey(_) | SignError::KeyFailed(..) => "unknown_key",
+            SignError::KeyLoading(_) => "key_loading",
+            SignError::Refused(_) => "refused",
+            SignError::ProtectionUnavailable(_) => "unavailable",
+            SignError::Internal(_) => "error",
+        }
+    }
+}
+
+impl From<ProtectionError> for SignError {
+    fn from(e: ProtectionError) -> Self {
+        match e {
+            ProtectionError::Refused(r) => SignError::Refused(r),
+            ProtectionError::Unavailable(_) => SignError::ProtectionUnavailable(e.to_string()),
+            ProtectionError::WrongChain { pinned, given } => SignError::WrongChain { pinned, given },
+            ProtectionError::InvalidInterchange(m) | ProtectionError::Internal(m) => {
+                SignError::Internal(format!("slashing protection: {m}"))
+            }
+        }
+    }
+}
+
+/// The genesis validators root this signer serves: configured, or pinned by the database
+/// (on first use when nothing was configured).
+pub struct ChainPin {
+    root: OnceLock<Root>,
+}
+
+impl ChainPin {
+    pub fn new(known: Option<Root>) -> Self {
+        let root = OnceLock::new();
+        if let Some(r) = known {
+            let _ = root.set(r);
+        }
+        Self { root }
+    }
+
+    pub fn get(&self) -> Option<Root> {
+        self.root.get().copied()
+    }
+
+    /// The pinned root, pinning `candidate` in the database if nothing is pinned yet.
+    pub async fn resolve(&self, db: &SlashingDatabase, candidate: Root) -> Result<Root, ProtectionError> {
+        if let Some(r) = self.root.get() {
+            return Ok(*r);
+        }
+        let pinned = db.pin_chain(candidate).await?;
+        let _ = self.root.set(pinned);
+        Ok(*self.root.get().expect("just set"))
+    }
+}
+
+pub struct Signer {
+    pub network: Network,
+    pub keys: Arc<KeyRegistry>,
+    pub db: Arc<SlashingDatabase>,
+    pub chain: ChainPin,
+    pub metrics: Arc<Metrics>,
+    /// How long a request for a key that is still being decrypted waits for it.
+    pub key_patience: Duration,
+}
+
+impl Signer {
+    /// Signs the request in `body` for `pubkey`, or says why not. Counts the outcome.
+    pub async fn sign(
+        &self,
+        pubkey: PublicKey,
+        body: &[u8],
+        client: &ClientInfo,
+    ) -> Result<Signature, SignError> {
+        let start = Instant::now();
+        let (sign_type, result) = self.sign_inner(pubkey, body, client).await;
+        let type_label = sign_type.map_or("UNKNOWN", SignType::as_str);
+        match &result {
+            Ok(_) => {
+                self.metrics.request(type_label, "signed");
+                self.metrics
+                    .signing_seconds
+                    .get_or_create(&TypeLabels { r#type: type_label })
+                    .observe(start.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                self.metrics.request(type_label, e.outcome());
+                if let SignError::Refused(r) = e {
+                    self.metrics
+                        .refusals
+                        .get_or_create(&RefusalLabels {
+                            r#type: type_label,
+                            reason: r.code(),
+                        })
+                        .inc();
+                    tracing::warn!(%pubkey, r#type = type_label, client = %client, reason = %r, "slashing protection refused to sign");
+                } else if matches!(e, SignError::ProtectionUnavailable(_) | SignError::Internal(_)) {
+                    tracing::error!(%pubkey, r#type = type_label, error = %e, "signing failed");
+                }
+            }
+        }
+        result
+    }
+
+    async fn sign_inner(
+        &self,
+        pubkey: PublicKey,
+        body: &[u8],
+        client: &ClientInfo,
+    ) -> (Option<SignType>, Result<Signature, SignError>) {
+        let job = match parse_signing_request(&self.network, pubkey, body) {
+            Ok(job) => job,
+            Err(e) => return (None, Err(e.into())),
+        };
+        let t = Some(job.sign_type);
+
+        if let Some(given) = job.genesis_validators_root {
+            match self.chain.resolve(&self.db, given).await {
+                Ok(pinned) if pinned == given => {}
+                Ok(pinned) => return (t, Err(SignError::WrongChain { pinned, given })),
+                Err(e) => return (t, Err(e.into())),
+            }
+        }
+
+        // The key is looked up before anything is recorded: nothing is recorded for a
+        // message this replica cannot sign.
+        let key = match self.keys.wait_for(&pubkey, self.key_patience).await {
+            Lookup::Ready(k) => k,
+            Lookup::Loading => return (t, Err(SignError::KeyLoading(pubkey))),
+            Lookup::Failed(reason) => return (t, Err(SignError::KeyFailed(pubkey, reason))),
+            Lookup::Unknown => return (t, Err(SignError::UnknownKey(pubkey))),
+        };
+
+        let proposal = match job.check {
+            SlashingCheck::None => None,
+            SlashingCheck::Block { slot } => Some(Proposal::Block {
+                slot,
+                root: job.signing_root,
+            }),
+            SlashingCheck::Attestation { source, target } => Some(Proposal::Attestation {
+                source,
+                target,
+                root: job.signing_root,
+            }),
+        };
+        if let Some(p) = proposal {
+            let started = Instant::now();
+            let r = self.db.check_and_record(&pubkey, &p, &client.to_string()).await;
+            self.metrics
+                .protection_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(e) = r {
+                return (t, Err(e.into()));
+            }
+        }
+        // Only now, with the record committed, does the signature exist.
+        (t, Ok(key.sign(&job.signing_root)))
+    }
+}
