@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::keymanager::KeyManager;
 use crate::service::Signer;
@@ -31,28 +31,64 @@ pub struct AppState {
     pub token: Arc<ApiToken>,
 }
 
+/// Who may call an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// Bearer token from `--api-token-file`.
+    Admin,
+}
+
+/// One served endpoint. `openapi.yaml` must describe exactly these (a test checks it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn ep(method: &'static str, path: &'static str, access: Access) -> Endpoint {
+    Endpoint { method, path, access }
+}
+
+/// Every endpoint with its handler; the router is built from this table alone.
+fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
+    use Access::*;
+    let mut v: Vec<(Endpoint, MethodRouter<AppState>)> = vec![
+        (ep("POST", "/api/v1/eth2/sign/{identifier}", Public), post(sign::sign)),
+        (ep("GET", "/api/v1/eth2/publicKeys", Public), get(sign::public_keys)),
+        (ep("GET", "/upcheck", Public), get(health::upcheck)),
+        (ep("GET", "/healthcheck", Public), get(health::healthcheck)),
+        (ep("POST", "/api/v1/eth2/slashing-protection/import", Admin), post(admin::import)),
+        (ep("GET", "/api/v1/eth2/slashing-protection/export", Admin), get(admin::export)),
+        (ep("GET", "/eth/v1/keystores", Admin), get(admin::list_keystores)),
+        (ep("POST", "/eth/v1/keystores", Admin), post(admin::import_keystores)),
+        (ep("DELETE", "/eth/v1/keystores", Admin), delete(admin::delete_keystores)),
+    ];
+    if metrics {
+        v.push((ep("GET", "/metrics", Public), get(health::metrics)));
+    }
+    v
+}
+
+/// The endpoints this build serves (with metrics on).
+pub fn endpoint_table() -> Vec<Endpoint> {
+    endpoints(true).into_iter().map(|(e, _)| e).collect()
+}
+
 pub fn router(state: AppState, metrics: bool) -> Router {
-    let admin = Router::new()
-        .route("/api/v1/eth2/slashing-protection/import", post(admin::import))
-        .route("/api/v1/eth2/slashing-protection/export", get(admin::export))
-        .route(
-            "/eth/v1/keystores",
-            get(admin::list_keystores)
-                .post(admin::import_keystores)
-                .delete(admin::delete_keystores),
-        )
+    let mut public = Router::new();
+    let mut admin = Router::new();
+    for (e, handler) in endpoints(metrics) {
+        match e.access {
+            Access::Public => public = public.route(e.path, handler),
+            Access::Admin => admin = admin.route(e.path, handler),
+        }
+    }
+    let public = public.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let admin = admin
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
-
-    let mut public = Router::new()
-        .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
-        .route("/api/v1/eth2/publicKeys", get(sign::public_keys))
-        .route("/upcheck", get(health::upcheck))
-        .route("/healthcheck", get(health::healthcheck))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    if metrics {
-        public = public.route("/metrics", get(health::metrics));
-    }
 
     public
         .merge(admin)

@@ -48,7 +48,13 @@ fn postgres_user() -> (u32, u32) {
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
 
+/// Where cluster data lives: `PALISADE_PG_SCRATCH`, else /dev/shm (benchmarks point it at a
+/// disk so that fsync costs what it costs).
 fn scratch_root() -> PathBuf {
+    if let Ok(dir) = std::env::var("PALISADE_PG_SCRATCH") {
+        let _ = std::fs::create_dir_all(&dir);
+        return dir.into();
+    }
     let shm = Path::new("/dev/shm");
     if shm.is_dir() { shm.into() } else { std::env::temp_dir() }
 }

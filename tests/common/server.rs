@@ -8,7 +8,15 @@ use std::time::Duration;
 
 use super::procs::spawn_tied;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_palisade");
+/// The `palisade` binary: cargo's path in tests, else the one beside this executable.
+pub fn bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_palisade") {
+        Some(p) => p.into(),
+        None => std::env::current_exe()
+            .expect("current executable")
+            .with_file_name("palisade"),
+    }
+}
 
 pub struct Palisade {
     child: Option<Child>,
@@ -21,7 +29,7 @@ pub struct Palisade {
 
 /// Spawns the binary and collects its log, returning the child and the log buffer.
 fn spawn(args: &[String], workdir: &Path) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<String>) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args)
         .current_dir(workdir)
         .env("PALISADE_LOG_LEVEL", "info")
@@ -130,7 +138,7 @@ impl Drop for Palisade {
 
 /// Runs `palisade ARGS` to completion: (success, stdout, stderr).
 pub fn run(args: &[&str], workdir: &Path) -> (bool, String, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(args)
         .current_dir(workdir)
         .output()

@@ -1,0 +1,134 @@
+//! Key material for benchmarks, and the keystore-loading benchmark.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use palisade::keys::SecretKey;
+use palisade::keys::keystore::{KdfChoice, Keystore};
+use palisade::types::PublicKey;
+use rayon::prelude::*;
+use zeroize::Zeroizing;
+
+use crate::blst_bench::cores;
+use crate::load::http_get;
+use crate::server::Palisade;
+
+/// Deterministic benchmark keys (scalar i + 1): public, never for real funds.
+pub fn secret(i: usize) -> SecretKey {
+    let mut b = Zeroizing::new([0u8; 32]);
+    b[24..].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+    SecretKey::from_bytes(&b).expect("small scalars are valid keys")
+}
+
+/// Writes `n` Web3Signer `file-raw` key definitions (instant to load) and returns the pubkeys.
+pub fn raw_key_config(dir: &Path, n: usize) -> anyhow::Result<Vec<PublicKey>> {
+    std::fs::create_dir_all(dir)?;
+    let keys: Vec<SecretKey> = (0..n).into_par_iter().map(secret).collect();
+    let mut yaml = String::new();
+    for k in &keys {
+        yaml.push_str(&format!(
+            "---\ntype: file-raw\nkeyType: BLS\nprivateKey: '0x{}'\n",
+            hex::encode(*k.to_bytes())
+        ));
+    }
+    std::fs::write(dir.join("bench-keys.yaml"), yaml)?;
+    Ok(keys.iter().map(|k| k.public_key()).collect())
+}
+
+const PASSWORD: &str = "palisade-bench-password";
+
+fn kdf_choice(kdf: &str) -> anyhow::Result<KdfChoice> {
+    match kdf {
+        "scrypt" => Ok(KdfChoice::Scrypt { log_n: 18 }),
+        "pbkdf2" => Ok(KdfChoice::Pbkdf2 { c: 262_144 }),
+        other => anyhow::bail!("--kdf {other}: use scrypt or pbkdf2"),
+    }
+}
+
+/// Generates (once) `count` keystores at the default EIP-2335 cost.
+fn ensure_keystores(dir: &Path, count: usize, kdf: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("password.txt"), PASSWORD)?;
+    let have = std::fs::read_dir(dir)?
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
+        .count();
+    if have == count {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            std::fs::remove_file(p)?;
+        }
+    }
+    let choice = kdf_choice(kdf)?;
+    println!("generating {count} {kdf} keystores in {} (once) ...", dir.display());
+    let start = Instant::now();
+    (0..count).into_par_iter().try_for_each(|i| -> anyhow::Result<()> {
+        let ks = Keystore::encrypt(&secret(i), PASSWORD, choice);
+        std::fs::write(dir.join(format!("keystore-{i:06}.json")), serde_json::to_vec(&ks)?)?;
+        Ok(())
+    })?;
+    println!("  generated in {:.1}s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub fn keystore_loading(count: usize, kdf: &str, root: &Path) -> anyhow::Result<()> {
+    let dir = root.join(format!("{kdf}-{count}"));
+    ensure_keystores(&dir, count, kdf)?;
+    let dir = dir.canonicalize()?;
+
+    // One key's cost, on one core, as the signer pays it (same code, same build).
+    let sample: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .take(3)
+        .collect();
+    let start = Instant::now();
+    for p in &sample {
+        let ks = Keystore::from_json(&std::fs::read_to_string(p)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ks.decrypt(PASSWORD).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let one_key = start.elapsed() / sample.len() as u32;
+    let ideal = one_key.mul_f64(count as f64 / cores() as f64);
+
+    let work = tempfile::tempdir()?;
+    let spawned = Instant::now();
+    let p = Palisade::serve_in(
+        work.path(),
+        &[
+            "--keystores-path", dir.to_str().unwrap(),
+            "--keystores-password-file", dir.join("password.txt").to_str().unwrap(),
+            "--network", "mainnet",
+        ],
+    );
+    let addr = p.base.trim_start_matches("http://").to_string();
+    let (status, _) = http_get(&addr, "/upcheck").context("upcheck")?;
+    let up = spawned.elapsed();
+    anyhow::ensure!(status == 200, "upcheck answered {status}");
+    let mut polls = 0;
+    let all_usable = loop {
+        let (_, body) = http_get(&addr, "/healthcheck")?;
+        let health: serde_json::Value = serde_json::from_str(&body)?;
+        if health["checks"][1]["data"]["loading"] == 0 {
+            anyhow::ensure!(
+                health["checks"][1]["data"]["loaded"] == count,
+                "not every key loaded: {health}"
+            );
+            break spawned.elapsed();
+        }
+        polls += 1;
+        if polls % 40 == 0 {
+            println!("  {} of {count} keys usable ...", health["checks"][1]["data"]["loaded"]);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("keystores: {count} x {kdf} (EIP-2335 default cost) on {} cores", cores());
+    println!("  one key on one core:        {:>8.1} ms", one_key.as_secs_f64() * 1e3);
+    println!("  ideal (N x one key / cores): {:>8.2} s", ideal.as_secs_f64());
+    println!("  server answered /upcheck:   {:>8.3} s after start", up.as_secs_f64());
+    println!("  all keys usable:            {:>8.2} s after start", all_usable.as_secs_f64());
+    println!("  ratio to ideal:             {:>8.3}x (target <= 1.15x)", all_usable.as_secs_f64() / ideal.as_secs_f64());
+    Ok(())
+}

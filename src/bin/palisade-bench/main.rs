@@ -1,0 +1,104 @@
+//! palisade-bench: measures Palisade against the machine it runs on.
+//!
+//!   palisade-bench blst         raw blst signatures per second, one core and all cores
+//!   palisade-bench http         HTTP signing throughput (RANDAO_REVEAL) vs raw blst
+//!   palisade-bench keystores    keystore loading time vs the ideal (N x one-key cost / cores)
+//!   palisade-bench protection   protected attestations per second on PostgreSQL, and the
+//!                               check's latency with 1,000 vs 1,000,000 rows of history
+//!
+//! Build with `cargo build --release`; the signer under test is the `palisade` binary next to
+//! this one. Benchmarks print numbers; they assert nothing.
+
+#[allow(dead_code)]
+#[path = "../../../tests/common/procs.rs"]
+mod procs;
+#[allow(dead_code)]
+#[path = "../../../tests/common/pg.rs"]
+mod pg;
+#[allow(dead_code)]
+#[path = "../../../tests/common/server.rs"]
+mod server;
+
+mod blst_bench;
+mod keys;
+mod load;
+mod protection_bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "palisade-bench", about = "Benchmarks for Palisade (numbers, not pass/fail)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Raw blst signing rate on one core and on all cores.
+    Blst {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// HTTP signing throughput for RANDAO_REVEAL on all cores, with the ratio to raw blst.
+    Http {
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Concurrent HTTP connections of the load generator.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Distinct validator keys.
+        #[arg(long, default_value_t = 64)]
+        keys: usize,
+    },
+    /// Keystore loading: N keystores decrypted at startup vs N x one-key cost / cores.
+    Keystores {
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// scrypt (n=2^18, the EIP-2335 default) or pbkdf2 (c=2^18).
+        #[arg(long, default_value = "pbkdf2")]
+        kdf: String,
+        /// Where to keep the generated keystores between runs.
+        #[arg(long, default_value = "target/bench-keystores")]
+        dir: std::path::PathBuf,
+    },
+    /// Protected attestations per second through the real signer on PostgreSQL.
+    Protection {
+        /// A PostgreSQL URL; by default a throwaway cluster is started on disk under target/.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        validators: usize,
+        /// Client counts to measure (comma separated).
+        #[arg(long, default_value = "8,32", value_delimiter = ',')]
+        clients: Vec<usize>,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Rows of history for the latency comparison (0 skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        history_rows: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Blst { seconds } => {
+            blst_bench::report(seconds);
+            Ok(())
+        }
+        Command::Http {
+            seconds,
+            connections,
+            keys,
+        } => load::http_randao(seconds, connections, keys),
+        Command::Keystores { count, kdf, dir } => keys::keystore_loading(count, &kdf, &dir),
+        Command::Protection {
+            database_url,
+            validators,
+            clients,
+            seconds,
+            history_rows,
+        } => protection_bench::run(database_url, validators, &clients, seconds, history_rows),
+    }
+}
