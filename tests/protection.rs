@@ -131,6 +131,9 @@ async fn run_interchange_test(backend: Backend, name: &str, test: &Value) {
             let r = db.check_and_record(&pubkey, &p, "interchange-test").await;
             let expect = a["should_succeed"].as_bool().unwrap();
             assert_eq!(r.is_ok(), expect, "{backend:?} {name} step {i}: attestation {a} gave {r:?}");
+            if !expect {
+                assert!(matches!(r, Err(ProtectionError::Refused(_))), "{backend:?} {name}: {r:?}");
+            }
         }
     }
 }
