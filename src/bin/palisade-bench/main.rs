@@ -5,6 +5,7 @@
 //!   palisade-bench keystores    keystore loading time vs the ideal (N x one-key cost / cores)
 //!   palisade-bench protection   protected attestations per second on PostgreSQL, and the
 //!                               check's latency with 1,000 vs 1,000,000 rows of history
+//!   palisade-bench check        the independent checker of end-to-end and fault runs
 //!
 //! Build with `cargo build --release`; the signer under test is the `palisade` binary next to
 //! this one. Benchmarks print numbers; they assert nothing.
@@ -20,6 +21,7 @@ mod pg;
 mod server;
 
 mod blst_bench;
+mod check;
 mod keys;
 mod load;
 mod protection_bench;
@@ -62,6 +64,21 @@ enum Command {
         #[arg(long, default_value = "target/bench-keystores")]
         dir: std::path::PathBuf,
     },
+    /// Checks a run: signatures valid, nothing slashable signed, everything signed recorded.
+    Check {
+        /// `mainnet`, ..., or a config YAML (as given to the signer).
+        #[arg(long)]
+        network: String,
+        /// JSON lines: {pubkey, request, status, response, t0, t1} per signing request.
+        #[arg(long)]
+        responses: std::path::PathBuf,
+        /// The signer's EIP-3076 export taken after the run.
+        #[arg(long)]
+        export: std::path::PathBuf,
+        /// JSON [[start_ms, end_ms], ...] of database outages; 5xx outside them fail the check.
+        #[arg(long)]
+        outages: Option<std::path::PathBuf>,
+    },
     /// Protected attestations per second through the real signer on PostgreSQL.
     Protection {
         /// A PostgreSQL URL; by default a throwaway cluster is started on disk under target/.
@@ -92,6 +109,12 @@ fn main() -> anyhow::Result<()> {
             connections,
             keys,
         } => load::http_randao(seconds, connections, keys),
+        Command::Check {
+            network,
+            responses,
+            export,
+            outages,
+        } => check::run(&network, &responses, &export, outages.as_deref()),
         Command::Keystores { count, kdf, dir } => keys::keystore_loading(count, &kdf, &dir),
         Command::Protection {
             database_url,

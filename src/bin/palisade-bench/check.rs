@@ -1,0 +1,259 @@
+//! An independent checker for end-to-end and fault-injection runs.
+//!
+//! Input: every signing response a client received (JSON lines, as the e2e load balancer and
+//! the fault harness write them) and Palisade's EIP-3076 export afterwards. It asserts:
+//! - every 200 carries a valid BLS signature over the signing root its request implies;
+//! - no two signed blocks or attestations of one key form a slashable pair (computed here
+//!   from the full list, not with Palisade's rule);
+//! - every signed block and attestation is in the export (recorded before it was returned);
+//! - optionally, every 5xx happened while the database was known to be down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use palisade::network::Network;
+use palisade::protection::Interchange;
+use palisade::signing::{SlashingCheck, parse_signing_request};
+use palisade::types::{PublicKey, SigningRoot};
+use serde::Deserialize;
+
+/// One line of the responses log.
+#[derive(Deserialize)]
+pub struct Exchange {
+    pub pubkey: String,
+    pub request: serde_json::Value,
+    pub status: u16,
+    #[serde(default)]
+    pub response: serde_json::Value,
+    /// Milliseconds since the Unix epoch when the request was sent and answered.
+    #[serde(default)]
+    pub t0: f64,
+    #[serde(default)]
+    pub t1: f64,
+    #[serde(default)]
+    pub source: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Signed {
+    Block { slot: u64, root: SigningRoot },
+    Attestation { source: u64, target: u64, root: SigningRoot },
+}
+
+#[derive(Default, Debug)]
+pub struct Report {
+    pub responses: usize,
+    pub by_status: BTreeMap<u16, usize>,
+    pub signed_by_type: BTreeMap<String, usize>,
+    /// Statuses per client (`source` of each line: a validator client, an adversary...).
+    pub by_source: BTreeMap<String, BTreeMap<u16, usize>>,
+    pub protected_signed: usize,
+    pub bad_signatures: Vec<String>,
+    pub slashable_pairs: Vec<String>,
+    pub missing_from_export: Vec<String>,
+    pub unexplained_5xx: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.bad_signatures.is_empty()
+            && self.slashable_pairs.is_empty()
+            && self.missing_from_export.is_empty()
+            && self.unexplained_5xx.is_empty()
+    }
+
+    pub fn print(&self) {
+        println!("checker: {} responses, statuses {:?}", self.responses, self.by_status);
+        println!("checker: signed by type {:?}", self.signed_by_type);
+        println!("checker: statuses by client {:?}", self.by_source);
+        println!(
+            "checker: {} blocks and attestations signed; bad signatures {}, slashable pairs {}, missing from the database {}, 5xx outside database outages {}",
+            self.protected_signed,
+            self.bad_signatures.len(),
+            self.slashable_pairs.len(),
+            self.missing_from_export.len(),
+            self.unexplained_5xx.len()
+        );
+        for (what, list) in [
+            ("bad signature", &self.bad_signatures),
+            ("SLASHABLE", &self.slashable_pairs),
+            ("not in the database", &self.missing_from_export),
+            ("unexplained 5xx", &self.unexplained_5xx),
+        ] {
+            for line in list.iter().take(10) {
+                println!("  {what}: {line}");
+            }
+        }
+    }
+}
+
+const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+
+fn slashable(a: &Signed, b: &Signed) -> bool {
+    let differ = |x: &SigningRoot, y: &SigningRoot| x != y || x.is_zero();
+    match (a, b) {
+        (Signed::Block { slot: s1, root: r1 }, Signed::Block { slot: s2, root: r2 }) => s1 == s2 && differ(r1, r2),
+        (
+            Signed::Attestation { source: s1, target: t1, root: r1 },
+            Signed::Attestation { source: s2, target: t2, root: r2 },
+        ) => (t1 == t2 && differ(r1, r2)) || (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2),
+        _ => false,
+    }
+}
+
+/// `outages`: (start, end) in milliseconds since the epoch when the database was down; a
+/// 5xx whose request overlaps none of them is reported.
+pub fn check(
+    network: &Network,
+    responses: &[Exchange],
+    export: &Interchange,
+    outages: Option<&[(f64, f64)]>,
+) -> Report {
+    let mut report = Report {
+        responses: responses.len(),
+        ..Default::default()
+    };
+    let mut signed: HashMap<PublicKey, Vec<Signed>> = HashMap::new();
+    for (i, x) in responses.iter().enumerate() {
+        *report.by_status.entry(x.status).or_default() += 1;
+        *report
+            .by_source
+            .entry(x.source.clone())
+            .or_default()
+            .entry(x.status)
+            .or_default() += 1;
+        if x.status >= 500 {
+            if let Some(windows) = outages {
+                // Allow a little slack: a request sent just before the stop may time out after.
+                let during = windows
+                    .iter()
+                    .any(|(a, b)| x.t1 >= a - 1000.0 && x.t0 <= b + 6000.0);
+                if !during {
+                    report
+                        .unexplained_5xx
+                        .push(format!("line {}: {} {} at {:.0}", i + 1, x.status, x.response, x.t0));
+                }
+            }
+        }
+        if x.status != 200 {
+            continue;
+        }
+        let kind = x.request["type"].as_str().unwrap_or("?").to_string();
+        *report.signed_by_type.entry(kind.clone()).or_default() += 1;
+        let Ok(pubkey) = x.pubkey.parse::<PublicKey>() else {
+            report.bad_signatures.push(format!("line {}: bad pubkey", i + 1));
+            continue;
+        };
+        let body = serde_json::to_vec(&x.request).expect("JSON");
+        let job = match parse_signing_request(network, pubkey, &body) {
+            Ok(j) => j,
+            Err(e) => {
+                report.bad_signatures.push(format!("line {}: 200 for an invalid request: {e}", i + 1));
+                continue;
+            }
+        };
+        let sig_ok = x.response["signature"]
+            .as_str()
+            .and_then(|s| hex::decode(s.trim_start_matches("0x")).ok())
+            .and_then(|b| blst::min_pk::Signature::from_bytes(&b).ok())
+            .zip(blst::min_pk::PublicKey::from_bytes(&pubkey.0).ok())
+            .is_some_and(|(sig, pk)| {
+                sig.verify(true, job.signing_root.as_bytes(), DST, &[], &pk, true)
+                    == blst::BLST_ERROR::BLST_SUCCESS
+            });
+        if !sig_ok {
+            report
+                .bad_signatures
+                .push(format!("line {}: {kind} for {pubkey}: signature does not verify", i + 1));
+        }
+        let s = match job.check {
+            SlashingCheck::None => continue,
+            SlashingCheck::Block { slot } => Signed::Block { slot: slot.0, root: job.signing_root },
+            SlashingCheck::Attestation { source, target } => Signed::Attestation {
+                source: source.0,
+                target: target.0,
+                root: job.signing_root,
+            },
+        };
+        report.protected_signed += 1;
+        let list = signed.entry(pubkey).or_default();
+        if !list.contains(&s) {
+            list.push(s);
+        }
+    }
+
+    for (pk, list) in &signed {
+        for (i, a) in list.iter().enumerate() {
+            for b in &list[i + 1..] {
+                if slashable(a, b) {
+                    report.slashable_pairs.push(format!("{pk}: {a:?} and {b:?}"));
+                }
+            }
+        }
+    }
+
+    let exported: HashMap<PublicKey, &palisade::protection::interchange::ValidatorData> =
+        export.data.iter().map(|v| (v.pubkey, v)).collect();
+    for (pk, list) in &signed {
+        for s in list {
+            let found = exported.get(pk).is_some_and(|v| match *s {
+                Signed::Block { slot, root } => v
+                    .signed_blocks
+                    .iter()
+                    .any(|b| b.slot.0 == slot && b.signing_root == Some(root)),
+                Signed::Attestation { source, target, root } => v.signed_attestations.iter().any(|a| {
+                    a.source_epoch.0 == source && a.target_epoch.0 == target && a.signing_root == Some(root)
+                }),
+            });
+            if !found {
+                report.missing_from_export.push(format!("{pk}: {s:?}"));
+            }
+        }
+    }
+    report
+}
+
+/// `palisade-bench check`: loads the files and prints the report; Err when it fails.
+pub fn run(network: &str, responses: &Path, export: &Path, outages: Option<&Path>) -> anyhow::Result<()> {
+    let network = Network::load(network).map_err(|e| anyhow::anyhow!(e))?;
+    let text = std::fs::read_to_string(responses)?;
+    let mut exchanges = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        exchanges.push(
+            serde_json::from_str::<Exchange>(line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", responses.display(), i + 1))?,
+        );
+    }
+    let export = Interchange::from_json(&std::fs::read_to_string(export)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", export.display()))?;
+    let windows: Option<Vec<(f64, f64)>> = match outages {
+        Some(p) => Some(serde_json::from_str(&std::fs::read_to_string(p)?)?),
+        None => None,
+    };
+    let report = check(&network, &exchanges, &export, windows.as_deref());
+    report.print();
+    anyhow::ensure!(report.ok(), "the checker found violations");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(b: u8) -> SigningRoot {
+        SigningRoot([b; 32])
+    }
+
+    #[test]
+    fn slashable_pairs() {
+        let a = |s, t, x| Signed::Attestation { source: s, target: t, root: r(x) };
+        assert!(slashable(&a(1, 2, 1), &a(1, 2, 2)));
+        assert!(!slashable(&a(1, 2, 1), &a(1, 2, 1)));
+        assert!(slashable(&a(1, 4, 1), &a(2, 3, 1)));
+        assert!(slashable(&a(2, 3, 1), &a(1, 4, 1)));
+        assert!(!slashable(&a(1, 2, 1), &a(2, 3, 1)));
+        let b = |s, x| Signed::Block { slot: s, root: r(x) };
+        assert!(slashable(&b(5, 1), &b(5, 2)));
+        assert!(!slashable(&b(5, 1), &b(6, 2)));
+    }
+}
