@@ -40,8 +40,9 @@ fn latency_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
-    /// Every signing request by type and outcome: signed, refused, bad_request,
-    /// unknown_key, key_loading, unavailable, error.
+    /// Every signing request by type and outcome: signed, repeat (the same block or
+    /// attestation signed again), refused, bad_request, unknown_key, key_loading,
+    /// unavailable, error.
     pub requests: Family<SignLabels, Counter>,
     /// Slashing-protection refusals by type and reason. In production any refusal means two
     /// clients disagree about the chain: an operator must look.

@@ -40,7 +40,18 @@ pub async fn serve(
                 let router = router.clone();
                 let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                     req.extensions_mut().insert(client.clone());
-                    router.clone().oneshot(req)
+                    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                    let remote = client.remote;
+                    let response = router.clone().oneshot(req);
+                    async move {
+                        let response = response.await;
+                        if let Ok(r) = &response {
+                            if r.status().is_server_error() {
+                                tracing::warn!(status = r.status().as_u16(), %method, %path, client = ?remote, "answered with a server error");
+                            }
+                        }
+                        response
+                    }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);

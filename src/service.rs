@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::keys::{KeyRegistry, Lookup};
 use crate::metrics::{RefusalLabels, TypeLabels};
 use crate::network::Network;
-use crate::protection::{Proposal, ProtectionError, Refusal, SlashingDatabase};
+use crate::protection::{Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use crate::signing::{ParseError, SignType, SlashingCheck, parse_signing_request};
 use crate::types::{PublicKey, Root, Signature};
 use crate::metrics::Metrics;
@@ -135,8 +135,10 @@ impl Signer {
         let (sign_type, result) = self.sign_inner(pubkey, body, client).await;
         let type_label = sign_type.map_or("UNKNOWN", SignType::as_str);
         match &result {
-            Ok(_) => {
-                self.metrics.request(type_label, "signed");
+            Ok((_, recorded)) => {
+                // A repeat is the same message signed again (another client replica, a retry).
+                let outcome = if *recorded == Some(Recorded::Repeat) { "repeat" } else { "signed" };
+                self.metrics.request(type_label, outcome);
                 self.metrics
                     .signing_seconds
                     .get_or_create(&TypeLabels { r#type: type_label })
@@ -158,15 +160,16 @@ impl Signer {
                 }
             }
         }
-        result
+        result.map(|(signature, _)| signature)
     }
 
+    /// The signature, and for blocks and attestations whether it was new or a repeat.
     async fn sign_inner(
         &self,
         pubkey: PublicKey,
         body: &[u8],
         client: &ClientInfo,
-    ) -> (Option<SignType>, Result<Signature, SignError>) {
+    ) -> (Option<SignType>, Result<(Signature, Option<Recorded>), SignError>) {
         let job = match parse_signing_request(&self.network, pubkey, body) {
             Ok(job) => job,
             Err(e) => return (None, Err(e.into())),
@@ -202,17 +205,19 @@ impl Signer {
                 root: job.signing_root,
             }),
         };
+        let mut recorded = None;
         if let Some(p) = proposal {
             let started = Instant::now();
             let r = self.db.check_and_record(&pubkey, &p, &client.to_string()).await;
             self.metrics
                 .protection_seconds
                 .observe(started.elapsed().as_secs_f64());
-            if let Err(e) = r {
-                return (t, Err(e.into()));
+            match r {
+                Ok(rec) => recorded = Some(rec),
+                Err(e) => return (t, Err(e.into())),
             }
         }
         // Only now, with the record committed, does the signature exist.
-        (t, Ok(key.sign(&job.signing_root)))
+        (t, Ok((key.sign(&job.signing_root), recorded)))
     }
 }

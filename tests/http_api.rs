@@ -257,7 +257,8 @@ async fn refusals_are_412_repeats_return_the_same_signature() {
     let m = metrics.as_str().unwrap();
     assert!(m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="refused"} 3"#), "{m}");
     assert!(m.contains(r#"palisade_slashing_refusals_total{type="BLOCK_V2",reason="block_slot_not_above_highest"} 2"#), "{m}");
-    assert!(m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="signed"} 2"#), "{m}");
+    assert!(m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="signed"} 1"#), "{m}");
+    assert!(m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="repeat"} 1"#), "{m}");
 }
 
 /// Database down: blocks and attestations get 503, other types still sign, health is 503.
@@ -288,6 +289,7 @@ async fn database_outage_fails_closed_and_recovers_by_itself() {
     let (s, h) = get(&p.url("/healthcheck")).await;
     assert_eq!(s, 503, "{h}");
     assert_eq!(h["status"], "DOWN");
+    assert!(p.log().contains("answered with a server error"), "5xx answers must be logged");
 
     pg.start();
     let mut recovered = false;
