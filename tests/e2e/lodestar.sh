@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# End-to-end run with real validator clients: a Lodestar 1.5.1 dev chain whose 8 validators
+# hold no keys and sign only through Palisade.
+#
+#   throwaway PostgreSQL <- Palisade replicas A and B <- load balancer (lb.py) <- Lodestar VCs
+#
+# - `lodestar dev` (beacon node + validator client 1) and a second `lodestar validator`
+#   (client 2) with the same 8 keys, phase0 -> altair -> bellatrix -> capella.
+# - The balancer replays every block and attestation client 1 had signed with a different
+#   head (double proposal, double vote, surround vote): each must be refused (412).
+# - Replica A is killed (SIGKILL) mid-run; the balancer fails over to B.
+#
+# Passes only if the chain finalizes past epoch 3, blocks were proposed, no validator is
+# slashed, Palisade answered no 5xx, and the independent checker finds every signature valid,
+# nothing slashable signed, and everything signed recorded in the database.
+#
+# Environment: PALISADE_E2E_LODESTAR (npm install cache, default /tmp/palisade-e2e-lodestar),
+# PALISADE_E2E_WORK (run folder, default a new temp dir), PALISADE_E2E_BUDGET (seconds for the
+# chain to finalize, default 300).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+LODESTAR_DIR=${PALISADE_E2E_LODESTAR:-/tmp/palisade-e2e-lodestar}
+WORK=${PALISADE_E2E_WORK:-$(mktemp -d /tmp/palisade-e2e.XXXXXX)}
+BUDGET=${PALISADE_E2E_BUDGET:-300}
+NETWORK_CFG="$ROOT/tests/data/lodestar-dev-minimal.yaml"
+BIN="$ROOT/target/debug/palisade"
+BENCH="$ROOT/target/debug/palisade-bench"
+BN=http://127.0.0.1:9596
+STARTED=$(date +%s)
+PIDS=()
+PG_PID=""
+
+log() { printf '[e2e %3ds] %s\n' $(( $(date +%s) - STARTED )) "$*"; }
+fail() { log "FAIL: $*"; exit 1; }
+
+cleanup() {
+    set +e
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    sleep 2
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    # Lodestar forks helpers: make sure nothing of it survives.
+    pkill -KILL -f "$LODESTAR_DIR/node_modules" 2>/dev/null
+    [ -n "$PG_PID" ] && kill -QUIT "$PG_PID" 2>/dev/null
+    wait 2>/dev/null
+    log "stopped everything; logs are in $WORK"
+}
+trap cleanup EXIT
+
+as_postgres() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+# ---------------------------------------------------------------- build and install
+log "building palisade and palisade-bench"
+(cd "$ROOT" && cargo build --quiet --bin palisade --bin palisade-bench)
+
+if [ ! -x "$LODESTAR_DIR/node_modules/.bin/lodestar" ]; then
+    log "installing Lodestar 1.5.1 from npm into $LODESTAR_DIR"
+    mkdir -p "$LODESTAR_DIR"
+    cp "$HERE/lodestar/package.json" "$HERE/lodestar/polyfill.cjs" "$LODESTAR_DIR/"
+    (cd "$LODESTAR_DIR" && npm install --no-audit --no-fund --foreground-scripts > "$WORK/npm.log" 2>&1) \
+        || { tail -20 "$WORK/npm.log"; fail "npm install"; }
+fi
+export NODE_OPTIONS="--require $LODESTAR_DIR/polyfill.cjs"
+LODESTAR="$LODESTAR_DIR/node_modules/.bin/lodestar"
+
+# ---------------------------------------------------------------- PostgreSQL
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$PG_BIN" ] || PG_BIN=$(dirname "$(command -v initdb)")
+PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$WORK/pg"
+[ "$(id -u)" = 0 ] && chown postgres "$WORK" "$WORK/pg"
+as_postgres "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --locale=C -N > "$WORK/initdb.log" 2>&1
+as_postgres "$PG_BIN/postgres" -D "$WORK/pg" -p "$PG_PORT" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories= > "$WORK/postgres.log" 2>&1 &
+PG_PID=$!
+for _ in $(seq 100); do "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.1; done
+"$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE palisade" postgres
+DB_URL="postgres://postgres@127.0.0.1:$PG_PORT/palisade"
+log "PostgreSQL on port $PG_PORT"
+
+# ---------------------------------------------------------------- Palisade replicas
+mkdir -p "$WORK/keys"
+cp "$ROOT"/tests/data/test-keys/interop/keystore-*.json "$WORK/keys/"
+cp "$ROOT/tests/data/test-keys/interop/password.txt" "$WORK/password.txt"
+start_replica() { # name port
+    (cd "$WORK" && exec "$BIN" serve --http-port "$2" --network "$NETWORK_CFG" --database-url "$DB_URL" \
+        --keystores-path "$WORK/keys" --keystores-password-file "$WORK/password.txt" \
+        --api-token-file "$WORK/api-token.txt") > "$WORK/palisade-$1.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/upcheck" > /dev/null && return 0; sleep 0.1; done
+    fail "replica $1 did not start: $(tail -5 "$WORK/palisade-$1.log")"
+}
+start_replica A 9001
+REPLICA_A=${PIDS[-1]}
+start_replica B 9002
+log "Palisade replicas A (9001) and B (9002) on one database"
+
+python3 "$HERE/lb.py" --listen 127.0.0.1:9000=vc1 --listen 127.0.0.1:9003=vc2 \
+    --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 \
+    --log "$WORK/responses.jsonl" --stats "$WORK/lb-stats.json" --replay-from vc1 > "$WORK/lb.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do curl -sf http://127.0.0.1:9000/upcheck > /dev/null && break; sleep 0.1; done
+
+# ---------------------------------------------------------------- Lodestar
+PARAMS=(--params.SECONDS_PER_SLOT 3 --params.ALTAIR_FORK_EPOCH 1 --params.BELLATRIX_FORK_EPOCH 2
+        --params.CAPELLA_FORK_EPOCH 3 --terminal-total-difficulty-override 0)
+mkdir -p "$WORK/lodestar"
+(cd "$WORK/lodestar" && exec "$LODESTAR" dev --genesisValidators 8 --startValidators 0..7 \
+    --externalSigner.url http://127.0.0.1:9000 --externalSigner.fetch \
+    --reset --dataDir "$WORK/lodestar/dev" --port 9100 --rest.port 9596 \
+    --execution.engineMock "${PARAMS[@]}") > "$WORK/lodestar-dev.log" 2>&1 &
+PIDS+=($!)
+log "lodestar dev started (beacon node + validator client 1)"
+for _ in $(seq 120); do curl -sf "$BN/eth/v1/node/version" > /dev/null && break; sleep 0.5; done
+curl -sf "$BN/eth/v1/node/version" > /dev/null || fail "beacon node REST API did not come up: $(tail -5 "$WORK/lodestar-dev.log")"
+(cd "$WORK/lodestar" && exec "$LODESTAR" validator --network dev --dataDir "$WORK/lodestar/vc2" \
+    --beaconNodes "$BN" --externalSigner.url http://127.0.0.1:9003 --externalSigner.fetch \
+    "${PARAMS[@]}") > "$WORK/lodestar-vc2.log" 2>&1 &
+PIDS+=($!)
+log "second validator client started with the same 8 keys"
+
+# ---------------------------------------------------------------- run, failover, finality
+CHAIN_START=$(date +%s)
+KILLED_AT=""
+FINALIZED=0
+while true; do
+    elapsed=$(( $(date +%s) - CHAIN_START ))
+    if [ -z "$KILLED_AT" ] && [ "$elapsed" -ge 70 ]; then
+        kill -KILL "$REPLICA_A"
+        KILLED_AT=$elapsed
+        log "killed replica A (SIGKILL); the balancer must fail over to B"
+    fi
+    FINALIZED=$(curl -sf "$BN/eth/v1/beacon/states/head/finality_checkpoints" | json 'd["data"]["finalized"]["epoch"]' 2>/dev/null || echo 0)
+    HEAD=$(curl -sf "$BN/eth/v1/beacon/headers/head" | json 'd["data"]["header"]["message"]["slot"]' 2>/dev/null || echo 0)
+    if [ $(( elapsed % 15 )) -lt 3 ]; then log "head slot $HEAD, finalized epoch $FINALIZED"; fi
+    if [ -n "$KILLED_AT" ] && [ "$FINALIZED" -ge 4 ]; then break; fi
+    [ "$elapsed" -lt "$BUDGET" ] || fail "the chain did not finalize past epoch 3 within ${BUDGET}s (finalized $FINALIZED, head $HEAD)"
+    sleep 3
+done
+log "finalized epoch $FINALIZED at head slot $HEAD"
+
+# What the chain says, before it stops.
+SLASHED=$(curl -sf "$BN/eth/v1/beacon/states/head/validators" | json 'sum(1 for v in d["data"] if v["validator"]["slashed"] or "slashed" in v["status"])')
+VALIDATORS=$(curl -sf "$BN/eth/v1/beacon/states/head/validators" | json 'len(d["data"])')
+BLOCKS=$(grep -c "Published block" "$WORK/lodestar-dev.log" || true)
+sleep 3   # let the last replays through
+METRICS_B=$(curl -sf http://127.0.0.1:9002/metrics)
+curl -sf -H "Authorization: Bearer $(cat "$WORK/api-token.txt")" \
+    http://127.0.0.1:9002/api/v1/eth2/slashing-protection/export > "$WORK/export.json"
+for pid in "${PIDS[@]:2}"; do kill -TERM "$pid" 2>/dev/null || true; done
+
+# ---------------------------------------------------------------- checks
+log "checking"
+"$BENCH" check --network "$NETWORK_CFG" --responses "$WORK/responses.jsonl" --export "$WORK/export.json" \
+    | tee "$WORK/check.txt" || fail "the independent checker found violations"
+python3 - "$WORK" <<'EOF' | tee "$WORK/summary.txt"
+import json, sys, collections
+work = sys.argv[1]
+lines = [json.loads(l) for l in open(f"{work}/responses.jsonl")]
+by = collections.Counter((l["source"], l["request"]["type"], l["status"]) for l in lines)
+print("signatures by type (200s, all clients):")
+for t, n in sorted(collections.Counter(l["request"]["type"] for l in lines if l["status"] == 200).items()):
+    print(f"  {t:<40} {n}")
+print("responses by client and status:")
+for (src, st), n in sorted(collections.Counter((l["source"], l["status"]) for l in lines).items()):
+    print(f"  {src:<9} {st}: {n}")
+stats = json.load(open(f"{work}/lb-stats.json"))
+print(f"failovers (requests retried on the other replica): {stats['failovers']}")
+EOF
+REFUSED_B=$(echo "$METRICS_B" | awk '/^palisade_slashing_refusals_total/ {s += $2} END {print s + 0}')
+REPEATS_B=$(echo "$METRICS_B" | awk '/^palisade_signing_requests_total.*outcome="repeat"/ {s += $2} END {print s + 0}')
+FIVEXX=$(cat "$WORK"/palisade-*.log | grep -c "answered with a server error" || true)
+REPLAYS=$(python3 -c "import json; print(sum(1 for l in open('$WORK/responses.jsonl') if json.loads(l)['source']=='replayer'))")
+REPLAYS_NOT_412=$(python3 -c "import json; print(sum(1 for l in open('$WORK/responses.jsonl') if json.loads(l)['source']=='replayer' and json.loads(l)['status']!=412))")
+FAILOVERS=$(json 'd["failovers"]' < "$WORK/lb-stats.json")
+
+cat <<EOF | tee -a "$WORK/summary.txt"
+== end-to-end summary ==
+epochs finalized:          $FINALIZED (head slot $HEAD)
+blocks proposed:           $BLOCKS (published by client 1)
+validators slashed:        $SLASHED of $VALIDATORS
+conflicting replays:       $REPLAYS sent, $REPLAYS_NOT_412 not refused
+412 refusals (replica B):  $REFUSED_B
+repeats (replica B):       $REPEATS_B (the second client's identical requests)
+5xx answered by Palisade:  $FIVEXX
+failovers:                 $FAILOVERS (replica A killed at ${KILLED_AT}s)
+total time:                $(( $(date +%s) - STARTED ))s
+EOF
+
+[ "$FINALIZED" -ge 4 ] || fail "finality"
+[ "$BLOCKS" -gt 0 ] || fail "no block was proposed"
+[ "$SLASHED" -eq 0 ] || fail "$SLASHED validators were slashed"
+[ "$VALIDATORS" -eq 8 ] || fail "expected 8 validators, the chain has $VALIDATORS"
+[ "$FIVEXX" -eq 0 ] || fail "Palisade answered $FIVEXX requests with a 5xx"
+[ "$REPLAYS" -gt 0 ] || fail "no conflicting replay was sent"
+[ "$REPLAYS_NOT_412" -eq 0 ] || fail "$REPLAYS_NOT_412 conflicting replays were not refused"
+[ "$REFUSED_B" -gt 0 ] || fail "replica B's metrics show no refusal"
+[ "$FAILOVERS" -gt 0 ] || fail "no request failed over after replica A was killed"
+log "PASS"
