@@ -83,6 +83,19 @@ pub struct ServeArgs {
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub metrics: bool,
 
+    /// Serve HTTPS with this certificate chain (PEM). Plain HTTP when not set.
+    #[arg(long, env = "PALISADE_TLS_CERT_FILE", value_name = "PEM", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, env = "PALISADE_TLS_KEY_FILE", value_name = "PEM", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Require a client certificate signed by this CA (PEM) on every connection; its subject
+    /// is recorded with every signed block and attestation.
+    #[arg(long, env = "PALISADE_TLS_CLIENT_CA_FILE", value_name = "PEM", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
     /// PostgreSQL connections per replica (default: 4 per core).
     #[arg(long, env = "PALISADE_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<u32>,
@@ -103,6 +116,11 @@ pub struct ServeArgs {
     /// The per-validator maxima that protection decides on are always kept.
     #[arg(long, env = "PALISADE_PRUNE_EPOCHS_TO_KEEP", default_value_t = 10_000, value_name = "EPOCHS")]
     pub prune_epochs_to_keep: u64,
+
+    /// Start even when the database's settings can lose committed records (fsync, synchronous_commit
+    /// or full_page_writes off). Never in production: a lost record can get a validator slashed.
+    #[arg(long, env = "PALISADE_ALLOW_UNSAFE_DATABASE_DURABILITY")]
+    pub allow_unsafe_database_durability: bool,
 
     /// How often history is pruned.
     #[arg(long, env = "PALISADE_PRUNE_INTERVAL_SECS", default_value_t = 3600, value_name = "SECS")]

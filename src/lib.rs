@@ -19,4 +19,5 @@ pub mod serve;
 pub mod server;
 pub mod service;
 pub mod signing;
+pub mod tls;
 pub mod types;

@@ -38,6 +38,18 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
 }
 
+/// Every `outcome` label value of `palisade_signing_requests_total`.
+pub const OUTCOMES: [&str; 8] = [
+    "signed",
+    "repeat",
+    "refused",
+    "bad_request",
+    "unknown_key",
+    "key_loading",
+    "unavailable",
+    "error",
+];
+
 pub struct Metrics {
     registry: Registry,
     /// Every signing request by type and outcome: signed, repeat (the same block or
@@ -108,6 +120,19 @@ impl Metrics {
             "Database connections of this replica by state (open, idle)",
             database_pool_connections.clone(),
         );
+        // Series that alerts use exist from the start at zero: Prometheus's increase() does not
+        // count the first event of a series that appears with it.
+        for t in crate::signing::SignType::ALL {
+            let _ = signing_seconds.get_or_create(&TypeLabels { r#type: t.as_str() });
+            for outcome in OUTCOMES {
+                let _ = requests.get_or_create(&SignLabels { r#type: t.as_str(), outcome });
+            }
+        }
+        for t in ["BLOCK", "BLOCK_V2", "ATTESTATION"] {
+            for reason in crate::protection::Refusal::CODES {
+                let _ = refusals.get_or_create(&RefusalLabels { r#type: t, reason });
+            }
+        }
         Self {
             registry,
             requests,

@@ -16,6 +16,9 @@ use crate::network::Network;
 use crate::protection::{DbOptions, SlashingDatabase, default_pool_size, redact_url};
 use crate::service::{ChainPin, Signer};
 
+/// How often the database is probed for /readyz and the metrics.
+pub const DB_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -44,6 +47,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening slashing-protection database {}", redact_url(&args.database_url)))?;
 
+    let durability = db.durability().await?;
+    for note in &durability.notes {
+        tracing::warn!("slashing-protection database: {note}");
+    }
+    if !durability.unsafe_settings.is_empty() {
+        let why = durability.unsafe_settings.join("; ");
+        if args.allow_unsafe_database_durability {
+            tracing::error!("UNSAFE: {why}. Starting anyway (--allow-unsafe-database-durability)");
+        } else {
+            bail!(
+                "refusing to start: {why}. A record lost in a crash lets a validator sign the same \
+                 duty twice. Fix the database settings, or pass --allow-unsafe-database-durability \
+                 (never in production)"
+            );
+        }
+    }
+
     let chain = match configured_chain {
         Some(root) => {
             let pinned = db.pin_chain(root).await?;
@@ -71,6 +91,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         chain: ChainPin::new(chain),
         metrics: metrics.clone(),
         key_patience: Duration::from_millis(args.key_wait_ms),
+        db_health: Default::default(),
     });
     let persist = match (&args.keystores_path, &args.keystores_passwords_path) {
         (Some(k), Some(p)) => Some(PersistDirs {
@@ -89,6 +110,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         token: Arc::new(token),
     };
 
+    let tls = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::server_config(&crate::tls::TlsOptions {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca_file.clone(),
+            })
+            .map_err(|e| anyhow!(e))?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+
     let listener = TcpListener::bind((args.http_host.as_str(), args.http_port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.http_host, args.http_port))?;
@@ -101,7 +135,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "Palisade {} ready",
         env!("CARGO_PKG_VERSION")
     );
-    tracing::info!("listening on http://{addr}");
+    tracing::info!(
+        client_certificates = args.tls_client_ca_file.is_some(),
+        "listening on {scheme}://{addr}"
+    );
 
     spawn_key_loading(sources, signer.clone());
     spawn_database_monitor(signer.clone());
@@ -113,7 +150,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    crate::server::serve(listener, http::router(state, args.metrics), shutdown_signal(), SHUTDOWN_GRACE).await;
+    crate::server::serve(listener, http::router(state, args.metrics), tls, shutdown_signal(), SHUTDOWN_GRACE).await;
     Ok(())
 }
 
@@ -153,12 +190,13 @@ fn spawn_database_monitor(signer: Arc<Signer>) {
                 tracing::info!("slashing-protection database reachable again: signing resumes");
             }
             was_up = up;
+            signer.db_health.set(up);
             signer.metrics.database_up.set(up as i64);
             if let Some((open, idle)) = signer.db.pool_state() {
                 signer.metrics.database_pool_connections.get_or_create(&crate::metrics::StateLabels { state: "open" }).set(open as i64);
                 signer.metrics.database_pool_connections.get_or_create(&crate::metrics::StateLabels { state: "idle" }).set(idle as i64);
             }
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            tokio::time::sleep(DB_PROBE_INTERVAL).await;
         }
     });
 }

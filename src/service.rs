@@ -83,6 +83,28 @@ impl From<ProtectionError> for SignError {
     }
 }
 
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+    use crate::types::PublicKey;
+
+    #[test]
+    fn every_outcome_is_pre_registered() {
+        let pk = PublicKey([0; 48]);
+        let errors = [
+            SignError::BadRequest(ParseError::Malformed(String::new())),
+            SignError::UnknownKey(pk),
+            SignError::KeyLoading(pk),
+            SignError::Refused(Refusal::Disabled),
+            SignError::ProtectionUnavailable(String::new()),
+            SignError::Internal(String::new()),
+        ];
+        for e in errors {
+            assert!(crate::metrics::OUTCOMES.contains(&e.outcome()), "{}", e.outcome());
+        }
+    }
+}
+
 /// The genesis validators root this signer serves: configured, or pinned by the database
 /// (on first use when nothing was configured).
 pub struct ChainPin {
@@ -113,6 +135,33 @@ impl ChainPin {
     }
 }
 
+/// The database monitor's last verdict, for cheap readiness probes.
+#[derive(Default)]
+pub struct DbHealth {
+    up: std::sync::atomic::AtomicBool,
+    checked_at_ms: std::sync::atomic::AtomicU64,
+}
+
+impl DbHealth {
+    pub fn set(&self, up: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.up.store(up, Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.checked_at_ms.store(now, Relaxed);
+    }
+
+    /// Up, and checked within `fresh`.
+    pub fn ready(&self, fresh: Duration) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.up.load(Relaxed) && now.saturating_sub(self.checked_at_ms.load(Relaxed)) <= fresh.as_millis() as u64
+    }
+}
+
 pub struct Signer {
     pub network: Network,
     pub keys: Arc<KeyRegistry>,
@@ -121,6 +170,7 @@ pub struct Signer {
     pub metrics: Arc<Metrics>,
     /// How long a request for a key that is still being decrypted waits for it.
     pub key_patience: Duration,
+    pub db_health: DbHealth,
 }
 
 impl Signer {

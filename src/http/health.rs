@@ -15,6 +15,17 @@ pub async fn upcheck() -> &'static str {
     "OK"
 }
 
+/// `GET /readyz`: readiness for load balancers, from the database monitor's last probe
+/// (no database round trip per probe). 503 when this replica cannot sign blocks and
+/// attestations.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.signer.db_health.ready(crate::serve::DB_PROBE_INTERVAL * 3) {
+        (StatusCode::OK, "READY").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "NOT READY: slashing-protection database unreachable").into_response()
+    }
+}
+
 /// `GET /healthcheck`: 200 while blocks and attestations can be signed, 503 when the
 /// slashing-protection database cannot be reached. Key failures are reported, not fatal.
 pub async fn healthcheck(State(state): State<AppState>) -> Response {
@@ -22,6 +33,7 @@ pub async fn healthcheck(State(state): State<AppState>) -> Response {
     let db = tokio::time::timeout(Duration::from_secs(2), signer.db.ping()).await;
     let (db_up, db_check) = match db {
         Ok(Ok(latency)) => {
+            signer.db_health.set(true);
             signer.metrics.database_up.set(1);
             signer.metrics.database_latency_seconds.set(latency.as_secs_f64());
             (
@@ -31,11 +43,13 @@ pub async fn healthcheck(State(state): State<AppState>) -> Response {
             )
         }
         Ok(Err(e)) => {
+            signer.db_health.set(false);
             signer.metrics.database_up.set(0);
             (false, json!({"id": "slashing-protection-database", "status": "DOWN",
                            "data": {"backend": signer.db.backend_name(), "error": e.to_string()}}))
         }
         Err(_) => {
+            signer.db_health.set(false);
             signer.metrics.database_up.set(0);
             (false, json!({"id": "slashing-protection-database", "status": "DOWN",
                            "data": {"backend": signer.db.backend_name(), "error": "no answer within 2 s"}}))

@@ -59,6 +59,7 @@ fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (ep("GET", "/api/v1/eth2/publicKeys", Public), get(sign::public_keys)),
         (ep("GET", "/upcheck", Public), get(health::upcheck)),
         (ep("GET", "/healthcheck", Public), get(health::healthcheck)),
+        (ep("GET", "/readyz", Public), get(health::readyz)),
         (ep("POST", "/api/v1/eth2/slashing-protection/import", Admin), post(admin::import)),
         (ep("GET", "/api/v1/eth2/slashing-protection/export", Admin), get(admin::export)),
         (ep("GET", "/eth/v1/keystores", Admin), get(admin::list_keystores)),

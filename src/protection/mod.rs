@@ -14,6 +14,7 @@ mod store;
 use std::time::Duration;
 
 pub use interchange::Interchange;
+pub use postgres::Durability;
 pub use rules::{Proposal, Refusal, Verdict, Watermarks};
 
 use crate::types::{PublicKey, Root};
@@ -167,6 +168,15 @@ impl SlashingDatabase {
     /// watermarks themselves always stay.
     pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
         dispatch!(self.prune(keep_epochs, slots_per_epoch))
+    }
+
+    /// Whether a committed record could be lost with the database's settings. SQLite is
+    /// always opened with `synchronous = FULL` in WAL mode.
+    pub async fn durability(&self) -> Result<Durability, ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.durability().await,
+            SlashingDatabase::Sqlite(_) => Ok(Durability::default()),
+        }
     }
 
     /// Open and idle connections of this replica's pool (PostgreSQL only).

@@ -495,6 +495,53 @@ impl PgStore {
         Ok(report)
     }
 
+    /// Server settings under which a committed record could be lost, and settings that an
+    /// HA deployment should know about.
+    pub async fn durability(&self) -> Result<Durability, ProtectionError> {
+        let (fsync, sync_commit, fpw, standbys): (String, String, String, String) = self
+            .timed(async {
+                Ok(sqlx::query_as(
+                    "SELECT current_setting('fsync'), current_setting('synchronous_commit'),
+                            current_setting('full_page_writes'), current_setting('synchronous_standby_names')",
+                )
+                .fetch_one(&self.pool)
+                .await?)
+            })
+            .await?;
+        let mut d = Durability::default();
+        if fsync != "on" {
+            d.unsafe_settings.push(format!(
+                "fsync = {fsync}: a crash of the database host can lose committed records"
+            ));
+        }
+        if sync_commit == "off" {
+            d.unsafe_settings.push(
+                "synchronous_commit = off: commits are acknowledged before they are on disk, so a \
+                 database crash can lose records of signatures already released"
+                    .into(),
+            );
+        }
+        if fpw != "on" {
+            d.unsafe_settings.push(format!(
+                "full_page_writes = {fpw}: a crash can leave torn pages and lose records"
+            ));
+        }
+        if standbys.trim().is_empty() {
+            d.notes.push(
+                "no synchronous standby (synchronous_standby_names is empty): failing over to an \
+                 asynchronous standby can lose the last records; see docs/high-availability.md"
+                    .into(),
+            );
+        } else if sync_commit == "local" {
+            d.unsafe_settings.push(
+                "synchronous_commit = local with synchronous standbys: a failover can lose records \
+                 the primary acknowledged"
+                    .into(),
+            );
+        }
+        Ok(d)
+    }
+
     pub async fn ping(&self) -> Result<Duration, ProtectionError> {
         self.timed(async {
             let start = Instant::now();
@@ -507,6 +554,15 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// The outcome of the durability check at startup.
+#[derive(Clone, Debug, Default)]
+pub struct Durability {
+    /// Settings under which a committed record can be lost: Palisade refuses to start.
+    pub unsafe_settings: Vec<String>,
+    /// Worth knowing, not fatal.
+    pub notes: Vec<String>,
 }
 
 enum ImportError {

@@ -54,6 +54,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every `code()`.
+    pub const CODES: [&'static str; 5] = [
+        "validator_disabled",
+        "block_slot_not_above_highest",
+        "source_after_target",
+        "target_not_above_highest",
+        "source_below_highest",
+    ];
+
     /// Stable label for metrics and logs.
     pub fn code(&self) -> &'static str {
         match self {
@@ -276,6 +285,21 @@ mod tests {
         )); // surrounds (2,4)
         assert!(matches!(w.check(&att(3, 3, 2)), Verdict::Refused(_))); // surrounded
         assert_eq!(w.check(&att(2, 5, 2)), Verdict::New);
+    }
+
+    #[test]
+    fn every_refusal_code_is_listed() {
+        let all = [
+            Refusal::Disabled,
+            Refusal::BlockSlotNotAbove { slot: Slot(1), highest: Slot(1) },
+            Refusal::SourceAfterTarget { source: Epoch(2), target: Epoch(1) },
+            Refusal::TargetNotAbove { target: Epoch(1), highest: Epoch(1) },
+            Refusal::SourceBelow { source: Epoch(1), highest: Epoch(2) },
+        ];
+        for r in all {
+            assert!(Refusal::CODES.contains(&r.code()), "{}", r.code());
+        }
+        assert_eq!(all.len(), Refusal::CODES.len());
     }
 
     #[test]

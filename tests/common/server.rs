@@ -43,7 +43,7 @@ fn spawn(args: &[String], workdir: &Path) -> (Child, Arc<Mutex<String>>, mpsc::R
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(i) = line.find("listening on http://") {
+            if let Some(i) = line.find("listening on http") {
                 let addr = line[i + "listening on ".len()..].split_whitespace().next().unwrap_or("");
                 let _ = tx.send(addr.to_string());
             }

@@ -1,0 +1,226 @@
+//! Running Palisade in production: database durability at startup, TLS with client
+//! certificates, readiness for load balancers, and alert rules that match the metrics.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::pg::PgCluster;
+use common::server::Palisade;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::{Value, json};
+
+const MINIMAL_GVR: &str = "0x270d43e74ce340de4bca2b1936beca0f4f5408d9e78aec4850920baf659d5b69";
+
+fn minimal_network() -> String {
+    common::data_dir().join("lodestar-dev-minimal.yaml").display().to_string()
+}
+
+fn attestation(source: u64, target: u64) -> Value {
+    json!({
+        "type": "ATTESTATION",
+        "fork_info": {"fork": {"previous_version": "0x00000001", "current_version": "0x00000001", "epoch": "0"},
+                      "genesis_validators_root": MINIMAL_GVR},
+        "attestation": {"slot": (target * 8).to_string(), "index": "0",
+            "beacon_block_root": format!("0x{}", "44".repeat(32)),
+            "source": {"epoch": source.to_string(), "root": format!("0x{}", "00".repeat(32))},
+            "target": {"epoch": target.to_string(), "root": format!("0x{}", "11".repeat(32))}}
+    })
+}
+
+// ---------------------------------------------------------------- durability
+
+#[test]
+fn refuses_to_start_when_the_database_can_lose_commits() {
+    let pg = common::pg::shared();
+    let url = pg.new_database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    pg.psql("postgres", &format!("ALTER DATABASE {db} SET synchronous_commit = off"));
+    let work = tempfile::tempdir().unwrap();
+    let args = ["--network", "minimal", "--database-url", &url];
+    let err = Palisade::try_serve_in(work.path(), &args).err().expect("must refuse to start");
+    assert!(err.contains("refusing to start") && err.contains("synchronous_commit = off"), "{err}");
+    assert!(err.contains("--allow-unsafe-database-durability"), "{err}");
+
+    // The named unsafe option starts it, loudly.
+    let mut unsafe_args = args.to_vec();
+    unsafe_args.push("--allow-unsafe-database-durability");
+    let p = Palisade::serve_in(work.path(), &unsafe_args);
+    assert!(p.log().contains("UNSAFE"), "{}", p.log());
+    drop(p);
+
+    // A server with fsync off is refused too.
+    let no_fsync = PgCluster::start_with(&["fsync=off"]);
+    let url = no_fsync.new_database();
+    let err = Palisade::try_serve_in(work.path(), &["--network", "minimal", "--database-url", &url])
+        .err()
+        .expect("must refuse to start");
+    assert!(err.contains("fsync = off"), "{err}");
+}
+
+// ---------------------------------------------------------------- TLS
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA, a server certificate for 127.0.0.1, a client certificate from the CA (CN=vc-1)
+    /// and one that is self-signed (CN=intruder).
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Palisade test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        write("ca.pem", ca_cert.pem());
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &issuer)
+            .unwrap();
+        write("server.pem", server.pem());
+        write("server.key", server_key.serialize_pem());
+
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params.distinguished_name.push(DnType::CommonName, "vc-1");
+        let client = client_params.signed_by(&client_key, &issuer).unwrap();
+        write("client.pem", format!("{}{}", client.pem(), client_key.serialize_pem()));
+
+        let rogue_key = KeyPair::generate().unwrap();
+        let mut rogue_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        rogue_params.distinguished_name.push(DnType::CommonName, "intruder");
+        let rogue = rogue_params.self_signed(&rogue_key).unwrap();
+        write("rogue.pem", format!("{}{}", rogue.pem(), rogue_key.serialize_pem()));
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn client(&self, identity: Option<&str>) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.path("ca.pem")).unwrap()).unwrap();
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(ca)
+            .timeout(Duration::from_secs(10));
+        if let Some(name) = identity {
+            b = b.identity(reqwest::Identity::from_pem(&std::fs::read(self.path(name)).unwrap()).unwrap());
+        }
+        b.build().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates_records_who_asked() {
+    let pki = Pki::new();
+    let url = common::pg::shared().new_database();
+    let (_keys, ks, pw) = common::interop_keystores();
+    let p = Palisade::serve(&[
+        "--network", &minimal_network(), "--database-url", &url,
+        "--keystores-path", ks.to_str().unwrap(), "--keystores-password-file", pw.to_str().unwrap(),
+        "--tls-cert-file", &pki.path("server.pem"), "--tls-key-file", &pki.path("server.key"),
+        "--tls-client-ca-file", &pki.path("ca.pem"),
+    ]);
+    assert!(p.base.starts_with("https://"), "{}", p.base);
+    let pk = &common::interop_pubkeys()[0];
+    let sign = p.url(&format!("/api/v1/eth2/sign/{pk}"));
+
+    let ok = pki.client(Some("client.pem"));
+    let r = ok.post(&sign).json(&attestation(0, 1)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+
+    // No certificate, or one the CA did not sign: the connection is refused.
+    assert!(pki.client(None).post(&sign).json(&attestation(1, 2)).send().await.is_err());
+    assert!(pki.client(Some("rogue.pem")).post(&sign).json(&attestation(1, 2)).send().await.is_err());
+    // Plain HTTP to the TLS port gets nowhere.
+    let plain = reqwest::Client::new().get(p.base.replace("https://", "http://") + "/upcheck").send().await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+
+    // The history records the certificate subject of the client that asked.
+    let db = url.rsplit('/').next().unwrap();
+    let who = common::pg::shared().psql(db, "SELECT client FROM signed_attestations");
+    assert!(who.contains("CN=vc-1"), "{who}");
+}
+
+#[test]
+fn bad_tls_files_are_named() {
+    let work = tempfile::tempdir().unwrap();
+    let missing = work.path().join("nope.pem");
+    let err = Palisade::try_serve_in(
+        work.path(),
+        &["--network", "minimal", "--tls-cert-file", missing.to_str().unwrap(), "--tls-key-file", missing.to_str().unwrap()],
+    )
+    .err()
+    .unwrap();
+    assert!(err.contains("--tls-cert-file") && err.contains("nope.pem"), "{err}");
+    let err = Palisade::try_serve_in(work.path(), &["--network", "minimal", "--tls-cert-file", missing.to_str().unwrap()])
+        .err()
+        .unwrap();
+    assert!(err.contains("--tls-key-file"), "{err}");
+}
+
+// ---------------------------------------------------------------- readiness
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database() {
+    let pg = PgCluster::start_with(&[]);
+    let url = pg.new_database();
+    let p = Palisade::serve(&["--network", "minimal", "--database-url", &url]);
+    let ready = || async { reqwest::get(p.url("/readyz")).await.unwrap().status().as_u16() };
+    let wait_for = |want: u16| async move {
+        for _ in 0..100 {
+            if ready().await == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(wait_for(200).await, "not ready with the database up");
+    pg.stop_immediate();
+    assert!(wait_for(503).await, "still ready with the database down");
+    assert_eq!(reqwest::get(p.url("/upcheck")).await.unwrap().status(), 200, "liveness is not readiness");
+    pg.start();
+    assert!(wait_for(200).await, "not ready again after the database came back");
+}
+
+// ---------------------------------------------------------------- alerts
+
+/// Every metric the alert rules use is one Palisade exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_use_real_metrics() {
+    let rules_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/palisade-alerts.yml");
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&rules_path).unwrap()).unwrap();
+    let p = Palisade::serve(&["--network", "minimal"]);
+    let exposition = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let name = rule["alert"].as_str().unwrap().to_string();
+            let expr = rule["expr"].as_str().unwrap();
+            assert!(rule["annotations"]["summary"].is_string(), "{name}: no summary");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                let Some(metric) = word.strip_prefix("palisade_") else { continue };
+                let base = ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .fold(metric, |m, s| m.strip_suffix(s).unwrap_or(m));
+                assert!(
+                    exposition.contains(&format!("# TYPE palisade_{base} ")),
+                    "{name} uses palisade_{metric}, which /metrics does not export"
+                );
+            }
+            alerts.push(name);
+        }
+    }
+    for needed in ["PalisadeReplicaDown", "PalisadeDatabaseUnreachable", "PalisadeSlashingRefusal", "PalisadeSigningLatencyHigh", "PalisadeKeysFailed"] {
+        assert!(alerts.iter().any(|a| a == needed), "missing alert {needed}");
+    }
+}
