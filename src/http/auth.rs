@@ -41,16 +41,29 @@ impl ApiToken {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 rand::rng().fill_bytes(bytes.as_mut());
                 let token = Zeroizing::new(hex::encode(bytes.as_ref()));
-                let mut f = std::fs::OpenOptions::new()
+                // Written aside, then linked into place: replicas starting together on a shared
+                // token file never see it half-written, and exactly one token wins.
+                let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+                let written = std::fs::OpenOptions::new()
                     .write(true)
-                    .create_new(true)
+                    .create(true)
+                    .truncate(true)
                     .mode(0o600)
-                    .open(path)
-                    .map_err(|e| format!("cannot create API token file {}: {e}", path.display()))?;
-                f.write_all(token.as_bytes())
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| format!("cannot write API token file {}: {e}", path.display()))?;
-                Ok((ApiToken(token), true))
+                    .open(&tmp)
+                    .and_then(|mut f| f.write_all(token.as_bytes()).and_then(|_| f.sync_all()));
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(format!("cannot create API token file {}: {e}", path.display()));
+                }
+                let linked = std::fs::hard_link(&tmp, path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => Ok((ApiToken(token), true)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
+                    Err(e) => Err(format!("cannot create API token file {}: {e}", path.display())),
+                }
             }
             Err(e) => Err(format!("cannot read API token file {}: {e}", path.display())),
         }

@@ -143,6 +143,21 @@ impl PgCluster {
         }
     }
 
+    /// `pg_ctl stop -m immediate`, literally (as the cluster's user).
+    pub fn pg_ctl_stop_immediate(&self) {
+        let mut cmd = Command::new(self.bin.join("pg_ctl"));
+        cmd.args(["stop", "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        let _ = cmd.status();
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.wait();
+        }
+    }
+
     pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }

@@ -32,6 +32,18 @@ pub struct Exchange {
     pub t1: f64,
     #[serde(default)]
     pub source: String,
+    /// Which replica answered, when known (`host:port` or a replica name).
+    #[serde(default)]
+    pub backend: Option<String>,
+}
+
+/// A time the database was unreachable, for every replica or for one (a cut connection).
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+pub struct Outage {
+    pub start: f64,
+    pub end: f64,
+    #[serde(default)]
+    pub replica: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -52,6 +64,11 @@ pub struct Report {
     pub slashable_pairs: Vec<String>,
     pub missing_from_export: Vec<String>,
     pub unexplained_5xx: Vec<String>,
+    /// Outages after which no block or attestation was signed again.
+    pub not_resumed: Vec<String>,
+    /// Per outage: milliseconds from its end to the last 5xx it explains, and to the first
+    /// block or attestation signed after it.
+    pub recovery: Vec<(f64, f64)>,
 }
 
 impl Report {
@@ -60,6 +77,7 @@ impl Report {
             && self.slashable_pairs.is_empty()
             && self.missing_from_export.is_empty()
             && self.unexplained_5xx.is_empty()
+            && self.not_resumed.is_empty()
     }
 
     pub fn print(&self) {
@@ -67,22 +85,32 @@ impl Report {
         println!("checker: signed by type {:?}", self.signed_by_type);
         println!("checker: statuses by client {:?}", self.by_source);
         println!(
-            "checker: {} blocks and attestations signed; bad signatures {}, slashable pairs {}, missing from the database {}, 5xx outside database outages {}",
+            "checker: {} blocks and attestations signed; bad signatures {}, slashable pairs {}, missing from the database {}, 5xx outside database outages {}, outages not followed by signing {}",
             self.protected_signed,
             self.bad_signatures.len(),
             self.slashable_pairs.len(),
             self.missing_from_export.len(),
-            self.unexplained_5xx.len()
+            self.unexplained_5xx.len(),
+            self.not_resumed.len()
         );
         for (what, list) in [
             ("bad signature", &self.bad_signatures),
             ("SLASHABLE", &self.slashable_pairs),
             ("not in the database", &self.missing_from_export),
             ("unexplained 5xx", &self.unexplained_5xx),
+            ("did not resume", &self.not_resumed),
         ] {
             for line in list.iter().take(10) {
                 println!("  {what}: {line}");
             }
+        }
+        for (i, (last_5xx, first_ok)) in self.recovery.iter().enumerate() {
+            println!(
+                "checker: outage {}: last 5xx {:.0} ms after it ended, first block/attestation signed {:.0} ms after it ended",
+                i + 1,
+                last_5xx,
+                first_ok
+            );
         }
     }
 }
@@ -101,13 +129,13 @@ fn slashable(a: &Signed, b: &Signed) -> bool {
     }
 }
 
-/// `outages`: (start, end) in milliseconds since the epoch when the database was down; a
-/// 5xx whose request overlaps none of them is reported.
+/// `outages`: when the database was down (milliseconds since the epoch); a 5xx whose request
+/// overlaps none of them is reported, and so is an outage after which nothing was signed.
 pub fn check(
     network: &Network,
     responses: &[Exchange],
     export: &Interchange,
-    outages: Option<&[(f64, f64)]>,
+    outages: Option<&[Outage]>,
 ) -> Report {
     let mut report = Report {
         responses: responses.len(),
@@ -124,10 +152,13 @@ pub fn check(
             .or_default() += 1;
         if x.status >= 500 {
             if let Some(windows) = outages {
-                // Allow a little slack: a request sent just before the stop may time out after.
-                let during = windows
-                    .iter()
-                    .any(|(a, b)| x.t1 >= a - 1000.0 && x.t0 <= b + 6000.0);
+                // Slack: a request sent just before the stop may answer after it, and the
+                // first requests after it may find pooled connections broken.
+                let during = windows.iter().any(|o| {
+                    o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r))
+                        && x.t1 >= o.start - 1000.0
+                        && x.t0 <= o.end + 6000.0
+                });
                 if !during {
                     report
                         .unexplained_5xx
@@ -192,6 +223,39 @@ pub fn check(
         }
     }
 
+    if let Some(windows) = outages {
+        let inside = |x: &Exchange, o: &Outage| {
+            o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r))
+                && x.t1 >= o.start
+                && x.t0 <= o.end
+        };
+        for (i, o) in windows.iter().enumerate() {
+            let mine = |x: &&Exchange| o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r));
+            let first_ok = responses
+                .iter()
+                .filter(mine)
+                .filter(|x| {
+                    x.status == 200
+                        && x.t0 > o.end
+                        && matches!(x.request["type"].as_str(), Some("BLOCK" | "BLOCK_V2" | "ATTESTATION"))
+                })
+                .map(|x| x.t1 - o.end)
+                .fold(f64::INFINITY, f64::min);
+            if first_ok.is_infinite() {
+                report.not_resumed.push(format!("{o:?}"));
+            }
+            let last_5xx = responses
+                .iter()
+                .filter(mine)
+                .filter(|x| x.status >= 500 && x.t1 >= o.start - 1000.0 && x.t0 <= o.end + 6000.0)
+                // A 5xx inside another outage belongs to that one.
+                .filter(|x| !windows.iter().enumerate().any(|(j, w)| j != i && inside(x, w)))
+                .map(|x| x.t1 - o.end)
+                .fold(f64::NEG_INFINITY, f64::max);
+            report.recovery.push((last_5xx.max(0.0), first_ok));
+        }
+    }
+
     let exported: HashMap<PublicKey, &palisade::protection::interchange::ValidatorData> =
         export.data.iter().map(|v| (v.pubkey, v)).collect();
     for (pk, list) in &signed {
@@ -226,7 +290,7 @@ pub fn run(network: &str, responses: &Path, export: &Path, outages: Option<&Path
     }
     let export = Interchange::from_json(&std::fs::read_to_string(export)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", export.display()))?;
-    let windows: Option<Vec<(f64, f64)>> = match outages {
+    let windows: Option<Vec<Outage>> = match outages {
         Some(p) => Some(serde_json::from_str(&std::fs::read_to_string(p)?)?),
         None => None,
     };

@@ -5,6 +5,7 @@
 //!   palisade-bench keystores    keystore loading time vs the ideal (N x one-key cost / cores)
 //!   palisade-bench protection   protected attestations per second on PostgreSQL, and the
 //!                               check's latency with 1,000 vs 1,000,000 rows of history
+//!   palisade-bench faults       fault injection on N replicas and one PostgreSQL, then the checker
 //!   palisade-bench check        the independent checker of end-to-end and fault runs
 //!
 //! Build with `cargo build --release`; the signer under test is the `palisade` binary next to
@@ -22,9 +23,11 @@ mod server;
 
 mod blst_bench;
 mod check;
+mod faults;
 mod keys;
 mod load;
 mod protection_bench;
+mod proxy;
 
 use clap::{Parser, Subcommand};
 
@@ -75,9 +78,28 @@ enum Command {
         /// The signer's EIP-3076 export taken after the run.
         #[arg(long)]
         export: std::path::PathBuf,
-        /// JSON [[start_ms, end_ms], ...] of database outages; 5xx outside them fail the check.
+        /// JSON [{"start": ms, "end": ms, "replica": name?}, ...] of database outages; a 5xx
+        /// outside them, or an outage not followed by signing, fails the check.
         #[arg(long)]
         outages: Option<std::path::PathBuf>,
+    },
+    /// Fault injection: replicas killed, paused and cut off, the database crash-stopped, while
+    /// clients on different heads race conflicting messages; then the independent checker.
+    Faults {
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        #[arg(long, default_value_t = 12)]
+        validators: usize,
+        /// How long the load runs; faults are injected in turn until 14 s before the end.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep the run's files even when it passes.
+        #[arg(long)]
+        keep: bool,
     },
     /// Protected attestations per second through the real signer on PostgreSQL.
     Protection {
@@ -115,6 +137,21 @@ fn main() -> anyhow::Result<()> {
             export,
             outages,
         } => check::run(&network, &responses, &export, outages.as_deref()),
+        Command::Faults {
+            replicas,
+            clients,
+            validators,
+            seconds,
+            seed,
+            keep,
+        } => faults::run(faults::Options {
+            replicas,
+            clients,
+            validators,
+            seconds,
+            seed,
+            keep,
+        }),
         Command::Keystores { count, kdf, dir } => keys::keystore_loading(count, &kdf, &dir),
         Command::Protection {
             database_url,

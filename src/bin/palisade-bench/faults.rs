@@ -1,0 +1,365 @@
+//! The fault-injection harness: N Palisade replicas on one PostgreSQL, M clients that behave
+//! like validator-client replicas on different chain heads, and faults injected while they
+//! race: replicas started together on an empty database, SIGKILL mid-request, PostgreSQL
+//! stopped with `pg_ctl stop -m immediate` and started again, a replica's database
+//! connections cut mid-transaction (through a proxy), a replica paused with SIGSTOP and
+//! resumed. The independent checker then reads every response and the database's export.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use palisade::network::Network;
+use palisade::protection::{DbOptions, SlashingDatabase};
+use palisade::types::PublicKey;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::check::{self, Exchange, Outage};
+use crate::keys::raw_key_config;
+use crate::pg::PgCluster;
+use crate::procs;
+use crate::proxy::Proxy;
+use crate::server::Palisade;
+
+const GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
+const FORK: &str = r#"{"fork":{"previous_version":"0x05000000","current_version":"0x06000000","epoch":"0"},"genesis_validators_root":"0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"}"#;
+/// A client gives a replica this long before trying the next one.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const ROUND: Duration = Duration::from_millis(250);
+
+pub struct Options {
+    pub replicas: usize,
+    pub clients: usize,
+    pub validators: usize,
+    pub seconds: u64,
+    pub seed: u64,
+    /// Keep the run's files (responses, export, outages, logs) even when it passes.
+    pub keep: bool,
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1e3
+}
+
+fn hex32(rng: &mut StdRng) -> String {
+    let b: [u8; 32] = rng.random();
+    format!("0x{}", hex::encode(b))
+}
+
+fn attestation(source: u64, target: u64, head: &str) -> serde_json::Value {
+    let fork: serde_json::Value = serde_json::from_str(FORK).unwrap();
+    serde_json::json!({
+        "type": "ATTESTATION", "fork_info": fork,
+        "attestation": {"slot": (target * 32).to_string(), "index": "0", "beacon_block_root": head,
+            "source": {"epoch": source.to_string(), "root": format!("0x{}", "11".repeat(32))},
+            "target": {"epoch": target.to_string(), "root": format!("0x{}", "22".repeat(32))}}
+    })
+}
+
+fn block(slot: u64, state_root: &str) -> serde_json::Value {
+    let fork: serde_json::Value = serde_json::from_str(FORK).unwrap();
+    serde_json::json!({
+        "type": "BLOCK_V2", "fork_info": fork,
+        "beacon_block": {"version": "FULU", "block_header": {"slot": slot.to_string(), "proposer_index": "7",
+            "parent_root": format!("0x{}", "33".repeat(32)), "state_root": state_root,
+            "body_root": format!("0x{}", "44".repeat(32))}}
+    })
+}
+
+/// One replica: its process, address and database proxy.
+struct Replica {
+    name: String,
+    workdir: PathBuf,
+    args: Vec<String>,
+    process: Mutex<Option<Palisade>>,
+    base: RwLock<Option<String>>,
+}
+
+impl Replica {
+    fn start(&self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let p = Palisade::serve_in(&self.workdir, &args);
+        *self.base.write().unwrap() = Some(p.base.clone());
+        *self.process.lock().unwrap() = Some(p);
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.process.lock().unwrap().as_ref().map(|p| p.pid())
+    }
+}
+
+struct Run {
+    replicas: Vec<Arc<Replica>>,
+    log: Mutex<Vec<Exchange>>,
+    transport_errors: Mutex<u64>,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Run {
+    /// Sends to the client's preferred replica, failing over like a validator client with
+    /// several signer URLs: on a transport error, a timeout or a 5xx, the next one.
+    async fn sign(&self, client: usize, pubkey: &PublicKey, request: serde_json::Value) {
+        let n = self.replicas.len();
+        let body = Bytes::from(serde_json::to_vec(&request).unwrap());
+        for k in 0..n {
+            let r = &self.replicas[(client + k) % n];
+            let Some(base) = r.base.read().unwrap().clone() else { continue };
+            let req = hyper::Request::post(format!("{base}/api/v1/eth2/sign/{pubkey}"))
+                .header("content-type", "application/json")
+                .body(Full::new(body.clone()))
+                .unwrap();
+            let t0 = now_ms();
+            let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                let resp = self.http.request(req).await.ok()?;
+                let status = resp.status().as_u16();
+                let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+                Some((status, bytes))
+            })
+            .await;
+            let Ok(Some((status, bytes))) = answer else {
+                *self.transport_errors.lock().unwrap() += 1;
+                continue;
+            };
+            self.log.lock().unwrap().push(Exchange {
+                pubkey: pubkey.to_string(),
+                request: request.clone(),
+                status,
+                response: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+                t0,
+                t1: now_ms(),
+                source: format!("client-{client}"),
+                backend: Some(r.name.clone()),
+            });
+            if status < 500 {
+                return;
+            }
+        }
+    }
+}
+
+/// One client on its own chain head: every round, for every validator, an attestation with
+/// a random source and target just above the last round's, and every other round a block;
+/// sometimes with the common head (so that replicas of one client repeat each other),
+/// mostly with its own (so that clients conflict).
+async fn client(run: Arc<Run>, id: usize, keys: Arc<Vec<PublicKey>>, start: Instant, deadline: Instant, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (id as u64 * 0x9e37_79b9));
+    let mut round = 0u64;
+    while Instant::now() < deadline {
+        let tick = start + ROUND * round as u32;
+        tokio::time::sleep_until(tick.into()).await;
+        let mut sends = Vec::new();
+        for (v, key) in keys.iter().enumerate() {
+            let base = 3 * round + 2;
+            let target = base + rng.random_range(1..=3);
+            let source = rng.random_range(base.saturating_sub(3)..target);
+            let common = rng.random_bool(0.4);
+            let head = if common {
+                format!("0x{}", hex::encode([(v as u8) ^ (target as u8); 32]))
+            } else {
+                hex32(&mut rng)
+            };
+            sends.push((*key, attestation(source, target, &head)));
+            if round % 2 == 0 {
+                let slot = 4 * round + rng.random_range(0..4);
+                let state = if common {
+                    format!("0x{}", hex::encode([(slot as u8) ^ (v as u8); 32]))
+                } else {
+                    hex32(&mut rng)
+                };
+                sends.push((*key, block(slot, &state)));
+            }
+        }
+        let tasks: Vec<_> = sends
+            .into_iter()
+            .map(|(key, req)| {
+                let run = run.clone();
+                tokio::spawn(async move { run.sign(id, &key, req).await })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        round += 1;
+    }
+}
+
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(run_async(opts))
+}
+
+async fn run_async(opts: Options) -> anyhow::Result<()> {
+    let work = tempfile::Builder::new().prefix("palisade-faults.").tempdir()?;
+    let pg = Arc::new(PgCluster::start_with(&[]));
+    let url = pg.new_database();
+    let db_name = url.rsplit('/').next().unwrap().to_string();
+    let keys_dir = work.path().join("keys");
+    let keys = Arc::new(raw_key_config(&keys_dir, opts.validators)?);
+    std::fs::write(work.path().join("token.txt"), "faults-harness-token")?;
+
+    let mut proxies = Vec::new();
+    let mut replicas = Vec::new();
+    for i in 0..opts.replicas {
+        let proxy = Proxy::start(pg.port).await?;
+        let dir = work.path().join(format!("r{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let args = vec![
+            "--network".into(), "mainnet".into(),
+            "--key-config-path".into(), keys_dir.display().to_string(),
+            "--database-url".into(), format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port),
+            "--api-token-file".into(), work.path().join("token.txt").display().to_string(),
+            "--database-timeout-ms".into(), "1500".into(),
+        ];
+        replicas.push(Arc::new(Replica {
+            name: format!("r{i}"),
+            workdir: dir,
+            args,
+            process: Mutex::new(None),
+            base: RwLock::new(None),
+        }));
+        proxies.push(proxy);
+    }
+    let mut injected: BTreeMap<&str, u32> = BTreeMap::new();
+
+    // Fault 1: every replica started at the same moment on an empty database.
+    let starts: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            let r = r.clone();
+            tokio::task::spawn_blocking(move || r.start())
+        })
+        .collect();
+    for s in starts {
+        s.await?;
+    }
+    *injected.entry("cold start together").or_default() += 1;
+    println!("faults: {} replicas started together on an empty database", opts.replicas);
+    // Keys load in the background: wait until every replica can sign.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let run = Arc::new(Run {
+        replicas: replicas.clone(),
+        log: Mutex::new(Vec::new()),
+        transport_errors: Mutex::new(0),
+        http: Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(10))
+            .build_http(),
+    });
+    let start = Instant::now();
+    let load_for = Duration::from_secs(opts.seconds);
+    let deadline = start + load_for;
+    let clients: Vec<_> = (0..opts.clients)
+        .map(|c| tokio::spawn(client(run.clone(), c, keys.clone(), start, deadline, opts.seed)))
+        .collect();
+
+    // The schedule: kill, database restart, connection cut, pause, in turn, until 8 s
+    // before the end (time for signing to resume and be seen).
+    let mut outages: Vec<Outage> = Vec::new();
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let kinds = ["kill", "database restart", "connection cut", "pause"];
+    let mut i = 0;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    while start.elapsed() + Duration::from_secs(14) < load_for {
+        let kind = kinds[i % kinds.len()];
+        let k = rng.random_range(0..replicas.len());
+        let r = replicas[k].clone();
+        match kind {
+            "kill" => {
+                if let Some(pid) = r.pid() {
+                    procs::signal(pid, libc::SIGKILL);
+                    *r.base.write().unwrap() = None;
+                    if let Some(mut p) = r.process.lock().unwrap().take() {
+                        p.stop(libc::SIGKILL);
+                    }
+                    println!("faults: {:>5.1}s SIGKILL {}", start.elapsed().as_secs_f64(), r.name);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let again = r.clone();
+                    tokio::task::spawn_blocking(move || again.start()).await?;
+                    println!("faults: {:>5.1}s {} restarted", start.elapsed().as_secs_f64(), r.name);
+                }
+            }
+            "database restart" => {
+                let t0 = now_ms();
+                let p = pg.clone();
+                tokio::task::spawn_blocking(move || p.pg_ctl_stop_immediate()).await?;
+                println!("faults: {:>5.1}s pg_ctl stop -m immediate", start.elapsed().as_secs_f64());
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let p = pg.clone();
+                tokio::task::spawn_blocking(move || p.start()).await?;
+                outages.push(Outage { start: t0, end: now_ms(), replica: None });
+                println!("faults: {:>5.1}s PostgreSQL started again", start.elapsed().as_secs_f64());
+            }
+            "connection cut" => {
+                let t0 = now_ms();
+                proxies[k].cut(Duration::from_secs(3));
+                println!("faults: {:>5.1}s cut {}'s database connections for 3 s", start.elapsed().as_secs_f64(), r.name);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                outages.push(Outage { start: t0, end: now_ms(), replica: Some(r.name.clone()) });
+            }
+            _ => {
+                if let Some(pid) = r.pid() {
+                    procs::signal(pid, libc::SIGSTOP);
+                    println!("faults: {:>5.1}s SIGSTOP {}", start.elapsed().as_secs_f64(), r.name);
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    procs::signal(pid, libc::SIGCONT);
+                    println!("faults: {:>5.1}s SIGCONT {}", start.elapsed().as_secs_f64(), r.name);
+                }
+            }
+        }
+        *injected.entry(kind).or_default() += 1;
+        i += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    for c in clients {
+        let _ = c.await;
+    }
+
+    // Read the database directly (not through a replica) for the checker.
+    let db = SlashingDatabase::open(&url, &DbOptions::default()).await?;
+    let export = db.export(None).await?;
+    let registered = pg.psql(&db_name, "SELECT count(*) FROM validators");
+    let log = std::mem::take(&mut *run.log.lock().unwrap());
+    let lines: Vec<String> = log
+        .iter()
+        .map(|x| {
+            serde_json::json!({"pubkey": x.pubkey, "request": x.request, "status": x.status, "response": x.response,
+                               "t0": x.t0, "t1": x.t1, "source": x.source, "backend": x.backend})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(work.path().join("responses.jsonl"), lines.join("\n"))?;
+    std::fs::write(work.path().join("export.json"), serde_json::to_string(&export)?)?;
+    std::fs::write(work.path().join("outages.json"), serde_json::to_string(&outages)?)?;
+
+    let network = Network::load("mainnet").map_err(|e| anyhow::anyhow!(e))?;
+    let report = check::check(&network, &log, &export, Some(&outages));
+    let _ = GVR;
+    println!("faults injected: {injected:?}");
+    println!(
+        "requests: {} answered, {} transport errors or timeouts (failed over); validators registered: {}",
+        log.len(),
+        run.transport_errors.lock().unwrap(),
+        registered.trim()
+    );
+    report.print();
+    let every_kind = kinds.iter().all(|k| injected.contains_key(k));
+    let registered_ok = registered.trim() == opts.validators.to_string();
+    if !report.ok() || !every_kind || !registered_ok {
+        let kept = work.keep();
+        anyhow::bail!(
+            "fault run failed (every fault kind injected: {every_kind}, validators registered once: {registered_ok}); files kept in {}",
+            kept.display()
+        );
+    }
+    if opts.keep {
+        println!("faults: files kept in {}", work.keep().display());
+    }
+    println!("faults: PASS");
+    Ok(())
+}
