@@ -114,7 +114,17 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
         if !dir.is_dir() {
             return Err(format!("--keystores-path {} is not a directory", dir.display()));
         }
-        for path in sorted_files(dir, &["json"])? {
+        // Reading and parsing thousands of small files is worth doing on every core: the
+        // server listens only after this.
+        let files = sorted_files(dir, &["json"])?;
+        let parsed: Vec<(PathBuf, Result<Option<Keystore>, String>)> = files
+            .into_par_iter()
+            .map(|path| {
+                let ks = read_keystore(&path);
+                (path, ks)
+            })
+            .collect();
+        for (path, keystore) in parsed {
             let origin = path.display().to_string();
             let pw = match &password {
                 Some(shared) => Password::Shared(shared.clone()),
@@ -124,7 +134,7 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
                     Password::File(pw_dir.join(format!("{stem}.txt")))
                 }
             };
-            match read_keystore(&path) {
+            match keystore {
                 Ok(Some(ks)) => push_keystore(&mut found, origin, ks, pw),
                 Ok(None) => tracing::warn!(file = %origin, "skipping JSON file that is not an EIP-2335 keystore (no `crypto` object)"),
                 Err(reason) => found.failures.push((origin, reason)),
@@ -192,12 +202,19 @@ fn push_keystore(found: &mut Discovered, origin: String, ks: Keystore, password:
 /// `Ok(None)`: valid JSON that is not a keystore (skipped). `Err`: a keystore that is broken.
 fn read_keystore(path: &Path) -> Result<Option<Keystore>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("corrupt JSON: {e}"))?;
-    if value.get("crypto").is_none() {
-        return Ok(None);
+    match Keystore::from_json(&text) {
+        Ok(ks) => Ok(Some(ks)),
+        // Only on failure: is it a broken keystore, or some other JSON file?
+        Err(e) => {
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("corrupt JSON: {e}"))?;
+            if value.get("crypto").is_none() {
+                Ok(None)
+            } else {
+                Err(e.to_string())
+            }
+        }
     }
-    Keystore::from_json(&text).map(Some).map_err(|e| e.to_string())
 }
 
 impl KeySource {

@@ -46,15 +46,17 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
     # Lodestar forks helpers: make sure nothing of it survives.
     pkill -KILL -f "$LODESTAR_DIR/node_modules" 2>/dev/null
-    [ -n "$PG_PID" ] && kill -QUIT "$PG_PID" 2>/dev/null
+    # PG_PID may be runuser's, which does not pass signals on: ask pg_ctl.
+    [ -n "$PG_PID" ] && as_postgres "$PG_BIN/pg_ctl" -D "$WORK/pg" stop -m immediate -w > /dev/null 2>&1
     wait 2>/dev/null
     log "stopped everything; logs are in $WORK"
 }
-trap cleanup EXIT
-
 as_postgres() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -n "$PG_BIN" ] || PG_BIN=$(dirname "$(command -v initdb)")
+trap cleanup EXIT
 
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
@@ -73,8 +75,6 @@ export NODE_OPTIONS="--require $LODESTAR_DIR/polyfill.cjs"
 LODESTAR="$LODESTAR_DIR/node_modules/.bin/lodestar"
 
 # ---------------------------------------------------------------- PostgreSQL
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -n "$PG_BIN" ] || PG_BIN=$(dirname "$(command -v initdb)")
 PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$WORK/pg"
 [ "$(id -u)" = 0 ] && chown postgres "$WORK" "$WORK/pg"

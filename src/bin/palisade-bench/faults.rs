@@ -27,7 +27,6 @@ use crate::procs;
 use crate::proxy::Proxy;
 use crate::server::Palisade;
 
-const GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
 const FORK: &str = r#"{"fork":{"previous_version":"0x05000000","current_version":"0x06000000","epoch":"0"},"genesis_validators_root":"0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"}"#;
 /// A client gives a replica this long before trying the next one.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -339,7 +338,6 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
 
     let network = Network::load("mainnet").map_err(|e| anyhow::anyhow!(e))?;
     let report = check::check(&network, &log, &export, Some(&outages));
-    let _ = GVR;
     println!("faults injected: {injected:?}");
     println!(
         "requests: {} answered, {} transport errors or timeouts (failed over); validators registered: {}",

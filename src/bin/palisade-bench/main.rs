@@ -5,6 +5,7 @@
 //!   palisade-bench keystores    keystore loading time vs the ideal (N x one-key cost / cores)
 //!   palisade-bench protection   protected attestations per second on PostgreSQL, and the
 //!                               check's latency with 1,000 vs 1,000,000 rows of history
+//!   palisade-bench load         mainnet-shaped load, slot bursts, steady rates, saturation
 //!   palisade-bench faults       fault injection on N replicas and one PostgreSQL, then the checker
 //!   palisade-bench check        the independent checker of end-to-end and fault runs
 //!
@@ -26,6 +27,8 @@ mod check;
 mod faults;
 mod keys;
 mod load;
+mod mainnet;
+mod messages;
 mod protection_bench;
 mod proxy;
 
@@ -101,6 +104,44 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Mainnet-shaped load (blocks, attestation bursts at 4 s, aggregates, sync committee),
+    /// or a slot burst (--burst), a steady rate (--rate), or saturation (--saturate).
+    Load {
+        /// Drive this running signer instead of starting one (it must sign for mainnet).
+        #[arg(long)]
+        url: Option<String>,
+        /// PostgreSQL for the signer started here (default: a throwaway cluster under target/).
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 10_000)]
+        validators: usize,
+        #[arg(long, default_value_t = 8)]
+        slots: u64,
+        #[arg(long, default_value_t = 12.0)]
+        slot_seconds: f64,
+        /// Share of attestations also sent by a second client replica on another head.
+        #[arg(long, default_value_t = 0.0)]
+        duplicates: f64,
+        /// Size of the whole network, for committee sizes and sync-committee seats.
+        #[arg(long, default_value_t = 1_000_000)]
+        network_validators: u64,
+        /// One burst of N attestations due at the same instant.
+        #[arg(long)]
+        burst: Option<usize>,
+        /// A steady rate of attestations per second (for --seconds).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// Protected attestations as fast as the signer takes them, vs raw blst.
+        #[arg(long)]
+        saturate: bool,
+        /// Rows of attestation history to put in the database first.
+        #[arg(long, default_value_t = 0)]
+        history_rows: u64,
+        #[arg(long, default_value_t = 512)]
+        max_in_flight: usize,
+    },
     /// Protected attestations per second through the real signer on PostgreSQL.
     Protection {
         /// A PostgreSQL URL; by default a throwaway cluster is started on disk under target/.
@@ -151,6 +192,35 @@ fn main() -> anyhow::Result<()> {
             seconds,
             seed,
             keep,
+        }),
+        Command::Load {
+            url,
+            database_url,
+            validators,
+            slots,
+            slot_seconds,
+            duplicates,
+            network_validators,
+            burst,
+            rate,
+            seconds,
+            saturate,
+            history_rows,
+            max_in_flight,
+        } => mainnet::run(mainnet::Options {
+            url,
+            database_url,
+            validators,
+            slots,
+            slot_seconds,
+            duplicates,
+            network_validators,
+            burst,
+            rate,
+            seconds,
+            saturate,
+            history_rows,
+            max_in_flight,
         }),
         Command::Keystores { count, kdf, dir } => keys::keystore_loading(count, &kdf, &dir),
         Command::Protection {

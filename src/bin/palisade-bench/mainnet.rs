@@ -1,0 +1,409 @@
+//! `palisade-bench load`: a load generator shaped like a mainnet validator fleet.
+//!
+//! Every slot (12 s, or `--slot-seconds`): at 0 s a block and its RANDAO reveal; at 4 s the
+//! slot's attesters (1/32 of the validators) sign their attestation and selection proof, and
+//! the sync-committee members their message and selection proof; at 8 s the aggregators
+//! (16 per committee) sign their aggregate, and sync aggregators their contribution. With
+//! `--duplicates P`, a share P of attestations is also sent by a second client replica on
+//! another head: one of each pair must be refused. Latency is measured from the time each
+//! request was due, so a slow signer cannot hide behind a slow generator.
+//!
+//! Other shapes for the targets: `--burst N` (one slot's burst), `--rate R` (a steady rate of
+//! attestations), `--saturate` (as many protected attestations as the signer takes, against
+//! raw blst on the same cores).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use indicatif::{ProgressBar, ProgressStyle};
+use palisade::types::PublicKey;
+use tokio::sync::Semaphore;
+
+use crate::blst_bench;
+use crate::keys::raw_key_config;
+use crate::load::{MakeRequest, closed_loop, http_get, ms, percentile};
+use crate::messages::{self, FULU_EPOCH, root};
+use crate::pg::PgCluster;
+use crate::protection_bench::wait_for_keys;
+use crate::server::Palisade;
+
+pub struct Options {
+    pub url: Option<String>,
+    pub database_url: Option<String>,
+    pub validators: usize,
+    pub slots: u64,
+    pub slot_seconds: f64,
+    pub duplicates: f64,
+    pub network_validators: u64,
+    pub burst: Option<usize>,
+    pub rate: Option<f64>,
+    pub seconds: f64,
+    pub saturate: bool,
+    pub history_rows: u64,
+    pub max_in_flight: usize,
+}
+
+/// One request due at `at` (relative to the start).
+struct Work {
+    at: Duration,
+    kind: &'static str,
+    pubkey: PublicKey,
+    body: serde_json::Value,
+}
+
+#[derive(Default)]
+struct TypeStats {
+    latencies: Vec<Duration>,
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+}
+
+type Stats = BTreeMap<&'static str, TypeStats>;
+
+fn slot_schedule(o: &Options, keys: &[PublicKey], first_slot: u64) -> Vec<Work> {
+    let v = keys.len();
+    let spe = 32u64;
+    // Committees per slot and their size, for a network of `network_validators`.
+    let per_slot = (o.network_validators / spe).max(1);
+    let committees = (per_slot / 128).clamp(1, 64);
+    let committee_size = (per_slot / committees).max(1) as usize;
+    let aggregator_share = (16.0 / committee_size as f64).min(1.0);
+    // Our share of the 512 sync-committee seats.
+    let sync_members = ((512.0 * v as f64 / o.network_validators as f64).round() as usize).clamp(1, v.min(512));
+    let sync_aggregator_share = 16.0 / 128.0;
+    let slot_len = Duration::from_secs_f64(o.slot_seconds);
+    let mut works = Vec::new();
+    for i in 0..o.slots {
+        let slot = first_slot + i;
+        let epoch = slot / spe;
+        let start = slot_len * i as u32;
+        let at = |frac: f64| start + slot_len.mul_f64(frac);
+        let head = root(slot);
+        let proposer = (slot as usize * 7919) % v;
+        works.push(Work { at: at(0.0), kind: "RANDAO_REVEAL", pubkey: keys[proposer], body: messages::randao(epoch) });
+        works.push(Work { at: at(0.0), kind: "BLOCK_V2", pubkey: keys[proposer], body: messages::block(slot, proposer as u64, &root(slot ^ 0x5747)) });
+        for a in (0..v).filter(|a| (*a as u64 + epoch) % spe == slot % spe) {
+            works.push(Work { at: at(1.0 / 3.0), kind: "ATTESTATION", pubkey: keys[a], body: messages::attestation(slot, epoch - 1, epoch, &head) });
+            works.push(Work { at: at(1.0 / 3.0), kind: "AGGREGATION_SLOT", pubkey: keys[a], body: messages::aggregation_slot(slot) });
+            // Deterministic pseudo-randomness: spread over validators and slots.
+            let draw = ((a as u64).wrapping_mul(2_654_435_761) ^ slot.wrapping_mul(40_503)) % 10_000;
+            if (draw as f64) < o.duplicates * 10_000.0 {
+                let other_head = root(slot ^ 0xdead_beef);
+                works.push(Work { at: at(1.0 / 3.0) + Duration::from_millis(20), kind: "ATTESTATION (duplicate)", pubkey: keys[a], body: messages::attestation(slot, epoch - 1, epoch, &other_head) });
+            }
+            if (draw as f64) < aggregator_share * 10_000.0 {
+                works.push(Work { at: at(2.0 / 3.0), kind: "AGGREGATE_AND_PROOF_V2", pubkey: keys[a], body: messages::aggregate(slot, a as u64, epoch - 1, epoch, &head, committee_size) });
+            }
+        }
+        for (m, key) in keys.iter().enumerate().take(sync_members) {
+            let sub = (m % 4) as u64;
+            works.push(Work { at: at(1.0 / 3.0), kind: "SYNC_COMMITTEE_MESSAGE", pubkey: *key, body: messages::sync_message(slot, &head) });
+            works.push(Work { at: at(1.0 / 3.0), kind: "SYNC_COMMITTEE_SELECTION_PROOF", pubkey: *key, body: messages::sync_selection(slot, sub) });
+            let draw = ((m as u64 + 1).wrapping_mul(2_246_822_519) ^ slot) % 10_000;
+            if (draw as f64) < sync_aggregator_share * 10_000.0 {
+                works.push(Work { at: at(2.0 / 3.0), kind: "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF", pubkey: *key, body: messages::contribution(slot, m as u64, sub, &head) });
+            }
+        }
+    }
+    works.sort_by_key(|w| w.at);
+    works
+}
+
+/// Sends every work at its time, at most `max_in_flight` at once; latency from the due time.
+async fn dispatch(base: &str, works: Vec<Work>, max_in_flight: usize) -> (Stats, Duration) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(max_in_flight)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build_http();
+    let stats: Arc<Mutex<Stats>> = Arc::default();
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let bar = ProgressBar::new(works.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(works.len());
+    for w in works {
+        tokio::time::sleep_until((start + w.at).into()).await;
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let (client, stats, bar) = (client.clone(), stats.clone(), bar.clone());
+        let url = format!("{base}/api/v1/eth2/sign/{}", w.pubkey);
+        let due = start + w.at;
+        tasks.push(tokio::spawn(async move {
+            let req = hyper::Request::post(url)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(serde_json::to_vec(&w.body).unwrap())))
+                .unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(30), async {
+                let resp = client.request(req).await.ok()?;
+                let status = resp.status().as_u16();
+                resp.into_body().collect().await.ok()?;
+                Some(status)
+            })
+            .await;
+            let latency = due.elapsed();
+            drop(permit);
+            let mut s = stats.lock().unwrap();
+            let t = s.entry(w.kind).or_default();
+            match answer {
+                Ok(Some(status)) => {
+                    t.latencies.push(latency);
+                    *t.statuses.entry(status).or_default() += 1;
+                }
+                _ => t.errors += 1,
+            }
+            let (ok, refused, other): (u64, u64, u64) = s.values().fold((0, 0, 0), |acc, t| {
+                let ok = t.statuses.get(&200).copied().unwrap_or(0);
+                let refused = t.statuses.get(&412).copied().unwrap_or(0);
+                let all: u64 = t.statuses.values().sum::<u64>() + t.errors;
+                (acc.0 + ok, acc.1 + refused, acc.2 + all - ok - refused)
+            });
+            drop(s);
+            bar.inc(1);
+            bar.set_message(format!("200: {ok}  412: {refused}  other: {other}"));
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    bar.finish();
+    let elapsed = start.elapsed();
+    let mut stats = std::mem::take(&mut *stats.lock().unwrap());
+    for t in stats.values_mut() {
+        t.latencies.sort();
+    }
+    (stats, elapsed)
+}
+
+fn print_stats(stats: &Stats, elapsed: Duration) {
+    println!(
+        "  {:<40} {:>7} {:>7} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>9}",
+        "type", "sent", "200", "412", "5xx", "errors", "p50 ms", "p99 ms", "max ms", "per s"
+    );
+    let mut all = Vec::new();
+    for (kind, t) in stats {
+        let sent: u64 = t.statuses.values().sum::<u64>() + t.errors;
+        let five: u64 = t.statuses.iter().filter(|(s, _)| **s >= 500).map(|(_, n)| n).sum();
+        println!(
+            "  {:<40} {:>7} {:>7} {:>6} {:>6} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>9.1}",
+            kind,
+            sent,
+            t.statuses.get(&200).unwrap_or(&0),
+            t.statuses.get(&412).unwrap_or(&0),
+            five,
+            t.errors,
+            ms(percentile(&t.latencies, 0.5)),
+            ms(percentile(&t.latencies, 0.99)),
+            ms(percentile(&t.latencies, 1.0)),
+            t.statuses.get(&200).copied().unwrap_or(0) as f64 / elapsed.as_secs_f64()
+        );
+        all.extend(&t.latencies);
+    }
+    all.sort();
+    println!(
+        "  {:<40} {:>7} {:>50.2} {:>8.2}",
+        "all",
+        all.len(),
+        ms(percentile(&all, 0.99)),
+        ms(percentile(&all, 1.0))
+    );
+}
+
+/// Resident and peak memory of a process, in MiB.
+fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The signer under test: the given URL, or a `palisade` started here with `validators`
+/// keys on PostgreSQL. Returns the base URL, the pubkeys, and what must stay alive.
+struct Target {
+    base: String,
+    keys: Vec<PublicKey>,
+    process: Option<Palisade>,
+    _cluster: Option<PgCluster>,
+    database_url: Option<String>,
+    _work: tempfile::TempDir,
+}
+
+fn start_target(o: &Options) -> anyhow::Result<Target> {
+    let work = tempfile::tempdir()?;
+    if let Some(url) = &o.url {
+        let addr = url.trim_start_matches("http://").to_string();
+        let (_, body) = http_get(&addr, "/api/v1/eth2/publicKeys")?;
+        let keys: Vec<PublicKey> = serde_json::from_str::<Vec<String>>(&body)?
+            .iter()
+            .map(|k| k.parse().map_err(|e: String| anyhow::anyhow!(e)))
+            .collect::<Result<_, _>>()?;
+        anyhow::ensure!(!keys.is_empty(), "the signer at {url} holds no key");
+        return Ok(Target { base: url.clone(), keys: keys.into_iter().take(o.validators).collect(), process: None, _cluster: None, database_url: o.database_url.clone(), _work: work });
+    }
+    let (cluster, db_url) = match &o.database_url {
+        Some(u) => (None, u.clone()),
+        None => {
+            // SAFETY: single-threaded at this point; read when the cluster starts.
+            unsafe { std::env::set_var("PALISADE_PG_SCRATCH", "target/bench-pg") };
+            let c = PgCluster::start_with(&["max_connections=300"]);
+            let u = c.new_database();
+            (Some(c), u)
+        }
+    };
+    let keys_dir = work.path().join("keys");
+    let keys = raw_key_config(&keys_dir, o.validators)?;
+    let p = Palisade::serve_in(
+        work.path(),
+        &["--key-config-path", keys_dir.to_str().unwrap(), "--network", "mainnet", "--database-url", &db_url],
+    );
+    wait_for_keys(p.base.trim_start_matches("http://"), o.validators)?;
+    Ok(Target { base: p.base.clone(), keys, process: Some(p), _cluster: cluster, database_url: Some(db_url), _work: work })
+}
+
+/// Fills `rows` of attestation history below `first_epoch` for the given validators.
+async fn prefill_history(url: &str, keys: &[PublicKey], rows: u64, first_epoch: u64) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(url).await?;
+    let per = (rows / keys.len() as u64).max(1);
+    let bytes: Vec<Vec<u8>> = keys.iter().map(|k| k.0.to_vec()).collect();
+    let lowest = first_epoch.saturating_sub(per + 2);
+    sqlx::query(
+        "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, client, imported)
+         SELECT v.id, t - 1 - 9223372036854775808, t - 9223372036854775808, 'prefill', TRUE
+           FROM validators v CROSS JOIN generate_series($2::bigint, $3::bigint) t
+          WHERE v.pubkey = ANY($1) ON CONFLICT DO NOTHING",
+    )
+    .bind(&bytes)
+    .bind(lowest as i64)
+    .bind((lowest + per - 1) as i64)
+    .execute(&pool)
+    .await?;
+    sqlx::query(
+        "UPDATE validators SET att_source = $2 - 1 - 9223372036854775808, att_target = $2 - 9223372036854775808
+          WHERE pubkey = ANY($1)",
+    )
+    .bind(&bytes)
+    .bind((lowest + per - 1) as i64)
+    .execute(&pool)
+    .await?;
+    sqlx::query("VACUUM ANALYZE signed_attestations").execute(&pool).await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM signed_attestations").fetch_one(&pool).await?;
+    println!("history: {n} attestation rows in the database");
+    Ok(())
+}
+
+/// The current mainnet epoch, so runs against a kept database keep moving forward.
+fn current_epoch() -> u64 {
+    let genesis = 1_606_824_023u64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    ((now - genesis) / 384).max(FULU_EPOCH + 10)
+}
+
+pub fn run(o: Options) -> anyhow::Result<()> {
+    let target = start_target(&o)?;
+    let keys = target.keys.clone();
+    let base = target.base.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let first_epoch = current_epoch();
+
+    if o.history_rows > 0 {
+        let url = target
+            .database_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--history-rows needs the database (--database-url)"))?;
+        rt.block_on(prefill_history(&url, &keys, o.history_rows, first_epoch))?;
+    }
+    let pid = target.process.as_ref().map(|p| p.pid());
+
+    if let Some(n) = o.burst {
+        let n = n.min(keys.len());
+        println!("one slot's attestation burst: {n} attestations due at the same instant ({} in flight at most)", o.max_in_flight);
+        let slot = first_epoch * 32 + 4;
+        let works: Vec<Work> = keys[..n]
+            .iter()
+            .map(|k| Work { at: Duration::ZERO, kind: "ATTESTATION", pubkey: *k, body: messages::attestation(slot, first_epoch - 1, first_epoch, &root(slot)) })
+            .collect();
+        let (stats, elapsed) = rt.block_on(dispatch(&base, works, o.max_in_flight));
+        print_stats(&stats, elapsed);
+        let t = &stats["ATTESTATION"];
+        println!(
+            "  burst of {n}: all answered in {:.0} ms (target <= 1000 ms), p99 {:.0} ms (target < 800 ms), {} signed",
+            ms(elapsed),
+            ms(percentile(&t.latencies, 0.99)),
+            t.statuses.get(&200).unwrap_or(&0)
+        );
+    } else if let Some(rate) = o.rate {
+        let count = (rate * o.seconds) as usize;
+        println!("steady load: {rate:.0} attestations/s for {:.0} s over {} validators", o.seconds, keys.len());
+        let gap = Duration::from_secs_f64(1.0 / rate);
+        let works: Vec<Work> = (0..count)
+            .map(|i| {
+                let v = i % keys.len();
+                let epoch = first_epoch + (i / keys.len()) as u64;
+                let slot = epoch * 32 + (v % 32) as u64;
+                Work { at: gap * i as u32, kind: "ATTESTATION", pubkey: keys[v], body: messages::attestation(slot, epoch - 1, epoch, &root(slot)) }
+            })
+            .collect();
+        let (stats, elapsed) = rt.block_on(dispatch(&base, works, o.max_in_flight));
+        print_stats(&stats, elapsed);
+        let t = &stats["ATTESTATION"];
+        println!("  p99 {:.2} ms at {rate:.0}/s (target < 10 ms)", ms(percentile(&t.latencies, 0.99)));
+    } else if o.saturate {
+        let raw_before = blst_bench::rate(blst_bench::cores(), 3.0);
+        let addr = base.trim_start_matches("http://").to_string();
+        let paths: Arc<Vec<String>> = Arc::new(keys.iter().map(|k| format!("/api/v1/eth2/sign/{k}")).collect());
+        let c = 32usize;
+        let make: MakeRequest = Arc::new(move |conn, seq| {
+            let mine = (paths.len() - conn.min(paths.len() - 1)).div_ceil(c).max(1);
+            let v = (conn + c * (seq as usize % mine)) % paths.len();
+            let epoch = first_epoch + seq / mine as u64;
+            let slot = epoch * 32 + (v % 32) as u64;
+            (paths[v].clone(), messages::attestation(slot, epoch - 1, epoch, &root(slot)).to_string())
+        });
+        let r = closed_loop(&addr, c, o.seconds, make);
+        let raw_after = blst_bench::rate(blst_bench::cores(), 3.0);
+        let raw = (raw_before + raw_after) / 2.0;
+        println!(
+            "saturation: {:.0} protected attestations/s (p50 {:.2} ms, p99 {:.2} ms, statuses {:?}); raw blst {raw:.0}/s on {} cores; ratio {:.1}%",
+            r.rate(),
+            ms(r.percentile(0.5)),
+            ms(r.percentile(0.99)),
+            r.statuses,
+            blst_bench::cores(),
+            100.0 * r.rate() / raw
+        );
+    } else {
+        let first_slot = first_epoch * 32;
+        let works = slot_schedule(&o, &keys, first_slot);
+        println!(
+            "mainnet-shaped load: {} validators (of a {}-validator network), {} slots of {:.1} s, {} requests, duplicates {:.0}%",
+            keys.len(),
+            o.network_validators,
+            o.slots,
+            o.slot_seconds,
+            works.len(),
+            o.duplicates * 100.0
+        );
+        let (stats, elapsed) = rt.block_on(dispatch(&base, works, o.max_in_flight));
+        print_stats(&stats, elapsed);
+    }
+    if let Some(pid) = pid {
+        if let Some((rss, peak)) = memory_mib(pid) {
+            println!("signer memory: {rss:.1} MiB resident now, {peak:.1} MiB peak, {} keys", keys.len());
+        }
+    }
+    Ok(())
+}
