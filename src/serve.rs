@@ -81,7 +81,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let registry = Arc::new(KeyRegistry::new());
     let sources = loader::announce(found, &registry);
-    db.register(&registry.known_pubkeys()).await?;
 
     let metrics = Arc::new(Metrics::new());
     let signer = Arc::new(Signer {
@@ -154,10 +153,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Decrypts keys in the background: the server answers while they load.
+/// Registers the keys in the database and decrypts them in the background: the server
+/// answers at once. (A signing for a key not registered yet registers it itself.)
 fn spawn_key_loading(sources: Vec<loader::KeySource>, signer: Arc<Signer>) {
     let registry = signer.keys.clone();
     tokio::spawn(async move {
+        if let Err(e) = signer.db.register(&signer.keys.known_pubkeys()).await {
+            tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
+        }
         let report = tokio::task::spawn_blocking(move || loader::decrypt_all(sources, &registry)).await;
         if let Err(e) = report {
             tracing::error!(error = %e, "key loading stopped");

@@ -247,6 +247,36 @@ impl Keystore {
     }
 }
 
+impl Keystore {
+    /// Test and benchmark fixtures only: encrypts many keys under one password with one salt,
+    /// so the KDF runs once for all of them. Loading them still costs one full KDF each. Real
+    /// keystores must each have their own salt (use `encrypt`).
+    #[doc(hidden)]
+    pub fn encrypt_fixtures_sharing_one_salt(keys: &[SecretKey], password: &str, kdf: KdfChoice) -> Vec<Keystore> {
+        let Some(first) = keys.first() else { return Vec::new() };
+        let template = Keystore::encrypt(first, password, kdf);
+        let dk = derive_key(&template.crypto.kdf, &normalise(password)).expect("own parameters are valid");
+        keys.iter()
+            .map(|sk| {
+                use rand::RngCore;
+                let mut iv = [0u8; 16];
+                rand::rng().fill_bytes(&mut iv);
+                let mut ciphertext = *sk.to_bytes();
+                Aes128Ctr::new(dk[..16].into(), (&iv).into()).apply_keystream(&mut ciphertext);
+                let mut h = Sha256::new();
+                h.update(&dk[16..32]);
+                h.update(ciphertext);
+                let mut ks = template.clone();
+                ks.crypto.checksum.message = hex::encode(h.finalize());
+                ks.crypto.cipher.params.iv = hex::encode(iv);
+                ks.crypto.cipher.message = hex::encode(ciphertext);
+                ks.pubkey = Some(hex::encode(sk.public_key().0));
+                ks
+            })
+            .collect()
+    }
+}
+
 /// KDF and cost for `Keystore::encrypt`.
 #[derive(Clone, Copy, Debug)]
 pub enum KdfChoice {
@@ -395,6 +425,23 @@ mod tests {
             .unwrap();
             let sk = ks.decrypt(&pw).unwrap();
             assert_eq!(sk.public_key().to_string(), k["pubkey"].as_str().unwrap());
+        }
+    }
+
+    #[test]
+    fn shared_salt_fixtures_decrypt_to_their_own_keys() {
+        let keys: Vec<SecretKey> = (1..4u8)
+            .map(|i| {
+                let mut b = Zeroizing::new([0u8; 32]);
+                b[31] = i;
+                SecretKey::from_bytes(&b).unwrap()
+            })
+            .collect();
+        let stores = Keystore::encrypt_fixtures_sharing_one_salt(&keys, "pw", KdfChoice::Scrypt { log_n: 4 });
+        for (k, ks) in keys.iter().zip(&stores) {
+            let json = serde_json::to_string(ks).unwrap();
+            let back = Keystore::from_json(&json).unwrap().decrypt("pw").unwrap();
+            assert_eq!(back.public_key(), k.public_key());
         }
     }
 

@@ -117,11 +117,17 @@ impl SqliteStore {
     pub async fn register(&self, pubkeys: &[PublicKey]) -> Result<(), ProtectionError> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        for pk in pubkeys {
-            sqlx::query("INSERT INTO validators (pubkey) VALUES (?) ON CONFLICT (pubkey) DO NOTHING")
-                .bind(&pk.0[..])
-                .execute(&mut *tx)
-                .await?;
+        // Many rows per statement: thousands of keys register in a few statements.
+        for chunk in pubkeys.chunks(500) {
+            let sql = format!(
+                "INSERT INTO validators (pubkey) VALUES {} ON CONFLICT (pubkey) DO NOTHING",
+                vec!["(?)"; chunk.len()].join(",")
+            );
+            let mut q = sqlx::query(&sql);
+            for pk in chunk {
+                q = q.bind(&pk.0[..]);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -69,6 +69,9 @@ enum Command {
         /// Where to keep the generated keystores between runs.
         #[arg(long, default_value = "target/bench-keystores")]
         dir: std::path::PathBuf,
+        /// Then drive protected attestations this long and report the signer's memory.
+        #[arg(long, default_value_t = 10.0)]
+        load_seconds: f64,
     },
     /// Checks a run: signatures valid, nothing slashable signed, everything signed recorded.
     Check {
@@ -222,7 +225,12 @@ fn main() -> anyhow::Result<()> {
             history_rows,
             max_in_flight,
         }),
-        Command::Keystores { count, kdf, dir } => keys::keystore_loading(count, &kdf, &dir),
+        Command::Keystores {
+            count,
+            kdf,
+            dir,
+            load_seconds,
+        } => keys::keystore_loading(count, &kdf, &dir, load_seconds),
         Command::Protection {
             database_url,
             validators,

@@ -218,7 +218,7 @@ fn print_stats(stats: &Stats, elapsed: Duration) {
 }
 
 /// Resident and peak memory of a process, in MiB.
-fn memory_mib(pid: u32) -> Option<(f64, f64)> {
+pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -280,6 +280,11 @@ async fn prefill_history(url: &str, keys: &[PublicKey], rows: u64, first_epoch: 
     let per = (rows / keys.len() as u64).max(1);
     let bytes: Vec<Vec<u8>> = keys.iter().map(|k| k.0.to_vec()).collect();
     let lowest = first_epoch.saturating_sub(per + 2);
+    // The signer registers keys after decrypting them; do not race it.
+    sqlx::query("INSERT INTO validators (pubkey) SELECT p FROM UNNEST($1::bytea[]) AS t(p) ORDER BY p ON CONFLICT DO NOTHING")
+        .bind(&bytes)
+        .execute(&pool)
+        .await?;
     sqlx::query(
         "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, client, imported)
          SELECT v.id, t - 1 - 9223372036854775808, t - 9223372036854775808, 'prefill', TRUE
@@ -331,12 +336,17 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     if let Some(n) = o.burst {
         let n = n.min(keys.len());
         println!("one slot's attestation burst: {n} attestations due at the same instant ({} in flight at most)", o.max_in_flight);
-        let slot = first_epoch * 32 + 4;
-        let works: Vec<Work> = keys[..n]
-            .iter()
-            .map(|k| Work { at: Duration::ZERO, kind: "ATTESTATION", pubkey: *k, body: messages::attestation(slot, first_epoch - 1, first_epoch, &root(slot)) })
-            .collect();
-        let (stats, elapsed) = rt.block_on(dispatch(&base, works, o.max_in_flight));
+        let burst = |epoch: u64| -> Vec<Work> {
+            let slot = epoch * 32 + 4;
+            keys[..n]
+                .iter()
+                .map(|k| Work { at: Duration::ZERO, kind: "ATTESTATION", pubkey: *k, body: messages::attestation(slot, epoch - 1, epoch, &root(slot)) })
+                .collect()
+        };
+        // The slot before, unmeasured: a running client's connections are already open.
+        rt.block_on(dispatch(&base, burst(first_epoch), o.max_in_flight));
+        rt.block_on(tokio::time::sleep(Duration::from_secs(1)));
+        let (stats, elapsed) = rt.block_on(dispatch(&base, burst(first_epoch + 1), o.max_in_flight));
         print_stats(&stats, elapsed);
         let t = &stats["ATTESTATION"];
         println!(
