@@ -61,6 +61,18 @@ fn key_args<'a>(ks: &'a Path, pw: &'a Path) -> Vec<&'a str> {
     ]
 }
 
+/// A signer with the 8 interop keys on the Lodestar dev chain's config, plus `extra` options.
+/// The guard keeps the keystores alive.
+fn signer_with_interop_keys(extra: &[&str]) -> (tempfile::TempDir, Palisade) {
+    let (dir, ks, pw) = common::interop_keystores();
+    let net = minimal_network();
+    let mut args = key_args(&ks, &pw);
+    args.extend(["--network", &net]);
+    args.extend(extra);
+    let p = Palisade::serve(&args);
+    (dir, p)
+}
+
 fn minimal_network() -> String {
     common::data_dir().join("lodestar-dev-minimal.yaml").display().to_string()
 }
@@ -156,11 +168,7 @@ async fn signing_vectors_sign_to_the_recorded_signatures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
-    let (_dir, ks, pw) = common::interop_keystores();
-    let net = minimal_network();
-    let mut args = key_args(&ks, &pw);
-    args.extend(["--network", &net]);
-    let p = Palisade::serve(&args);
+    let (_keys, p) = signer_with_interop_keys(&[]);
     let pk = common::interop_pubkeys()[0].clone();
     let unknown = "0xb89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0c";
 
@@ -226,11 +234,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_412_repeats_return_the_same_signature() {
-    let (_dir, ks, pw) = common::interop_keystores();
-    let net = minimal_network();
-    let mut args = key_args(&ks, &pw);
-    args.extend(["--network", &net]);
-    let p = Palisade::serve(&args);
+    let (_keys, p) = signer_with_interop_keys(&[]);
     let pk = common::interop_pubkeys()[1].clone();
     let url = sign_url(&p, &pk);
 
@@ -327,11 +331,7 @@ async fn database_outage_fails_closed_and_recovers_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
-    let (_dir, ks, pw) = common::interop_keystores();
-    let net = minimal_network();
-    let mut args = key_args(&ks, &pw);
-    args.extend(["--network", &net]);
-    let p = Palisade::serve(&args);
+    let (_keys, p) = signer_with_interop_keys(&[]);
     let export_url = p.url("/api/v1/eth2/slashing-protection/export");
     let import_url = p.url("/api/v1/eth2/slashing-protection/import");
 

@@ -17,7 +17,7 @@ use super::interchange::Interchange;
 use super::rules::{Proposal, Verdict, Watermarks};
 use super::store::{
     Failure, MAX_ATTEMPTS, StoredValidator, build_export, chain_from_db, classify, from_db,
-    pubkey_from_db, root_from_db, root_to_db, to_db, watermarks_from_row,
+    pubkey_from_db, root_from_db, root_to_db, timed, to_db, watermarks_from_row,
 };
 use super::{DbOptions, ProtectionError, PruneReport, Recorded, redact_url};
 use crate::types::{Epoch, PublicKey, Root, Slot};
@@ -125,26 +125,13 @@ impl PgStore {
         }
     }
 
-    /// Bounds every database operation: a hung connection becomes a 503, never a hang.
-    async fn timed<T, F>(&self, f: F) -> Result<T, ProtectionError>
-    where
-        F: Future<Output = Result<T, ProtectionError>>,
-    {
-        tokio::time::timeout(self.timeout, f).await.unwrap_or_else(|_| {
-            Err(ProtectionError::Unavailable(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            )))
-        })
-    }
-
     pub async fn check_and_record(
         &self,
         pubkey: &PublicKey,
         proposal: &Proposal,
         client: &str,
     ) -> Result<Recorded, ProtectionError> {
-        self.timed(self.check_and_record_inner(pubkey, proposal, client))
+        timed(self.timeout, self.check_and_record_inner(pubkey, proposal, client))
             .await
     }
 
@@ -220,11 +207,10 @@ impl PgStore {
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let r = self
-                    .timed(async {
-                        Ok(sqlx::query(REGISTER).bind(chunk).execute(&self.pool).await)
-                    })
-                    .await?;
+                let r = timed(self.timeout, async {
+                    Ok(sqlx::query(REGISTER).bind(chunk).execute(&self.pool).await)
+                })
+                .await?;
                 match r {
                     Ok(_) => break,
                     Err(e) => match classify(e) {
@@ -241,7 +227,7 @@ impl PgStore {
     }
 
     pub async fn pinned_chain(&self) -> Result<Option<Root>, ProtectionError> {
-        self.timed(async {
+        timed(self.timeout, async {
             let row: Option<(Vec<u8>,)> =
                 sqlx::query_as("SELECT genesis_validators_root FROM chain")
                     .fetch_optional(&self.pool)
@@ -252,7 +238,7 @@ impl PgStore {
     }
 
     pub async fn pin_chain(&self, root: Root) -> Result<Root, ProtectionError> {
-        self.timed(async {
+        timed(self.timeout, async {
             sqlx::query("INSERT INTO chain (genesis_validators_root) VALUES ($1) ON CONFLICT DO NOTHING")
                 .bind(&root.0[..])
                 .execute(&self.pool)
@@ -439,7 +425,7 @@ impl PgStore {
     pub async fn set_enabled(&self, pubkeys: &[PublicKey], enabled: bool) -> Result<(), ProtectionError> {
         self.register(pubkeys).await?;
         let keys: Vec<Vec<u8>> = pubkeys.iter().map(|p| p.0.to_vec()).collect();
-        self.timed(async {
+        timed(self.timeout, async {
             sqlx::query("UPDATE validators SET enabled = $2, updated_at = now() WHERE pubkey = ANY($1)")
                 .bind(&keys)
                 .bind(enabled)
@@ -451,63 +437,51 @@ impl PgStore {
     }
 
     pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
-        let keep_slots = keep_epochs.saturating_mul(slots_per_epoch);
-        let mut report = PruneReport::default();
-        // Small batches: each DELETE is short and never blocks signing for long.
+        Ok(PruneReport {
+            attestations: self.prune_table("signed_attestations", "target_epoch", "att_target", keep_epochs).await?,
+            blocks: self
+                .prune_table("signed_blocks", "slot", "block_slot", keep_epochs.saturating_mul(slots_per_epoch))
+                .await?,
+        })
+    }
+
+    /// Deletes rows of `table` whose `column` is more than `keep` below the validator's
+    /// `watermark`, in small batches so that no DELETE blocks signing for long.
+    async fn prune_table(&self, table: &str, column: &str, watermark: &str, keep: u64) -> Result<u64, ProtectionError> {
+        // `watermark - keep` cannot underflow: below `to_db(keep)` nothing is old enough.
+        let sql = format!(
+            "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+               SELECT h.ctid FROM {table} h JOIN validators v ON v.id = h.validator_id
+                WHERE v.{watermark} >= $2 AND h.{column} < v.{watermark} - $1
+                LIMIT 5000))"
+        );
+        let mut deleted = 0;
         loop {
-            let n = sqlx::query(
-                "DELETE FROM signed_attestations WHERE ctid = ANY(ARRAY(
-                   SELECT a.ctid FROM signed_attestations a JOIN validators v ON v.id = a.validator_id
-                    WHERE v.att_target IS NOT NULL
-                      AND a.target_epoch < CASE WHEN v.att_target >= $2 THEN v.att_target - $1
-                                                ELSE -9223372036854775808 END
-                    LIMIT 5000))",
-            )
-            .bind(keep_epochs.min(i64::MAX as u64) as i64)
-            .bind(to_db(keep_epochs))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            report.attestations += n;
+            let n = sqlx::query(&sql)
+                .bind(keep.min(i64::MAX as u64) as i64)
+                .bind(to_db(keep))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            deleted += n;
             if n == 0 {
-                break;
+                return Ok(deleted);
             }
         }
-        loop {
-            let n = sqlx::query(
-                "DELETE FROM signed_blocks WHERE ctid = ANY(ARRAY(
-                   SELECT b.ctid FROM signed_blocks b JOIN validators v ON v.id = b.validator_id
-                    WHERE v.block_slot IS NOT NULL
-                      AND b.slot < CASE WHEN v.block_slot >= $2 THEN v.block_slot - $1
-                                        ELSE -9223372036854775808 END
-                    LIMIT 5000))",
-            )
-            .bind(keep_slots.min(i64::MAX as u64) as i64)
-            .bind(to_db(keep_slots))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            report.blocks += n;
-            if n == 0 {
-                break;
-            }
-        }
-        Ok(report)
     }
 
     /// Server settings under which a committed record could be lost, and settings that an
     /// HA deployment should know about.
     pub async fn durability(&self) -> Result<Durability, ProtectionError> {
-        let (fsync, sync_commit, fpw, standbys): (String, String, String, String) = self
-            .timed(async {
-                Ok(sqlx::query_as(
-                    "SELECT current_setting('fsync'), current_setting('synchronous_commit'),
-                            current_setting('full_page_writes'), current_setting('synchronous_standby_names')",
-                )
-                .fetch_one(&self.pool)
-                .await?)
-            })
-            .await?;
+        let (fsync, sync_commit, fpw, standbys): (String, String, String, String) = timed(self.timeout, async {
+            Ok(sqlx::query_as(
+                "SELECT current_setting('fsync'), current_setting('synchronous_commit'),
+                        current_setting('full_page_writes'), current_setting('synchronous_standby_names')",
+            )
+            .fetch_one(&self.pool)
+            .await?)
+        })
+        .await?;
         let mut d = Durability::default();
         if fsync != "on" {
             d.unsafe_settings.push(format!(
@@ -543,7 +517,7 @@ impl PgStore {
     }
 
     pub async fn ping(&self) -> Result<Duration, ProtectionError> {
-        self.timed(async {
+        timed(self.timeout, async {
             let start = Instant::now();
             sqlx::query("SELECT 1").execute(&self.pool).await?;
             Ok(start.elapsed())

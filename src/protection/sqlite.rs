@@ -21,7 +21,7 @@ use super::interchange::Interchange;
 use super::rules::{Proposal, Verdict, Watermarks};
 use super::store::{
     StoredValidator, build_export, chain_from_db, from_db, pubkey_from_db, root_from_db,
-    root_to_db, to_db, watermarks_from_row,
+    root_to_db, timed, to_db, watermarks_from_row,
 };
 use super::{DbOptions, ProtectionError, PruneReport, Recorded};
 use crate::types::{Epoch, PublicKey, Root, Slot};
@@ -77,18 +77,6 @@ impl SqliteStore {
         })
     }
 
-    async fn timed<T, F>(&self, f: F) -> Result<T, ProtectionError>
-    where
-        F: Future<Output = Result<T, ProtectionError>>,
-    {
-        tokio::time::timeout(self.timeout, f).await.unwrap_or_else(|_| {
-            Err(ProtectionError::Unavailable(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            )))
-        })
-    }
-
     pub async fn check_and_record(
         &self,
         pubkey: &PublicKey,
@@ -102,7 +90,7 @@ impl SqliteStore {
             client: client.to_string(),
             reply,
         };
-        self.timed(async {
+        timed(self.timeout, async {
             self.checks
                 .send(check)
                 .await
@@ -259,33 +247,28 @@ impl SqliteStore {
     }
 
     pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
-        let keep_slots = keep_epochs.saturating_mul(slots_per_epoch);
-        let atts = sqlx::query(
-            "DELETE FROM signed_attestations WHERE EXISTS (
-               SELECT 1 FROM validators v WHERE v.id = signed_attestations.validator_id
-                  AND v.att_target IS NOT NULL AND v.att_target >= ?2
-                  AND signed_attestations.target_epoch < v.att_target - ?1)",
-        )
-        .bind(keep_epochs.min(i64::MAX as u64) as i64)
-        .bind(to_db(keep_epochs))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let blocks = sqlx::query(
-            "DELETE FROM signed_blocks WHERE EXISTS (
-               SELECT 1 FROM validators v WHERE v.id = signed_blocks.validator_id
-                  AND v.block_slot IS NOT NULL AND v.block_slot >= ?2
-                  AND signed_blocks.slot < v.block_slot - ?1)",
-        )
-        .bind(keep_slots.min(i64::MAX as u64) as i64)
-        .bind(to_db(keep_slots))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
         Ok(PruneReport {
-            blocks,
-            attestations: atts,
+            attestations: self.prune_table("signed_attestations", "target_epoch", "att_target", keep_epochs).await?,
+            blocks: self
+                .prune_table("signed_blocks", "slot", "block_slot", keep_epochs.saturating_mul(slots_per_epoch))
+                .await?,
         })
+    }
+
+    /// Deletes rows of `table` whose `column` is more than `keep` below the validator's
+    /// `watermark` (which cannot underflow: below `to_db(keep)` nothing is old enough).
+    async fn prune_table(&self, table: &str, column: &str, watermark: &str, keep: u64) -> Result<u64, ProtectionError> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE EXISTS (
+               SELECT 1 FROM validators v WHERE v.id = {table}.validator_id
+                  AND v.{watermark} >= ?2 AND {table}.{column} < v.{watermark} - ?1)"
+        );
+        Ok(sqlx::query(&sql)
+            .bind(keep.min(i64::MAX as u64) as i64)
+            .bind(to_db(keep))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     pub async fn ping(&self) -> Result<Duration, ProtectionError> {

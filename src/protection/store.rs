@@ -67,6 +67,19 @@ where
     })
 }
 
+/// Bounds a database operation: a hung connection becomes a 503, never a hang.
+pub async fn timed<T>(
+    limit: std::time::Duration,
+    f: impl Future<Output = Result<T, ProtectionError>>,
+) -> Result<T, ProtectionError> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+        Err(ProtectionError::Unavailable(format!(
+            "no answer within {} ms",
+            limit.as_millis()
+        )))
+    })
+}
+
 /// How a database error should be handled.
 pub enum Failure {
     /// Serialization failure or deadlock: run the transaction again.

@@ -32,13 +32,21 @@ const FORK: &str = r#"{"fork":{"previous_version":"0x05000000","current_version"
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const ROUND: Duration = Duration::from_millis(250);
 
+#[derive(clap::Args)]
 pub struct Options {
+    #[arg(long, default_value_t = 3)]
     pub replicas: usize,
+    #[arg(long, default_value_t = 4)]
     pub clients: usize,
+    #[arg(long, default_value_t = 12)]
     pub validators: usize,
+    /// How long the load runs; faults are injected in turn until 14 s before the end.
+    #[arg(long, default_value_t = 60)]
     pub seconds: u64,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Keep the run's files (responses, export, outages, logs) even when it passes.
+    #[arg(long)]
     pub keep: bool,
 }
 

@@ -138,16 +138,8 @@ pub fn keystore_loading(count: usize, kdf: &str, root: &Path, load_seconds: f64)
     // (SQLite in the signer's working directory).
     if load_seconds > 0.0 {
         let pubkeys: Vec<PublicKey> = (0..count).map(|i| secret(i).public_key()).collect();
-        let paths: std::sync::Arc<Vec<String>> =
-            std::sync::Arc::new(pubkeys.iter().map(|k| format!("/api/v1/eth2/sign/{k}")).collect());
         let c = 16usize;
-        let make: crate::load::MakeRequest = std::sync::Arc::new(move |conn, seq| {
-            let mine = (paths.len() - conn.min(paths.len() - 1)).div_ceil(c).max(1);
-            let v = (conn + c * (seq as usize % mine)) % paths.len();
-            let epoch = crate::messages::FULU_EPOCH + 10 + seq / mine as u64;
-            let slot = epoch * 32 + (v % 32) as u64;
-            (paths[v].clone(), crate::messages::attestation(slot, epoch - 1, epoch, &crate::messages::root(slot)).to_string())
-        });
+        let make = crate::load::attestation_loop(&pubkeys, c, crate::messages::FULU_EPOCH + 10);
         let r = crate::load::closed_loop(&addr, c, load_seconds, make);
         let (rss, peak) = crate::mainnet::memory_mib(p.pid()).unwrap_or((0.0, 0.0));
         println!(

@@ -111,6 +111,22 @@ pub fn closed_loop(addr: &str, connections: usize, seconds: f64, make: MakeReque
     })
 }
 
+/// Protected attestations for a closed loop over `connections` connections: connection `c`
+/// owns the validators `v` with `v % connections == c`, so each validator's target epochs rise
+/// strictly from `first_epoch` and nothing is refused.
+pub fn attestation_loop(keys: &[palisade::types::PublicKey], connections: usize, first_epoch: u64) -> MakeRequest {
+    let paths: Arc<Vec<String>> = Arc::new(keys.iter().map(|k| format!("/api/v1/eth2/sign/{k}")).collect());
+    Arc::new(move |conn, seq| {
+        let conn = conn % paths.len();
+        let mine = (paths.len() - conn).div_ceil(connections).max(1);
+        let v = conn + connections * (seq as usize % mine);
+        let epoch = first_epoch + seq / mine as u64;
+        let slot = epoch * 32 + (v % 32) as u64;
+        let body = crate::messages::attestation(slot, epoch - 1, epoch, &crate::messages::root(slot ^ seq));
+        (paths[v].clone(), body.to_string())
+    })
+}
+
 /// A minimal blocking GET for polling health endpoints: (status, body).
 pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = std::net::TcpStream::connect(addr)?;

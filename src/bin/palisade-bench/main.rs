@@ -91,60 +91,10 @@ enum Command {
     },
     /// Fault injection: replicas killed, paused and cut off, the database crash-stopped, while
     /// clients on different heads race conflicting messages; then the independent checker.
-    Faults {
-        #[arg(long, default_value_t = 3)]
-        replicas: usize,
-        #[arg(long, default_value_t = 4)]
-        clients: usize,
-        #[arg(long, default_value_t = 12)]
-        validators: usize,
-        /// How long the load runs; faults are injected in turn until 14 s before the end.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Keep the run's files even when it passes.
-        #[arg(long)]
-        keep: bool,
-    },
+    Faults(faults::Options),
     /// Mainnet-shaped load (blocks, attestation bursts at 4 s, aggregates, sync committee),
     /// or a slot burst (--burst), a steady rate (--rate), or saturation (--saturate).
-    Load {
-        /// Drive this running signer instead of starting one (it must sign for mainnet).
-        #[arg(long)]
-        url: Option<String>,
-        /// PostgreSQL for the signer started here (default: a throwaway cluster under target/).
-        #[arg(long)]
-        database_url: Option<String>,
-        #[arg(long, default_value_t = 10_000)]
-        validators: usize,
-        #[arg(long, default_value_t = 8)]
-        slots: u64,
-        #[arg(long, default_value_t = 12.0)]
-        slot_seconds: f64,
-        /// Share of attestations also sent by a second client replica on another head.
-        #[arg(long, default_value_t = 0.0)]
-        duplicates: f64,
-        /// Size of the whole network, for committee sizes and sync-committee seats.
-        #[arg(long, default_value_t = 1_000_000)]
-        network_validators: u64,
-        /// One burst of N attestations due at the same instant.
-        #[arg(long)]
-        burst: Option<usize>,
-        /// A steady rate of attestations per second (for --seconds).
-        #[arg(long)]
-        rate: Option<f64>,
-        #[arg(long, default_value_t = 30.0)]
-        seconds: f64,
-        /// Protected attestations as fast as the signer takes them, vs raw blst.
-        #[arg(long)]
-        saturate: bool,
-        /// Rows of attestation history to put in the database first.
-        #[arg(long, default_value_t = 0)]
-        history_rows: u64,
-        #[arg(long, default_value_t = 512)]
-        max_in_flight: usize,
-    },
+    Load(mainnet::Options),
     /// Protected attestations per second through the real signer on PostgreSQL.
     Protection {
         /// A PostgreSQL URL; by default a throwaway cluster is started on disk under target/.
@@ -181,50 +131,8 @@ fn main() -> anyhow::Result<()> {
             export,
             outages,
         } => check::run(&network, &responses, &export, outages.as_deref()),
-        Command::Faults {
-            replicas,
-            clients,
-            validators,
-            seconds,
-            seed,
-            keep,
-        } => faults::run(faults::Options {
-            replicas,
-            clients,
-            validators,
-            seconds,
-            seed,
-            keep,
-        }),
-        Command::Load {
-            url,
-            database_url,
-            validators,
-            slots,
-            slot_seconds,
-            duplicates,
-            network_validators,
-            burst,
-            rate,
-            seconds,
-            saturate,
-            history_rows,
-            max_in_flight,
-        } => mainnet::run(mainnet::Options {
-            url,
-            database_url,
-            validators,
-            slots,
-            slot_seconds,
-            duplicates,
-            network_validators,
-            burst,
-            rate,
-            seconds,
-            saturate,
-            history_rows,
-            max_in_flight,
-        }),
+        Command::Faults(options) => faults::run(options),
+        Command::Load(options) => mainnet::run(options),
         Command::Keystores {
             count,
             kdf,

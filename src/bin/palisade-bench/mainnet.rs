@@ -27,25 +27,47 @@ use tokio::sync::Semaphore;
 
 use crate::blst_bench;
 use crate::keys::raw_key_config;
-use crate::load::{MakeRequest, closed_loop, http_get, ms, percentile};
+use crate::load::{attestation_loop, closed_loop, http_get, ms, percentile};
 use crate::messages::{self, FULU_EPOCH, root};
 use crate::pg::PgCluster;
 use crate::protection_bench::wait_for_keys;
 use crate::server::Palisade;
 
+#[derive(clap::Args)]
 pub struct Options {
+    /// Drive this running signer instead of starting one (it must sign for mainnet).
+    #[arg(long)]
     pub url: Option<String>,
+    /// PostgreSQL for the signer started here (default: a throwaway cluster under target/).
+    #[arg(long)]
     pub database_url: Option<String>,
+    #[arg(long, default_value_t = 10_000)]
     pub validators: usize,
+    #[arg(long, default_value_t = 8)]
     pub slots: u64,
+    #[arg(long, default_value_t = 12.0)]
     pub slot_seconds: f64,
+    /// Share of attestations also sent by a second client replica on another head.
+    #[arg(long, default_value_t = 0.0)]
     pub duplicates: f64,
+    /// Size of the whole network, for committee sizes and sync-committee seats.
+    #[arg(long, default_value_t = 1_000_000)]
     pub network_validators: u64,
+    /// One burst of N attestations due at the same instant (after an unmeasured one).
+    #[arg(long)]
     pub burst: Option<usize>,
+    /// A steady rate of attestations per second (for --seconds).
+    #[arg(long)]
     pub rate: Option<f64>,
+    #[arg(long, default_value_t = 30.0)]
     pub seconds: f64,
+    /// Protected attestations as fast as the signer takes them, vs raw blst.
+    #[arg(long)]
     pub saturate: bool,
+    /// Rows of attestation history to put in the database first.
+    #[arg(long, default_value_t = 0)]
     pub history_rows: u64,
+    #[arg(long, default_value_t = 512)]
     pub max_in_flight: usize,
 }
 
@@ -374,15 +396,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     } else if o.saturate {
         let raw_before = blst_bench::rate(blst_bench::cores(), 3.0);
         let addr = base.trim_start_matches("http://").to_string();
-        let paths: Arc<Vec<String>> = Arc::new(keys.iter().map(|k| format!("/api/v1/eth2/sign/{k}")).collect());
         let c = 32usize;
-        let make: MakeRequest = Arc::new(move |conn, seq| {
-            let mine = (paths.len() - conn.min(paths.len() - 1)).div_ceil(c).max(1);
-            let v = (conn + c * (seq as usize % mine)) % paths.len();
-            let epoch = first_epoch + seq / mine as u64;
-            let slot = epoch * 32 + (v % 32) as u64;
-            (paths[v].clone(), messages::attestation(slot, epoch - 1, epoch, &root(slot)).to_string())
-        });
+        let make = attestation_loop(&keys, c, first_epoch);
         let r = closed_loop(&addr, c, o.seconds, make);
         let raw_after = blst_bench::rate(blst_bench::cores(), 3.0);
         let raw = (raw_before + raw_after) / 2.0;

@@ -9,23 +9,11 @@ use palisade::types::{Epoch, PublicKey, SigningRoot};
 
 use crate::blst_bench::{self, cores};
 use crate::keys::{raw_key_config, secret};
-use crate::load::{MakeRequest, closed_loop, http_get, ms, percentile};
+use crate::load::{attestation_loop, closed_loop, http_get, ms, percentile};
+use crate::messages;
 use crate::pg::PgCluster;
 use crate::server::Palisade;
 
-const MAINNET_GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
-
-/// An ATTESTATION request body for `target` (source = target - 1).
-pub fn attestation_body(target: u64, block_root_byte: u8) -> String {
-    format!(
-        r#"{{"type":"ATTESTATION","fork_info":{{"fork":{{"previous_version":"0x05000000","current_version":"0x06000000","epoch":"411392"}},"genesis_validators_root":"{MAINNET_GVR}"}},"attestation":{{"slot":"{}","index":"0","beacon_block_root":"0x{}","source":{{"epoch":"{}","root":"0x{}"}},"target":{{"epoch":"{target}","root":"0x{}"}}}}}}"#,
-        target * 32,
-        hex::encode([block_root_byte; 32]),
-        target - 1,
-        "11".repeat(32),
-        "22".repeat(32),
-    )
-}
 
 /// Waits until the signer has every key loaded.
 pub fn wait_for_keys(addr: &str, count: usize) -> anyhow::Result<()> {
@@ -72,21 +60,11 @@ pub fn run(
     );
     let addr = p.base.trim_start_matches("http://").to_string();
     wait_for_keys(&addr, validators)?;
-    let paths: Arc<Vec<String>> =
-        Arc::new(pubkeys.iter().map(|k| format!("/api/v1/eth2/sign/{k}")).collect());
 
     println!("protected ATTESTATION through the signer, PostgreSQL, {validators} validators:");
     for (run, &c) in clients.iter().enumerate() {
-        // Connection `conn` owns validators v with v % c == conn, so each validator's targets
-        // rise strictly and nothing is refused.
-        let base = 1_000_000 * (run as u64 + 1);
-        let paths = paths.clone();
-        let make: MakeRequest = Arc::new(move |conn, seq| {
-            let mine = (paths.len() - conn).div_ceil(c);
-            let v = conn + c * (seq as usize % mine);
-            let target = base + 1 + seq / mine as u64;
-            (paths[v].clone(), attestation_body(target, (seq % 251) as u8))
-        });
+        // Each run starts far above the last one's targets.
+        let make = attestation_loop(&pubkeys, c, messages::FULU_EPOCH + 1_000_000 * (run as u64 + 1));
         let r = closed_loop(&addr, c, seconds, make);
         println!(
             "  {c:>2} clients: {:>6.0} attestations/s  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms  statuses {:?}  errors {}  ({:.0}% of raw blst)",
@@ -113,7 +91,7 @@ fn history_latency(url: &str, validators: usize, rows: u64, seconds: f64) -> any
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let db = Arc::new(SlashingDatabase::open(url, &DbOptions::default()).await?);
-        db.pin_chain(MAINNET_GVR.parse()?).await?;
+        db.pin_chain(messages::MAINNET_GVR.parse()?).await?;
         let keys: Vec<PublicKey> = (0..validators).map(|i| secret(100_000 + i).public_key()).collect();
         db.register(&keys).await?;
         let pool = sqlx::PgPool::connect(url).await?;
