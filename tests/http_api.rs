@@ -36,6 +36,13 @@ async fn get(url: &str) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// GET an admin endpoint with the signer's token; the JSON answer.
+async fn admin_get(p: &Palisade, path: &str) -> Value {
+    let r = client().get(p.url(path)).bearer_auth(p.token()).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {path}");
+    r.json::<Value>().await.unwrap()
+}
+
 /// Waits until no key is still being decrypted; returns the keys check of /healthcheck.
 async fn keys_loaded(p: &Palisade) -> Value {
     for _ in 0..200 {
@@ -308,15 +315,7 @@ async fn database_outage_fails_closed_and_recovers_by_itself() {
     assert!(recovered, "signing did not resume after the database came back:\n{}", p.log());
     assert_eq!(get(&p.url("/healthcheck")).await.0, 200);
     // The refused attestation was never recorded: the export has targets 1 and 2 only.
-    let export = client()
-        .get(p.url("/api/v1/eth2/slashing-protection/export"))
-        .bearer_auth(p.token())
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let export = admin_get(&p, "/api/v1/eth2/slashing-protection/export").await;
     let v = export["data"].as_array().unwrap().iter().find(|v| v["pubkey"] == pk.as_str()).unwrap();
     let targets: Vec<&str> = v["signed_attestations"]
         .as_array()
@@ -360,7 +359,7 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
     assert_eq!(post(&sign, block_header(100, 1, MINIMAL_GVR).to_string()).await.0, 412);
     assert_eq!(post(&sign, attestation(6, 7, 1, MINIMAL_GVR).to_string()).await.0, 200);
 
-    let before = client().get(&export_url).bearer_auth(p.token()).send().await.unwrap().json::<Value>().await.unwrap();
+    let before = admin_get(&p, "/api/v1/eth2/slashing-protection/export").await;
     // Refused imports change nothing: another chain, a bad pubkey in the second entry, not JSON.
     let mut other_chain = interchange.clone();
     other_chain["metadata"]["genesis_validators_root"] = format!("0x{}", "01".repeat(32)).into();
@@ -381,19 +380,11 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
         let b = r.json::<Value>().await.unwrap();
         assert!(b["error"].as_str().unwrap().contains(needle), "{what}: {b}");
     }
-    let after = client().get(&export_url).bearer_auth(p.token()).send().await.unwrap().json::<Value>().await.unwrap();
+    let after = admin_get(&p, "/api/v1/eth2/slashing-protection/export").await;
     assert_eq!(before, after, "a refused import changed the database");
 
     // Export filtered by pubkey, and its re-import is accepted.
-    let one = client()
-        .get(format!("{export_url}?pubkey={}", keys[3]))
-        .bearer_auth(p.token())
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let one = admin_get(&p, &format!("/api/v1/eth2/slashing-protection/export?pubkey={}", keys[3])).await;
     assert_eq!(one["data"].as_array().unwrap().len(), 1);
     let r = client().post(&import_url).bearer_auth(p.token()).body(one.to_string()).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -440,7 +431,7 @@ async fn key_manager_import_and_delete_across_replicas() {
     assert_eq!(s, vec!["imported", "error", "error"], "{statuses}");
     assert!(!statuses.to_string().contains(password.trim()), "a password leaked into the response");
 
-    let listed = client().get(&km).bearer_auth(a.token()).send().await.unwrap().json::<Value>().await.unwrap();
+    let listed = admin_get(&a, "/eth/v1/keystores").await;
     assert_eq!(listed["data"][0]["validating_pubkey"], keys[4].as_str());
     // The imported protection data is in force on both replicas.
     assert_eq!(post(&sign_url(&a, &keys[4]), attestation(9, 10, 1, MINIMAL_GVR).to_string()).await.0, 412);

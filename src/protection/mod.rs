@@ -167,7 +167,11 @@ impl SlashingDatabase {
     /// Deletes history older than `keep_epochs` behind each validator's watermark. The
     /// watermarks themselves always stay.
     pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
-        dispatch!(self.prune(keep_epochs, slots_per_epoch))
+        let keep_slots = keep_epochs.saturating_mul(slots_per_epoch);
+        Ok(PruneReport {
+            attestations: dispatch!(self.prune_table("signed_attestations", "target_epoch", "att_target", keep_epochs))?,
+            blocks: dispatch!(self.prune_table("signed_blocks", "slot", "block_slot", keep_slots))?,
+        })
     }
 
     /// Whether a committed record could be lost with the database's settings. SQLite is

@@ -19,7 +19,7 @@ use super::store::{
     Failure, MAX_ATTEMPTS, StoredValidator, build_export, chain_from_db, classify, from_db,
     pubkey_from_db, root_from_db, root_to_db, timed, to_db, watermarks_from_row,
 };
-use super::{DbOptions, ProtectionError, PruneReport, Recorded, redact_url};
+use super::{DbOptions, ProtectionError, Recorded, redact_url};
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -436,18 +436,9 @@ impl PgStore {
         .await
     }
 
-    pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
-        Ok(PruneReport {
-            attestations: self.prune_table("signed_attestations", "target_epoch", "att_target", keep_epochs).await?,
-            blocks: self
-                .prune_table("signed_blocks", "slot", "block_slot", keep_epochs.saturating_mul(slots_per_epoch))
-                .await?,
-        })
-    }
-
     /// Deletes rows of `table` whose `column` is more than `keep` below the validator's
     /// `watermark`, in small batches so that no DELETE blocks signing for long.
-    async fn prune_table(&self, table: &str, column: &str, watermark: &str, keep: u64) -> Result<u64, ProtectionError> {
+    pub async fn prune_table(&self, table: &str, column: &str, watermark: &str, keep: u64) -> Result<u64, ProtectionError> {
         // `watermark - keep` cannot underflow: below `to_db(keep)` nothing is old enough.
         let sql = format!(
             "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
