@@ -659,3 +659,41 @@ async fn graceful_shutdown_on_sigterm() {
     let status = p.stop(libc::SIGTERM).unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A key whose keystore is still being decrypted (scrypt at the real cost, ~0.6 s) is known
+/// at once: a request for it waits and signs, or after --key-wait-ms gets a 503, never a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_keys_still_decrypting_wait_or_get_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("ks");
+    std::fs::create_dir(&ks).unwrap();
+    let cost = common::data_dir().join("test-keys/standard-cost");
+    std::fs::copy(cost.join("keystore-8-scrypt.json"), ks.join("keystore-8-scrypt.json")).unwrap();
+    let pw = cost.join("password.txt");
+    let pk = "0xa6d310dbbfab9a22450f59993f87a4ce5db6223f3b5f1f30d2c4ec718922d400e0b3c7741de8e59960f72411a0ee10a7";
+    let args = |wait: &'static str| {
+        vec![
+            "--keystores-path".to_string(), ks.display().to_string(),
+            "--keystores-password-file".to_string(), pw.display().to_string(),
+            "--network".to_string(), minimal_network(),
+            "--key-wait-ms".to_string(), wait.to_string(),
+        ]
+    };
+
+    let a = args("10000");
+    let p = Palisade::serve(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (s, keys) = get(&p.url("/api/v1/eth2/publicKeys")).await;
+    assert_eq!((s, keys), (200, json!([pk])), "a key being decrypted is listed");
+    let (s, b) = post(&sign_url(&p, pk), randao(1, MINIMAL_GVR).to_string()).await;
+    assert_eq!(s, 200, "the request waits for the key: {b}");
+    drop(p);
+
+    let a = args("1");
+    let p = Palisade::serve(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (s, b) = post(&sign_url(&p, pk), randao(1, MINIMAL_GVR).to_string()).await;
+    assert_eq!(s, 503, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("still being decrypted"), "{b}");
+    let (_, h) = get(&p.url("/healthcheck")).await;
+    assert_eq!(h["checks"][1]["data"]["loading"], 1, "{h}");
+    assert_eq!(h["checks"][1]["status"], "LOADING", "{h}");
+}
