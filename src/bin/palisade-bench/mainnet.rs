@@ -138,11 +138,18 @@ fn slot_schedule(o: &Options, keys: &[PublicKey], first_slot: u64) -> Vec<Work> 
 }
 
 /// Sends every work at its time, at most `max_in_flight` at once; latency from the due time.
-async fn dispatch(base: &str, works: Vec<Work>, max_in_flight: usize) -> (Stats, Duration) {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// One client per run, so that a warm-up leaves its connections open for the measured part,
+/// as a validator client's are.
+fn http_client(max_in_flight: usize) -> HttpClient {
+    Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(max_in_flight)
         .pool_idle_timeout(Duration::from_secs(30))
-        .build_http();
+        .build_http()
+}
+
+async fn dispatch(client: &HttpClient, base: &str, works: Vec<Work>, max_in_flight: usize) -> (Stats, Duration) {
     let stats: Arc<Mutex<Stats>> = Arc::default();
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let bar = ProgressBar::new(works.len() as u64);
@@ -354,6 +361,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         rt.block_on(prefill_history(&url, &keys, o.history_rows, first_epoch))?;
     }
     let pid = target.process.as_ref().map(|p| p.pid());
+    let client = rt.block_on(async { http_client(o.max_in_flight) });
 
     if let Some(n) = o.burst {
         let n = n.min(keys.len());
@@ -366,9 +374,9 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                 .collect()
         };
         // The slot before, unmeasured: a running client's connections are already open.
-        rt.block_on(dispatch(&base, burst(first_epoch), o.max_in_flight));
-        rt.block_on(tokio::time::sleep(Duration::from_secs(1)));
-        let (stats, elapsed) = rt.block_on(dispatch(&base, burst(first_epoch + 1), o.max_in_flight));
+        rt.block_on(dispatch(&client, &base, burst(first_epoch), o.max_in_flight));
+        rt.block_on(async { tokio::time::sleep(Duration::from_secs(1)).await });
+        let (stats, elapsed) = rt.block_on(dispatch(&client, &base, burst(first_epoch + 1), o.max_in_flight));
         print_stats(&stats, elapsed);
         let t = &stats["ATTESTATION"];
         println!(
@@ -389,7 +397,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                 Work { at: gap * i as u32, kind: "ATTESTATION", pubkey: keys[v], body: messages::attestation(slot, epoch - 1, epoch, &root(slot)) }
             })
             .collect();
-        let (stats, elapsed) = rt.block_on(dispatch(&base, works, o.max_in_flight));
+        let (stats, elapsed) = rt.block_on(dispatch(&client, &base, works, o.max_in_flight));
         print_stats(&stats, elapsed);
         let t = &stats["ATTESTATION"];
         println!("  p99 {:.2} ms at {rate:.0}/s (target < 10 ms)", ms(percentile(&t.latencies, 0.99)));
@@ -422,7 +430,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             works.len(),
             o.duplicates * 100.0
         );
-        let (stats, elapsed) = rt.block_on(dispatch(&base, works, o.max_in_flight));
+        let (stats, elapsed) = rt.block_on(dispatch(&client, &base, works, o.max_in_flight));
         print_stats(&stats, elapsed);
     }
     if let Some(pid) = pid {
