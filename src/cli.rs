@@ -75,7 +75,12 @@ pub struct ServeArgs {
 
     /// Bearer token for the admin and Key Manager endpoints; created (mode 0600, random)
     /// if missing.
-    #[arg(long, env = "PALISADE_API_TOKEN_FILE", default_value = "palisade-api-token.txt", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "PALISADE_API_TOKEN_FILE",
+        default_value = "palisade-api-token.txt",
+        value_name = "FILE"
+    )]
     pub api_token_file: PathBuf,
 
     /// Serve Prometheus metrics at /metrics.
@@ -93,7 +98,12 @@ pub struct ServeArgs {
 
     /// Require a client certificate signed by this CA (PEM) on every connection; its subject
     /// is recorded with every signed block and attestation.
-    #[arg(long, env = "PALISADE_TLS_CLIENT_CA_FILE", value_name = "PEM", requires = "tls_cert_file")]
+    #[arg(
+        long,
+        env = "PALISADE_TLS_CLIENT_CA_FILE",
+        value_name = "PEM",
+        requires = "tls_cert_file"
+    )]
     pub tls_client_ca_file: Option<PathBuf>,
 
     /// PostgreSQL connections per replica (default: 4 per core).
@@ -101,11 +111,21 @@ pub struct ServeArgs {
     pub database_pool_size: Option<u32>,
 
     /// How long one slashing-protection check may take before the signing is refused (503).
-    #[arg(long, env = "PALISADE_DATABASE_TIMEOUT_MS", default_value_t = 5000, value_name = "MS")]
+    #[arg(
+        long,
+        env = "PALISADE_DATABASE_TIMEOUT_MS",
+        default_value_t = 5000,
+        value_name = "MS"
+    )]
     pub database_timeout_ms: u64,
 
     /// How long startup waits for the database to become reachable.
-    #[arg(long, env = "PALISADE_DATABASE_CONNECT_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "PALISADE_DATABASE_CONNECT_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
     pub database_connect_timeout_secs: u64,
 
     /// How long a request for a key that is still being decrypted waits before a 503.
@@ -114,7 +134,12 @@ pub struct ServeArgs {
 
     /// Signing history kept behind each validator's highest epoch (0 = keep everything).
     /// The per-validator maxima that protection decides on are always kept.
-    #[arg(long, env = "PALISADE_PRUNE_EPOCHS_TO_KEEP", default_value_t = 10_000, value_name = "EPOCHS")]
+    #[arg(
+        long,
+        env = "PALISADE_PRUNE_EPOCHS_TO_KEEP",
+        default_value_t = 10_000,
+        value_name = "EPOCHS"
+    )]
     pub prune_epochs_to_keep: u64,
 
     /// Start even when the database's settings can lose committed records (fsync, synchronous_commit
@@ -123,7 +148,12 @@ pub struct ServeArgs {
     pub allow_unsafe_database_durability: bool,
 
     /// How often history is pruned.
-    #[arg(long, env = "PALISADE_PRUNE_INTERVAL_SECS", default_value_t = 3600, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "PALISADE_PRUNE_INTERVAL_SECS",
+        default_value_t = 3600,
+        value_name = "SECS"
+    )]
     pub prune_interval_secs: u64,
 }
 

@@ -97,7 +97,9 @@ impl KeyManager {
             )));
         }
         let interchange = slashing_protection
-            .map(|s| Interchange::from_json(&s).map_err(|e| KeyManagerError::BadRequest(format!("slashing_protection: {e}"))))
+            .map(|s| {
+                Interchange::from_json(&s).map_err(|e| KeyManagerError::BadRequest(format!("slashing_protection: {e}")))
+            })
             .transpose()?;
 
         // Decrypt on all cores without blocking the async runtime.
@@ -180,8 +182,11 @@ impl KeyManager {
                 .into();
         };
         let stem = file_stem(&imported.key.public_key());
-        let result = write_private(&dirs.passwords.join(format!("{stem}.txt")), imported.password.as_bytes())
-            .and_then(|_| write_private(&dirs.keystores.join(format!("{stem}.json")), imported.json.as_bytes()));
+        let result = write_private(
+            &dirs.passwords.join(format!("{stem}.txt")),
+            imported.password.as_bytes(),
+        )
+        .and_then(|_| write_private(&dirs.keystores.join(format!("{stem}.json")), imported.json.as_bytes()));
         match result {
             Ok(()) => String::new(),
             Err(e) => {
@@ -212,9 +217,10 @@ impl KeyManager {
                 self.forget_files(pk);
                 tracing::info!(pubkey = %pk, "key deleted through the Key Manager API");
             }
-            let has_history = interchange.data.iter().any(|v| {
-                v.pubkey == *pk && (!v.signed_blocks.is_empty() || !v.signed_attestations.is_empty())
-            });
+            let has_history = interchange
+                .data
+                .iter()
+                .any(|v| v.pubkey == *pk && (!v.signed_blocks.is_empty() || !v.signed_attestations.is_empty()));
             statuses.push(match (was_loaded, has_history) {
                 (true, _) => Status::new("deleted", ""),
                 (false, true) => Status::new("not_active", ""),

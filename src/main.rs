@@ -21,9 +21,11 @@ fn main() -> std::process::ExitCode {
             Command::SlashingProtection(SlashingProtectionCommand::Import { database_url, from }) => {
                 palisade::commands::import(&database_url, &from).await
             }
-            Command::SlashingProtection(SlashingProtectionCommand::Export { database_url, to, pubkey }) => {
-                palisade::commands::export(&database_url, &to, &pubkey).await
-            }
+            Command::SlashingProtection(SlashingProtectionCommand::Export {
+                database_url,
+                to,
+                pubkey,
+            }) => palisade::commands::export(&database_url, &to, &pubkey).await,
         }
     });
     match result {

@@ -88,7 +88,11 @@ impl Metrics {
         let database_up = Gauge::default();
         let database_latency_seconds = Gauge::<f64, AtomicU64>::default();
         let database_pool_connections = Family::<StateLabels, Gauge>::default();
-        registry.register("signing_requests", "Signing requests by type and outcome", requests.clone());
+        registry.register(
+            "signing_requests",
+            "Signing requests by type and outcome",
+            requests.clone(),
+        );
         registry.register(
             "slashing_refusals",
             "Signings refused by slashing protection, by type and reason",
@@ -104,7 +108,11 @@ impl Metrics {
             "Time of the slashing-protection check and record (one database transaction)",
             protection_seconds.clone(),
         );
-        registry.register("keys", "Validator keys by state (loaded, loading, failed)", keys.clone());
+        registry.register(
+            "keys",
+            "Validator keys by state (loaded, loading, failed)",
+            keys.clone(),
+        );
         registry.register(
             "database_up",
             "1 if the slashing-protection database answered the last check",
@@ -125,7 +133,10 @@ impl Metrics {
         for t in crate::signing::SignType::ALL {
             let _ = signing_seconds.get_or_create(&TypeLabels { r#type: t.as_str() });
             for outcome in OUTCOMES {
-                let _ = requests.get_or_create(&SignLabels { r#type: t.as_str(), outcome });
+                let _ = requests.get_or_create(&SignLabels {
+                    r#type: t.as_str(),
+                    outcome,
+                });
             }
         }
         for t in ["BLOCK", "BLOCK_V2", "ATTESTATION"] {
@@ -164,8 +175,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

@@ -45,7 +45,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let db = SlashingDatabase::open(&args.database_url, &db_options)
         .await
-        .with_context(|| format!("opening slashing-protection database {}", redact_url(&args.database_url)))?;
+        .with_context(|| {
+            format!(
+                "opening slashing-protection database {}",
+                redact_url(&args.database_url)
+            )
+        })?;
 
     let durability = db.durability().await?;
     for note in &durability.notes {
@@ -149,7 +154,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    crate::server::serve(listener, http::router(state, args.metrics), tls, shutdown_signal(), SHUTDOWN_GRACE).await;
+    crate::server::serve(
+        listener,
+        http::router(state, args.metrics),
+        tls,
+        shutdown_signal(),
+        SHUTDOWN_GRACE,
+    )
+    .await;
     Ok(())
 }
 
@@ -196,8 +208,16 @@ fn spawn_database_monitor(signer: Arc<Signer>) {
             signer.db_health.set(up);
             signer.metrics.database_up.set(up as i64);
             if let Some((open, idle)) = signer.db.pool_state() {
-                signer.metrics.database_pool_connections.get_or_create(&crate::metrics::StateLabels { state: "open" }).set(open as i64);
-                signer.metrics.database_pool_connections.get_or_create(&crate::metrics::StateLabels { state: "idle" }).set(idle as i64);
+                signer
+                    .metrics
+                    .database_pool_connections
+                    .get_or_create(&crate::metrics::StateLabels { state: "open" })
+                    .set(open as i64);
+                signer
+                    .metrics
+                    .database_pool_connections
+                    .get_or_create(&crate::metrics::StateLabels { state: "idle" })
+                    .set(idle as i64);
             }
             tokio::time::sleep(DB_PROBE_INTERVAL).await;
         }

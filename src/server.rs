@@ -81,8 +81,13 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<I>(io: I, client: ClientInfo, router: Router, builder: Builder<TokioExecutor>, watcher: Watcher)
-where
+async fn serve_connection<I>(
+    io: I,
+    client: ClientInfo,
+    router: Router,
+    builder: Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -92,14 +97,16 @@ where
         let response = router.clone().oneshot(req);
         async move {
             let response = response.await;
-            if let Ok(r) = &response {
-                if r.status().is_server_error() {
-                    tracing::warn!(status = r.status().as_u16(), %method, %path, client = ?remote, "answered with a server error");
-                }
+            if let Ok(r) = &response
+                && r.status().is_server_error()
+            {
+                tracing::warn!(status = r.status().as_u16(), %method, %path, client = ?remote, "answered with a server error");
             }
             response
         }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
     let _ = watcher.watch(conn).await;
 }

@@ -7,12 +7,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::keys::{KeyRegistry, Lookup};
+use crate::metrics::Metrics;
 use crate::metrics::{RefusalLabels, TypeLabels};
 use crate::network::Network;
 use crate::protection::{Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use crate::signing::{ParseError, SignType, SlashingCheck, parse_signing_request};
 use crate::types::{PublicKey, Root, Signature};
-use crate::metrics::Metrics;
 
 /// Who sent a request: recorded with every block and attestation signed for it.
 #[derive(Clone, Debug, Default)]
@@ -38,9 +38,7 @@ impl fmt::Display for ClientInfo {
 pub enum SignError {
     #[error("{0}")]
     BadRequest(#[from] ParseError),
-    #[error(
-        "request is for genesis validators root {given}, but this signer is pinned to {pinned}"
-    )]
+    #[error("request is for genesis validators root {given}, but this signer is pinned to {pinned}")]
     WrongChain { pinned: Root, given: Root },
     #[error("no key loaded for {0}")]
     UnknownKey(PublicKey),
@@ -175,19 +173,18 @@ pub struct Signer {
 
 impl Signer {
     /// Signs the request in `body` for `pubkey`, or says why not. Counts the outcome.
-    pub async fn sign(
-        &self,
-        pubkey: PublicKey,
-        body: &[u8],
-        client: &ClientInfo,
-    ) -> Result<Signature, SignError> {
+    pub async fn sign(&self, pubkey: PublicKey, body: &[u8], client: &ClientInfo) -> Result<Signature, SignError> {
         let start = Instant::now();
         let (sign_type, result) = self.sign_inner(pubkey, body, client).await;
         let type_label = sign_type.map_or("UNKNOWN", SignType::as_str);
         match &result {
             Ok((_, recorded)) => {
                 // A repeat is the same message signed again (another client replica, a retry).
-                let outcome = if *recorded == Some(Recorded::Repeat) { "repeat" } else { "signed" };
+                let outcome = if *recorded == Some(Recorded::Repeat) {
+                    "repeat"
+                } else {
+                    "signed"
+                };
                 self.metrics.request(type_label, outcome);
                 self.metrics
                     .signing_seconds
@@ -259,9 +256,7 @@ impl Signer {
         if let Some(p) = proposal {
             let started = Instant::now();
             let r = self.db.check_and_record(&pubkey, &p, &client.to_string()).await;
-            self.metrics
-                .protection_seconds
-                .observe(started.elapsed().as_secs_f64());
+            self.metrics.protection_seconds.observe(started.elapsed().as_secs_f64());
             match r {
                 Ok(rec) => recorded = Some(rec),
                 Err(e) => return (t, Err(e.into())),

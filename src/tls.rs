@@ -33,8 +33,8 @@ pub fn server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(&opts.cert, "--tls-cert-file")?;
     // The key file's parse errors never quote key material.
-    let key = PrivateKeyDer::from_pem_file(&opts.key)
-        .map_err(|e| format!("--tls-key-file {}: {e}", opts.key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&opts.key).map_err(|e| format!("--tls-key-file {}: {e}", opts.key.display()))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;

@@ -29,8 +29,7 @@ pub fn parse_u64_decimal(s: &str) -> Result<u64, String> {
     if !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("`{s}` is not a decimal uint64 (digits only)"));
     }
-    s.parse::<u64>()
-        .map_err(|_| format!("`{s}` does not fit in a uint64"))
+    s.parse::<u64>().map_err(|_| format!("`{s}` does not fit in a uint64"))
 }
 
 /// Serde helpers for uint64 fields written as decimal strings (plain JSON integers are

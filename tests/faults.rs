@@ -6,15 +6,34 @@ use std::process::Command;
 #[test]
 fn replicas_survive_faults_without_signing_anything_slashable() {
     let out = Command::new(env!("CARGO_BIN_EXE_palisade-bench"))
-        .args(["faults", "--seconds", "36", "--replicas", "3", "--clients", "4", "--validators", "12"])
+        .args([
+            "faults",
+            "--seconds",
+            "36",
+            "--replicas",
+            "3",
+            "--clients",
+            "4",
+            "--validators",
+            "12",
+        ])
         .output()
         .expect("running palisade-bench faults");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     assert!(out.status.success(), "fault run failed:\n{stdout}\n{stderr}");
-    for kind in ["cold start together", "kill", "database restart", "connection cut", "pause"] {
-        assert!(stdout.contains(&format!("\"{kind}\"")), "fault `{kind}` was not injected:\n{stdout}");
+    for kind in [
+        "cold start together",
+        "kill",
+        "database restart",
+        "connection cut",
+        "pause",
+    ] {
+        assert!(
+            stdout.contains(&format!("\"{kind}\"")),
+            "fault `{kind}` was not injected:\n{stdout}"
+        );
     }
     assert!(stdout.contains("slashable pairs 0"), "{stdout}");
 }

@@ -13,7 +13,10 @@ use serde_json::{Value, json};
 const MINIMAL_GVR: &str = "0x270d43e74ce340de4bca2b1936beca0f4f5408d9e78aec4850920baf659d5b69";
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
@@ -81,7 +84,10 @@ fn signer_with_interop_keys(extra: &[&str]) -> (tempfile::TempDir, Palisade) {
 }
 
 fn minimal_network() -> String {
-    common::data_dir().join("lodestar-dev-minimal.yaml").display().to_string()
+    common::data_dir()
+        .join("lodestar-dev-minimal.yaml")
+        .display()
+        .to_string()
 }
 
 fn vectors(network: &str) -> Vec<Value> {
@@ -142,8 +148,7 @@ async fn signing_vectors_sign_to_the_recorded_signatures() {
         let vs = vectors(network);
         assert!(vs.len() >= 10, "{network}: only {} vectors", vs.len());
         for v in &vs {
-            let (status, body) =
-                post(&sign_url(&p, v["pubkey"].as_str().unwrap()), v["request"].to_string()).await;
+            let (status, body) = post(&sign_url(&p, v["pubkey"].as_str().unwrap()), v["request"].to_string()).await;
             assert_eq!(status, 200, "{}: {body}", v["name"]);
             assert_eq!(body["signature"], v["signature"], "{}", v["name"]);
         }
@@ -155,10 +160,11 @@ async fn signing_vectors_sign_to_the_recorded_signatures() {
             // The latest message of its kind for this key, which may be repeated.
             let latest = !vs[i + 1..].iter().any(|w| {
                 let u = w["request"]["type"].as_str().unwrap();
-                w["pubkey"] == v["pubkey"] && matches!(u, "BLOCK" | "BLOCK_V2" | "ATTESTATION") && is_block(u) == is_block(t)
+                w["pubkey"] == v["pubkey"]
+                    && matches!(u, "BLOCK" | "BLOCK_V2" | "ATTESTATION")
+                    && is_block(u) == is_block(t)
             });
-            let (status, body) =
-                post(&sign_url(&p, v["pubkey"].as_str().unwrap()), v["request"].to_string()).await;
+            let (status, body) = post(&sign_url(&p, v["pubkey"].as_str().unwrap()), v["request"].to_string()).await;
             if protected && !latest {
                 assert_eq!(status, 412, "{} again: {body}", v["name"]);
             } else {
@@ -194,17 +200,86 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
         ("malformed JSON", &pk, "{".into(), 400, "EOF"),
         ("empty body", &pk, "".into(), 400, "empty"),
-        ("missing type", &pk, with(&|v| { v.as_object_mut().unwrap().remove("type"); }), 400, "type"),
+        (
+            "missing type",
+            &pk,
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("type");
+            }),
+            400,
+            "type",
+        ),
         ("unknown type", &pk, with(&|v| v["type"] = "FOO".into()), 400, "FOO"),
-        ("missing payload", &pk, with(&|v| { v.as_object_mut().unwrap().remove("attestation"); }), 400, "missing field `attestation`"),
-        ("missing fork_info", &pk, with(&|v| { v.as_object_mut().unwrap().remove("fork_info"); }), 400, "fork_info"),
-        ("bad epoch", &pk, with(&|v| v["attestation"]["source"]["epoch"] = "abc".into()), 400, "attestation.source.epoch"),
-        ("negative slot", &pk, with(&|v| v["attestation"]["slot"] = "-1".into()), 400, "attestation.slot"),
-        ("uint64 overflow", &pk, with(&|v| v["attestation"]["target"]["epoch"] = "18446744073709551616".into()), 400, "attestation.target.epoch"),
-        ("short root", &pk, with(&|v| v["attestation"]["beacon_block_root"] = "0x1234".into()), 400, "attestation.beacon_block_root"),
-        ("wrong signing root", &pk, with(&|v| v["signingRoot"] = format!("0x{}", "ab".repeat(32)).into()), 400, "signing root mismatch"),
-        ("two different roots", &pk, with(&|v| { v["signingRoot"] = format!("0x{}", "ab".repeat(32)).into(); v["signing_root"] = format!("0x{}", "cd".repeat(32)).into(); }), 400, "differ"),
-        ("another chain", &pk, with(&|v| v["fork_info"]["genesis_validators_root"] = format!("0x{}", "01".repeat(32)).into()), 400, "genesis validators root"),
+        (
+            "missing payload",
+            &pk,
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("attestation");
+            }),
+            400,
+            "missing field `attestation`",
+        ),
+        (
+            "missing fork_info",
+            &pk,
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("fork_info");
+            }),
+            400,
+            "fork_info",
+        ),
+        (
+            "bad epoch",
+            &pk,
+            with(&|v| v["attestation"]["source"]["epoch"] = "abc".into()),
+            400,
+            "attestation.source.epoch",
+        ),
+        (
+            "negative slot",
+            &pk,
+            with(&|v| v["attestation"]["slot"] = "-1".into()),
+            400,
+            "attestation.slot",
+        ),
+        (
+            "uint64 overflow",
+            &pk,
+            with(&|v| v["attestation"]["target"]["epoch"] = "18446744073709551616".into()),
+            400,
+            "attestation.target.epoch",
+        ),
+        (
+            "short root",
+            &pk,
+            with(&|v| v["attestation"]["beacon_block_root"] = "0x1234".into()),
+            400,
+            "attestation.beacon_block_root",
+        ),
+        (
+            "wrong signing root",
+            &pk,
+            with(&|v| v["signingRoot"] = format!("0x{}", "ab".repeat(32)).into()),
+            400,
+            "signing root mismatch",
+        ),
+        (
+            "two different roots",
+            &pk,
+            with(&|v| {
+                v["signingRoot"] = format!("0x{}", "ab".repeat(32)).into();
+                v["signing_root"] = format!("0x{}", "cd".repeat(32)).into();
+            }),
+            400,
+            "differ",
+        ),
+        (
+            "another chain",
+            &pk,
+            with(&|v| v["fork_info"]["genesis_validators_root"] = format!("0x{}", "01".repeat(32)).into()),
+            400,
+            "genesis validators root",
+        ),
         ("full block after altair", &pk, deneb_full_block, 400, "block_header"),
         ("bad pubkey in URL", "0x1234", good.to_string(), 400, "public key"),
         ("unknown key", unknown, good.to_string(), 404, "no key loaded"),
@@ -215,7 +290,9 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     for (what, key, body, status, needle) in &cases {
         let (s, b) = post(&sign_url(&p, key), body.clone()).await;
         assert_eq!(s, *status, "{what}: {b}");
-        let err = b["error"].as_str().unwrap_or_else(|| panic!("{what}: no error field in {b}"));
+        let err = b["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no error field in {b}"));
         assert!(err.contains(needle), "{what}: `{err}` does not mention `{needle}`");
     }
     // Not UTF-8.
@@ -248,7 +325,11 @@ async fn refusals_are_412_repeats_return_the_same_signature() {
     let (s, first) = post(&url, attestation(2, 3, 1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 200, "{first}");
     let (s, again) = post(&url, attestation(2, 3, 1, MINIMAL_GVR).to_string()).await;
-    assert_eq!((s, &again["signature"]), (200, &first["signature"]), "a repeat must return the same signature");
+    assert_eq!(
+        (s, &again["signature"]),
+        (200, &first["signature"]),
+        "a repeat must return the same signature"
+    );
     let (s, b) = post(&url, attestation(2, 3, 2, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 412, "double vote: {b}");
     assert!(b["error"].as_str().unwrap().contains("target epoch 3"), "{b}");
@@ -266,10 +347,22 @@ async fn refusals_are_412_repeats_return_the_same_signature() {
 
     let (_, metrics) = get(&p.url("/metrics")).await;
     let m = metrics.as_str().unwrap();
-    assert!(m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="refused"} 3"#), "{m}");
-    assert!(m.contains(r#"palisade_slashing_refusals_total{type="BLOCK_V2",reason="block_slot_not_above_highest"} 2"#), "{m}");
-    assert!(m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="signed"} 1"#), "{m}");
-    assert!(m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="repeat"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="refused"} 3"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"palisade_slashing_refusals_total{type="BLOCK_V2",reason="block_slot_not_above_highest"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="signed"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"palisade_signing_requests_total{type="ATTESTATION",outcome="repeat"} 1"#),
+        "{m}"
+    );
 }
 
 /// Database down: blocks and attestations get 503, other types still sign, health is 503.
@@ -281,7 +374,14 @@ async fn database_outage_fails_closed_and_recovers_by_itself() {
     let (_dir, ks, pw) = common::interop_keystores();
     let net = minimal_network();
     let mut args = key_args(&ks, &pw);
-    args.extend(["--network", &net, "--database-url", &url, "--database-timeout-ms", "1500"]);
+    args.extend([
+        "--network",
+        &net,
+        "--database-url",
+        &url,
+        "--database-timeout-ms",
+        "1500",
+    ]);
     let p = Palisade::serve(&args);
     let pk = common::interop_pubkeys()[2].clone();
     let sign = sign_url(&p, &pk);
@@ -300,7 +400,10 @@ async fn database_outage_fails_closed_and_recovers_by_itself() {
     let (s, h) = get(&p.url("/healthcheck")).await;
     assert_eq!(s, 503, "{h}");
     assert_eq!(h["status"], "DOWN");
-    assert!(p.log().contains("answered with a server error"), "5xx answers must be logged");
+    assert!(
+        p.log().contains("answered with a server error"),
+        "5xx answers must be logged"
+    );
 
     pg.start();
     let mut recovered = false;
@@ -312,11 +415,20 @@ async fn database_outage_fails_closed_and_recovers_by_itself() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(recovered, "signing did not resume after the database came back:\n{}", p.log());
+    assert!(
+        recovered,
+        "signing did not resume after the database came back:\n{}",
+        p.log()
+    );
     assert_eq!(get(&p.url("/healthcheck")).await.0, 200);
     // The refused attestation was never recorded: the export has targets 1 and 2 only.
     let export = admin_get(&p, "/api/v1/eth2/slashing-protection/export").await;
-    let v = export["data"].as_array().unwrap().iter().find(|v| v["pubkey"] == pk.as_str()).unwrap();
+    let v = export["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["pubkey"] == pk.as_str())
+        .unwrap();
     let targets: Vec<&str> = v["signed_attestations"]
         .as_array()
         .unwrap()
@@ -337,7 +449,12 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
     let r = client().get(&export_url).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
-    let r = client().get(&export_url).bearer_auth("not-the-token").send().await.unwrap();
+    let r = client()
+        .get(&export_url)
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     for path in ["/eth/v1/keystores"] {
         assert_eq!(client().get(p.url(path)).send().await.unwrap().status(), 401);
@@ -349,7 +466,13 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
         "data": [{"pubkey": keys[3], "signed_blocks": [{"slot": "100"}],
                   "signed_attestations": [{"source_epoch": "5", "target_epoch": "6"}]}]
     });
-    let r = client().post(&import_url).bearer_auth(p.token()).body(interchange.to_string()).send().await.unwrap();
+    let r = client()
+        .post(&import_url)
+        .bearer_auth(p.token())
+        .body(interchange.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"imported_validators": 1}));
 
@@ -366,7 +489,10 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
     other_chain["data"][0]["signed_blocks"][0]["slot"] = "500".into();
     let mut bad_key = interchange.clone();
     bad_key["data"][0]["signed_blocks"][0]["slot"] = "600".into();
-    bad_key["data"].as_array_mut().unwrap().push(json!({"pubkey": "0x1234"}));
+    bad_key["data"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"pubkey": "0x1234"}));
     let mut bad_version = interchange.clone();
     bad_version["metadata"]["interchange_format_version"] = "4".into();
     for (what, body, needle) in [
@@ -375,7 +501,13 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
         ("version 4", bad_version.to_string(), "interchange_format_version"),
         ("not JSON", "{\"metadata\":".to_string(), "EOF"),
     ] {
-        let r = client().post(&import_url).bearer_auth(p.token()).body(body).send().await.unwrap();
+        let r = client()
+            .post(&import_url)
+            .bearer_auth(p.token())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400, "{what}");
         let b = r.json::<Value>().await.unwrap();
         assert!(b["error"].as_str().unwrap().contains(needle), "{what}: {b}");
@@ -384,9 +516,19 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
     assert_eq!(before, after, "a refused import changed the database");
 
     // Export filtered by pubkey, and its re-import is accepted.
-    let one = admin_get(&p, &format!("/api/v1/eth2/slashing-protection/export?pubkey={}", keys[3])).await;
+    let one = admin_get(
+        &p,
+        &format!("/api/v1/eth2/slashing-protection/export?pubkey={}", keys[3]),
+    )
+    .await;
     assert_eq!(one["data"].as_array().unwrap().len(), 1);
-    let r = client().post(&import_url).bearer_auth(p.token()).body(one.to_string()).send().await.unwrap();
+    let r = client()
+        .post(&import_url)
+        .bearer_auth(p.token())
+        .body(one.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -403,8 +545,14 @@ async fn key_manager_import_and_delete_across_replicas() {
     std::fs::create_dir_all(&a_ks).unwrap();
     std::fs::create_dir_all(&a_pw).unwrap();
     let a_args = [
-        "--network", &net, "--database-url", &db,
-        "--keystores-path", a_ks.to_str().unwrap(), "--keystores-passwords-path", a_pw.to_str().unwrap(),
+        "--network",
+        &net,
+        "--database-url",
+        &db,
+        "--keystores-path",
+        a_ks.to_str().unwrap(),
+        "--keystores-passwords-path",
+        a_pw.to_str().unwrap(),
     ];
     let mut a = Palisade::serve_in(a_dir.path(), &a_args);
     let mut b_args = key_args(&ks, &pw);
@@ -424,23 +572,58 @@ async fn key_manager_import_and_delete_across_replicas() {
         "passwords": [password, password, "x"],
         "slashing_protection": protection.to_string()
     });
-    let r = client().post(&km).bearer_auth(a.token()).json(&body).send().await.unwrap();
+    let r = client()
+        .post(&km)
+        .bearer_auth(a.token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let statuses = r.json::<Value>().await.unwrap();
-    let s: Vec<&str> = statuses["data"].as_array().unwrap().iter().map(|x| x["status"].as_str().unwrap()).collect();
+    let s: Vec<&str> = statuses["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_str().unwrap())
+        .collect();
     assert_eq!(s, vec!["imported", "error", "error"], "{statuses}");
-    assert!(!statuses.to_string().contains(password.trim()), "a password leaked into the response");
+    assert!(
+        !statuses.to_string().contains(password.trim()),
+        "a password leaked into the response"
+    );
 
     let listed = admin_get(&a, "/eth/v1/keystores").await;
     assert_eq!(listed["data"][0]["validating_pubkey"], keys[4].as_str());
     // The imported protection data is in force on both replicas.
-    assert_eq!(post(&sign_url(&a, &keys[4]), attestation(9, 10, 1, MINIMAL_GVR).to_string()).await.0, 412);
-    assert_eq!(post(&sign_url(&b, &keys[4]), attestation(9, 10, 1, MINIMAL_GVR).to_string()).await.0, 412);
-    assert_eq!(post(&sign_url(&a, &keys[4]), attestation(10, 11, 1, MINIMAL_GVR).to_string()).await.0, 200);
+    assert_eq!(
+        post(&sign_url(&a, &keys[4]), attestation(9, 10, 1, MINIMAL_GVR).to_string())
+            .await
+            .0,
+        412
+    );
+    assert_eq!(
+        post(&sign_url(&b, &keys[4]), attestation(9, 10, 1, MINIMAL_GVR).to_string())
+            .await
+            .0,
+        412
+    );
+    assert_eq!(
+        post(&sign_url(&a, &keys[4]), attestation(10, 11, 1, MINIMAL_GVR).to_string())
+            .await
+            .0,
+        200
+    );
 
     // Importing it again is a duplicate; a wrong-chain protection file refuses the whole POST.
     let again = json!({"keystores": [keystore], "passwords": [password]});
-    let r = client().post(&km).bearer_auth(a.token()).json(&again).send().await.unwrap();
+    let r = client()
+        .post(&km)
+        .bearer_auth(a.token())
+        .json(&again)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["data"][0]["status"], "duplicate");
     let mut wrong = protection.clone();
     wrong["metadata"]["genesis_validators_root"] = format!("0x{}", "02".repeat(32)).into();
@@ -453,7 +636,12 @@ async fn key_manager_import_and_delete_across_replicas() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(post(&sign_url(&a, &keys[5]), randao(1, MINIMAL_GVR).to_string()).await.0, 404);
+    assert_eq!(
+        post(&sign_url(&a, &keys[5]), randao(1, MINIMAL_GVR).to_string())
+            .await
+            .0,
+        404
+    );
 
     // DELETE on A: A forgets the key, B (which loaded it from its own keystore) is refused.
     let r = client()
@@ -468,25 +656,58 @@ async fn key_manager_import_and_delete_across_replicas() {
     assert_eq!(deleted["data"][0]["status"], "deleted", "{deleted}");
     assert_eq!(deleted["data"][1]["status"], "not_found", "{deleted}");
     let interchange: Value = serde_json::from_str(deleted["slashing_protection"].as_str().unwrap()).unwrap();
-    let v = interchange["data"].as_array().unwrap().iter().find(|v| v["pubkey"] == keys[4].as_str()).unwrap();
-    assert!(v["signed_attestations"].as_array().unwrap().iter().any(|x| x["target_epoch"] == "11"));
-    assert_eq!(post(&sign_url(&a, &keys[4]), attestation(11, 12, 1, MINIMAL_GVR).to_string()).await.0, 404);
+    let v = interchange["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["pubkey"] == keys[4].as_str())
+        .unwrap();
+    assert!(
+        v["signed_attestations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["target_epoch"] == "11")
+    );
+    assert_eq!(
+        post(&sign_url(&a, &keys[4]), attestation(11, 12, 1, MINIMAL_GVR).to_string())
+            .await
+            .0,
+        404
+    );
     let (s, e) = post(&sign_url(&b, &keys[4]), attestation(11, 12, 1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 412, "{e}");
     assert!(e["error"].as_str().unwrap().contains("disabled"), "{e}");
     // Key 6 was never used anywhere, yet it too is now refused on B.
-    assert_eq!(post(&sign_url(&b, &keys[6]), attestation(0, 1, 1, MINIMAL_GVR).to_string()).await.0, 412);
+    assert_eq!(
+        post(&sign_url(&b, &keys[6]), attestation(0, 1, 1, MINIMAL_GVR).to_string())
+            .await
+            .0,
+        412
+    );
 
     // A persisted nothing for the deleted key; importing it again after a restart works.
     assert_eq!(std::fs::read_dir(&a_ks).unwrap().count(), 0);
     a.stop(libc::SIGTERM);
     let a = Palisade::serve_in(a_dir.path(), &a_args);
-    let r = client().post(a.url("/eth/v1/keystores")).bearer_auth(a.token()).json(&again).send().await.unwrap();
+    let r = client()
+        .post(a.url("/eth/v1/keystores"))
+        .bearer_auth(a.token())
+        .json(&again)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["data"][0]["status"], "imported");
     assert_eq!(std::fs::read_dir(&a_ks).unwrap().count(), 1);
     drop(a);
     let a = Palisade::serve_in(a_dir.path(), &a_args);
-    assert_eq!(post(&sign_url(&a, &keys[4]), randao(2, MINIMAL_GVR).to_string()).await.0, 200, "import did not survive a restart");
+    assert_eq!(
+        post(&sign_url(&a, &keys[4]), randao(2, MINIMAL_GVR).to_string())
+            .await
+            .0,
+        200,
+        "import did not survive a restart"
+    );
 }
 
 // ---------------------------------------------------------------- keys, health, metrics
@@ -499,25 +720,46 @@ async fn failing_keystores_are_named_and_the_rest_load() {
     std::fs::create_dir_all(&pw).unwrap();
     let password = std::fs::read_to_string(common::interop_dir().join("password.txt")).unwrap();
     for i in 0..8 {
-        std::fs::copy(common::interop_dir().join(format!("keystore-{i}.json")), ks.join(format!("k{i}.json"))).unwrap();
-        let p = if i == 3 { "the-wrong-password".to_string() } else { password.clone() };
+        std::fs::copy(
+            common::interop_dir().join(format!("keystore-{i}.json")),
+            ks.join(format!("k{i}.json")),
+        )
+        .unwrap();
+        let p = if i == 3 {
+            "the-wrong-password".to_string()
+        } else {
+            password.clone()
+        };
         std::fs::write(pw.join(format!("k{i}.txt")), p).unwrap();
     }
     std::fs::write(ks.join("broken.json"), "{\"crypto\": {").unwrap();
     std::fs::write(pw.join("broken.txt"), &password).unwrap();
     std::fs::write(ks.join("notes.json"), "{\"hello\": 1}").unwrap();
     let p = Palisade::serve(&[
-        "--keystores-path", ks.to_str().unwrap(),
-        "--keystores-passwords-path", pw.to_str().unwrap(),
-        "--network", &minimal_network(),
+        "--keystores-path",
+        ks.to_str().unwrap(),
+        "--keystores-passwords-path",
+        pw.to_str().unwrap(),
+        "--network",
+        &minimal_network(),
     ]);
     let keys = keys_loaded(&p).await;
-    assert_eq!((keys["loaded"].as_u64(), keys["failed"].as_u64()), (Some(7), Some(2)), "{keys}");
+    assert_eq!(
+        (keys["loaded"].as_u64(), keys["failed"].as_u64()),
+        (Some(7), Some(2)),
+        "{keys}"
+    );
     let log = p.log();
     assert!(log.contains("k3.json") && log.contains("wrong password"), "{log}");
     assert!(log.contains("broken.json") && log.contains("corrupt JSON"), "{log}");
-    assert!(log.contains("notes.json") && log.contains("not an EIP-2335 keystore"), "{log}");
-    assert!(!log.contains(password.trim()) && !log.contains("the-wrong-password"), "a password reached the log");
+    assert!(
+        log.contains("notes.json") && log.contains("not an EIP-2335 keystore"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(password.trim()) && !log.contains("the-wrong-password"),
+        "a password reached the log"
+    );
     let (_, list) = get(&p.url("/api/v1/eth2/publicKeys")).await;
     assert_eq!(list.as_array().unwrap().len(), 7);
     let failed_key = &common::interop_pubkeys()[3];
@@ -538,7 +780,12 @@ async fn upcheck_public_keys_metrics_and_text_plain() {
     assert_eq!(s, 200);
     let mut want = common::interop_pubkeys();
     want.sort();
-    let got: Vec<String> = keys.as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    let got: Vec<String> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(got, want);
 
     let pk = &common::interop_pubkeys()[0];
@@ -560,7 +807,10 @@ async fn upcheck_public_keys_metrics_and_text_plain() {
     let (s, m) = get(&p.url("/metrics")).await;
     assert_eq!(s, 200);
     let m = m.as_str().unwrap();
-    assert!(m.contains(r#"palisade_signing_requests_total{type="RANDAO_REVEAL",outcome="signed"} 2"#), "{m}");
+    assert!(
+        m.contains(r#"palisade_signing_requests_total{type="RANDAO_REVEAL",outcome="signed"} 2"#),
+        "{m}"
+    );
     assert!(m.contains(r#"palisade_keys{state="loaded"} 8"#), "{m}\n{}", p.log());
     assert!(m.contains("palisade_signing_duration_seconds_bucket"), "{m}");
 
@@ -593,7 +843,9 @@ async fn the_chain_is_pinned() {
     p.stop(libc::SIGTERM);
     let mut wrong = args.clone();
     wrong.extend(["--genesis-validators-root", &other]);
-    let err = Palisade::try_serve_in(work.path(), &wrong).err().expect("must refuse to start");
+    let err = Palisade::try_serve_in(work.path(), &wrong)
+        .err()
+        .expect("must refuse to start");
     assert!(err.contains("pinned to genesis validators root"), "{err}");
 }
 
@@ -623,29 +875,100 @@ async fn cli_import_and_export() {
         .to_string(),
     )
     .unwrap();
-    let (ok, _, err) = run(&["slashing-protection", "import", "--database-url", "sqlite://p.sqlite", "--from", "in.json"], w);
+    let (ok, _, err) = run(
+        &[
+            "slashing-protection",
+            "import",
+            "--database-url",
+            "sqlite://p.sqlite",
+            "--from",
+            "in.json",
+        ],
+        w,
+    );
     assert!(ok, "{err}");
     assert!(err.contains("2 validators"), "{err}");
-    let (ok, _, err) = run(&["slashing-protection", "export", "--database-url", "sqlite://p.sqlite", "--to", "out.json", "--pubkey", &keys[1]], w);
+    let (ok, _, err) = run(
+        &[
+            "slashing-protection",
+            "export",
+            "--database-url",
+            "sqlite://p.sqlite",
+            "--to",
+            "out.json",
+            "--pubkey",
+            &keys[1],
+        ],
+        w,
+    );
     assert!(ok, "{err}");
     let out: Value = serde_json::from_str(&std::fs::read_to_string(w.join("out.json")).unwrap()).unwrap();
     assert_eq!(out["data"].as_array().unwrap().len(), 1);
     assert_eq!(out["data"][0]["signed_attestations"][0]["target_epoch"], "2");
-    let (ok, stdout, _) = run(&["slashing-protection", "export", "--database-url", "sqlite://p.sqlite", "--to", "-"], w);
+    let (ok, stdout, _) = run(
+        &[
+            "slashing-protection",
+            "export",
+            "--database-url",
+            "sqlite://p.sqlite",
+            "--to",
+            "-",
+        ],
+        w,
+    );
     assert!(ok);
-    assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap()["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Bad input names the file and the field, and imports nothing.
     std::fs::write(w.join("bad.json"), r#"{"metadata":{"interchange_format_version":"5","genesis_validators_root":"0x270d43e74ce340de4bca2b1936beca0f4f5408d9e78aec4850920baf659d5b69"},"data":[{"pubkey":"0xzz"}]}"#).unwrap();
-    let (ok, _, err) = run(&["slashing-protection", "import", "--database-url", "sqlite://p.sqlite", "--from", "bad.json"], w);
+    let (ok, _, err) = run(
+        &[
+            "slashing-protection",
+            "import",
+            "--database-url",
+            "sqlite://p.sqlite",
+            "--from",
+            "bad.json",
+        ],
+        w,
+    );
     assert!(!ok);
     assert!(err.contains("bad.json") && err.contains("data[0].pubkey"), "{err}");
-    let (ok, _, err) = run(&["slashing-protection", "import", "--database-url", "sqlite://p.sqlite", "--from", "missing.json"], w);
+    let (ok, _, err) = run(
+        &[
+            "slashing-protection",
+            "import",
+            "--database-url",
+            "sqlite://p.sqlite",
+            "--from",
+            "missing.json",
+        ],
+        w,
+    );
     assert!(!ok && err.contains("missing.json"), "{err}");
 
     // While a server holds the SQLite file, the CLI is refused with a pointer to the API.
-    let _server = Palisade::serve_in(w, &["--network", &minimal_network(), "--database-url", "sqlite://p.sqlite"]);
-    let (ok, _, err) = run(&["slashing-protection", "export", "--database-url", "sqlite://p.sqlite", "--to", "x.json"], w);
+    let _server = Palisade::serve_in(
+        w,
+        &["--network", &minimal_network(), "--database-url", "sqlite://p.sqlite"],
+    );
+    let (ok, _, err) = run(
+        &[
+            "slashing-protection",
+            "export",
+            "--database-url",
+            "sqlite://p.sqlite",
+            "--to",
+            "x.json",
+        ],
+        w,
+    );
     assert!(!ok && err.contains("in use by another Palisade process"), "{err}");
 }
 
@@ -673,10 +996,14 @@ async fn requests_for_keys_still_decrypting_wait_or_get_503() {
     let pk = "0xa6d310dbbfab9a22450f59993f87a4ce5db6223f3b5f1f30d2c4ec718922d400e0b3c7741de8e59960f72411a0ee10a7";
     let args = |wait: &'static str| {
         vec![
-            "--keystores-path".to_string(), ks.display().to_string(),
-            "--keystores-password-file".to_string(), pw.display().to_string(),
-            "--network".to_string(), minimal_network(),
-            "--key-wait-ms".to_string(), wait.to_string(),
+            "--keystores-path".to_string(),
+            ks.display().to_string(),
+            "--keystores-password-file".to_string(),
+            pw.display().to_string(),
+            "--network".to_string(),
+            minimal_network(),
+            "--key-wait-ms".to_string(),
+            wait.to_string(),
         ]
     };
 

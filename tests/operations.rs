@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 const MINIMAL_GVR: &str = "0x270d43e74ce340de4bca2b1936beca0f4f5408d9e78aec4850920baf659d5b69";
 
 fn minimal_network() -> String {
-    common::data_dir().join("lodestar-dev-minimal.yaml").display().to_string()
+    common::data_dir()
+        .join("lodestar-dev-minimal.yaml")
+        .display()
+        .to_string()
 }
 
 fn attestation(source: u64, target: u64) -> Value {
@@ -39,8 +42,13 @@ fn refuses_to_start_when_the_database_can_lose_commits() {
     pg.psql("postgres", &format!("ALTER DATABASE {db} SET synchronous_commit = off"));
     let work = tempfile::tempdir().unwrap();
     let args = ["--network", "minimal", "--database-url", &url];
-    let err = Palisade::try_serve_in(work.path(), &args).err().expect("must refuse to start");
-    assert!(err.contains("refusing to start") && err.contains("synchronous_commit = off"), "{err}");
+    let err = Palisade::try_serve_in(work.path(), &args)
+        .err()
+        .expect("must refuse to start");
+    assert!(
+        err.contains("refusing to start") && err.contains("synchronous_commit = off"),
+        "{err}"
+    );
     assert!(err.contains("--allow-unsafe-database-durability"), "{err}");
 
     // The named unsafe option starts it, loudly.
@@ -74,7 +82,9 @@ impl Pki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "Palisade test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Palisade test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         write("ca.pem", ca_cert.pem());
         let issuer = Issuer::new(ca_params, ca_key);
@@ -124,10 +134,20 @@ async fn tls_with_client_certificates_records_who_asked() {
     let url = common::pg::shared().new_database();
     let (_keys, ks, pw) = common::interop_keystores();
     let p = Palisade::serve(&[
-        "--network", &minimal_network(), "--database-url", &url,
-        "--keystores-path", ks.to_str().unwrap(), "--keystores-password-file", pw.to_str().unwrap(),
-        "--tls-cert-file", &pki.path("server.pem"), "--tls-key-file", &pki.path("server.key"),
-        "--tls-client-ca-file", &pki.path("ca.pem"),
+        "--network",
+        &minimal_network(),
+        "--database-url",
+        &url,
+        "--keystores-path",
+        ks.to_str().unwrap(),
+        "--keystores-password-file",
+        pw.to_str().unwrap(),
+        "--tls-cert-file",
+        &pki.path("server.pem"),
+        "--tls-key-file",
+        &pki.path("server.key"),
+        "--tls-client-ca-file",
+        &pki.path("ca.pem"),
     ]);
     assert!(p.base.starts_with("https://"), "{}", p.base);
     let pk = &common::interop_pubkeys()[0];
@@ -138,10 +158,27 @@ async fn tls_with_client_certificates_records_who_asked() {
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
 
     // No certificate, or one the CA did not sign: the connection is refused.
-    assert!(pki.client(None).post(&sign).json(&attestation(1, 2)).send().await.is_err());
-    assert!(pki.client(Some("rogue.pem")).post(&sign).json(&attestation(1, 2)).send().await.is_err());
+    assert!(
+        pki.client(None)
+            .post(&sign)
+            .json(&attestation(1, 2))
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        pki.client(Some("rogue.pem"))
+            .post(&sign)
+            .json(&attestation(1, 2))
+            .send()
+            .await
+            .is_err()
+    );
     // Plain HTTP to the TLS port gets nowhere.
-    let plain = reqwest::Client::new().get(p.base.replace("https://", "http://") + "/upcheck").send().await;
+    let plain = reqwest::Client::new()
+        .get(p.base.replace("https://", "http://") + "/upcheck")
+        .send()
+        .await;
     assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
 
     // The history records the certificate subject of the client that asked.
@@ -156,14 +193,24 @@ fn bad_tls_files_are_named() {
     let missing = work.path().join("nope.pem");
     let err = Palisade::try_serve_in(
         work.path(),
-        &["--network", "minimal", "--tls-cert-file", missing.to_str().unwrap(), "--tls-key-file", missing.to_str().unwrap()],
+        &[
+            "--network",
+            "minimal",
+            "--tls-cert-file",
+            missing.to_str().unwrap(),
+            "--tls-key-file",
+            missing.to_str().unwrap(),
+        ],
     )
     .err()
     .unwrap();
     assert!(err.contains("--tls-cert-file") && err.contains("nope.pem"), "{err}");
-    let err = Palisade::try_serve_in(work.path(), &["--network", "minimal", "--tls-cert-file", missing.to_str().unwrap()])
-        .err()
-        .unwrap();
+    let err = Palisade::try_serve_in(
+        work.path(),
+        &["--network", "minimal", "--tls-cert-file", missing.to_str().unwrap()],
+    )
+    .err()
+    .unwrap();
     assert!(err.contains("--tls-key-file"), "{err}");
 }
 
@@ -187,7 +234,11 @@ async fn readiness_follows_the_database() {
     assert!(wait_for(200).await, "not ready with the database up");
     pg.stop_immediate();
     assert!(wait_for(503).await, "still ready with the database down");
-    assert_eq!(reqwest::get(p.url("/upcheck")).await.unwrap().status(), 200, "liveness is not readiness");
+    assert_eq!(
+        reqwest::get(p.url("/upcheck")).await.unwrap().status(),
+        200,
+        "liveness is not readiness"
+    );
     pg.start();
     assert!(wait_for(200).await, "not ready again after the database came back");
 }
@@ -208,7 +259,9 @@ async fn alert_rules_use_real_metrics() {
             let expr = rule["expr"].as_str().unwrap();
             assert!(rule["annotations"]["summary"].is_string(), "{name}: no summary");
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                let Some(metric) = word.strip_prefix("palisade_") else { continue };
+                let Some(metric) = word.strip_prefix("palisade_") else {
+                    continue;
+                };
                 let base = ["_total", "_bucket", "_sum", "_count"]
                     .iter()
                     .fold(metric, |m, s| m.strip_suffix(s).unwrap_or(m));
@@ -220,7 +273,13 @@ async fn alert_rules_use_real_metrics() {
             alerts.push(name);
         }
     }
-    for needed in ["PalisadeReplicaDown", "PalisadeDatabaseUnreachable", "PalisadeSlashingRefusal", "PalisadeSigningLatencyHigh", "PalisadeKeysFailed"] {
+    for needed in [
+        "PalisadeReplicaDown",
+        "PalisadeDatabaseUnreachable",
+        "PalisadeSlashingRefusal",
+        "PalisadeSigningLatencyHigh",
+        "PalisadeKeysFailed",
+    ] {
         assert!(alerts.iter().any(|a| a == needed), "missing alert {needed}");
     }
 }

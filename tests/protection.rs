@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade::protection::{
-    DbOptions, Interchange, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase,
-    Watermarks,
-};
 use palisade::protection::rules::Verdict;
+use palisade::protection::{
+    DbOptions, Interchange, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase, Watermarks,
+};
 use palisade::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
 use serde_json::Value;
 
@@ -75,10 +74,7 @@ fn block(slot: u64, r: u64) -> Proposal {
 
 fn interchange_tests() -> Vec<(String, Value)> {
     let dir = common::data_dir().join("eip3076-interchange-tests/tests/generated");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     files
         .into_iter()
@@ -130,9 +126,16 @@ async fn run_interchange_test(backend: Backend, name: &str, test: &Value) {
             };
             let r = db.check_and_record(&pubkey, &p, "interchange-test").await;
             let expect = a["should_succeed"].as_bool().unwrap();
-            assert_eq!(r.is_ok(), expect, "{backend:?} {name} step {i}: attestation {a} gave {r:?}");
+            assert_eq!(
+                r.is_ok(),
+                expect,
+                "{backend:?} {name} step {i}: attestation {a} gave {r:?}"
+            );
             if !expect {
-                assert!(matches!(r, Err(ProtectionError::Refused(_))), "{backend:?} {name}: {r:?}");
+                assert!(
+                    matches!(r, Err(ProtectionError::Refused(_))),
+                    "{backend:?} {name}: {r:?}"
+                );
             }
         }
     }
@@ -165,10 +168,7 @@ fn same(a: SigningRoot, b: SigningRoot) -> bool {
 impl Model {
     fn slashable(&self, p: &Proposal) -> bool {
         match *p {
-            Proposal::Block { slot, root } => self
-                .blocks
-                .iter()
-                .any(|&(s, r)| s == slot.0 && !same(r, root)),
+            Proposal::Block { slot, root } => self.blocks.iter().any(|&(s, r)| s == slot.0 && !same(r, root)),
             Proposal::Attestation { source, target, root } => {
                 let (s, t) = (source.0, target.0);
                 s > t
@@ -297,7 +297,10 @@ async fn exhaustive_sequences_never_sign_anything_slashable() {
         let (db, _guard) = fresh(backend).await;
         let start = std::time::Instant::now();
         run_all(Arc::new(db), seqs.clone(), 0).await;
-        eprintln!("{backend:?}: {total} sequences checked in {:.1}s", start.elapsed().as_secs_f64());
+        eprintln!(
+            "{backend:?}: {total} sequences checked in {:.1}s",
+            start.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -368,9 +371,10 @@ async fn racing_conflicting_messages_exactly_one_wins() {
                 .signed_blocks
                 .iter()
                 .any(|b| b.slot == slot && b.signing_root == Some(root)),
-            Proposal::Attestation { source, target, root } => v.signed_attestations.iter().any(|x| {
-                x.source_epoch == source && x.target_epoch == target && x.signing_root == Some(root)
-            }),
+            Proposal::Attestation { source, target, root } => v
+                .signed_attestations
+                .iter()
+                .any(|x| x.source_epoch == source && x.target_epoch == target && x.signing_root == Some(root)),
         };
         assert!(found, "{w:?} was approved but is not in the export");
     }
@@ -386,7 +390,10 @@ async fn full_u64_range_is_stored_exactly() {
         let key = pk(1);
         let big = u64::MAX - 1;
         assert_eq!(db.check_and_record(&key, &block(big, 1), "t").await, Ok(Recorded::New));
-        assert_eq!(db.check_and_record(&key, &block(big, 1), "t").await, Ok(Recorded::Repeat));
+        assert_eq!(
+            db.check_and_record(&key, &block(big, 1), "t").await,
+            Ok(Recorded::Repeat)
+        );
         assert_eq!(
             db.check_and_record(&key, &block(u64::MAX, 2), "t").await,
             Ok(Recorded::New)
@@ -401,7 +408,11 @@ async fn full_u64_range_is_stored_exactly() {
             db.check_and_record(&key, &att(high - 1, high + 1, 1), "t").await,
             Ok(Recorded::New)
         );
-        assert!(db.check_and_record(&key, &att(high - 2, high + 2, 2), "t").await.is_err());
+        assert!(
+            db.check_and_record(&key, &att(high - 2, high + 2, 2), "t")
+                .await
+                .is_err()
+        );
         let export = db.export(None).await.unwrap();
         let json = serde_json::to_string(&export).unwrap();
         assert!(json.contains("\"18446744073709551615\""), "{json}");
@@ -428,7 +439,9 @@ async fn refused_import_changes_nothing() {
             "metadata": {"interchange_format_version": "5", "genesis_validators_root": format!("0x{}", "22".repeat(32))},
             "data": [{"pubkey": pk(3).to_string(), "signed_blocks": [{"slot": "100"}], "signed_attestations": []}]
         });
-        let i = Interchange { ..serde_json::from_value(other).unwrap() };
+        let i = Interchange {
+            ..serde_json::from_value(other).unwrap()
+        };
         assert!(matches!(db.import(&i).await, Err(ProtectionError::WrongChain { .. })));
         assert_eq!(db.export(None).await.unwrap(), before, "{backend:?}");
     }
@@ -447,7 +460,10 @@ async fn export_reimports_cleanly_and_is_idempotent() {
         let first = db.export(None).await.unwrap();
         assert_eq!(db.import(&first).await.unwrap(), 5);
         let second = db.export(None).await.unwrap();
-        assert_eq!(first, second, "{backend:?}: re-importing an export changed the database");
+        assert_eq!(
+            first, second,
+            "{backend:?}: re-importing an export changed the database"
+        );
         // What this signer signed stays repeatable after re-importing its own export.
         assert_eq!(
             db.check_and_record(&pk(100), &block(10, 1), "t").await,
@@ -512,7 +528,11 @@ async fn chain_pin_is_kept() {
         let a: Root = format!("0x{}", "aa".repeat(32)).parse().unwrap();
         let b: Root = format!("0x{}", "bb".repeat(32)).parse().unwrap();
         assert_eq!(db.pin_chain(a).await.unwrap(), a);
-        assert_eq!(db.pin_chain(b).await.unwrap(), a, "a second pin must not replace the first");
+        assert_eq!(
+            db.pin_chain(b).await.unwrap(),
+            a,
+            "a second pin must not replace the first"
+        );
         assert_eq!(db.pinned_chain().await.unwrap(), Some(a));
     }
 }
@@ -550,10 +570,7 @@ async fn replicas_starting_together_on_an_empty_database() {
     for t in tasks {
         t.await.unwrap();
     }
-    let n = common::pg::shared().psql(
-        url.rsplit('/').next().unwrap(),
-        "SELECT count(*) FROM validators",
-    );
+    let n = common::pg::shared().psql(url.rsplit('/').next().unwrap(), "SELECT count(*) FROM validators");
     assert_eq!(n.trim(), "2000");
 }
 

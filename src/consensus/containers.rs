@@ -7,9 +7,7 @@ use tree_hash_derive::TreeHash;
 use typenum::{U2, U16, U33, U128, U2048};
 
 use super::preset::Preset;
-use crate::types::{
-    Address, Epoch, PublicKeyBytes, Root, SignatureBytes, Slot, Version, quoted_u64,
-};
+use crate::types::{Address, Epoch, PublicKeyBytes, Root, SignatureBytes, Slot, Version, quoted_u64};
 
 // ---------------------------------------------------------------- signing envelope
 
@@ -279,7 +277,12 @@ mod tests {
               "graffiti":"{}","proposer_slashings":[],"attester_slashings":[],"attestations":[],
               "deposits":[],"voluntary_exits":[],
               "sync_aggregate":{{"sync_committee_bits":"0x{}","sync_committee_signature":"{sig}"}}}}}}"#,
-            root(1), root(2), root(3), root(4), root(0), "ff".repeat(64)
+            root(1),
+            root(2),
+            root(3),
+            root(4),
+            root(0),
+            "ff".repeat(64)
         );
         let block: BeaconBlockAltair<Mainnet> = serde_json::from_str(&json).unwrap();
         let header = BeaconBlockHeader {
@@ -306,9 +309,6 @@ mod tests {
         assert!(serde_json::from_str::<MinimalContribution>(&json("ff")).is_ok());
         assert!(serde_json::from_str::<MinimalContribution>(&json("ffff")).is_err());
         assert!(serde_json::from_str::<SyncCommitteeContribution<Mainnet>>(&json("ff")).is_err());
-        assert!(
-            serde_json::from_str::<SyncCommitteeContribution<Mainnet>>(&json(&"ff".repeat(16)))
-                .is_ok()
-        );
+        assert!(serde_json::from_str::<SyncCommitteeContribution<Mainnet>>(&json(&"ff".repeat(16))).is_ok());
     }
 }

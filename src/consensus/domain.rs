@@ -39,12 +39,7 @@ pub fn compute_domain(domain_type: DomainType, version: Version, gvr: Root) -> R
 
 /// `compute_signing_root(object, domain)`.
 pub fn compute_signing_root(object_root: Root, domain: Root) -> SigningRoot {
-    SigningData {
-        object_root,
-        domain,
-    }
-    .tree_hash_root()
-    .into()
+    SigningData { object_root, domain }.tree_hash_root().into()
 }
 
 #[cfg(test)]

@@ -138,8 +138,7 @@ struct DeleteKeystores {
 pub async fn delete_keystores(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let result: Result<_, ApiError> = async {
         let body = body.map_err(body_rejection)?;
-        let req: DeleteKeystores =
-            crate::signing::request::parse_at("", utf8(&body)?).map_err(ApiError::BadRequest)?;
+        let req: DeleteKeystores = crate::signing::request::parse_at("", utf8(&body)?).map_err(ApiError::BadRequest)?;
         Ok(state.keymanager.delete(req.pubkeys).await?)
     }
     .await;
@@ -162,7 +161,13 @@ mod tests {
         let pk = "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
         assert_eq!(pubkeys_of(None).unwrap(), None);
         assert_eq!(pubkeys_of(Some(&format!("pubkey={pk}"))).unwrap().unwrap().len(), 1);
-        assert_eq!(pubkeys_of(Some(&format!("pubkey={pk}&pubkey={pk}"))).unwrap().unwrap().len(), 2);
+        assert_eq!(
+            pubkeys_of(Some(&format!("pubkey={pk}&pubkey={pk}")))
+                .unwrap()
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(pubkeys_of(Some("pubkey=0x12")).is_err());
         assert!(pubkeys_of(Some("validator=1")).is_err());
     }

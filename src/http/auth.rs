@@ -59,9 +59,7 @@ impl ApiToken {
                 let _ = std::fs::remove_file(&tmp);
                 match linked {
                     Ok(()) => Ok((ApiToken(token), true)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        Self::load_or_create(path)
-                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
                     Err(e) => Err(format!("cannot create API token file {}: {e}", path.display())),
                 }
             }

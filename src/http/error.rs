@@ -38,18 +38,14 @@ impl ApiError {
             ApiError::Sign(e) => match e {
                 SignError::BadRequest(_) | SignError::WrongChain { .. } => StatusCode::BAD_REQUEST,
                 SignError::UnknownKey(_) | SignError::KeyFailed(..) => StatusCode::NOT_FOUND,
-                SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 SignError::Refused(_) => StatusCode::PRECONDITION_FAILED,
                 SignError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Protection(e) => match e {
                 ProtectionError::Refused(_) => StatusCode::PRECONDITION_FAILED,
                 ProtectionError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                ProtectionError::WrongChain { .. } | ProtectionError::InvalidInterchange(_) => {
-                    StatusCode::BAD_REQUEST
-                }
+                ProtectionError::WrongChain { .. } | ProtectionError::InvalidInterchange(_) => StatusCode::BAD_REQUEST,
                 ProtectionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -65,10 +61,9 @@ impl ApiError {
         match self {
             ApiError::Sign(e) => e.to_string(),
             ApiError::Protection(e) => e.to_string(),
-            ApiError::BadRequest(m)
-            | ApiError::NotFound(m)
-            | ApiError::PayloadTooLarge(m)
-            | ApiError::Internal(m) => m.clone(),
+            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::PayloadTooLarge(m) | ApiError::Internal(m) => {
+                m.clone()
+            }
             ApiError::MissingToken => {
                 "missing bearer token: send `Authorization: Bearer <token from --api-token-file>`".into()
             }
@@ -92,10 +87,7 @@ impl IntoResponse for ApiError {
 /// A body the extractor refused (too large, unreadable) as `{"error": ...}`.
 pub fn body_rejection(r: axum::extract::rejection::BytesRejection) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(format!(
-            "request body is larger than {} bytes",
-            super::MAX_BODY_BYTES
-        ))
+        ApiError::PayloadTooLarge(format!("request body is larger than {} bytes", super::MAX_BODY_BYTES))
     } else {
         ApiError::BadRequest(format!("cannot read request body: {}", r.body_text()))
     }

@@ -22,7 +22,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.signer.db_health.ready(crate::serve::DB_PROBE_INTERVAL * 3) {
         (StatusCode::OK, "READY").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "NOT READY: slashing-protection database unreachable").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT READY: slashing-protection database unreachable",
+        )
+            .into_response()
     }
 }
 
@@ -45,14 +49,20 @@ pub async fn healthcheck(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => {
             signer.db_health.set(false);
             signer.metrics.database_up.set(0);
-            (false, json!({"id": "slashing-protection-database", "status": "DOWN",
-                           "data": {"backend": signer.db.backend_name(), "error": e.to_string()}}))
+            (
+                false,
+                json!({"id": "slashing-protection-database", "status": "DOWN",
+                           "data": {"backend": signer.db.backend_name(), "error": e.to_string()}}),
+            )
         }
         Err(_) => {
             signer.db_health.set(false);
             signer.metrics.database_up.set(0);
-            (false, json!({"id": "slashing-protection-database", "status": "DOWN",
-                           "data": {"backend": signer.db.backend_name(), "error": "no answer within 2 s"}}))
+            (
+                false,
+                json!({"id": "slashing-protection-database", "status": "DOWN",
+                           "data": {"backend": signer.db.backend_name(), "error": "no answer within 2 s"}}),
+            )
         }
     };
     let counts = signer.keys.counts();
@@ -71,7 +81,11 @@ pub async fn healthcheck(State(state): State<AppState>) -> Response {
         "checks": [db_check, keys_check],
         "chain": signer.chain.get().map(|r| r.to_string()),
     });
-    let code = if db_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if db_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
@@ -80,7 +94,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.signer.metrics;
     m.set_keys(state.signer.keys.counts());
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         m.encode(),
     )
         .into_response()

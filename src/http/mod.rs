@@ -60,11 +60,20 @@ fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (ep("GET", "/upcheck", Public), get(health::upcheck)),
         (ep("GET", "/healthcheck", Public), get(health::healthcheck)),
         (ep("GET", "/readyz", Public), get(health::readyz)),
-        (ep("POST", "/api/v1/eth2/slashing-protection/import", Admin), post(admin::import)),
-        (ep("GET", "/api/v1/eth2/slashing-protection/export", Admin), get(admin::export)),
+        (
+            ep("POST", "/api/v1/eth2/slashing-protection/import", Admin),
+            post(admin::import),
+        ),
+        (
+            ep("GET", "/api/v1/eth2/slashing-protection/export", Admin),
+            get(admin::export),
+        ),
         (ep("GET", "/eth/v1/keystores", Admin), get(admin::list_keystores)),
         (ep("POST", "/eth/v1/keystores", Admin), post(admin::import_keystores)),
-        (ep("DELETE", "/eth/v1/keystores", Admin), delete(admin::delete_keystores)),
+        (
+            ep("DELETE", "/eth/v1/keystores", Admin),
+            delete(admin::delete_keystores),
+        ),
     ];
     if metrics {
         v.push((ep("GET", "/metrics", Public), get(health::metrics)));

@@ -1,18 +1,18 @@
 //! The Web3Signer eth2 signing endpoints.
 
-use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::json;
 
-use super::error::{ApiError, body_rejection};
 use super::AppState;
+use super::error::{ApiError, body_rejection};
 use crate::service::ClientInfo;
-use crate::signing::ParseError;
 use crate::service::SignError;
+use crate::signing::ParseError;
 use crate::types::PublicKey;
 
 /// `POST /api/v1/eth2/sign/{pubkey}`
@@ -31,9 +31,7 @@ pub async fn sign(
     let pubkey: PublicKey = match identifier.parse() {
         Ok(pk) => pk,
         Err(e) => {
-            let e = SignError::BadRequest(ParseError::Malformed(format!(
-                "invalid public key in the URL: {e}"
-            )));
+            let e = SignError::BadRequest(ParseError::Malformed(format!("invalid public key in the URL: {e}")));
             state.signer.metrics.request("UNKNOWN", e.outcome());
             return ApiError::from(e).into_response();
         }

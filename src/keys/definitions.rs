@@ -38,9 +38,7 @@ impl std::fmt::Debug for KeyDefinition {
 
 /// Reads every definition in `file`. Errors name the file, the document and the field.
 pub fn read_file(file: &Path) -> Result<Vec<KeyDefinition>, String> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))?,
-    );
+    let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))?);
     let base = file.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
@@ -65,10 +63,10 @@ fn redact_yaml_error(e: &str) -> String {
 }
 
 fn definition(raw: RawDefinition, base: &Path) -> Result<KeyDefinition, String> {
-    if let Some(kt) = raw.key_type.as_deref() {
-        if !kt.eq_ignore_ascii_case("BLS") {
-            return Err(format!("keyType `{kt}` is not supported (BLS only)"));
-        }
+    if let Some(kt) = raw.key_type.as_deref()
+        && !kt.eq_ignore_ascii_case("BLS")
+    {
+        return Err(format!("keyType `{kt}` is not supported (BLS only)"));
     }
     let resolve = |p: &str| {
         let p = Path::new(p);
@@ -86,9 +84,7 @@ fn definition(raw: RawDefinition, base: &Path) -> Result<KeyDefinition, String> 
         Some("file-raw") => Ok(KeyDefinition::Raw {
             private_key: Zeroizing::new(raw.private_key.ok_or("missing field `privateKey`")?),
         }),
-        Some(other) => Err(format!(
-            "type `{other}` is not supported (file-keystore or file-raw)"
-        )),
+        Some(other) => Err(format!("type `{other}` is not supported (file-keystore or file-raw)")),
         None => Err("missing field `type`".into()),
     }
 }

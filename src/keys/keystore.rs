@@ -32,10 +32,7 @@ pub enum KeystoreError {
     #[error("the decrypted secret is not a valid BLS secret key")]
     InvalidSecret,
     #[error("keystore declares pubkey {declared} but its secret key is for {derived}")]
-    PubkeyMismatch {
-        declared: PublicKey,
-        derived: PublicKey,
-    },
+    PubkeyMismatch { declared: PublicKey, derived: PublicKey },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -97,8 +94,7 @@ fn unhex(field: &str, s: &str) -> Result<Vec<u8>, KeystoreError> {
 impl Keystore {
     /// Parses keystore JSON; `Format` errors mean "this file is not a keystore".
     pub fn from_json(json: &str) -> Result<Self, KeystoreError> {
-        let ks: Keystore = crate::signing::request::parse_at("", json)
-            .map_err(KeystoreError::Format)?;
+        let ks: Keystore = crate::signing::request::parse_at("", json).map_err(KeystoreError::Format)?;
         if ks.version != 4 {
             return Err(KeystoreError::Unsupported(format!(
                 "version {} (only version 4 is defined)",
@@ -113,10 +109,7 @@ impl Keystore {
         self.pubkey
             .as_deref()
             .filter(|p| !p.is_empty())
-            .map(|p| {
-                p.parse()
-                    .map_err(|e| KeystoreError::Format(format!("pubkey: {e}")))
-            })
+            .map(|p| p.parse().map_err(|e| KeystoreError::Format(format!("pubkey: {e}"))))
             .transpose()
     }
 
@@ -131,10 +124,7 @@ impl Keystore {
             )));
         }
         if c.cipher.function != "aes-128-ctr" {
-            return Err(KeystoreError::Unsupported(format!(
-                "cipher `{}`",
-                c.cipher.function
-            )));
+            return Err(KeystoreError::Unsupported(format!("cipher `{}`", c.cipher.function)));
         }
         let iv = unhex("crypto.cipher.params.iv", &c.cipher.params.iv)?;
         if iv.len() != 16 {
@@ -162,13 +152,13 @@ impl Keystore {
         cipher.apply_keystream(secret.as_mut());
         let sk = SecretKey::from_bytes(&secret).map_err(|_| KeystoreError::InvalidSecret)?;
 
-        if let Some(declared) = self.declared_pubkey()? {
-            if declared != sk.public_key() {
-                return Err(KeystoreError::PubkeyMismatch {
-                    declared,
-                    derived: sk.public_key(),
-                });
-            }
+        if let Some(declared) = self.declared_pubkey()?
+            && declared != sk.public_key()
+        {
+            return Err(KeystoreError::PubkeyMismatch {
+                declared,
+                derived: sk.public_key(),
+            });
         }
         Ok(sk)
     }
@@ -328,7 +318,7 @@ fn derive_key(kdf: &Module<KdfParams>, password: &[u8]) -> Result<Zeroizing<Vec<
 }
 
 fn check_dklen(dklen: u32) -> Result<(), KeystoreError> {
-    if dklen < 32 || dklen > 64 {
+    if !(32..=64).contains(&dklen) {
         return Err(KeystoreError::Format(format!(
             "crypto.kdf.params.dklen is {dklen}; EIP-2335 needs 32"
         )));
@@ -342,7 +332,8 @@ mod tests {
 
     const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test-keys");
     const EIP_SECRET: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
-    const EIP_PUBKEY: &str = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
+    const EIP_PUBKEY: &str =
+        "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
 
     fn read(rel: &str) -> String {
         std::fs::read_to_string(format!("{DATA}/{rel}")).unwrap()
@@ -370,8 +361,7 @@ mod tests {
     #[test]
     fn tampered_keystores_are_refused() {
         let pw = read("eip2335-vectors/password.txt");
-        let original: serde_json::Value =
-            serde_json::from_str(&read("eip2335-vectors/pbkdf2.json")).unwrap();
+        let original: serde_json::Value = serde_json::from_str(&read("eip2335-vectors/pbkdf2.json")).unwrap();
 
         let mut flip_cipher = original.clone();
         let msg = flip_cipher["crypto"]["cipher"]["message"].as_str().unwrap().to_string();
@@ -386,7 +376,8 @@ mod tests {
         assert_eq!(ks.decrypt(&pw).unwrap_err(), KeystoreError::WrongPassword);
 
         let mut other_pubkey = original.clone();
-        other_pubkey["pubkey"] = "a99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c".into();
+        other_pubkey["pubkey"] =
+            "a99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c".into();
         let ks = Keystore::from_json(&other_pubkey.to_string()).unwrap();
         assert!(matches!(
             ks.decrypt(&pw).unwrap_err(),
@@ -398,8 +389,7 @@ mod tests {
         let ks = Keystore::from_json(&unknown_kdf.to_string()).unwrap();
         assert!(matches!(ks.decrypt(&pw).unwrap_err(), KeystoreError::Unsupported(_)));
 
-        let mut huge_scrypt: serde_json::Value =
-            serde_json::from_str(&read("eip2335-vectors/scrypt.json")).unwrap();
+        let mut huge_scrypt: serde_json::Value = serde_json::from_str(&read("eip2335-vectors/scrypt.json")).unwrap();
         huge_scrypt["crypto"]["kdf"]["params"]["n"] = (1u64 << 40).into();
         let ks = Keystore::from_json(&huge_scrypt.to_string()).unwrap();
         assert!(matches!(ks.decrypt(&pw).unwrap_err(), KeystoreError::Unsupported(_)));
@@ -418,11 +408,7 @@ mod tests {
         let keys: serde_json::Value = serde_json::from_str(&read("interop/keys.json")).unwrap();
         let pw = read("interop/password.txt");
         for k in keys["keys"].as_array().unwrap() {
-            let ks = Keystore::from_json(&read(&format!(
-                "interop/{}",
-                k["keystore"].as_str().unwrap()
-            )))
-            .unwrap();
+            let ks = Keystore::from_json(&read(&format!("interop/{}", k["keystore"].as_str().unwrap()))).unwrap();
             let sk = ks.decrypt(&pw).unwrap();
             assert_eq!(sk.public_key().to_string(), k["pubkey"].as_str().unwrap());
         }

@@ -34,7 +34,10 @@ enum Password {
 }
 
 enum Material {
-    Keystore { keystore: Box<Keystore>, password: Password },
+    Keystore {
+        keystore: Box<Keystore>,
+        password: Password,
+    },
     Raw(Zeroizing<String>),
 }
 
@@ -64,9 +67,8 @@ impl std::fmt::Debug for Discovered {
 
 /// Reads a password file as UTF-8 text (normalisation strips a trailing newline later).
 fn read_password(path: &Path) -> Result<Zeroizing<String>, String> {
-    let bytes = Zeroizing::new(
-        std::fs::read(path).map_err(|e| format!("cannot read password file {}: {e}", path.display()))?,
-    );
+    let bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| format!("cannot read password file {}: {e}", path.display()))?);
     std::str::from_utf8(&bytes)
         .map(|s| Zeroizing::new(s.to_string()))
         .map_err(|_| format!("password file {} is not UTF-8", path.display()))
@@ -136,7 +138,9 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
             };
             match keystore {
                 Ok(Some(ks)) => push_keystore(&mut found, origin, ks, pw),
-                Ok(None) => tracing::warn!(file = %origin, "skipping JSON file that is not an EIP-2335 keystore (no `crypto` object)"),
+                Ok(None) => {
+                    tracing::warn!(file = %origin, "skipping JSON file that is not an EIP-2335 keystore (no `crypto` object)")
+                }
                 Err(reason) => found.failures.push((origin, reason)),
             }
         }
@@ -152,30 +156,31 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
                 Err(reason) => found.failures.push((origin, reason)),
                 Ok(defs) => {
                     for (i, def) in defs.into_iter().enumerate() {
-                        let origin = if i == 0 { origin.clone() } else { format!("{origin}#{}", i + 1) };
+                        let origin = if i == 0 {
+                            origin.clone()
+                        } else {
+                            format!("{origin}#{}", i + 1)
+                        };
                         match def {
                             KeyDefinition::Raw { private_key } => found.sources.push(KeySource {
                                 origin,
                                 declared: None,
                                 material: Material::Raw(private_key),
                             }),
-                            KeyDefinition::Keystore { keystore, password } => {
-                                match read_keystore(&keystore) {
-                                    Ok(Some(ks)) => push_keystore(
-                                        &mut found,
-                                        format!("{origin} ({})", keystore.display()),
-                                        ks,
-                                        Password::File(password),
-                                    ),
-                                    Ok(None) => found.failures.push((
-                                        origin,
-                                        format!("{} is not an EIP-2335 keystore", keystore.display()),
-                                    )),
-                                    Err(reason) => found
-                                        .failures
-                                        .push((format!("{origin} ({})", keystore.display()), reason)),
-                                }
-                            }
+                            KeyDefinition::Keystore { keystore, password } => match read_keystore(&keystore) {
+                                Ok(Some(ks)) => push_keystore(
+                                    &mut found,
+                                    format!("{origin} ({})", keystore.display()),
+                                    ks,
+                                    Password::File(password),
+                                ),
+                                Ok(None) => found
+                                    .failures
+                                    .push((origin, format!("{} is not an EIP-2335 keystore", keystore.display()))),
+                                Err(reason) => found
+                                    .failures
+                                    .push((format!("{origin} ({})", keystore.display()), reason)),
+                            },
                         }
                     }
                 }
@@ -206,8 +211,7 @@ fn read_keystore(path: &Path) -> Result<Option<Keystore>, String> {
         Ok(ks) => Ok(Some(ks)),
         // Only on failure: is it a broken keystore, or some other JSON file?
         Err(e) => {
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| format!("corrupt JSON: {e}"))?;
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("corrupt JSON: {e}"))?;
             if value.get("crypto").is_none() {
                 Ok(None)
             } else {
@@ -251,11 +255,11 @@ pub fn announce(found: Discovered, registry: &KeyRegistry) -> Vec<KeySource> {
     }
     let mut sources = Vec::with_capacity(found.sources.len());
     for s in found.sources {
-        if let Some(pk) = s.declared {
-            if !registry.announce(pk, &s.origin) {
-                tracing::warn!(source = %s.origin, pubkey = %pk, "key is defined more than once; keeping the first definition");
-                continue;
-            }
+        if let Some(pk) = s.declared
+            && !registry.announce(pk, &s.origin)
+        {
+            tracing::warn!(source = %s.origin, pubkey = %pk, "key is defined more than once; keeping the first definition");
+            continue;
         }
         sources.push(s);
     }
@@ -270,11 +274,7 @@ pub fn decrypt_all(sources: Vec<KeySource>, registry: &KeyRegistry) -> LoadRepor
     if total == 0 {
         return LoadReport::default();
     }
-    tracing::info!(
-        keys = total,
-        threads = rayon::current_num_threads(),
-        "decrypting keys"
-    );
+    tracing::info!(keys = total, threads = rayon::current_num_threads(), "decrypting keys");
     let done = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
     let duplicates = AtomicUsize::new(0);
@@ -295,7 +295,7 @@ pub fn decrypt_all(sources: Vec<KeySource>, registry: &KeyRegistry) -> LoadRepor
             }
         }
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if total >= 20 && n % step == 0 && n < total {
+        if total >= 20 && n.is_multiple_of(step) && n < total {
             let elapsed = start.elapsed();
             let left = elapsed.mul_f64((total - n) as f64 / n as f64);
             tracing::info!(
@@ -383,7 +383,10 @@ mod tests {
         assert!(text.contains("k2.txt"), "{text}");
         assert!(text.contains("corrupt JSON"), "{text}");
         assert!(!text.contains("interop-test-password"));
-        let pk1: PublicKey = "0xb89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0b".parse().unwrap();
+        let pk1: PublicKey =
+            "0xb89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0b"
+                .parse()
+                .unwrap();
         assert!(matches!(reg.lookup(&pk1), Lookup::Failed(_)));
     }
 

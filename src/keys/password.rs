@@ -25,10 +25,7 @@ mod tests {
     #[test]
     fn eip2335_example_password() {
         let pw = "𝔱𝔢𝔰𝔱𝔭𝔞𝔰𝔰𝔴𝔬𝔯𝔡🔑";
-        assert_eq!(
-            hex::encode(&*normalise(pw)),
-            "7465737470617373776f7264f09f9491"
-        );
+        assert_eq!(hex::encode(&*normalise(pw)), "7465737470617373776f7264f09f9491");
     }
 
     #[test]

@@ -75,12 +75,7 @@ impl KeyRegistry {
         if map.contains_key(&pubkey) {
             return false;
         }
-        map.insert(
-            pubkey,
-            Entry::Loading {
-                origin: origin.into(),
-            },
-        );
+        map.insert(pubkey, Entry::Loading { origin: origin.into() });
         true
     }
 
@@ -136,12 +131,7 @@ impl KeyRegistry {
 
     /// Forgets a key (Key Manager DELETE). Returns whether it was there.
     pub fn remove(&self, pubkey: &PublicKey) -> bool {
-        let removed = self
-            .entries
-            .write()
-            .expect("registry lock")
-            .remove(pubkey)
-            .is_some();
+        let removed = self.entries.write().expect("registry lock").remove(pubkey).is_some();
         self.notify();
         removed
     }
@@ -265,9 +255,8 @@ mod tests {
         assert!(reg.announce(pk, "a.json"));
         assert!(matches!(reg.lookup(&pk), Lookup::Loading));
         let r2 = reg.clone();
-        let waiter = tokio::spawn(async move {
-            matches!(r2.wait_for(&pk, Duration::from_secs(5)).await, Lookup::Ready(_))
-        });
+        let waiter =
+            tokio::spawn(async move { matches!(r2.wait_for(&pk, Duration::from_secs(5)).await, Lookup::Ready(_)) });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(reg.insert_ready(k, "a.json"));
         assert!(waiter.await.unwrap());
@@ -302,7 +291,10 @@ mod tests {
         assert!(!reg.insert_ready(key(3), "second.json"));
         assert!(!reg.announce(pk, "third.json"));
         reg.fail(Some(pk), "third.json", "wrong password".into());
-        assert!(matches!(reg.lookup(&pk), Lookup::Ready(_)), "a failure replaced a loaded key");
+        assert!(
+            matches!(reg.lookup(&pk), Lookup::Ready(_)),
+            "a failure replaced a loaded key"
+        );
         reg.fail(None, "broken.json", "not JSON".into());
         assert_eq!(reg.counts().failed, 1);
         assert_eq!(reg.failures()[0].origin, "broken.json");

@@ -62,7 +62,8 @@ mod tests {
 
     /// Interop key 0 (public test key).
     const SK0: &str = "0x25295f0d1d592a90b333e26e85149708208e9f8e8bc18f6c77bd62f8ad7a6866";
-    const PK0: &str = "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
+    const PK0: &str =
+        "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
 
     #[test]
     fn derives_public_key_and_never_prints_the_secret() {

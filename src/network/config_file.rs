@@ -32,8 +32,8 @@ struct RawConfig {
 }
 
 pub fn load(path: &Path) -> Result<Network, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read network config {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read network config {}: {e}", path.display()))?;
     parse(&text).map_err(|e| format!("network config {}: {e}", path.display()))
 }
 
@@ -43,9 +43,7 @@ fn parse(text: &str) -> Result<Network, String> {
         Some("mainnet") => PresetKind::Mainnet,
         Some("minimal") => PresetKind::Minimal,
         Some(other) => {
-            return Err(format!(
-                "PRESET_BASE `{other}` is not supported (mainnet or minimal)"
-            ));
+            return Err(format!("PRESET_BASE `{other}` is not supported (mainnet or minimal)"));
         }
         None => return Err("PRESET_BASE is missing".into()),
     };
@@ -73,7 +71,11 @@ fn parse(text: &str) -> Result<Network, String> {
 
     let later = [
         (ForkName::Altair, &raw.ALTAIR_FORK_VERSION, &raw.ALTAIR_FORK_EPOCH),
-        (ForkName::Bellatrix, &raw.BELLATRIX_FORK_VERSION, &raw.BELLATRIX_FORK_EPOCH),
+        (
+            ForkName::Bellatrix,
+            &raw.BELLATRIX_FORK_VERSION,
+            &raw.BELLATRIX_FORK_EPOCH,
+        ),
         (ForkName::Capella, &raw.CAPELLA_FORK_VERSION, &raw.CAPELLA_FORK_EPOCH),
         (ForkName::Deneb, &raw.DENEB_FORK_VERSION, &raw.DENEB_FORK_EPOCH),
         (ForkName::Electra, &raw.ELECTRA_FORK_VERSION, &raw.ELECTRA_FORK_EPOCH),
@@ -159,20 +161,16 @@ mod tests {
         assert!(e.contains("GENESIS_FORK_VERSION"), "{e}");
         let e = parse("PRESET_BASE: gnosis\nGENESIS_FORK_VERSION: 0x00000000\n").unwrap_err();
         assert!(e.contains("PRESET_BASE"), "{e}");
-        let e = parse(
-            "PRESET_BASE: mainnet\nGENESIS_FORK_VERSION: 0x00000000\nALTAIR_FORK_VERSION: 0x01\n",
-        )
-        .unwrap_err();
+        let e =
+            parse("PRESET_BASE: mainnet\nGENESIS_FORK_VERSION: 0x00000000\nALTAIR_FORK_VERSION: 0x01\n").unwrap_err();
         assert!(e.contains("ALTAIR_FORK_VERSION"), "{e}");
         let e = parse(
             "PRESET_BASE: mainnet\nGENESIS_FORK_VERSION: 0x00000000\nALTAIR_FORK_VERSION: 0x01000000\nALTAIR_FORK_EPOCH: -3\n",
         )
         .unwrap_err();
         assert!(e.contains("ALTAIR_FORK_EPOCH"), "{e}");
-        let e = parse(
-            "PRESET_BASE: mainnet\nGENESIS_FORK_VERSION: 0x00000000\nBELLATRIX_FORK_VERSION: 0x02000000\n",
-        )
-        .unwrap_err();
+        let e = parse("PRESET_BASE: mainnet\nGENESIS_FORK_VERSION: 0x00000000\nBELLATRIX_FORK_VERSION: 0x02000000\n")
+            .unwrap_err();
         assert!(e.contains("ALTAIR_FORK_VERSION is missing"), "{e}");
     }
 

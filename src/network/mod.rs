@@ -192,10 +192,7 @@ mod tests {
         assert_eq!(n.fork_at_epoch(Epoch(74240)), ForkName::Altair);
         assert_eq!(n.fork_at_epoch(Epoch(269568)), ForkName::Deneb);
         assert_eq!(n.fork_at_epoch(Epoch(u64::MAX)), ForkName::Fulu);
-        assert_eq!(
-            n.fork_of_version(Version::from([4, 0, 0, 0])),
-            Some(ForkName::Deneb)
-        );
+        assert_eq!(n.fork_of_version(Version::from([4, 0, 0, 0])), Some(ForkName::Deneb));
         assert_eq!(n.fork_of_version(Version::from([9, 9, 9, 9])), None);
         assert_eq!(n.slots_per_epoch(), 32);
     }

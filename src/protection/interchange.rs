@@ -103,7 +103,8 @@ impl Interchange {
         let mut out: BTreeMap<PublicKey, ImportedValidator> = BTreeMap::new();
         for v in &self.data {
             let e = out.entry(v.pubkey).or_default();
-            e.blocks.extend(v.signed_blocks.iter().map(|b| (b.slot, nonzero(b.signing_root))));
+            e.blocks
+                .extend(v.signed_blocks.iter().map(|b| (b.slot, nonzero(b.signing_root))));
             e.attestations.extend(
                 v.signed_attestations
                     .iter()
@@ -135,7 +136,8 @@ impl Interchange {
 mod tests {
     use super::*;
 
-    const PK: &str = "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
+    const PK: &str =
+        "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
 
     fn doc(version: &str, data: &str) -> String {
         format!(
@@ -163,10 +165,7 @@ mod tests {
         // Two different roots at slot 10: no root survives.
         assert_eq!(v.max_block, Some((Slot(10), None)));
         assert_eq!(v.max_source, Some(Epoch(3)));
-        assert_eq!(
-            v.max_target,
-            Some((Epoch(4), Some((Epoch(1), SigningRoot([1; 32])))))
-        );
+        assert_eq!(v.max_target, Some((Epoch(4), Some((Epoch(1), SigningRoot([1; 32]))))));
         assert_eq!(v.blocks.len(), 3);
     }
 
@@ -175,11 +174,7 @@ mod tests {
         let e = Interchange::from_json(&doc("\"4\"", "[]")).unwrap_err();
         assert!(e.contains("interchange_format_version"), "{e}");
         assert!(Interchange::from_json(&doc("5", "[]")).is_ok());
-        let e = Interchange::from_json(&doc(
-            "\"5\"",
-            r#"[{"pubkey":"0x1234","signed_blocks":[]}]"#,
-        ))
-        .unwrap_err();
+        let e = Interchange::from_json(&doc("\"5\"", r#"[{"pubkey":"0x1234","signed_blocks":[]}]"#)).unwrap_err();
         assert!(e.contains("data[0].pubkey"), "{e}");
         let e = Interchange::from_json(&doc(
             "\"5\"",
@@ -197,11 +192,7 @@ mod tests {
         assert!(e.contains("target_epoch"), "{e}");
         let mut bad_point = PK.to_string();
         bad_point.replace_range(96.., "d");
-        let e = Interchange::from_json(&doc(
-            "\"5\"",
-            &format!(r#"[{{"pubkey":"{bad_point}"}}]"#),
-        ))
-        .unwrap_err();
+        let e = Interchange::from_json(&doc("\"5\"", &format!(r#"[{{"pubkey":"{bad_point}"}}]"#))).unwrap_err();
         assert!(e.contains("data[0].pubkey"), "{e}");
     }
 }

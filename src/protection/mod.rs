@@ -28,9 +28,7 @@ pub enum ProtectionError {
     /// The database could not be reached or did not answer in time: fail closed.
     #[error("slashing-protection database unavailable: {0}")]
     Unavailable(String),
-    #[error(
-        "genesis validators root {given} is not the one this slashing-protection database is pinned to ({pinned})"
-    )]
+    #[error("genesis validators root {given} is not the one this slashing-protection database is pinned to ({pinned})")]
     WrongChain { pinned: Root, given: Root },
     #[error("invalid interchange: {0}")]
     InvalidInterchange(String),
@@ -147,9 +145,7 @@ impl SlashingDatabase {
     /// Imports EIP-3076 data, all or nothing, merging to the highest values. Returns the
     /// number of validators in the file.
     pub async fn import(&self, interchange: &Interchange) -> Result<usize, ProtectionError> {
-        interchange
-            .validate()
-            .map_err(ProtectionError::InvalidInterchange)?;
+        interchange.validate().map_err(ProtectionError::InvalidInterchange)?;
         dispatch!(self.import(interchange))
     }
 
@@ -169,7 +165,12 @@ impl SlashingDatabase {
     pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
         let keep_slots = keep_epochs.saturating_mul(slots_per_epoch);
         Ok(PruneReport {
-            attestations: dispatch!(self.prune_table("signed_attestations", "target_epoch", "att_target", keep_epochs))?,
+            attestations: dispatch!(self.prune_table(
+                "signed_attestations",
+                "target_epoch",
+                "att_target",
+                keep_epochs
+            ))?,
             blocks: dispatch!(self.prune_table("signed_blocks", "slot", "block_slot", keep_slots))?,
         })
     }

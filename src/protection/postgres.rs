@@ -16,8 +16,8 @@ use sqlx::{Connection, Row};
 use super::interchange::Interchange;
 use super::rules::{Proposal, Verdict, Watermarks};
 use super::store::{
-    Failure, MAX_ATTEMPTS, StoredValidator, build_export, chain_from_db, classify, from_db,
-    pubkey_from_db, root_from_db, root_to_db, timed, to_db, watermarks_from_row,
+    Failure, MAX_ATTEMPTS, StoredValidator, build_export, chain_from_db, classify, from_db, pubkey_from_db,
+    root_from_db, root_to_db, timed, to_db, watermarks_from_row,
 };
 use super::{DbOptions, ProtectionError, Recorded, redact_url};
 use crate::types::{Epoch, PublicKey, Root, Slot};
@@ -70,10 +70,7 @@ impl PgStore {
             .application_name("palisade")
             // A transaction left open by a paused or partitioned replica must not hold
             // validator rows forever.
-            .options([
-                ("idle_in_transaction_session_timeout", "30s"),
-                ("lock_timeout", "10s"),
-            ]);
+            .options([("idle_in_transaction_session_timeout", "30s"), ("lock_timeout", "10s")]);
         let pool = PgPoolOptions::new()
             .max_connections(opts.pool_size)
             .min_connections(1)
@@ -131,8 +128,7 @@ impl PgStore {
         proposal: &Proposal,
         client: &str,
     ) -> Result<Recorded, ProtectionError> {
-        timed(self.timeout, self.check_and_record_inner(pubkey, proposal, client))
-            .await
+        timed(self.timeout, self.check_and_record_inner(pubkey, proposal, client)).await
     }
 
     async fn check_and_record_inner(
@@ -144,25 +140,25 @@ impl PgStore {
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
             let attempt = match *proposal {
-                Proposal::Block { slot, root } => sqlx::query(SIGN_BLOCK)
-                    .bind(&pubkey.0[..])
-                    .bind(to_db(slot.0))
-                    .bind(root_to_db(Some(root)))
-                    .bind(client)
-                    .execute(&self.pool)
-                    .await,
-                Proposal::Attestation {
-                    source,
-                    target,
-                    root,
-                } => sqlx::query(SIGN_ATTESTATION)
-                    .bind(&pubkey.0[..])
-                    .bind(to_db(source.0))
-                    .bind(to_db(target.0))
-                    .bind(root_to_db(Some(root)))
-                    .bind(client)
-                    .execute(&self.pool)
-                    .await,
+                Proposal::Block { slot, root } => {
+                    sqlx::query(SIGN_BLOCK)
+                        .bind(&pubkey.0[..])
+                        .bind(to_db(slot.0))
+                        .bind(root_to_db(Some(root)))
+                        .bind(client)
+                        .execute(&self.pool)
+                        .await
+                }
+                Proposal::Attestation { source, target, root } => {
+                    sqlx::query(SIGN_ATTESTATION)
+                        .bind(&pubkey.0[..])
+                        .bind(to_db(source.0))
+                        .bind(to_db(target.0))
+                        .bind(root_to_db(Some(root)))
+                        .bind(client)
+                        .execute(&self.pool)
+                        .await
+                }
             };
             match attempt {
                 Ok(r) if r.rows_affected() == 1 => return Ok(Recorded::New),
@@ -228,10 +224,9 @@ impl PgStore {
 
     pub async fn pinned_chain(&self) -> Result<Option<Root>, ProtectionError> {
         timed(self.timeout, async {
-            let row: Option<(Vec<u8>,)> =
-                sqlx::query_as("SELECT genesis_validators_root FROM chain")
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+                .fetch_optional(&self.pool)
+                .await?;
             row.map(|(b,)| chain_from_db(&b)).transpose()
         })
         .await
@@ -409,12 +404,14 @@ impl PgStore {
                 attestations: Vec::new(),
             };
             while bi < blocks.len() && blocks[bi].0 == *id {
-                v.blocks.push((Slot(from_db(blocks[bi].1)), root_from_db(blocks[bi].2.clone())));
+                v.blocks
+                    .push((Slot(from_db(blocks[bi].1)), root_from_db(blocks[bi].2.clone())));
                 bi += 1;
             }
             while ai < atts.len() && atts[ai].0 == *id {
                 let a = &atts[ai];
-                v.attestations.push((Epoch(from_db(a.1)), Epoch(from_db(a.2)), root_from_db(a.3.clone())));
+                v.attestations
+                    .push((Epoch(from_db(a.1)), Epoch(from_db(a.2)), root_from_db(a.3.clone())));
                 ai += 1;
             }
             out.push(v);
@@ -438,7 +435,13 @@ impl PgStore {
 
     /// Deletes rows of `table` whose `column` is more than `keep` below the validator's
     /// `watermark`, in small batches so that no DELETE blocks signing for long.
-    pub async fn prune_table(&self, table: &str, column: &str, watermark: &str, keep: u64) -> Result<u64, ProtectionError> {
+    pub async fn prune_table(
+        &self,
+        table: &str,
+        column: &str,
+        watermark: &str,
+        keep: u64,
+    ) -> Result<u64, ProtectionError> {
         // `watermark - keep` cannot underflow: below `to_db(keep)` nothing is old enough.
         let sql = format!(
             "DELETE FROM {table} WHERE ctid = ANY(ARRAY(

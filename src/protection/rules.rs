@@ -47,10 +47,22 @@ pub enum Proposal {
 pub enum Refusal {
     /// The key was deleted through the Key Manager API; every replica refuses it.
     Disabled,
-    BlockSlotNotAbove { slot: Slot, highest: Slot },
-    SourceAfterTarget { source: Epoch, target: Epoch },
-    TargetNotAbove { target: Epoch, highest: Epoch },
-    SourceBelow { source: Epoch, highest: Epoch },
+    BlockSlotNotAbove {
+        slot: Slot,
+        highest: Slot,
+    },
+    SourceAfterTarget {
+        source: Epoch,
+        target: Epoch,
+    },
+    TargetNotAbove {
+        target: Epoch,
+        highest: Epoch,
+    },
+    SourceBelow {
+        source: Epoch,
+        highest: Epoch,
+    },
 }
 
 impl Refusal {
@@ -125,16 +137,10 @@ impl Watermarks {
             Proposal::Block { slot, root } => match self.block_slot {
                 None => Verdict::New,
                 Some(h) if slot > h => Verdict::New,
-                Some(h) if slot == h && nonzero(root).is_some() && self.block_root == Some(root) => {
-                    Verdict::Repeat
-                }
+                Some(h) if slot == h && nonzero(root).is_some() && self.block_root == Some(root) => Verdict::Repeat,
                 Some(h) => Verdict::Refused(Refusal::BlockSlotNotAbove { slot, highest: h }),
             },
-            Proposal::Attestation {
-                source,
-                target,
-                root,
-            } => {
+            Proposal::Attestation { source, target, root } => {
                 if source > target {
                     return Verdict::Refused(Refusal::SourceAfterTarget { source, target });
                 }
@@ -165,11 +171,7 @@ impl Watermarks {
                 self.block_slot = Some(slot);
                 self.block_root = nonzero(root);
             }
-            Proposal::Attestation {
-                source,
-                target,
-                root,
-            } => {
+            Proposal::Attestation { source, target, root } => {
                 self.att_source = Some(source);
                 self.att_target = Some(target);
                 self.att_root = nonzero(root);
@@ -291,10 +293,22 @@ mod tests {
     fn every_refusal_code_is_listed() {
         let all = [
             Refusal::Disabled,
-            Refusal::BlockSlotNotAbove { slot: Slot(1), highest: Slot(1) },
-            Refusal::SourceAfterTarget { source: Epoch(2), target: Epoch(1) },
-            Refusal::TargetNotAbove { target: Epoch(1), highest: Epoch(1) },
-            Refusal::SourceBelow { source: Epoch(1), highest: Epoch(2) },
+            Refusal::BlockSlotNotAbove {
+                slot: Slot(1),
+                highest: Slot(1),
+            },
+            Refusal::SourceAfterTarget {
+                source: Epoch(2),
+                target: Epoch(1),
+            },
+            Refusal::TargetNotAbove {
+                target: Epoch(1),
+                highest: Epoch(1),
+            },
+            Refusal::SourceBelow {
+                source: Epoch(1),
+                highest: Epoch(2),
+            },
         ];
         for r in all {
             assert!(Refusal::CODES.contains(&r.code()), "{}", r.code());

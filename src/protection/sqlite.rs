@@ -11,8 +11,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -20,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::interchange::Interchange;
 use super::rules::{Proposal, Verdict, Watermarks};
 use super::store::{
-    StoredValidator, build_export, chain_from_db, from_db, pubkey_from_db, root_from_db,
-    root_to_db, timed, to_db, watermarks_from_row,
+    StoredValidator, build_export, chain_from_db, from_db, pubkey_from_db, root_from_db, root_to_db, timed, to_db,
+    watermarks_from_row,
 };
 use super::{DbOptions, ProtectionError, Recorded};
 use crate::types::{Epoch, PublicKey, Root, Slot};
@@ -199,12 +198,11 @@ impl SqliteStore {
                 continue;
             }
             let id: i64 = row.try_get("id")?;
-            let blocks: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(
-                "SELECT slot, signing_root FROM signed_blocks WHERE validator_id = ? ORDER BY slot",
-            )
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
+            let blocks: Vec<(i64, Option<Vec<u8>>)> =
+                sqlx::query_as("SELECT slot, signing_root FROM signed_blocks WHERE validator_id = ? ORDER BY slot")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
             let atts: Vec<(i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
                 "SELECT source_epoch, target_epoch, signing_root FROM signed_attestations
                   WHERE validator_id = ? ORDER BY target_epoch",
@@ -248,7 +246,13 @@ impl SqliteStore {
 
     /// Deletes rows of `table` whose `column` is more than `keep` below the validator's
     /// `watermark` (which cannot underflow: below `to_db(keep)` nothing is old enough).
-    pub async fn prune_table(&self, table: &str, column: &str, watermark: &str, keep: u64) -> Result<u64, ProtectionError> {
+    pub async fn prune_table(
+        &self,
+        table: &str,
+        column: &str,
+        watermark: &str,
+        keep: u64,
+    ) -> Result<u64, ProtectionError> {
         let sql = format!(
             "DELETE FROM {table} WHERE EXISTS (
                SELECT 1 FROM validators v WHERE v.id = {table}.validator_id
@@ -364,13 +368,15 @@ async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Recorded, Prot
             write_watermarks(conn, id, &w).await?;
             match c.proposal {
                 Proposal::Block { slot, root } => {
-                    sqlx::query("INSERT INTO signed_blocks (validator_id, slot, signing_root, client) VALUES (?, ?, ?, ?)")
-                        .bind(id)
-                        .bind(to_db(slot.0))
-                        .bind(root_to_db(Some(root)))
-                        .bind(&c.client)
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO signed_blocks (validator_id, slot, signing_root, client) VALUES (?, ?, ?, ?)",
+                    )
+                    .bind(id)
+                    .bind(to_db(slot.0))
+                    .bind(root_to_db(Some(root)))
+                    .bind(&c.client)
+                    .execute(&mut *conn)
+                    .await?;
                 }
                 Proposal::Attestation { source, target, root } => {
                     sqlx::query(

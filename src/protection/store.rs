@@ -3,9 +3,9 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use super::ProtectionError;
 use super::interchange::{FORMAT_VERSION, Interchange, Metadata, SignedAttestation, SignedBlock, ValidatorData};
 use super::rules::Watermarks;
-use super::ProtectionError;
 use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
 
 /// How often a transaction that lost a serialization race or deadlock is retried. A retry
@@ -29,14 +29,11 @@ pub fn root_to_db(root: Option<SigningRoot>) -> Option<Vec<u8>> {
 }
 
 pub fn root_from_db(bytes: Option<Vec<u8>>) -> Option<SigningRoot> {
-    bytes
-        .and_then(|b| SigningRoot::from_slice(&b))
-        .filter(|r| !r.is_zero())
+    bytes.and_then(|b| SigningRoot::from_slice(&b)).filter(|r| !r.is_zero())
 }
 
 pub fn pubkey_from_db(bytes: &[u8]) -> Result<PublicKey, ProtectionError> {
-    PublicKey::from_slice(bytes)
-        .ok_or_else(|| ProtectionError::Internal("stored pubkey is not 48 bytes".into()))
+    PublicKey::from_slice(bytes).ok_or_else(|| ProtectionError::Internal("stored pubkey is not 48 bytes".into()))
 }
 
 pub fn chain_from_db(bytes: &[u8]) -> Result<Root, ProtectionError> {
@@ -53,9 +50,7 @@ where
     for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let slot = |c: &str| -> Result<Option<u64>, sqlx::Error> {
-        Ok(row.try_get::<Option<i64>, _>(c)?.map(from_db))
-    };
+    let slot = |c: &str| -> Result<Option<u64>, sqlx::Error> { Ok(row.try_get::<Option<i64>, _>(c)?.map(from_db)) };
     Ok(Watermarks {
         enabled: row.try_get("enabled")?,
         block_slot: slot("block_slot")?.map(Slot),
@@ -154,13 +149,13 @@ pub fn build_export(chain: Root, validators: Vec<StoredValidator>) -> Interchang
                     signing_root: *root,
                 })
                 .collect();
-            if let Some(slot) = w.block_slot {
-                if !v.blocks.iter().any(|b| b.0 == slot) {
-                    blocks.push(SignedBlock {
-                        slot,
-                        signing_root: w.block_root,
-                    });
-                }
+            if let Some(slot) = w.block_slot
+                && !v.blocks.iter().any(|b| b.0 == slot)
+            {
+                blocks.push(SignedBlock {
+                    slot,
+                    signing_root: w.block_root,
+                });
             }
             let mut attestations: Vec<SignedAttestation> = v
                 .attestations
@@ -171,14 +166,14 @@ pub fn build_export(chain: Root, validators: Vec<StoredValidator>) -> Interchang
                     signing_root: *root,
                 })
                 .collect();
-            if let (Some(source), Some(target)) = (w.att_source, w.att_target) {
-                if !v.attestations.iter().any(|a| a.0 == source && a.1 == target) {
-                    attestations.push(SignedAttestation {
-                        source_epoch: source,
-                        target_epoch: target,
-                        signing_root: None,
-                    });
-                }
+            if let (Some(source), Some(target)) = (w.att_source, w.att_target)
+                && !v.attestations.iter().any(|a| a.0 == source && a.1 == target)
+            {
+                attestations.push(SignedAttestation {
+                    source_epoch: source,
+                    target_epoch: target,
+                    signing_root: None,
+                });
             }
             ValidatorData {
                 pubkey: v.pubkey,
@@ -234,7 +229,10 @@ mod tests {
             att_target: Some(Epoch(9)),
             ..Default::default()
         };
-        let pk: PublicKey = "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c".parse().unwrap();
+        let pk: PublicKey =
+            "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c"
+                .parse()
+                .unwrap();
         let i = build_export(
             Root::ZERO,
             vec![StoredValidator {
@@ -245,8 +243,18 @@ mod tests {
             }],
         );
         let v = &i.data[0];
-        assert_eq!(v.signed_blocks, vec![SignedBlock { slot: Slot(100), signing_root: None }]);
+        assert_eq!(
+            v.signed_blocks,
+            vec![SignedBlock {
+                slot: Slot(100),
+                signing_root: None
+            }]
+        );
         assert_eq!(v.signed_attestations.len(), 2);
-        assert!(v.signed_attestations.iter().any(|a| a.source_epoch == Epoch(7) && a.target_epoch == Epoch(9)));
+        assert!(
+            v.signed_attestations
+                .iter()
+                .any(|a| a.source_epoch == Epoch(7) && a.target_epoch == Epoch(9))
+        );
     }
 }

@@ -84,8 +84,13 @@ impl FromStr for SignType {
 pub enum SlashingCheck {
     /// Not a slashable message (randao, aggregates, sync committee, exits, ...).
     None,
-    Block { slot: Slot },
-    Attestation { source: Epoch, target: Epoch },
+    Block {
+        slot: Slot,
+    },
+    Attestation {
+        source: Epoch,
+        target: Epoch,
+    },
 }
 
 /// A parsed, validated signing request.

@@ -10,13 +10,12 @@ use tree_hash::TreeHash;
 
 use super::job::{SignType, SigningJob, SlashingCheck};
 use super::request::{
-    AggregationSlot, BlockV2, DepositRequest, Envelope, ForkInfo, RandaoReveal,
-    SyncCommitteeMessage, VersionedAggregate, parse_at,
+    AggregationSlot, BlockV2, DepositRequest, Envelope, ForkInfo, RandaoReveal, SyncCommitteeMessage,
+    VersionedAggregate, parse_at,
 };
 use crate::consensus::containers::{
-    AggregateAndProof, AggregateAndProofElectra, AttestationData, BeaconBlockAltair,
-    BeaconBlockPhase0, ContributionAndProof, DepositMessage, SyncAggregatorSelectionData,
-    ValidatorRegistration, VoluntaryExit,
+    AggregateAndProof, AggregateAndProofElectra, AttestationData, BeaconBlockAltair, BeaconBlockPhase0,
+    ContributionAndProof, DepositMessage, SyncAggregatorSelectionData, ValidatorRegistration, VoluntaryExit,
 };
 use crate::consensus::{DomainType, Mainnet, Minimal, Preset, compute_domain, compute_signing_root};
 use crate::network::{ForkName, Network, PresetKind};
@@ -27,9 +26,7 @@ use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
 pub enum ParseError {
     #[error("{0}")]
     Malformed(String),
-    #[error(
-        "signing root mismatch: the request says {supplied}, Palisade computed {computed} for this message"
-    )]
+    #[error("signing root mismatch: the request says {supplied}, Palisade computed {computed} for this message")]
     SigningRootMismatch {
         supplied: SigningRoot,
         computed: SigningRoot,
@@ -43,13 +40,8 @@ impl From<String> for ParseError {
 }
 
 /// Parses and checks a sign request for `pubkey` on `network`.
-pub fn parse_signing_request(
-    network: &Network,
-    pubkey: PublicKey,
-    body: &[u8],
-) -> Result<SigningJob, ParseError> {
-    let body = std::str::from_utf8(body)
-        .map_err(|_| ParseError::Malformed("request body is not UTF-8".into()))?;
+pub fn parse_signing_request(network: &Network, pubkey: PublicKey, body: &[u8]) -> Result<SigningJob, ParseError> {
+    let body = std::str::from_utf8(body).map_err(|_| ParseError::Malformed("request body is not UTF-8".into()))?;
     if body.trim().is_empty() {
         return Err(ParseError::Malformed("request body is empty".into()));
     }
@@ -68,13 +60,13 @@ pub fn parse_signing_request(
         PresetKind::Minimal => message_root::<Minimal>(network, &env)?,
     };
     let signing_root = compute_signing_root(message.object_root, message.domain);
-    if let Some(supplied) = supplied {
-        if supplied != signing_root {
-            return Err(ParseError::SigningRootMismatch {
-                supplied,
-                computed: signing_root,
-            });
-        }
+    if let Some(supplied) = supplied
+        && supplied != signing_root
+    {
+        return Err(ParseError::SigningRootMismatch {
+            supplied,
+            computed: signing_root,
+        });
     }
     Ok(SigningJob {
         pubkey,
@@ -92,11 +84,7 @@ struct Message {
     check: SlashingCheck,
 }
 
-fn payload<'a>(
-    field: &str,
-    value: Option<&'a RawValue>,
-    sign_type: SignType,
-) -> Result<&'a str, String> {
+fn payload<'a>(field: &str, value: Option<&'a RawValue>, sign_type: SignType) -> Result<&'a str, String> {
     value
         .map(RawValue::get)
         .ok_or_else(|| format!("missing field `{field}` (required for type {sign_type})"))
@@ -143,9 +131,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             let raw = payload("beacon_block", env.beacon_block, t)?;
             let v: BlockV2 = parse_at("beacon_block", raw)?;
             match (v.block_header, v.block) {
-                (Some(_), Some(_)) => {
-                    Err("beacon_block: give either `block` or `block_header`, not both".into())
-                }
+                (Some(_), Some(_)) => Err("beacon_block: give either `block` or `block_header`, not both".into()),
                 (Some(h), None) => block(h.tree_hash_root(), h.slot),
                 (None, Some(raw)) => match v.version {
                     ForkName::Phase0 => {
@@ -167,8 +153,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             }
         }
         SignType::Attestation => {
-            let a: AttestationData =
-                parse_at("attestation", payload("attestation", env.attestation, t)?)?;
+            let a: AttestationData = parse_at("attestation", payload("attestation", env.attestation, t)?)?;
             Ok(Message {
                 object_root: a.tree_hash_root(),
                 domain: domain_at(fork_info(env)?, DomainType::BEACON_ATTESTER, a.target.epoch),
@@ -179,8 +164,10 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             })
         }
         SignType::AggregationSlot => {
-            let a: AggregationSlot =
-                parse_at("aggregation_slot", payload("aggregation_slot", env.aggregation_slot, t)?)?;
+            let a: AggregationSlot = parse_at(
+                "aggregation_slot",
+                payload("aggregation_slot", env.aggregation_slot, t)?,
+            )?;
             let d = domain_at(fork_info(env)?, DomainType::SELECTION_PROOF, a.slot.epoch(spe));
             Ok(unprotected(a.slot.tree_hash_root(), d))
         }
@@ -197,8 +184,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             let raw = payload("aggregate_and_proof", env.aggregate_and_proof, t)?;
             let v: VersionedAggregate = parse_at("aggregate_and_proof", raw)?;
             let (root, slot) = if v.version >= ForkName::Electra {
-                let a: AggregateAndProofElectra<P> =
-                    parse_at("aggregate_and_proof.data", v.data.get())?;
+                let a: AggregateAndProofElectra<P> = parse_at("aggregate_and_proof.data", v.data.get())?;
                 (a.tree_hash_root(), a.aggregate.data.slot)
             } else {
                 let a: AggregateAndProof = parse_at("aggregate_and_proof.data", v.data.get())?;
@@ -219,14 +205,12 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             Ok(unprotected(message.tree_hash_root(), domain))
         }
         SignType::RandaoReveal => {
-            let r: RandaoReveal =
-                parse_at("randao_reveal", payload("randao_reveal", env.randao_reveal, t)?)?;
+            let r: RandaoReveal = parse_at("randao_reveal", payload("randao_reveal", env.randao_reveal, t)?)?;
             let d = domain_at(fork_info(env)?, DomainType::RANDAO, r.epoch);
             Ok(unprotected(r.epoch.tree_hash_root(), d))
         }
         SignType::VoluntaryExit => {
-            let e: VoluntaryExit =
-                parse_at("voluntary_exit", payload("voluntary_exit", env.voluntary_exit, t)?)?;
+            let e: VoluntaryExit = parse_at("voluntary_exit", payload("voluntary_exit", env.voluntary_exit, t)?)?;
             let fi = fork_info(env)?;
             Ok(unprotected(e.tree_hash_root(), exit_domain(network, fi, e.epoch)?))
         }
@@ -242,11 +226,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
         SignType::SyncCommitteeSelectionProof => {
             let s: SyncAggregatorSelectionData = parse_at(
                 "sync_aggregator_selection_data",
-                payload(
-                    "sync_aggregator_selection_data",
-                    env.sync_aggregator_selection_data,
-                    t,
-                )?,
+                payload("sync_aggregator_selection_data", env.sync_aggregator_selection_data, t)?,
             )?;
             let d = domain_at(
                 fork_info(env)?,
@@ -343,8 +323,7 @@ mod tests {
             let net = network_for(v["network"].as_str().unwrap());
             let pk: PublicKey = v["pubkey"].as_str().unwrap().parse().unwrap();
             let body = serde_json::to_vec(&v["request"]).unwrap();
-            let job = parse_signing_request(&net, pk, &body)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let job = parse_signing_request(&net, pk, &body).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(
                 job.signing_root.to_string(),
                 v["signing_root"].as_str().unwrap(),

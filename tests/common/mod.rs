@@ -36,8 +36,7 @@ pub fn interop_keystores() -> (tempfile::TempDir, PathBuf, PathBuf) {
 /// Interop pubkeys 0..7.
 pub fn interop_pubkeys() -> Vec<String> {
     let keys: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(interop_dir().join("keys.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(interop_dir().join("keys.json")).unwrap()).unwrap();
     keys["keys"]
         .as_array()
         .unwrap()

@@ -44,7 +44,10 @@ fn find_bindir() -> PathBuf {
 fn postgres_user() -> (u32, u32) {
     let name = CString::new("postgres").unwrap();
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(!pw.is_null(), "running as root needs a `postgres` user to run the test cluster");
+    assert!(
+        !pw.is_null(),
+        "running as root needs a `postgres` user to run the test cluster"
+    );
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
 
@@ -79,14 +82,28 @@ impl PgCluster {
         }
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
-            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "-N"])
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-N",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some((uid, gid)) = run_as {
             initdb.uid(uid).gid(gid);
         }
         let out = initdb.output().expect("running initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let cluster = PgCluster {
             port: free_port(),
             data,
@@ -105,7 +122,14 @@ impl PgCluster {
         cmd.args(["-D", self.data.to_str().unwrap(), "-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
             .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
-            .args(["-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "full_page_writes=on"]);
+            .args([
+                "-c",
+                "fsync=on",
+                "-c",
+                "synchronous_commit=on",
+                "-c",
+                "full_page_writes=on",
+            ]);
         for e in &self.extra {
             cmd.args(["-c", e]);
         }
@@ -168,12 +192,34 @@ impl PgCluster {
 
     /// Runs SQL with psql as the superuser.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let psql = if self.bin.join("psql").exists() { self.bin.join("psql") } else { "psql".into() };
+        let psql = if self.bin.join("psql").exists() {
+            self.bin.join("psql")
+        } else {
+            "psql".into()
+        };
         let out = Command::new(psql)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
             .output()
             .expect("running psql");
-        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -203,7 +249,9 @@ pub fn shared() -> &'static PgCluster {
 
 /// Removes data directories left by test processes that no longer exist.
 fn sweep_stale() {
-    let Ok(rd) = std::fs::read_dir(scratch_root()) else { return };
+    let Ok(rd) = std::fs::read_dir(scratch_root()) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if let Some(rest) = name.strip_prefix("palisade-test-pg-") {

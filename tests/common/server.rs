@@ -44,7 +44,10 @@ fn spawn(args: &[String], workdir: &Path) -> (Child, Arc<Mutex<String>>, mpsc::R
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(i) = line.find("listening on http") {
-                let addr = line[i + "listening on ".len()..].split_whitespace().next().unwrap_or("");
+                let addr = line[i + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("");
                 let _ = tx.send(addr.to_string());
             }
             let mut l = sink.lock().unwrap();

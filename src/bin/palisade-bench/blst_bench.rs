@@ -41,7 +41,10 @@ pub fn cores() -> usize {
 pub fn report(seconds: f64) -> f64 {
     let one = rate(1, seconds);
     let all = rate(cores(), seconds);
-    println!("raw blst, 1 core:          {one:>9.0} signatures/s ({:.0} us each)", 1e6 / one);
+    println!(
+        "raw blst, 1 core:          {one:>9.0} signatures/s ({:.0} us each)",
+        1e6 / one
+    );
     println!("raw blst, {} cores:         {all:>9.0} signatures/s", cores());
     all
 }

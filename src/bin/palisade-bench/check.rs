@@ -48,8 +48,15 @@ pub struct Outage {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Signed {
-    Block { slot: u64, root: SigningRoot },
-    Attestation { source: u64, target: u64, root: SigningRoot },
+    Block {
+        slot: u64,
+        root: SigningRoot,
+    },
+    Attestation {
+        source: u64,
+        target: u64,
+        root: SigningRoot,
+    },
 }
 
 #[derive(Default, Debug)]
@@ -122,8 +129,16 @@ fn slashable(a: &Signed, b: &Signed) -> bool {
     match (a, b) {
         (Signed::Block { slot: s1, root: r1 }, Signed::Block { slot: s2, root: r2 }) => s1 == s2 && differ(r1, r2),
         (
-            Signed::Attestation { source: s1, target: t1, root: r1 },
-            Signed::Attestation { source: s2, target: t2, root: r2 },
+            Signed::Attestation {
+                source: s1,
+                target: t1,
+                root: r1,
+            },
+            Signed::Attestation {
+                source: s2,
+                target: t2,
+                root: r2,
+            },
         ) => (t1 == t2 && differ(r1, r2)) || (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2),
         _ => false,
     }
@@ -131,12 +146,7 @@ fn slashable(a: &Signed, b: &Signed) -> bool {
 
 /// `outages`: when the database was down (milliseconds since the epoch); a 5xx whose request
 /// overlaps none of them is reported, and so is an outage after which nothing was signed.
-pub fn check(
-    network: &Network,
-    responses: &[Exchange],
-    export: &Interchange,
-    outages: Option<&[Outage]>,
-) -> Report {
+pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, outages: Option<&[Outage]>) -> Report {
     let mut report = Report {
         responses: responses.len(),
         ..Default::default()
@@ -150,20 +160,20 @@ pub fn check(
             .or_default()
             .entry(x.status)
             .or_default() += 1;
-        if x.status >= 500 {
-            if let Some(windows) = outages {
-                // Slack: a request sent just before the stop may answer after it, and the
-                // first requests after it may find pooled connections broken.
-                let during = windows.iter().any(|o| {
-                    o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r))
-                        && x.t1 >= o.start - 1000.0
-                        && x.t0 <= o.end + 6000.0
-                });
-                if !during {
-                    report
-                        .unexplained_5xx
-                        .push(format!("line {}: {} {} at {:.0}", i + 1, x.status, x.response, x.t0));
-                }
+        if x.status >= 500
+            && let Some(windows) = outages
+        {
+            // Slack: a request sent just before the stop may answer after it, and the
+            // first requests after it may find pooled connections broken.
+            let during = windows.iter().any(|o| {
+                o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r))
+                    && x.t1 >= o.start - 1000.0
+                    && x.t0 <= o.end + 6000.0
+            });
+            if !during {
+                report
+                    .unexplained_5xx
+                    .push(format!("line {}: {} {} at {:.0}", i + 1, x.status, x.response, x.t0));
             }
         }
         if x.status != 200 {
@@ -179,7 +189,9 @@ pub fn check(
         let job = match parse_signing_request(network, pubkey, &body) {
             Ok(j) => j,
             Err(e) => {
-                report.bad_signatures.push(format!("line {}: 200 for an invalid request: {e}", i + 1));
+                report
+                    .bad_signatures
+                    .push(format!("line {}: 200 for an invalid request: {e}", i + 1));
                 continue;
             }
         };
@@ -189,17 +201,20 @@ pub fn check(
             .and_then(|b| blst::min_pk::Signature::from_bytes(&b).ok())
             .zip(blst::min_pk::PublicKey::from_bytes(&pubkey.0).ok())
             .is_some_and(|(sig, pk)| {
-                sig.verify(true, job.signing_root.as_bytes(), DST, &[], &pk, true)
-                    == blst::BLST_ERROR::BLST_SUCCESS
+                sig.verify(true, job.signing_root.as_bytes(), DST, &[], &pk, true) == blst::BLST_ERROR::BLST_SUCCESS
             });
         if !sig_ok {
-            report
-                .bad_signatures
-                .push(format!("line {}: {kind} for {pubkey}: signature does not verify", i + 1));
+            report.bad_signatures.push(format!(
+                "line {}: {kind} for {pubkey}: signature does not verify",
+                i + 1
+            ));
         }
         let s = match job.check {
             SlashingCheck::None => continue,
-            SlashingCheck::Block { slot } => Signed::Block { slot: slot.0, root: job.signing_root },
+            SlashingCheck::Block { slot } => Signed::Block {
+                slot: slot.0,
+                root: job.signing_root,
+            },
             SlashingCheck::Attestation { source, target } => Signed::Attestation {
                 source: source.0,
                 target: target.0,
@@ -225,9 +240,7 @@ pub fn check(
 
     if let Some(windows) = outages {
         let inside = |x: &Exchange, o: &Outage| {
-            o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r))
-                && x.t1 >= o.start
-                && x.t0 <= o.end
+            o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r)) && x.t1 >= o.start && x.t0 <= o.end
         };
         for (i, o) in windows.iter().enumerate() {
             let mine = |x: &&Exchange| o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r));
@@ -265,9 +278,10 @@ pub fn check(
                     .signed_blocks
                     .iter()
                     .any(|b| b.slot.0 == slot && b.signing_root == Some(root)),
-                Signed::Attestation { source, target, root } => v.signed_attestations.iter().any(|a| {
-                    a.source_epoch.0 == source && a.target_epoch.0 == target && a.signing_root == Some(root)
-                }),
+                Signed::Attestation { source, target, root } => v
+                    .signed_attestations
+                    .iter()
+                    .any(|a| a.source_epoch.0 == source && a.target_epoch.0 == target && a.signing_root == Some(root)),
             });
             if !found {
                 report.missing_from_export.push(format!("{pk}: {s:?}"));
@@ -310,7 +324,11 @@ mod tests {
 
     #[test]
     fn slashable_pairs() {
-        let a = |s, t, x| Signed::Attestation { source: s, target: t, root: r(x) };
+        let a = |s, t, x| Signed::Attestation {
+            source: s,
+            target: t,
+            root: r(x),
+        };
         assert!(slashable(&a(1, 2, 1), &a(1, 2, 2)));
         assert!(!slashable(&a(1, 2, 1), &a(1, 2, 1)));
         assert!(slashable(&a(1, 4, 1), &a(2, 3, 1)));

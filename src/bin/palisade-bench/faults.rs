@@ -116,7 +116,9 @@ impl Run {
         let body = Bytes::from(serde_json::to_vec(&request).unwrap());
         for k in 0..n {
             let r = &self.replicas[(client + k) % n];
-            let Some(base) = r.base.read().unwrap().clone() else { continue };
+            let Some(base) = r.base.read().unwrap().clone() else {
+                continue;
+            };
             let req = hyper::Request::post(format!("{base}/api/v1/eth2/sign/{pubkey}"))
                 .header("content-type", "application/json")
                 .body(Full::new(body.clone()))
@@ -172,7 +174,7 @@ async fn client(run: Arc<Run>, id: usize, keys: Arc<Vec<PublicKey>>, start: Inst
                 hex32(&mut rng)
             };
             sends.push((*key, attestation(source, target, &head)));
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 let slot = 4 * round + rng.random_range(0..4);
                 let state = if common {
                     format!("0x{}", hex::encode([(slot as u8) ^ (v as u8); 32]))
@@ -197,7 +199,10 @@ async fn client(run: Arc<Run>, id: usize, keys: Arc<Vec<PublicKey>>, start: Inst
 }
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(run_async(opts))
 }
 
@@ -217,11 +222,16 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         let dir = work.path().join(format!("r{i}"));
         std::fs::create_dir_all(&dir)?;
         let args = vec![
-            "--network".into(), "mainnet".into(),
-            "--key-config-path".into(), keys_dir.display().to_string(),
-            "--database-url".into(), format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port),
-            "--api-token-file".into(), work.path().join("token.txt").display().to_string(),
-            "--database-timeout-ms".into(), "1500".into(),
+            "--network".into(),
+            "mainnet".into(),
+            "--key-config-path".into(),
+            keys_dir.display().to_string(),
+            "--database-url".into(),
+            format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port),
+            "--api-token-file".into(),
+            work.path().join("token.txt").display().to_string(),
+            "--database-timeout-ms".into(),
+            "1500".into(),
         ];
         replicas.push(Arc::new(Replica {
             name: format!("r{i}"),
@@ -246,7 +256,10 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         s.await?;
     }
     *injected.entry("cold start together").or_default() += 1;
-    println!("faults: {} replicas started together on an empty database", opts.replicas);
+    println!(
+        "faults: {} replicas started together on an empty database",
+        opts.replicas
+    );
     // Keys load in the background: wait until every replica can sign.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -295,19 +308,37 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
                 let t0 = now_ms();
                 let p = pg.clone();
                 tokio::task::spawn_blocking(move || p.pg_ctl_stop_immediate()).await?;
-                println!("faults: {:>5.1}s pg_ctl stop -m immediate", start.elapsed().as_secs_f64());
+                println!(
+                    "faults: {:>5.1}s pg_ctl stop -m immediate",
+                    start.elapsed().as_secs_f64()
+                );
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 let p = pg.clone();
                 tokio::task::spawn_blocking(move || p.start()).await?;
-                outages.push(Outage { start: t0, end: now_ms(), replica: None });
-                println!("faults: {:>5.1}s PostgreSQL started again", start.elapsed().as_secs_f64());
+                outages.push(Outage {
+                    start: t0,
+                    end: now_ms(),
+                    replica: None,
+                });
+                println!(
+                    "faults: {:>5.1}s PostgreSQL started again",
+                    start.elapsed().as_secs_f64()
+                );
             }
             "connection cut" => {
                 let t0 = now_ms();
                 proxies[k].cut(Duration::from_secs(3));
-                println!("faults: {:>5.1}s cut {}'s database connections for 3 s", start.elapsed().as_secs_f64(), r.name);
+                println!(
+                    "faults: {:>5.1}s cut {}'s database connections for 3 s",
+                    start.elapsed().as_secs_f64(),
+                    r.name
+                );
                 tokio::time::sleep(Duration::from_secs(3)).await;
-                outages.push(Outage { start: t0, end: now_ms(), replica: Some(r.name.clone()) });
+                outages.push(Outage {
+                    start: t0,
+                    end: now_ms(),
+                    replica: Some(r.name.clone()),
+                });
             }
             _ => {
                 if let Some(pid) = r.pid() {

@@ -51,7 +51,10 @@ fn ensure_keystores(dir: &Path, count: usize, kdf: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("password.txt"), PASSWORD)?;
     let have = std::fs::read_dir(dir)?
-        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
         .count();
     if have == count {
         return Ok(());
@@ -69,10 +72,13 @@ fn ensure_keystores(dir: &Path, count: usize, kdf: &str) -> anyhow::Result<()> {
     // runs it once per keystore when it loads them, which is what is measured.
     let keys: Vec<SecretKey> = (0..count).into_par_iter().map(secret).collect();
     let stores = Keystore::encrypt_fixtures_sharing_one_salt(&keys, PASSWORD, choice);
-    stores.par_iter().enumerate().try_for_each(|(i, ks)| -> anyhow::Result<()> {
-        std::fs::write(dir.join(format!("keystore-{i:06}.json")), serde_json::to_vec(ks)?)?;
-        Ok(())
-    })?;
+    stores
+        .par_iter()
+        .enumerate()
+        .try_for_each(|(i, ks)| -> anyhow::Result<()> {
+            std::fs::write(dir.join(format!("keystore-{i:06}.json")), serde_json::to_vec(ks)?)?;
+            Ok(())
+        })?;
     println!("  generated in {:.1}s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -101,9 +107,12 @@ pub fn keystore_loading(count: usize, kdf: &str, root: &Path, load_seconds: f64)
     let p = Palisade::serve_in(
         work.path(),
         &[
-            "--keystores-path", dir.to_str().unwrap(),
-            "--keystores-password-file", dir.join("password.txt").to_str().unwrap(),
-            "--network", "mainnet",
+            "--keystores-path",
+            dir.to_str().unwrap(),
+            "--keystores-password-file",
+            dir.join("password.txt").to_str().unwrap(),
+            "--network",
+            "mainnet",
         ],
     );
     let addr = p.base.trim_start_matches("http://").to_string();
@@ -127,18 +136,27 @@ pub fn keystore_loading(count: usize, kdf: &str, root: &Path, load_seconds: f64)
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    println!("keystores: {count} x {kdf} (EIP-2335 default cost) on {} cores", cores());
+    println!(
+        "keystores: {count} x {kdf} (EIP-2335 default cost) on {} cores",
+        cores()
+    );
     println!("  one key on one core:        {:>8.1} ms", one_key.as_secs_f64() * 1e3);
     println!("  ideal (N x one key / cores): {:>8.2} s", ideal.as_secs_f64());
     println!("  server answered /upcheck:   {:>8.3} s after start", up.as_secs_f64());
-    println!("  all keys usable:            {:>8.2} s after start", all_usable.as_secs_f64());
-    println!("  ratio to ideal:             {:>8.3}x (target <= 1.15x)", all_usable.as_secs_f64() / ideal.as_secs_f64());
+    println!(
+        "  all keys usable:            {:>8.2} s after start",
+        all_usable.as_secs_f64()
+    );
+    println!(
+        "  ratio to ideal:             {:>8.3}x (target <= 1.15x)",
+        all_usable.as_secs_f64() / ideal.as_secs_f64()
+    );
 
     // Memory with every key loaded and load running: protected attestations over all keys
     // (SQLite in the signer's working directory).
     if load_seconds > 0.0 {
         let pubkeys: Vec<PublicKey> = (0..count).map(|i| secret(i).public_key()).collect();
-        let c = 16usize;
+        let c = crate::load::loop_connections(16, pubkeys.len());
         let make = crate::load::attestation_loop(&pubkeys, c, crate::messages::FULU_EPOCH + 10);
         let r = crate::load::closed_loop(&addr, c, load_seconds, make);
         let (rss, peak) = crate::mainnet::memory_mib(p.pid()).unwrap_or((0.0, 0.0));

@@ -52,7 +52,10 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// request as soon as the previous one is answered.
 pub fn closed_loop(addr: &str, connections: usize, seconds: f64, make: MakeRequest) -> LoadResult {
     // One thread for the whole load generator: it shares the machine with the signer.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(seconds);
@@ -67,8 +70,9 @@ pub fn closed_loop(addr: &str, connections: usize, seconds: f64, make: MakeReque
                     return out;
                 };
                 let _ = stream.set_nodelay(true);
-                let (mut sender, connection) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
                 tokio::spawn(connection);
                 let mut seq = 0u64;
                 while Instant::now() < deadline {
@@ -113,7 +117,13 @@ pub fn closed_loop(addr: &str, connections: usize, seconds: f64, make: MakeReque
 
 /// Protected attestations for a closed loop over `connections` connections: connection `c`
 /// owns the validators `v` with `v % connections == c`, so each validator's target epochs rise
-/// strictly from `first_epoch` and nothing is refused.
+/// strictly from `first_epoch` and nothing is refused. Needs at least as many keys as
+/// connections (see `loop_connections`), or two connections would race one validator.
+/// The connections to use for `attestation_loop` over `keys` keys.
+pub fn loop_connections(wanted: usize, keys: usize) -> usize {
+    wanted.min(keys).max(1)
+}
+
 pub fn attestation_loop(keys: &[palisade::types::PublicKey], connections: usize, first_epoch: u64) -> MakeRequest {
     let paths: Arc<Vec<String>> = Arc::new(keys.iter().map(|k| format!("/api/v1/eth2/sign/{k}")).collect());
     Arc::new(move |conn, seq| {
@@ -135,7 +145,10 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     // Chunked bodies: keep the JSON object between the first '{'/'[' and the last '}'/']'.
     let body = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
         (Some(a), Some(b)) if b >= a => body[a..=b].to_string(),
@@ -155,7 +168,12 @@ pub fn http_randao(seconds: f64, connections: usize, keys: usize) -> anyhow::Res
     let pubkeys = raw_key_config(&work.path().join("keys"), keys)?;
     let p = Palisade::serve_in(
         work.path(),
-        &["--key-config-path", work.path().join("keys").to_str().unwrap(), "--network", "mainnet"],
+        &[
+            "--key-config-path",
+            work.path().join("keys").to_str().unwrap(),
+            "--network",
+            "mainnet",
+        ],
     );
     let addr = p.base.trim_start_matches("http://").to_string();
     let gvr = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
@@ -171,9 +189,7 @@ pub fn http_randao(seconds: f64, connections: usize, keys: usize) -> anyhow::Res
     // Warm up connections and caches.
     closed_loop(&addr, connections, 1.0, make.clone());
     let r = closed_loop(&addr, connections, seconds, make);
-    println!(
-        "HTTP RANDAO_REVEAL, {connections} connections, load generator on the same machine:"
-    );
+    println!("HTTP RANDAO_REVEAL, {connections} connections, load generator on the same machine:");
     println!(
         "  {:>9.0} signatures/s   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  statuses {:?}  transport errors {}",
         r.rate(),

@@ -13,11 +13,11 @@
 //! this one. Benchmarks print numbers; they assert nothing.
 
 #[allow(dead_code)]
-#[path = "../../../tests/common/procs.rs"]
-mod procs;
-#[allow(dead_code)]
 #[path = "../../../tests/common/pg.rs"]
 mod pg;
+#[allow(dead_code)]
+#[path = "../../../tests/common/procs.rs"]
+mod procs;
 #[allow(dead_code)]
 #[path = "../../../tests/common/server.rs"]
 mod server;

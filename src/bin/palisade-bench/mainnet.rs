@@ -108,28 +108,73 @@ fn slot_schedule(o: &Options, keys: &[PublicKey], first_slot: u64) -> Vec<Work> 
         let at = |frac: f64| start + slot_len.mul_f64(frac);
         let head = root(slot);
         let proposer = (slot as usize * 7919) % v;
-        works.push(Work { at: at(0.0), kind: "RANDAO_REVEAL", pubkey: keys[proposer], body: messages::randao(epoch) });
-        works.push(Work { at: at(0.0), kind: "BLOCK_V2", pubkey: keys[proposer], body: messages::block(slot, proposer as u64, &root(slot ^ 0x5747)) });
+        works.push(Work {
+            at: at(0.0),
+            kind: "RANDAO_REVEAL",
+            pubkey: keys[proposer],
+            body: messages::randao(epoch),
+        });
+        works.push(Work {
+            at: at(0.0),
+            kind: "BLOCK_V2",
+            pubkey: keys[proposer],
+            body: messages::block(slot, proposer as u64, &root(slot ^ 0x5747)),
+        });
         for a in (0..v).filter(|a| (*a as u64 + epoch) % spe == slot % spe) {
-            works.push(Work { at: at(1.0 / 3.0), kind: "ATTESTATION", pubkey: keys[a], body: messages::attestation(slot, epoch - 1, epoch, &head) });
-            works.push(Work { at: at(1.0 / 3.0), kind: "AGGREGATION_SLOT", pubkey: keys[a], body: messages::aggregation_slot(slot) });
+            works.push(Work {
+                at: at(1.0 / 3.0),
+                kind: "ATTESTATION",
+                pubkey: keys[a],
+                body: messages::attestation(slot, epoch - 1, epoch, &head),
+            });
+            works.push(Work {
+                at: at(1.0 / 3.0),
+                kind: "AGGREGATION_SLOT",
+                pubkey: keys[a],
+                body: messages::aggregation_slot(slot),
+            });
             // Deterministic pseudo-randomness: spread over validators and slots.
             let draw = ((a as u64).wrapping_mul(2_654_435_761) ^ slot.wrapping_mul(40_503)) % 10_000;
             if (draw as f64) < o.duplicates * 10_000.0 {
                 let other_head = root(slot ^ 0xdead_beef);
-                works.push(Work { at: at(1.0 / 3.0) + Duration::from_millis(20), kind: "ATTESTATION (duplicate)", pubkey: keys[a], body: messages::attestation(slot, epoch - 1, epoch, &other_head) });
+                works.push(Work {
+                    at: at(1.0 / 3.0) + Duration::from_millis(20),
+                    kind: "ATTESTATION (duplicate)",
+                    pubkey: keys[a],
+                    body: messages::attestation(slot, epoch - 1, epoch, &other_head),
+                });
             }
             if (draw as f64) < aggregator_share * 10_000.0 {
-                works.push(Work { at: at(2.0 / 3.0), kind: "AGGREGATE_AND_PROOF_V2", pubkey: keys[a], body: messages::aggregate(slot, a as u64, epoch - 1, epoch, &head, committee_size) });
+                works.push(Work {
+                    at: at(2.0 / 3.0),
+                    kind: "AGGREGATE_AND_PROOF_V2",
+                    pubkey: keys[a],
+                    body: messages::aggregate(slot, a as u64, epoch - 1, epoch, &head, committee_size),
+                });
             }
         }
         for (m, key) in keys.iter().enumerate().take(sync_members) {
             let sub = (m % 4) as u64;
-            works.push(Work { at: at(1.0 / 3.0), kind: "SYNC_COMMITTEE_MESSAGE", pubkey: *key, body: messages::sync_message(slot, &head) });
-            works.push(Work { at: at(1.0 / 3.0), kind: "SYNC_COMMITTEE_SELECTION_PROOF", pubkey: *key, body: messages::sync_selection(slot, sub) });
+            works.push(Work {
+                at: at(1.0 / 3.0),
+                kind: "SYNC_COMMITTEE_MESSAGE",
+                pubkey: *key,
+                body: messages::sync_message(slot, &head),
+            });
+            works.push(Work {
+                at: at(1.0 / 3.0),
+                kind: "SYNC_COMMITTEE_SELECTION_PROOF",
+                pubkey: *key,
+                body: messages::sync_selection(slot, sub),
+            });
             let draw = ((m as u64 + 1).wrapping_mul(2_246_822_519) ^ slot) % 10_000;
             if (draw as f64) < sync_aggregator_share * 10_000.0 {
-                works.push(Work { at: at(2.0 / 3.0), kind: "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF", pubkey: *key, body: messages::contribution(slot, m as u64, sub, &head) });
+                works.push(Work {
+                    at: at(2.0 / 3.0),
+                    kind: "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
+                    pubkey: *key,
+                    body: messages::contribution(slot, m as u64, sub, &head),
+                });
             }
         }
     }
@@ -281,7 +326,14 @@ fn start_target(o: &Options) -> anyhow::Result<Target> {
             .map(|k| k.parse().map_err(|e: String| anyhow::anyhow!(e)))
             .collect::<Result<_, _>>()?;
         anyhow::ensure!(!keys.is_empty(), "the signer at {url} holds no key");
-        return Ok(Target { base: url.clone(), keys: keys.into_iter().take(o.validators).collect(), process: None, _cluster: None, database_url: o.database_url.clone(), _work: work });
+        return Ok(Target {
+            base: url.clone(),
+            keys: keys.into_iter().take(o.validators).collect(),
+            process: None,
+            _cluster: None,
+            database_url: o.database_url.clone(),
+            _work: work,
+        });
     }
     let (cluster, db_url) = match &o.database_url {
         Some(u) => (None, u.clone()),
@@ -297,10 +349,24 @@ fn start_target(o: &Options) -> anyhow::Result<Target> {
     let keys = raw_key_config(&keys_dir, o.validators)?;
     let p = Palisade::serve_in(
         work.path(),
-        &["--key-config-path", keys_dir.to_str().unwrap(), "--network", "mainnet", "--database-url", &db_url],
+        &[
+            "--key-config-path",
+            keys_dir.to_str().unwrap(),
+            "--network",
+            "mainnet",
+            "--database-url",
+            &db_url,
+        ],
     );
     wait_for_keys(p.base.trim_start_matches("http://"), o.validators)?;
-    Ok(Target { base: p.base.clone(), keys, process: Some(p), _cluster: cluster, database_url: Some(db_url), _work: work })
+    Ok(Target {
+        base: p.base.clone(),
+        keys,
+        process: Some(p),
+        _cluster: cluster,
+        database_url: Some(db_url),
+        _work: work,
+    })
 }
 
 /// Fills `rows` of attestation history below `first_epoch` for the given validators.
@@ -310,10 +376,12 @@ async fn prefill_history(url: &str, keys: &[PublicKey], rows: u64, first_epoch: 
     let bytes: Vec<Vec<u8>> = keys.iter().map(|k| k.0.to_vec()).collect();
     let lowest = first_epoch.saturating_sub(per + 2);
     // The signer registers keys after decrypting them; do not race it.
-    sqlx::query("INSERT INTO validators (pubkey) SELECT p FROM UNNEST($1::bytea[]) AS t(p) ORDER BY p ON CONFLICT DO NOTHING")
-        .bind(&bytes)
-        .execute(&pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO validators (pubkey) SELECT p FROM UNNEST($1::bytea[]) AS t(p) ORDER BY p ON CONFLICT DO NOTHING",
+    )
+    .bind(&bytes)
+    .execute(&pool)
+    .await?;
     sqlx::query(
         "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, client, imported)
          SELECT v.id, t - 1 - 9223372036854775808, t - 9223372036854775808, 'prefill', TRUE
@@ -334,7 +402,9 @@ async fn prefill_history(url: &str, keys: &[PublicKey], rows: u64, first_epoch: 
     .execute(&pool)
     .await?;
     sqlx::query("VACUUM ANALYZE signed_attestations").execute(&pool).await?;
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM signed_attestations").fetch_one(&pool).await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM signed_attestations")
+        .fetch_one(&pool)
+        .await?;
     println!("history: {n} attestation rows in the database");
     Ok(())
 }
@@ -342,7 +412,10 @@ async fn prefill_history(url: &str, keys: &[PublicKey], rows: u64, first_epoch: 
 /// The current mainnet epoch, so runs against a kept database keep moving forward.
 fn current_epoch() -> u64 {
     let genesis = 1_606_824_023u64;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     ((now - genesis) / 384).max(FULU_EPOCH + 10)
 }
 
@@ -365,12 +438,20 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 
     if let Some(n) = o.burst {
         let n = n.min(keys.len());
-        println!("one slot's attestation burst: {n} attestations due at the same instant ({} in flight at most)", o.max_in_flight);
+        println!(
+            "one slot's attestation burst: {n} attestations due at the same instant ({} in flight at most)",
+            o.max_in_flight
+        );
         let burst = |epoch: u64| -> Vec<Work> {
             let slot = epoch * 32 + 4;
             keys[..n]
                 .iter()
-                .map(|k| Work { at: Duration::ZERO, kind: "ATTESTATION", pubkey: *k, body: messages::attestation(slot, epoch - 1, epoch, &root(slot)) })
+                .map(|k| Work {
+                    at: Duration::ZERO,
+                    kind: "ATTESTATION",
+                    pubkey: *k,
+                    body: messages::attestation(slot, epoch - 1, epoch, &root(slot)),
+                })
                 .collect()
         };
         // The slot before, unmeasured: a running client's connections are already open.
@@ -387,24 +468,36 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         );
     } else if let Some(rate) = o.rate {
         let count = (rate * o.seconds) as usize;
-        println!("steady load: {rate:.0} attestations/s for {:.0} s over {} validators", o.seconds, keys.len());
+        println!(
+            "steady load: {rate:.0} attestations/s for {:.0} s over {} validators",
+            o.seconds,
+            keys.len()
+        );
         let gap = Duration::from_secs_f64(1.0 / rate);
         let works: Vec<Work> = (0..count)
             .map(|i| {
                 let v = i % keys.len();
                 let epoch = first_epoch + (i / keys.len()) as u64;
                 let slot = epoch * 32 + (v % 32) as u64;
-                Work { at: gap * i as u32, kind: "ATTESTATION", pubkey: keys[v], body: messages::attestation(slot, epoch - 1, epoch, &root(slot)) }
+                Work {
+                    at: gap * i as u32,
+                    kind: "ATTESTATION",
+                    pubkey: keys[v],
+                    body: messages::attestation(slot, epoch - 1, epoch, &root(slot)),
+                }
             })
             .collect();
         let (stats, elapsed) = rt.block_on(dispatch(&client, &base, works, o.max_in_flight));
         print_stats(&stats, elapsed);
         let t = &stats["ATTESTATION"];
-        println!("  p99 {:.2} ms at {rate:.0}/s (target < 10 ms)", ms(percentile(&t.latencies, 0.99)));
+        println!(
+            "  p99 {:.2} ms at {rate:.0}/s (target < 10 ms)",
+            ms(percentile(&t.latencies, 0.99))
+        );
     } else if o.saturate {
         let raw_before = blst_bench::rate(blst_bench::cores(), 3.0);
         let addr = base.trim_start_matches("http://").to_string();
-        let c = 32usize;
+        let c = crate::load::loop_connections(32, keys.len());
         let make = attestation_loop(&keys, c, first_epoch);
         let r = closed_loop(&addr, c, o.seconds, make);
         let raw_after = blst_bench::rate(blst_bench::cores(), 3.0);
@@ -433,10 +526,13 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         let (stats, elapsed) = rt.block_on(dispatch(&client, &base, works, o.max_in_flight));
         print_stats(&stats, elapsed);
     }
-    if let Some(pid) = pid {
-        if let Some((rss, peak)) = memory_mib(pid) {
-            println!("signer memory: {rss:.1} MiB resident now, {peak:.1} MiB peak, {} keys", keys.len());
-        }
+    if let Some(pid) = pid
+        && let Some((rss, peak)) = memory_mib(pid)
+    {
+        println!(
+            "signer memory: {rss:.1} MiB resident now, {peak:.1} MiB peak, {} keys",
+            keys.len()
+        );
     }
     Ok(())
 }

@@ -98,7 +98,10 @@ mod tests {
             ("block", block(slot, 3, &head)),
             ("aggregation slot", aggregation_slot(slot)),
             ("aggregate", aggregate(slot, 9, FULU_EPOCH, FULU_EPOCH + 1, &head, 500)),
-            ("aggregate of 8", aggregate(slot, 9, FULU_EPOCH, FULU_EPOCH + 1, &head, 8)),
+            (
+                "aggregate of 8",
+                aggregate(slot, 9, FULU_EPOCH, FULU_EPOCH + 1, &head, 8),
+            ),
             ("sync message", sync_message(slot, &head)),
             ("sync selection", sync_selection(slot, 2)),
             ("contribution", contribution(slot, 9, 2, &head)),

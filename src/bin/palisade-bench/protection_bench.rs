@@ -14,7 +14,6 @@ use crate::messages;
 use crate::pg::PgCluster;
 use crate::server::Palisade;
 
-
 /// Waits until the signer has every key loaded.
 pub fn wait_for_keys(addr: &str, count: usize) -> anyhow::Result<()> {
     for _ in 0..2400 {
@@ -56,13 +55,21 @@ pub fn run(
     let pubkeys = raw_key_config(&keys_dir, validators)?;
     let p = Palisade::serve_in(
         work.path(),
-        &["--key-config-path", keys_dir.to_str().unwrap(), "--network", "mainnet", "--database-url", &url],
+        &[
+            "--key-config-path",
+            keys_dir.to_str().unwrap(),
+            "--network",
+            "mainnet",
+            "--database-url",
+            &url,
+        ],
     );
     let addr = p.base.trim_start_matches("http://").to_string();
     wait_for_keys(&addr, validators)?;
 
     println!("protected ATTESTATION through the signer, PostgreSQL, {validators} validators:");
     for (run, &c) in clients.iter().enumerate() {
+        let c = crate::load::loop_connections(c, pubkeys.len());
         // Each run starts far above the last one's targets.
         let make = attestation_loop(&pubkeys, c, messages::FULU_EPOCH + 1_000_000 * (run as u64 + 1));
         let r = closed_loop(&addr, c, seconds, make);
@@ -85,8 +92,8 @@ pub fn run(
     Ok(())
 }
 
-/// The check alone (one statement, one round trip) at 8 concurrent clients, with 1,000 and
-/// then `rows` rows of history.
+/// The check alone (one statement, one round trip) at 8 concurrent clients, with one row of
+/// history per validator and then `rows` rows.
 fn history_latency(url: &str, validators: usize, rows: u64, seconds: f64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
@@ -98,7 +105,8 @@ fn history_latency(url: &str, validators: usize, rows: u64, seconds: f64) -> any
         let per_validator = (rows / validators as u64).max(1);
 
         let mut next_target = 2u64;
-        for (label, fill_to) in [("1,000", 1u64), (&*format!("{rows}"), per_validator)] {
+        // One row per validator first (1,000 with the defaults), then `rows`.
+        for (label, fill_to) in [(validators as u64, 1u64), (rows, per_validator)] {
             // History rows for targets 1..=fill_to per validator, watermarks at the top.
             sqlx::query(
                 "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, client, imported)
@@ -163,7 +171,7 @@ fn history_latency(url: &str, validators: usize, rows: u64, seconds: f64) -> any
             next_target = start_target + rounds + 1;
             lat.sort();
             println!(
-                "  check with {label:>9} rows of history ({count} rows): {:>6.0} checks/s  p50 {:.3} ms  p99 {:.3} ms",
+                "  check with {label:>9} rows of history ({count} in the table): {:>6.0} checks/s  p50 {:.3} ms  p99 {:.3} ms",
                 lat.len() as f64 / seconds,
                 ms(percentile(&lat, 0.5)),
                 ms(percentile(&lat, 0.99)),

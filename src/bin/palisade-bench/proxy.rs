@@ -22,7 +22,9 @@ impl Proxy {
         let (cut, live) = (cut_until.clone(), conns.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
                 let refusing = cut.lock().unwrap().is_some_and(|t| Instant::now() < t);
                 if refusing {
                     drop(client);
@@ -38,11 +40,7 @@ impl Proxy {
                 l.push(task.abort_handle());
             }
         });
-        Ok(Proxy {
-            port,
-            cut_until,
-            conns,
-        })
+        Ok(Proxy { port, cut_until, conns })
     }
 
     /// Drops every open connection now and refuses new ones for `d`.

@@ -1,0 +1,152 @@
+//! Every `palisade-bench` mode runs to the end at a tiny size, and what it sends is answered as
+//! it should be. The numbers are not checked here (benchmarks print them; README has them):
+//! this catches a benchmark that panics or measures refusals instead of signatures.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade-bench"))
+        .args(args)
+        .output()
+        .expect("running palisade-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("palisade-bench {}\n{stdout}", args.join(" "));
+    assert!(
+        out.status.success(),
+        "palisade-bench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The line of a per-type table that starts with `kind`: (sent, 200, 412, 5xx, errors).
+fn row(stdout: &str, kind: &str) -> (u64, u64, u64, u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(kind) && l.trim_start()[kind.len()..].starts_with("  "))
+        .unwrap_or_else(|| panic!("no `{kind}` row in:\n{stdout}"));
+    let n: Vec<u64> = line.trim_start()[kind.len()..]
+        .split_whitespace()
+        .take(5)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2], n[3], n[4])
+}
+
+/// Every `statuses {..}` map printed holds only 200s.
+fn only_200s(stdout: &str) {
+    let maps: Vec<&str> = stdout
+        .split("statuses {")
+        .skip(1)
+        .map(|r| r.split('}').next().unwrap())
+        .collect();
+    assert!(!maps.is_empty(), "no statuses printed:\n{stdout}");
+    for m in maps {
+        assert!(
+            m.split(", ").all(|kv| kv.starts_with("200: ")),
+            "a status other than 200 ({m}):\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn blst_and_http_modes() {
+    let out = bench(&["blst", "--seconds", "0.3"]);
+    assert!(out.contains("raw blst, 1 core:"), "{out}");
+    let out = bench(&["http", "--seconds", "1", "--connections", "4", "--keys", "4"]);
+    only_200s(&out);
+    assert!(out.contains("transport errors 0"), "{out}");
+}
+
+#[test]
+fn protection_mode_signs_everything_it_sends() {
+    let out = bench(&[
+        "protection",
+        "--seconds",
+        "1",
+        "--validators",
+        "20",
+        "--clients",
+        "2,8",
+        "--history-rows",
+        "200",
+    ]);
+    only_200s(&out);
+    assert_eq!(out.matches("  check with ").count(), 2, "{out}");
+    assert_eq!(out.matches("errors 0").count(), 2, "{out}");
+}
+
+#[test]
+fn load_burst_and_rate_modes() {
+    let out = bench(&["load", "--burst", "30", "--validators", "30"]);
+    assert!(out.contains("30 signed"), "{out}");
+    let out = bench(&[
+        "load",
+        "--rate",
+        "50",
+        "--seconds",
+        "1",
+        "--validators",
+        "20",
+        "--history-rows",
+        "100",
+    ]);
+    assert_eq!(row(&out, "ATTESTATION"), (50, 50, 0, 0, 0), "{out}");
+}
+
+#[test]
+fn load_saturate_mode() {
+    let out = bench(&["load", "--saturate", "--seconds", "1", "--validators", "8"]);
+    only_200s(&out);
+    assert!(out.contains("ratio"), "{out}");
+}
+
+#[test]
+fn load_mainnet_shape_refuses_every_conflicting_duplicate() {
+    let out = bench(&[
+        "load",
+        "--validators",
+        "64",
+        "--slots",
+        "2",
+        "--slot-seconds",
+        "1",
+        "--duplicates",
+        "1",
+    ]);
+    let (sent, signed, refused, fivexx, errors) = row(&out, "ATTESTATION (duplicate)");
+    assert!(sent > 0, "{out}");
+    // Each duplicate conflicts with an original: of each pair exactly one is signed.
+    let (orig_sent, orig_signed, orig_refused, ..) = row(&out, "ATTESTATION");
+    assert_eq!((fivexx, errors), (0, 0), "{out}");
+    assert_eq!(orig_sent, sent, "{out}");
+    assert_eq!(signed + orig_signed, sent, "{out}");
+    assert_eq!(refused + orig_refused, sent, "{out}");
+    for kind in [
+        "BLOCK_V2",
+        "RANDAO_REVEAL",
+        "AGGREGATION_SLOT",
+        "SYNC_COMMITTEE_MESSAGE",
+    ] {
+        let (s, ok, ..) = row(&out, kind);
+        assert!(s > 0 && s == ok, "{kind}: {out}");
+    }
+}
+
+#[test]
+fn keystores_mode_loads_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench(&[
+        "keystores",
+        "--count",
+        "4",
+        "--kdf",
+        "pbkdf2",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--load-seconds",
+        "1",
+    ]);
+    assert!(out.contains("all keys usable:"), "{out}");
+    only_200s(&out);
+}
