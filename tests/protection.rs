@@ -380,6 +380,167 @@ async fn racing_conflicting_messages_exactly_one_wins() {
     }
 }
 
+/// An import landing while replicas sign the same validators (the operator moves keys in from
+/// another signer, online). No deadlock or error; nothing signed is slashable against anything
+/// else signed; once the import has returned nothing conflicting with what it brought is signed;
+/// every signature given is in the export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_import_while_replicas_sign() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for backend in BACKENDS {
+        let (a, b, _g) = match backend {
+            Backend::Postgres => {
+                let url = common::pg::shared().new_database();
+                let opts = DbOptions {
+                    pool_size: 8,
+                    ..Default::default()
+                };
+                let a = Arc::new(SlashingDatabase::open(&url, &opts).await.unwrap());
+                let b = Arc::new(SlashingDatabase::open(&url, &opts).await.unwrap());
+                (a, b, None)
+            }
+            // One process per SQLite file: the "replicas" share it.
+            Backend::Sqlite => {
+                let (db, g) = fresh(backend).await;
+                let db = Arc::new(db);
+                (db.clone(), db, g)
+            }
+        };
+        a.pin_chain(Root::ZERO).await.unwrap();
+        let keys: Vec<PublicKey> = (0..12).map(|i| pk(500 + i)).collect();
+        let mut signed: Vec<(PublicKey, Proposal)> = Vec::new();
+        let (mut before, mut after) = (0, 0);
+
+        for round in 0..6u64 {
+            let base = 100 * round + 10;
+            // What another signer did: attested (base+5, base+6), proposed slot base+6.
+            let (imp_source, imp_target) = (base + 5, base + 6);
+            let interchange: Interchange = serde_json::from_value(serde_json::json!({
+                "metadata": {"interchange_format_version": "5", "genesis_validators_root": format!("0x{}", "00".repeat(32))},
+                "data": keys.iter().map(|k| serde_json::json!({
+                    "pubkey": k.to_string(),
+                    "signed_blocks": [{"slot": imp_target.to_string(), "signing_root": root(9).to_string()}],
+                    "signed_attestations": [{"source_epoch": imp_source.to_string(), "target_epoch": imp_target.to_string(), "signing_root": root(9).to_string()}],
+                })).collect::<Vec<_>>(),
+            }))
+            .unwrap();
+
+            let imported = Arc::new(AtomicBool::new(false));
+            let mut tasks = Vec::new();
+            // Two replicas per key on different heads (roots 1 and 2), climbing from base+1,
+            // with a surround attempt of the imported vote at each step.
+            for key in &keys {
+                for (replica, r) in [(a.clone(), 1u64), (b.clone(), 2u64)] {
+                    let (key, imported) = (*key, imported.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut out = Vec::new();
+                        for t in base + 1..=base + 9 {
+                            for p in [att(t - 1, t, r), att(base, t, r + 10), block(t, r)] {
+                                let after_import = imported.load(Ordering::SeqCst);
+                                match replica.check_and_record(&key, &p, "online").await {
+                                    Ok(Recorded::New) => out.push((p, after_import)),
+                                    Ok(Recorded::Repeat) => panic!("nothing here repeats: {p:?}"),
+                                    Err(ProtectionError::Refused(_)) => {}
+                                    Err(e) => panic!("signing during an import failed: {e:?}"),
+                                }
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        (key, out)
+                    }));
+                }
+            }
+            let importer = {
+                let (db, imported) = (if round % 2 == 0 { a.clone() } else { b.clone() }, imported.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    let n = db.import(&interchange).await;
+                    imported.store(true, Ordering::SeqCst);
+                    n
+                })
+            };
+            assert_eq!(
+                importer.await.unwrap(),
+                Ok(keys.len()),
+                "{backend:?} round {round}: the import failed"
+            );
+            for t in tasks {
+                let (key, out) = t.await.unwrap();
+                for (p, after_import) in out {
+                    if !after_import {
+                        before += 1;
+                    } else {
+                        after += 1;
+                        // Signed after the import returned: nothing at or below what it brought.
+                        match p {
+                            Proposal::Block { slot, .. } => {
+                                assert!(slot.0 > imp_target, "{backend:?}: {p:?} after the import")
+                            }
+                            Proposal::Attestation { source, target, .. } => assert!(
+                                target.0 > imp_target && source.0 >= imp_source,
+                                "{backend:?}: {p:?} after the import"
+                            ),
+                        }
+                    }
+                    signed.push((key, p));
+                }
+            }
+        }
+
+        // Nothing slashable among what Palisade signed, computed from the full list.
+        for (i, (k1, p1)) in signed.iter().enumerate() {
+            for (k2, p2) in &signed[i + 1..] {
+                if k1 != k2 {
+                    continue;
+                }
+                let slashable = match (*p1, *p2) {
+                    (Proposal::Block { slot: s1, root: r1 }, Proposal::Block { slot: s2, root: r2 }) => {
+                        s1 == s2 && r1 != r2
+                    }
+                    (
+                        Proposal::Attestation {
+                            source: s1,
+                            target: t1,
+                            root: r1,
+                        },
+                        Proposal::Attestation {
+                            source: s2,
+                            target: t2,
+                            root: r2,
+                        },
+                    ) => (t1 == t2 && r1 != r2) || (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2),
+                    _ => false,
+                };
+                assert!(!slashable, "{backend:?}: {k1} signed {p1:?} and {p2:?}");
+            }
+        }
+        // The import really landed among the signings, in some round.
+        assert!(
+            before > 0 && after > 0,
+            "{backend:?}: {before} signed before imports, {after} after"
+        );
+        let export = a.export(Some(&keys)).await.unwrap();
+        for (k, p) in &signed {
+            let v = export.data.iter().find(|v| v.pubkey == *k).unwrap();
+            let found = match *p {
+                Proposal::Block { slot, root } => v
+                    .signed_blocks
+                    .iter()
+                    .any(|b| b.slot == slot && b.signing_root == Some(root)),
+                Proposal::Attestation { source, target, root } => v
+                    .signed_attestations
+                    .iter()
+                    .any(|x| x.source_epoch == source && x.target_epoch == target && x.signing_root == Some(root)),
+            };
+            assert!(
+                found,
+                "{backend:?}: {p:?} was signed but is not in the export: {:?}",
+                v.signed_attestations
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------ behaviours on both backends
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,6 +634,35 @@ async fn export_reimports_cleanly_and_is_idempotent() {
         fresh_db.import(&first).await.unwrap();
         assert!(fresh_db.check_and_record(&pk(100), &block(10, 1), "t").await.is_err());
         assert!(fresh_db.check_and_record(&pk(100), &block(11, 1), "t").await.is_ok());
+    }
+}
+
+/// Keys first seen in the reverse of their pubkey order still export with their own history
+/// (PostgreSQL's export once paired validators and history by different orders and dropped it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_keeps_each_validators_history_whatever_the_registration_order() {
+    for backend in BACKENDS {
+        let (db, _g) = fresh(backend).await;
+        db.pin_chain(Root::ZERO).await.unwrap();
+        let mut keys: Vec<PublicKey> = (0..8).map(|i| pk(700 + i)).collect();
+        keys.sort();
+        keys.reverse();
+        for (i, key) in keys.iter().enumerate() {
+            let i = i as u64;
+            db.check_and_record(key, &block(10 + i, 1), "t").await.unwrap();
+            db.check_and_record(key, &att(1, 2 + i, 1), "t").await.unwrap();
+            db.check_and_record(key, &att(2 + i, 3 + i, 2), "t").await.unwrap();
+        }
+        let export = db.export(None).await.unwrap();
+        assert_eq!(export.data.len(), keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            let i = i as u64;
+            let v = export.data.iter().find(|v| v.pubkey == *key).unwrap();
+            let blocks: Vec<u64> = v.signed_blocks.iter().map(|b| b.slot.0).collect();
+            let targets: Vec<u64> = v.signed_attestations.iter().map(|a| a.target_epoch.0).collect();
+            assert_eq!(blocks, vec![10 + i], "{backend:?}: {key}");
+            assert_eq!(targets, vec![2 + i, 3 + i], "{backend:?}: {key}");
+        }
     }
 }
 

@@ -372,7 +372,7 @@ impl PgStore {
         let filter: Option<Vec<Vec<u8>>> = pubkeys.map(|p| p.iter().map(|k| k.0.to_vec()).collect());
         let rows = sqlx::query(
             "SELECT id, pubkey, enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
-               FROM validators WHERE ($1::bytea[] IS NULL OR pubkey = ANY($1)) ORDER BY pubkey",
+               FROM validators WHERE ($1::bytea[] IS NULL OR pubkey = ANY($1)) ORDER BY id",
         )
         .bind(&filter)
         .fetch_all(&mut *tx)
@@ -394,6 +394,7 @@ impl PgStore {
         .await?;
         tx.commit().await?;
 
+        // A merge join: validators and their history are all in validator id order.
         let mut out = Vec::with_capacity(rows.len());
         let (mut bi, mut ai) = (0, 0);
         for (row, id) in rows.iter().zip(&ids) {
@@ -416,6 +417,7 @@ impl PgStore {
             }
             out.push(v);
         }
+        out.sort_by_key(|v| v.pubkey);
         Ok(build_export(chain_from_db(&chain)?, out))
     }
 
