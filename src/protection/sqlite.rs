@@ -191,10 +191,11 @@ impl SqliteStore {
         )
         .fetch_all(&mut *tx)
         .await?;
+        let wanted: Option<std::collections::HashSet<&PublicKey>> = pubkeys.map(|p| p.iter().collect());
         let mut out = Vec::new();
         for row in rows {
             let pubkey = pubkey_from_db(row.try_get::<&[u8], _>("pubkey")?)?;
-            if pubkeys.is_some_and(|f| !f.contains(&pubkey)) {
+            if wanted.as_ref().is_some_and(|w| !w.contains(&pubkey)) {
                 continue;
             }
             let id: i64 = row.try_get("id")?;
