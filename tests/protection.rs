@@ -70,6 +70,23 @@ fn block(slot: u64, r: u64) -> Proposal {
     }
 }
 
+/// Whether `export` holds exactly this message for `key`.
+fn in_export(export: &Interchange, key: &PublicKey, p: &Proposal) -> bool {
+    let Some(v) = export.data.iter().find(|v| v.pubkey == *key) else {
+        return false;
+    };
+    match *p {
+        Proposal::Block { slot, root } => v
+            .signed_blocks
+            .iter()
+            .any(|b| b.slot == slot && b.signing_root == Some(root)),
+        Proposal::Attestation { source, target, root } => v
+            .signed_attestations
+            .iter()
+            .any(|x| x.source_epoch == source && x.target_epoch == target && x.signing_root == Some(root)),
+    }
+}
+
 // ------------------------------------------------------------ EIP-3076 interchange tests
 
 fn interchange_tests() -> Vec<(String, Value)> {
@@ -306,10 +323,8 @@ async fn exhaustive_sequences_never_sign_anything_slashable() {
 
 // ------------------------------------------------------------ concurrency (PostgreSQL)
 
-/// Many tasks over two pools (like two replicas) race conflicting messages for one
-/// validator; in every conflicting set exactly one wins, and every win is in the export.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_conflicting_messages_exactly_one_wins() {
+/// Two handles on one fresh PostgreSQL database, each with its own pool, like two replicas.
+async fn two_pg_replicas() -> (Arc<SlashingDatabase>, Arc<SlashingDatabase>) {
     let url = common::pg::shared().new_database();
     let opts = DbOptions {
         pool_size: 8,
@@ -317,6 +332,14 @@ async fn racing_conflicting_messages_exactly_one_wins() {
     };
     let a = Arc::new(SlashingDatabase::open(&url, &opts).await.unwrap());
     let b = Arc::new(SlashingDatabase::open(&url, &opts).await.unwrap());
+    (a, b)
+}
+
+/// Many tasks over two pools (like two replicas) race conflicting messages for one
+/// validator; in every conflicting set exactly one wins, and every win is in the export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conflicting_messages_exactly_one_wins() {
+    let (a, b) = two_pg_replicas().await;
     a.pin_chain(Root::ZERO).await.unwrap();
     let key = pk(7);
     a.check_and_record(&key, &att(0, 1, 1), "setup").await.unwrap();
@@ -364,19 +387,11 @@ async fn racing_conflicting_messages_exactly_one_wins() {
     }
 
     let export = a.export(Some(&[key])).await.unwrap();
-    let v = &export.data[0];
     for w in &winners {
-        let found = match *w {
-            Proposal::Block { slot, root } => v
-                .signed_blocks
-                .iter()
-                .any(|b| b.slot == slot && b.signing_root == Some(root)),
-            Proposal::Attestation { source, target, root } => v
-                .signed_attestations
-                .iter()
-                .any(|x| x.source_epoch == source && x.target_epoch == target && x.signing_root == Some(root)),
-        };
-        assert!(found, "{w:?} was approved but is not in the export");
+        assert!(
+            in_export(&export, &key, w),
+            "{w:?} was approved but is not in the export"
+        );
     }
 }
 
@@ -390,13 +405,7 @@ async fn online_import_while_replicas_sign() {
     for backend in BACKENDS {
         let (a, b, _g) = match backend {
             Backend::Postgres => {
-                let url = common::pg::shared().new_database();
-                let opts = DbOptions {
-                    pool_size: 8,
-                    ..Default::default()
-                };
-                let a = Arc::new(SlashingDatabase::open(&url, &opts).await.unwrap());
-                let b = Arc::new(SlashingDatabase::open(&url, &opts).await.unwrap());
+                let (a, b) = two_pg_replicas().await;
                 (a, b, None)
             }
             // One process per SQLite file: the "replicas" share it.
@@ -521,21 +530,9 @@ async fn online_import_while_replicas_sign() {
         );
         let export = a.export(Some(&keys)).await.unwrap();
         for (k, p) in &signed {
-            let v = export.data.iter().find(|v| v.pubkey == *k).unwrap();
-            let found = match *p {
-                Proposal::Block { slot, root } => v
-                    .signed_blocks
-                    .iter()
-                    .any(|b| b.slot == slot && b.signing_root == Some(root)),
-                Proposal::Attestation { source, target, root } => v
-                    .signed_attestations
-                    .iter()
-                    .any(|x| x.source_epoch == source && x.target_epoch == target && x.signing_root == Some(root)),
-            };
             assert!(
-                found,
-                "{backend:?}: {p:?} was signed but is not in the export: {:?}",
-                v.signed_attestations
+                in_export(&export, k, p),
+                "{backend:?}: {k} signed {p:?}, not in the export"
             );
         }
     }
