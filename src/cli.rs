@@ -73,6 +73,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_GENESIS_VALIDATORS_ROOT", value_name = "HEX")]
     pub genesis_validators_root: Option<Root>,
 
+    /// Folder for what this replica keeps itself: keystores imported through the Key Manager
+    /// API (with their passwords, mode 0600) in `keymanager-keystores/`.
+    #[arg(long, env = "PALISADE_DATA_PATH", default_value = ".", value_name = "DIR")]
+    pub data_path: PathBuf,
+
     /// Bearer token for the admin and Key Manager endpoints; created (mode 0600, random)
     /// if missing.
     #[arg(
@@ -166,6 +171,14 @@ pub enum SlashingProtectionCommand {
         /// The interchange JSON file.
         #[arg(long, value_name = "FILE.json")]
         from: PathBuf,
+        /// The network the signer serves (as for `serve`): a file for another chain is refused.
+        /// Without it (or --genesis-validators-root) the database's own pin decides, and an
+        /// unpinned database is pinned to the file's chain.
+        #[arg(long, env = "PALISADE_NETWORK", value_name = "NAME|FILE")]
+        network: Option<String>,
+        /// The chain the signer serves, overriding the network's root.
+        #[arg(long, env = "PALISADE_GENESIS_VALIDATORS_ROOT", value_name = "HEX")]
+        genesis_validators_root: Option<Root>,
     },
     /// Export slashing-protection data as EIP-3076 interchange JSON.
     Export {

@@ -3,19 +3,58 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 
+use crate::network::Network;
 use crate::protection::{DbOptions, Interchange, SlashingDatabase, redact_url};
-use crate::types::PublicKey;
+use crate::types::{PublicKey, Root};
 
-pub async fn import(database_url: &str, from: &Path) -> anyhow::Result<()> {
+/// Imports an interchange file, all or nothing. The chain is checked against the configured
+/// network (when given) and the database's pin; an unpinned database is pinned to the file's
+/// chain, and the command says so.
+pub async fn import(
+    database_url: &str,
+    from: &Path,
+    network: Option<&str>,
+    genesis_validators_root: Option<Root>,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(from).with_context(|| format!("cannot read {}", from.display()))?;
     let interchange = Interchange::from_json(&text).map_err(|e| anyhow!("{}: {e}", from.display()))?;
+    let given = interchange.metadata.genesis_validators_root;
+    let configured = match network {
+        Some(n) => {
+            let network = Network::load(n).map_err(|e| anyhow!(e))?;
+            genesis_validators_root
+                .or(network.genesis_validators_root)
+                .map(|root| (root, network.name))
+        }
+        None => genesis_validators_root.map(|root| (root, "--genesis-validators-root".to_string())),
+    };
+    if let Some((root, name)) = &configured
+        && *root != given
+    {
+        bail!(
+            "{}: the file is for genesis validators root {given}, but {name} is {root}; nothing was imported",
+            from.display()
+        );
+    }
     let db = open(database_url).await?;
+    let pinned_before = db.pinned_chain().await?;
+    if pinned_before.is_none()
+        && let Some((root, _)) = configured
+    {
+        db.pin_chain(root).await?;
+    }
     let n = db
         .import(&interchange)
         .await
         .map_err(|e| anyhow!("{}: {e}; nothing was imported", from.display()))?;
+    if pinned_before.is_none() {
+        eprintln!(
+            "the database was not pinned to a chain: pinned it to genesis validators root {given}; \
+             from now on it signs and imports for that chain only"
+        );
+    }
     eprintln!(
         "imported slashing-protection data for {n} validators from {} into {}",
         from.display(),

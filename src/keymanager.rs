@@ -1,27 +1,26 @@
 //! Key Manager API operations (ethereum/keymanager-APIs `/eth/v1/keystores`).
 //!
 //! Import: keystores are decrypted first (no side effects), then their slashing-protection
-//! data is imported in one transaction, then the keys are enabled in the database, and only
-//! then do they become usable. Delete: the key is disabled in the database first, so every
-//! replica refuses it from then on, then dropped here, and its protection data returned.
+//! data is imported in one transaction, then the keys are enabled in the database and stored
+//! (keystore and password, mode 0600) in the Key Manager's folder, and only then do they
+//! become usable. Delete: the key is disabled in the database first, so every replica
+//! refuses it from then on, then dropped here and its files moved aside so that a restart
+//! does not load it again, and its protection data returned.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use crate::fsutil::{Existing, move_aside, private_dir, write_private};
 use crate::keys::keystore::Keystore;
-use crate::keys::{Lookup, SecretKey};
+use crate::keys::{Lookup, Origin, OriginKind, SecretKey};
 use crate::protection::interchange::{FORMAT_VERSION, Metadata};
 use crate::protection::{Interchange, ProtectionError};
 use crate::service::Signer;
 use crate::types::{PublicKey, Root};
-
-pub const ORIGIN: &str = "keymanager";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyManagerError {
@@ -47,40 +46,49 @@ impl Status {
     }
 }
 
-/// Where imported keystores are written so they survive a restart: the `--keystores-path`
-/// folder with one password file per keystore (`--keystores-passwords-path`).
-#[derive(Clone, Debug)]
-pub struct PersistDirs {
-    pub keystores: PathBuf,
-    pub passwords: PathBuf,
+/// One entry of `GET /eth/v1/keystores`.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub validating_pubkey: PublicKey,
+    pub derivation_path: String,
+    /// The API cannot delete it (a YAML definition, or a folder Palisade cannot write).
+    pub readonly: bool,
 }
 
 pub struct KeyManager {
     pub signer: Arc<Signer>,
-    pub persist: Option<PersistDirs>,
-}
-
-fn file_stem(pk: &PublicKey) -> String {
-    format!("keymanager-{}", hex::encode(pk.0))
-}
-
-/// Writes a file atomically with mode 0600 (temp file, fsync, rename).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    /// Where imported keystores and their passwords are stored (loaded again at startup).
+    pub dir: PathBuf,
+    /// One import or deletion at a time: two concurrent imports of one key cannot both
+    /// answer `imported`.
+    busy: tokio::sync::Mutex<()>,
 }
 
 impl KeyManager {
-    pub fn list(&self) -> Vec<PublicKey> {
-        self.signer.keys.ready_pubkeys()
+    pub fn new(signer: Arc<Signer>, dir: PathBuf) -> Self {
+        Self {
+            signer,
+            dir,
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn list(&self) -> Vec<Listed> {
+        self.signer
+            .keys
+            .ready_pubkeys()
+            .into_iter()
+            .filter(|pk| !self.signer.is_disabled(pk))
+            .map(|pk| Listed {
+                validating_pubkey: pk,
+                derivation_path: String::new(),
+                readonly: self
+                    .signer
+                    .keys
+                    .origin(&pk)
+                    .is_some_and(|o| o.read_only_reason().is_some()),
+            })
+            .collect()
     }
 
     pub async fn import(
@@ -101,6 +109,7 @@ impl KeyManager {
                 Interchange::from_json(&s).map_err(|e| KeyManagerError::BadRequest(format!("slashing_protection: {e}")))
             })
             .transpose()?;
+        let _busy = self.busy.lock().await;
 
         // Decrypt on all cores without blocking the async runtime.
         let decrypted: Vec<Result<Imported, String>> = tokio::task::spawn_blocking(move || {
@@ -118,128 +127,179 @@ impl KeyManager {
         .map_err(|e| KeyManagerError::BadRequest(format!("decryption task failed: {e}")))?;
 
         if let Some(i) = &interchange {
-            let pinned = self
-                .signer
+            self.signer
                 .chain
-                .resolve(&self.signer.db, i.metadata.genesis_validators_root)
+                .admit(&self.signer.db, i.metadata.genesis_validators_root)
                 .await?;
-            if pinned != i.metadata.genesis_validators_root {
-                return Err(ProtectionError::WrongChain {
-                    pinned,
-                    given: i.metadata.genesis_validators_root,
-                }
-                .into());
-            }
             self.signer.db.import(i).await?;
         }
 
+        let pubkeys: Vec<PublicKey> = decrypted
+            .iter()
+            .filter_map(|d| d.as_ref().ok().map(|i| i.key.public_key()))
+            .collect();
+        let disabled: std::collections::HashSet<PublicKey> = self
+            .signer
+            .db
+            .key_states(&pubkeys)
+            .await?
+            .into_iter()
+            .filter(|(_, enabled)| !enabled)
+            .map(|(pk, _)| pk)
+            .collect();
+
+        // A key already loaded and enabled is a duplicate; a loaded key that was deleted (on
+        // this or another replica) is disabled, and importing it enables it again.
         let mut statuses = Vec::with_capacity(decrypted.len());
-        let mut fresh: Vec<Imported> = Vec::new();
+        let mut fresh: Vec<(usize, Imported)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for d in decrypted {
+        for (i, d) in decrypted.into_iter().enumerate() {
             match d {
-                Err(reason) => statuses.push(Some(Status::new("error", reason))),
+                Err(reason) => statuses.push(Status::new("error", reason)),
                 Ok(imported) => {
                     let pk = imported.key.public_key();
                     let loaded = matches!(self.signer.keys.lookup(&pk), Lookup::Ready(_) | Lookup::Loading);
-                    if loaded || !seen.insert(pk) {
-                        statuses.push(Some(Status::new("duplicate", "")));
+                    if !seen.insert(pk) || (loaded && !disabled.contains(&pk)) {
+                        statuses.push(Status::new("duplicate", ""));
                     } else {
-                        statuses.push(None);
-                        fresh.push(imported);
+                        statuses.push(Status::new("imported", ""));
+                        fresh.push((i, imported));
                     }
                 }
             }
         }
-        let fresh_keys: Vec<PublicKey> = fresh.iter().map(|i| i.key.public_key()).collect();
-        // A key deleted earlier is disabled in the database: importing it enables it again.
-        self.signer.db.set_enabled(&fresh_keys, true).await?;
 
-        let mut fresh = fresh.into_iter();
-        let mut out = Vec::with_capacity(statuses.len());
-        for s in statuses {
-            match s {
-                Some(s) => out.push(s),
-                None => {
-                    let imported = fresh.next().expect("one fresh key per empty status");
-                    let message = self.persist(&imported);
-                    let pk = imported.key.public_key();
-                    self.signer.keys.insert_ready(imported.key, ORIGIN);
+        let fresh_keys: Vec<PublicKey> = fresh.iter().map(|(_, i)| i.key.public_key()).collect();
+        self.signer.db.set_enabled(&fresh_keys, true).await?;
+        self.signer.forget_disabled(&fresh_keys);
+
+        for (i, imported) in fresh {
+            let pk = imported.key.public_key();
+            if matches!(self.signer.keys.lookup(&pk), Lookup::Ready(_)) {
+                tracing::info!(pubkey = %pk, "key imported again through the Key Manager API: enabled");
+                continue;
+            }
+            match self.store(&imported) {
+                Ok(origin) => {
+                    self.signer.keys.insert_ready(imported.key, &origin);
                     tracing::info!(pubkey = %pk, "key imported through the Key Manager API");
-                    out.push(Status::new("imported", message));
+                }
+                Err(e) => {
+                    tracing::error!(pubkey = %pk, error = %e, "cannot store an imported keystore");
+                    statuses[i] = Status::new(
+                        "error",
+                        format!("cannot store the keystore in {}: {e}", self.dir.display()),
+                    );
                 }
             }
         }
-        Ok(out)
+        Ok(statuses)
     }
 
-    /// Writes an imported keystore and its password (mode 0600) into the folders Palisade
-    /// loads at startup; returns a note for the response when it cannot.
-    fn persist(&self, imported: &Imported) -> String {
-        let Some(dirs) = &self.persist else {
-            return "imported for this run only: start Palisade with --keystores-path and \
-                    --keystores-passwords-path to keep Key Manager imports across restarts"
-                .into();
-        };
-        let stem = file_stem(&imported.key.public_key());
-        let result = write_private(
-            &dirs.passwords.join(format!("{stem}.txt")),
-            imported.password.as_bytes(),
-        )
-        .and_then(|_| write_private(&dirs.keystores.join(format!("{stem}.json")), imported.json.as_bytes()));
-        match result {
-            Ok(()) => String::new(),
-            Err(e) => {
-                tracing::error!(pubkey = %imported.key.public_key(), error = %e, "cannot persist an imported keystore");
-                format!("imported for this run only: cannot write the keystore file: {e}")
-            }
-        }
+    /// Writes an imported keystore and its password (mode 0600, in a 0700 folder) where
+    /// startup loads them from.
+    fn store(&self, imported: &Imported) -> std::io::Result<Arc<Origin>> {
+        private_dir(&self.dir)?;
+        let stem = format!("keystore-{}", hex::encode(imported.key.public_key().0));
+        let keystore = self.dir.join(format!("{stem}.json"));
+        let password = self.dir.join(format!("{stem}.txt"));
+        write_private(&password, imported.password.as_bytes(), Existing::Replace)?;
+        write_private(&keystore, imported.json.as_bytes(), Existing::Replace)?;
+        Ok(Origin::files(keystore.display().to_string(), vec![keystore, password]))
     }
 
     pub async fn delete(&self, pubkeys: Vec<PublicKey>) -> Result<(Vec<Status>, Interchange), KeyManagerError> {
-        // Disable first: from here on every replica refuses these keys.
-        self.signer.db.set_enabled(&pubkeys, false).await?;
+        let _busy = self.busy.lock().await;
+        let known: std::collections::HashSet<PublicKey> = self
+            .signer
+            .db
+            .key_states(&pubkeys)
+            .await?
+            .into_iter()
+            .map(|(pk, _)| pk)
+            .collect();
+
+        let mut plan = Vec::with_capacity(pubkeys.len());
+        let mut to_disable = Vec::new();
+        for pk in &pubkeys {
+            let step = match self.signer.keys.origin(pk) {
+                Some(origin) => match origin.read_only_reason() {
+                    Some(reason) => Step::ReadOnly(reason),
+                    None => Step::Unload(origin),
+                },
+                None if known.contains(pk) => Step::Inactive,
+                None => Step::NotFound,
+            };
+            if matches!(step, Step::Unload(_) | Step::Inactive) {
+                to_disable.push(*pk);
+            }
+            plan.push(step);
+        }
+        // Disable first: from here on every replica refuses these keys. Unknown keys are
+        // not recorded at all.
+        self.signer.db.set_enabled(&to_disable, false).await?;
+        self.signer.remember_disabled(&to_disable);
+
         let chain = self.signer.db.pinned_chain().await?;
         let interchange = match chain {
-            Some(_) => self.signer.db.export(Some(&pubkeys)).await?,
-            None => Interchange {
+            Some(_) if !to_disable.is_empty() => self.signer.db.export(Some(&to_disable)).await?,
+            _ => Interchange {
                 metadata: Metadata {
                     interchange_format_version: FORMAT_VERSION.into(),
-                    genesis_validators_root: self.signer.chain.get().unwrap_or(Root::ZERO),
+                    genesis_validators_root: chain.or(self.signer.chain.get()).unwrap_or(Root::ZERO),
                 },
                 data: vec![],
             },
         };
-        let mut statuses = Vec::with_capacity(pubkeys.len());
-        for pk in &pubkeys {
-            let was_loaded = self.signer.keys.remove(pk);
-            if was_loaded {
-                self.forget_files(pk);
-                tracing::info!(pubkey = %pk, "key deleted through the Key Manager API");
-            }
-            let has_history = interchange
-                .data
-                .iter()
-                .any(|v| v.pubkey == *pk && (!v.signed_blocks.is_empty() || !v.signed_attestations.is_empty()));
-            statuses.push(match (was_loaded, has_history) {
-                (true, _) => Status::new("deleted", ""),
-                (false, true) => Status::new("not_active", ""),
-                (false, false) => Status::new("not_found", ""),
+
+        let mut statuses = Vec::with_capacity(plan.len());
+        for (pk, step) in pubkeys.iter().zip(plan) {
+            statuses.push(match step {
+                Step::ReadOnly(reason) => Status::new("error", reason),
+                Step::NotFound => Status::new("not_found", ""),
+                Step::Inactive => Status::new("not_active", ""),
+                Step::Unload(origin) => {
+                    self.signer.keys.remove(pk);
+                    tracing::info!(pubkey = %pk, source = %origin, "key deleted through the Key Manager API");
+                    match set_aside(&origin) {
+                        Ok(()) => Status::new("deleted", ""),
+                        Err(e) => {
+                            tracing::error!(pubkey = %pk, error = %e, "cannot move a deleted key's files aside");
+                            Status::new(
+                                "error",
+                                format!(
+                                    "disabled and unloaded, but its files could not be moved aside ({e}): \
+                                     it will be loaded again at the next start (and refused)"
+                                ),
+                            )
+                        }
+                    }
+                }
             });
         }
         Ok((statuses, interchange))
     }
-
-    fn forget_files(&self, pk: &PublicKey) {
-        if let Some(dirs) = &self.persist {
-            let stem = file_stem(pk);
-            let _ = std::fs::remove_file(dirs.keystores.join(format!("{stem}.json")));
-            let _ = std::fs::remove_file(dirs.passwords.join(format!("{stem}.txt")));
-        }
-    }
 }
 
-/// A keystore that decrypted, with what is needed to persist it.
+/// What a deletion does to one key.
+enum Step {
+    ReadOnly(String),
+    Unload(Arc<Origin>),
+    /// Not loaded here, but known to the database (loaded on another replica, or deleted).
+    Inactive,
+    NotFound,
+}
+
+fn set_aside(origin: &Origin) -> std::io::Result<()> {
+    if let OriginKind::Files(files) = &origin.kind {
+        for f in files.iter().filter(|f| f.exists()) {
+            move_aside(f)?;
+        }
+    }
+    Ok(())
+}
+
+/// A keystore that decrypted, with what is needed to store it.
 struct Imported {
     key: SecretKey,
     json: String,

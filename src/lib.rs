@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod commands;
 pub mod consensus;
+pub mod fsutil;
 pub mod http;
 pub mod keymanager;
 pub mod keys;

@@ -18,9 +18,12 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => palisade::serve::run(*args).await,
-            Command::SlashingProtection(SlashingProtectionCommand::Import { database_url, from }) => {
-                palisade::commands::import(&database_url, &from).await
-            }
+            Command::SlashingProtection(SlashingProtectionCommand::Import {
+                database_url,
+                from,
+                network,
+                genesis_validators_root,
+            }) => palisade::commands::import(&database_url, &from, network.as_deref(), genesis_validators_root).await,
             Command::SlashingProtection(SlashingProtectionCommand::Export {
                 database_url,
                 to,

@@ -9,15 +9,18 @@ use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
 use crate::http::{self, AppState, auth::ApiToken};
-use crate::keymanager::{KeyManager, PersistDirs};
+use crate::keymanager::KeyManager;
 use crate::keys::{KeyOptions, KeyRegistry, loader};
 use crate::metrics::Metrics;
 use crate::network::Network;
-use crate::protection::{DbOptions, SlashingDatabase, default_pool_size, redact_url};
-use crate::service::{ChainPin, Signer};
+use crate::protection::{ChainPin, DbOptions, SlashingDatabase, default_pool_size, redact_url};
+use crate::service::Signer;
 
 /// How often the database is probed for /readyz and the metrics.
 pub const DB_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Where Key Manager imports are kept, under `--data-path`.
+pub const KEYMANAGER_DIR: &str = "keymanager-keystores";
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -31,6 +34,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         keystores_passwords_path: args.keystores_passwords_path.clone(),
         keystores_password_file: args.keystores_password_file.clone(),
         key_config_path: args.key_config_path.clone(),
+        keymanager_path: Some(args.data_path.join(KEYMANAGER_DIR)),
     };
     let found = loader::discover(&key_options).map_err(|e| anyhow!(e))?;
     let (token, created) = ApiToken::load_or_create(&args.api_token_file).map_err(|e| anyhow!(e))?;
@@ -96,18 +100,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         key_patience: Duration::from_millis(args.key_wait_ms),
         db_health: Default::default(),
+        disabled: Default::default(),
     });
-    let persist = match (&args.keystores_path, &args.keystores_passwords_path) {
-        (Some(k), Some(p)) => Some(PersistDirs {
-            keystores: k.clone(),
-            passwords: p.clone(),
-        }),
-        _ => None,
-    };
-    let keymanager = Arc::new(KeyManager {
-        signer: signer.clone(),
-        persist,
-    });
+    if let Err(e) = signer.refresh_disabled().await {
+        tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database (retried)");
+    }
+    let keymanager = Arc::new(KeyManager::new(signer.clone(), args.data_path.join(KEYMANAGER_DIR)));
     let state = AppState {
         signer: signer.clone(),
         keymanager,
@@ -203,6 +201,9 @@ fn spawn_database_monitor(signer: Arc<Signer>) {
             };
             if up && !was_up {
                 tracing::info!("slashing-protection database reachable again: signing resumes");
+            }
+            if up && let Err(e) = signer.refresh_disabled().await {
+                tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database");
             }
             was_up = up;
             signer.db_health.set(up);

@@ -3,14 +3,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::keys::{KeyRegistry, Lookup};
 use crate::metrics::Metrics;
 use crate::metrics::{RefusalLabels, TypeLabels};
 use crate::network::Network;
-use crate::protection::{Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
+use crate::protection::{ChainPin, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use crate::signing::{ParseError, SignType, SlashingCheck, parse_signing_request};
 use crate::types::{PublicKey, Root, Signature};
 
@@ -40,6 +40,8 @@ pub enum SignError {
     BadRequest(#[from] ParseError),
     #[error("request is for genesis validators root {given}, but this signer is pinned to {pinned}")]
     WrongChain { pinned: Root, given: Root },
+    #[error("{}", ProtectionError::ZeroChain)]
+    ZeroChain,
     #[error("no key loaded for {0}")]
     UnknownKey(PublicKey),
     #[error("key {0} failed to load: {1}")]
@@ -58,7 +60,7 @@ impl SignError {
     /// The `outcome` label of the requests metric.
     pub fn outcome(&self) -> &'static str {
         match self {
-            SignError::BadRequest(_) | SignError::WrongChain { .. } => "bad_request",
+            SignError::BadRequest(_) | SignError::WrongChain { .. } | SignError::ZeroChain => "bad_request",
             SignError::UnknownKey(_) | SignError::KeyFailed(..) => "unknown_key",
             SignError::KeyLoading(_) => "key_loading",
             SignError::Refused(_) => "refused",
@@ -74,6 +76,7 @@ impl From<ProtectionError> for SignError {
             ProtectionError::Refused(r) => SignError::Refused(r),
             ProtectionError::Unavailable(_) => SignError::ProtectionUnavailable(e.to_string()),
             ProtectionError::WrongChain { pinned, given } => SignError::WrongChain { pinned, given },
+            ProtectionError::ZeroChain => SignError::ZeroChain,
             ProtectionError::InvalidInterchange(m) | ProtectionError::Internal(m) => {
                 SignError::Internal(format!("slashing protection: {m}"))
             }
@@ -100,36 +103,6 @@ mod outcome_tests {
         for e in errors {
             assert!(crate::metrics::OUTCOMES.contains(&e.outcome()), "{}", e.outcome());
         }
-    }
-}
-
-/// The genesis validators root this signer serves: configured, or pinned by the database
-/// (on first use when nothing was configured).
-pub struct ChainPin {
-    root: OnceLock<Root>,
-}
-
-impl ChainPin {
-    pub fn new(known: Option<Root>) -> Self {
-        let root = OnceLock::new();
-        if let Some(r) = known {
-            let _ = root.set(r);
-        }
-        Self { root }
-    }
-
-    pub fn get(&self) -> Option<Root> {
-        self.root.get().copied()
-    }
-
-    /// The pinned root, pinning `candidate` in the database if nothing is pinned yet.
-    pub async fn resolve(&self, db: &SlashingDatabase, candidate: Root) -> Result<Root, ProtectionError> {
-        if let Some(r) = self.root.get() {
-            return Ok(*r);
-        }
-        let pinned = db.pin_chain(candidate).await?;
-        let _ = self.root.set(pinned);
-        Ok(*self.root.get().expect("just set"))
     }
 }
 
@@ -169,9 +142,42 @@ pub struct Signer {
     /// How long a request for a key that is still being decrypted waits for it.
     pub key_patience: Duration,
     pub db_health: DbHealth,
+    /// Keys disabled in the database (deleted through the Key Manager API on any replica),
+    /// refreshed with every database probe: refused for every type, and not listed.
+    pub disabled: std::sync::RwLock<std::collections::HashSet<PublicKey>>,
 }
 
 impl Signer {
+    pub fn is_disabled(&self, pk: &PublicKey) -> bool {
+        self.disabled.read().expect("disabled keys lock").contains(pk)
+    }
+
+    pub fn remember_disabled(&self, pks: &[PublicKey]) {
+        self.disabled.write().expect("disabled keys lock").extend(pks);
+    }
+
+    pub fn forget_disabled(&self, pks: &[PublicKey]) {
+        let mut d = self.disabled.write().expect("disabled keys lock");
+        for pk in pks {
+            d.remove(pk);
+        }
+    }
+
+    /// Replaces the cached set with the database's.
+    pub async fn refresh_disabled(&self) -> Result<(), ProtectionError> {
+        let keys = self.db.disabled_keys().await?;
+        *self.disabled.write().expect("disabled keys lock") = keys.into_iter().collect();
+        Ok(())
+    }
+
+    /// Keys that can sign (or will, once decrypted), without the disabled ones.
+    pub fn listed_pubkeys(&self) -> Vec<PublicKey> {
+        let disabled = self.disabled.read().expect("disabled keys lock");
+        let mut keys = self.keys.known_pubkeys();
+        keys.retain(|k| !disabled.contains(k));
+        keys
+    }
+
     /// Signs the request in `body` for `pubkey`, or says why not. Counts the outcome.
     pub async fn sign(&self, pubkey: PublicKey, body: &[u8], client: &ClientInfo) -> Result<Signature, SignError> {
         let start = Instant::now();
@@ -223,22 +229,25 @@ impl Signer {
         };
         let t = Some(job.sign_type);
 
-        if let Some(given) = job.genesis_validators_root {
-            match self.chain.resolve(&self.db, given).await {
-                Ok(pinned) if pinned == given => {}
-                Ok(pinned) => return (t, Err(SignError::WrongChain { pinned, given })),
-                Err(e) => return (t, Err(e.into())),
-            }
-        }
-
-        // The key is looked up before anything is recorded: nothing is recorded for a
-        // message this replica cannot sign.
+        // The key is looked up before anything is pinned or recorded: a request for a key
+        // this replica cannot sign with changes nothing.
         let key = match self.keys.wait_for(&pubkey, self.key_patience).await {
             Lookup::Ready(k) => k,
             Lookup::Loading => return (t, Err(SignError::KeyLoading(pubkey))),
             Lookup::Failed(reason) => return (t, Err(SignError::KeyFailed(pubkey, reason))),
             Lookup::Unknown => return (t, Err(SignError::UnknownKey(pubkey))),
         };
+
+        // Deleted on some replica: refused for every type, not only the protected ones.
+        if self.is_disabled(&pubkey) {
+            return (t, Err(SignError::Refused(Refusal::Disabled)));
+        }
+
+        if let Some(given) = job.chain
+            && let Err(e) = self.chain.admit(&self.db, given).await
+        {
+            return (t, Err(e.into()));
+        }
 
         let proposal = match job.check {
             SlashingCheck::None => None,

@@ -137,9 +137,10 @@ impl Slot {
     }
 }
 
-/// Parses `0x`-prefixed (or bare) hex of exactly `N` bytes.
+/// Parses `0x`- or `0X`-prefixed (or bare) hex of exactly `N` bytes, digits in any case
+/// (Web3Signer normalises identifiers the same way).
 pub fn parse_hex_array<const N: usize>(s: &str) -> Result<[u8; N], String> {
-    let h = s.strip_prefix("0x").unwrap_or(s);
+    let h = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
     if h.len() != N * 2 {
         return Err(format!(
             "expected {N} bytes as hex ({} hex digits), got {} hex digits",
@@ -285,6 +286,8 @@ mod tests {
         assert_eq!(pk.to_string(), hex);
         assert!(pk.validate_point().is_ok());
         assert!("0x1234".parse::<PublicKey>().is_err());
+        let upper = format!("0X{}", hex[2..].to_uppercase());
+        assert_eq!(upper.parse::<PublicKey>().unwrap(), pk);
         let mut bad = pk;
         bad.0[47] ^= 1;
         assert!(bad.validate_point().is_err());

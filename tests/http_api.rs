@@ -191,10 +191,10 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         f(&mut v);
         v.to_string()
     };
-    let deneb_full_block = json!({
+    let capella_full_block = json!({
         "type": "BLOCK_V2",
         "fork_info": good["fork_info"],
-        "beacon_block": {"version": "DENEB", "block": {"slot": "1"}}
+        "beacon_block": {"version": "CAPELLA", "block": {"slot": "30"}}
     })
     .to_string();
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
@@ -280,7 +280,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             400,
             "genesis validators root",
         ),
-        ("full block after altair", &pk, deneb_full_block, 400, "block_header"),
+        ("full block after altair", &pk, capella_full_block, 400, "block_header"),
         ("bad pubkey in URL", "0x1234", good.to_string(), 400, "public key"),
         ("unknown key", unknown, good.to_string(), 404, "no key loaded"),
     ];
@@ -393,7 +393,7 @@ async fn database_outage_fails_closed_and_recovers_by_itself() {
     pg.stop_immediate();
     let (s, b) = post(&sign, attestation(1, 2, 1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 503, "attestation with the database down: {b}");
-    let (s, b) = post(&sign, block_header(9, 1, MINIMAL_GVR).to_string()).await;
+    let (s, b) = post(&sign, block_header(30, 1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 503, "block with the database down: {b}");
     let (s, b) = post(&sign, randao(1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 200, "RANDAO needs no database: {b}");
@@ -654,7 +654,8 @@ async fn key_manager_import_and_delete_across_replicas() {
     assert_eq!(r.status(), 200);
     let deleted = r.json::<Value>().await.unwrap();
     assert_eq!(deleted["data"][0]["status"], "deleted", "{deleted}");
-    assert_eq!(deleted["data"][1]["status"], "not_found", "{deleted}");
+    // Key 6 is not loaded on A, but B registered it: it is known, so it is disabled too.
+    assert_eq!(deleted["data"][1]["status"], "not_active", "{deleted}");
     let interchange: Value = serde_json::from_str(deleted["slashing_protection"].as_str().unwrap()).unwrap();
     let v = interchange["data"]
         .as_array()
@@ -678,16 +679,43 @@ async fn key_manager_import_and_delete_across_replicas() {
     let (s, e) = post(&sign_url(&b, &keys[4]), attestation(11, 12, 1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 412, "{e}");
     assert!(e["error"].as_str().unwrap().contains("disabled"), "{e}");
-    // Key 6 was never used anywhere, yet it too is now refused on B.
+    // Key 6 was never used anywhere, yet it too is now refused on B, for every type.
     assert_eq!(
         post(&sign_url(&b, &keys[6]), attestation(0, 1, 1, MINIMAL_GVR).to_string())
             .await
             .0,
         412
     );
+    // Other types learn of the deletion with B's next database probe (every 2 s).
+    let mut refused = false;
+    for _ in 0..40 {
+        if post(&sign_url(&b, &keys[6]), randao(1, MINIMAL_GVR).to_string())
+            .await
+            .0
+            == 412
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(refused, "B still signs RANDAO for a key deleted on A");
+    let (_, listed) = get(&b.url("/api/v1/eth2/publicKeys")).await;
+    assert!(
+        !listed.to_string().contains(&keys[6][2..]),
+        "B still lists a deleted key: {listed}"
+    );
 
-    // A persisted nothing for the deleted key; importing it again after a restart works.
-    assert_eq!(std::fs::read_dir(&a_ks).unwrap().count(), 0);
+    // A moved the deleted key's files aside; importing it again after a restart works.
+    let stored = a_dir.path().join("keymanager-keystores");
+    let json_files = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+            .count()
+    };
+    assert_eq!(json_files(&stored), 0);
+    assert_eq!(json_files(&a_ks), 0);
     a.stop(libc::SIGTERM);
     let a = Palisade::serve_in(a_dir.path(), &a_args);
     let r = client()
@@ -698,7 +726,7 @@ async fn key_manager_import_and_delete_across_replicas() {
         .await
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["data"][0]["status"], "imported");
-    assert_eq!(std::fs::read_dir(&a_ks).unwrap().count(), 1);
+    assert_eq!(json_files(&stored), 1);
     drop(a);
     let a = Palisade::serve_in(a_dir.path(), &a_args);
     assert_eq!(

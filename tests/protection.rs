@@ -577,6 +577,10 @@ async fn full_u64_range_is_stored_exactly() {
         assert!(json.contains(&format!("\"{}\"", high + 1)), "{json}");
         // And it re-imports into a fresh database with the same watermarks.
         let (db2, _g2) = fresh(backend).await;
+        // An import never pins the zero root: that takes a deliberate pin.
+        assert_eq!(db2.import(&export).await, Err(ProtectionError::ZeroChain));
+        assert_eq!(db2.pinned_chain().await.unwrap(), None);
+        db2.pin_chain(Root::ZERO).await.unwrap();
         db2.import(&export).await.unwrap();
         assert!(db2.check_and_record(&key, &block(u64::MAX, 9), "t").await.is_err());
     }
@@ -628,6 +632,7 @@ async fn export_reimports_cleanly_and_is_idempotent() {
             Ok(Recorded::Repeat)
         );
         let (fresh_db, _g2) = fresh(backend).await;
+        fresh_db.pin_chain(Root::ZERO).await.unwrap();
         fresh_db.import(&first).await.unwrap();
         assert!(fresh_db.check_and_record(&pk(100), &block(10, 1), "t").await.is_err());
         assert!(fresh_db.check_and_record(&pk(100), &block(11, 1), "t").await.is_ok());

@@ -12,6 +12,7 @@ use crate::types::{Address, Epoch, PublicKeyBytes, Root, SignatureBytes, Slot, V
 // ---------------------------------------------------------------- signing envelope
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct Fork {
     pub previous_version: Version,
     pub current_version: Version,
@@ -33,12 +34,14 @@ pub struct SigningData {
 // ---------------------------------------------------------------- phase0
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     pub epoch: Epoch,
     pub root: Root,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct AttestationData {
     pub slot: Slot,
     #[serde(with = "quoted_u64")]
@@ -49,6 +52,7 @@ pub struct AttestationData {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct Attestation {
     pub aggregation_bits: BitList<U2048>,
     pub data: AttestationData,
@@ -56,6 +60,7 @@ pub struct Attestation {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct IndexedAttestation {
     #[serde(with = "ssz_types::serde_utils::quoted_u64_var_list")]
     pub attesting_indices: VariableList<u64, U2048>,
@@ -64,12 +69,14 @@ pub struct IndexedAttestation {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct AttesterSlashing {
     pub attestation_1: IndexedAttestation,
     pub attestation_2: IndexedAttestation,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct BeaconBlockHeader {
     pub slot: Slot,
     #[serde(with = "quoted_u64")]
@@ -80,18 +87,21 @@ pub struct BeaconBlockHeader {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct SignedBeaconBlockHeader {
     pub message: BeaconBlockHeader,
     pub signature: SignatureBytes,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct ProposerSlashing {
     pub signed_header_1: SignedBeaconBlockHeader,
     pub signed_header_2: SignedBeaconBlockHeader,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct Eth1Data {
     pub deposit_root: Root,
     #[serde(with = "quoted_u64")]
@@ -100,6 +110,7 @@ pub struct Eth1Data {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct DepositData {
     pub pubkey: PublicKeyBytes,
     pub withdrawal_credentials: Root,
@@ -109,12 +120,14 @@ pub struct DepositData {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct Deposit {
     pub proof: FixedVector<Root, U33>,
     pub data: DepositData,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct VoluntaryExit {
     pub epoch: Epoch,
     #[serde(with = "quoted_u64")]
@@ -122,12 +135,14 @@ pub struct VoluntaryExit {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct SignedVoluntaryExit {
     pub message: VoluntaryExit,
     pub signature: SignatureBytes,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct BeaconBlockBodyPhase0 {
     pub randao_reveal: SignatureBytes,
     pub eth1_data: Eth1Data,
@@ -140,6 +155,7 @@ pub struct BeaconBlockBodyPhase0 {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct BeaconBlockPhase0 {
     pub slot: Slot,
     #[serde(with = "quoted_u64")]
@@ -150,6 +166,7 @@ pub struct BeaconBlockPhase0 {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct AggregateAndProof {
     #[serde(with = "quoted_u64")]
     pub aggregator_index: u64,
@@ -158,6 +175,7 @@ pub struct AggregateAndProof {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct DepositMessage {
     pub pubkey: PublicKeyBytes,
     pub withdrawal_credentials: Root,
@@ -168,6 +186,7 @@ pub struct DepositMessage {
 // ---------------------------------------------------------------- altair
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 #[serde(bound = "")]
 pub struct SyncAggregate<P: Preset> {
     pub sync_committee_bits: BitVector<P::SyncCommitteeSize>,
@@ -175,6 +194,7 @@ pub struct SyncAggregate<P: Preset> {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 #[serde(bound = "")]
 pub struct BeaconBlockBodyAltair<P: Preset> {
     pub randao_reveal: SignatureBytes,
@@ -189,6 +209,7 @@ pub struct BeaconBlockBodyAltair<P: Preset> {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 #[serde(bound = "")]
 pub struct BeaconBlockAltair<P: Preset> {
     pub slot: Slot,
@@ -200,6 +221,7 @@ pub struct BeaconBlockAltair<P: Preset> {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct SyncAggregatorSelectionData {
     pub slot: Slot,
     #[serde(with = "quoted_u64")]
@@ -207,6 +229,7 @@ pub struct SyncAggregatorSelectionData {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 #[serde(bound = "")]
 pub struct SyncCommitteeContribution<P: Preset> {
     pub slot: Slot,
@@ -218,6 +241,7 @@ pub struct SyncCommitteeContribution<P: Preset> {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 #[serde(bound = "")]
 pub struct ContributionAndProof<P: Preset> {
     #[serde(with = "quoted_u64")]
@@ -229,6 +253,7 @@ pub struct ContributionAndProof<P: Preset> {
 // ---------------------------------------------------------------- electra
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 #[serde(bound = "")]
 pub struct AttestationElectra<P: Preset> {
     pub aggregation_bits: BitList<P::MaxValidatorsPerSlot>,
@@ -238,6 +263,7 @@ pub struct AttestationElectra<P: Preset> {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 #[serde(bound = "")]
 pub struct AggregateAndProofElectra<P: Preset> {
     #[serde(with = "quoted_u64")]
@@ -249,6 +275,7 @@ pub struct AggregateAndProofElectra<P: Preset> {
 // ---------------------------------------------------------------- builder-specs
 
 #[derive(Clone, Debug, Serialize, Deserialize, TreeHash)]
+#[serde(deny_unknown_fields)]
 pub struct ValidatorRegistration {
     pub fee_recipient: Address,
     #[serde(with = "quoted_u64")]

@@ -10,7 +10,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::AppState;
-use super::error::{ApiError, body_rejection};
+use super::error::{ApiError, KeyManagerApiError, body_rejection};
 use crate::keymanager::KeyManagerError;
 use crate::protection::{Interchange, ProtectionError};
 use crate::types::PublicKey;
@@ -22,15 +22,14 @@ fn utf8(body: &Bytes) -> Result<&str, ApiError> {
 /// `POST /api/v1/eth2/slashing-protection/import`: all or nothing.
 pub async fn import(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let result: Result<usize, ApiError> = async {
-        let body = body.map_err(body_rejection)?;
+        let body = body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))?;
         let interchange = Interchange::from_json(utf8(&body)?)
             .map_err(|e| ApiError::Protection(ProtectionError::InvalidInterchange(e)))?;
         let signer = &state.signer;
-        let given = interchange.metadata.genesis_validators_root;
-        let pinned = signer.chain.resolve(&signer.db, given).await?;
-        if pinned != given {
-            return Err(ProtectionError::WrongChain { pinned, given }.into());
-        }
+        signer
+            .chain
+            .admit(&signer.db, interchange.metadata.genesis_validators_root)
+            .await?;
         Ok(signer.db.import(&interchange).await?)
     }
     .await;
@@ -85,16 +84,11 @@ impl From<KeyManagerError> for ApiError {
 
 /// `GET /eth/v1/keystores`
 pub async fn list_keystores(State(state): State<AppState>) -> Response {
-    let data: Vec<_> = state
-        .keymanager
-        .list()
-        .into_iter()
-        .map(|pk| json!({ "validating_pubkey": pk.to_string(), "derivation_path": "", "readonly": false }))
-        .collect();
-    Json(json!({ "data": data })).into_response()
+    Json(json!({ "data": state.keymanager.list() })).into_response()
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ImportKeystores {
     keystores: Vec<String>,
     passwords: Vec<String>,
@@ -102,22 +96,20 @@ struct ImportKeystores {
 }
 
 /// `POST /eth/v1/keystores`
-pub async fn import_keystores(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let result: Result<_, ApiError> = async {
-        let body = body.map_err(body_rejection)?;
-        let req: ImportKeystores = crate::signing::request::parse_at("", utf8(&body)?)
-            .map_err(|e| ApiError::BadRequest(redact_passwords(e)))?;
-        let passwords = req.passwords.into_iter().map(Zeroizing::new).collect();
-        Ok(state
-            .keymanager
-            .import(req.keystores, passwords, req.slashing_protection)
-            .await?)
-    }
-    .await;
-    match result {
-        Ok(statuses) => Json(json!({ "data": statuses })).into_response(),
-        Err(e) => e.into_response(),
-    }
+pub async fn import_keystores(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, KeyManagerApiError> {
+    let body = body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))?;
+    let req: ImportKeystores =
+        crate::signing::request::parse_at("", utf8(&body)?).map_err(|e| ApiError::BadRequest(redact_passwords(e)))?;
+    let passwords = req.passwords.into_iter().map(Zeroizing::new).collect();
+    let statuses = state
+        .keymanager
+        .import(req.keystores, passwords, req.slashing_protection)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(json!({ "data": statuses })).into_response())
 }
 
 /// A serde error about `passwords` must not quote a password.
@@ -130,28 +122,25 @@ fn redact_passwords(e: String) -> String {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeleteKeystores {
     pubkeys: Vec<PublicKey>,
 }
 
 /// `DELETE /eth/v1/keystores`
-pub async fn delete_keystores(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let result: Result<_, ApiError> = async {
-        let body = body.map_err(body_rejection)?;
-        let req: DeleteKeystores = crate::signing::request::parse_at("", utf8(&body)?).map_err(ApiError::BadRequest)?;
-        Ok(state.keymanager.delete(req.pubkeys).await?)
-    }
-    .await;
-    match result {
-        Ok((statuses, interchange)) => Json(json!({
-            "data": statuses,
-            "slashing_protection": serde_json::to_string(&interchange).expect("interchange serialises"),
-        }))
-        .into_response(),
-        Err(e) => e.into_response(),
-    }
+pub async fn delete_keystores(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, KeyManagerApiError> {
+    let body = body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))?;
+    let req: DeleteKeystores = crate::signing::request::parse_at("", utf8(&body)?).map_err(ApiError::BadRequest)?;
+    let (statuses, interchange) = state.keymanager.delete(req.pubkeys).await.map_err(ApiError::from)?;
+    Ok(Json(json!({
+        "data": statuses,
+        "slashing_protection": serde_json::to_string(&interchange).expect("interchange serialises"),
+    }))
+    .into_response())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

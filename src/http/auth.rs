@@ -7,7 +7,7 @@ use std::path::Path;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -84,9 +84,10 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
             let (scheme, token) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
+    let path = req.uri().path();
     match presented {
-        None => ApiError::MissingToken.into_response(),
-        Some(t) if !state.token.matches(t) => ApiError::WrongToken.into_response(),
+        None => ApiError::MissingToken.for_path(path),
+        Some(t) if !state.token.matches(t) => ApiError::WrongToken.for_path(path),
         Some(_) => next.run(req).await,
     }
 }

@@ -1,5 +1,6 @@
 //! Every error Palisade answers with, mapped to an HTTP status in this one place.
-//! Bodies are always `{"error": "<reason>"}`.
+//! Bodies are `{"error": "<reason>"}` (Web3Signer's form), and `{"message": "<reason>"}` on
+//! the Key Manager API (the keymanager-APIs standard's form).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,7 @@ pub enum ApiError {
     Protection(ProtectionError),
     BadRequest(String),
     NotFound(String),
+    MethodNotAllowed(String),
     PayloadTooLarge(String),
     MissingToken,
     WrongToken,
@@ -36,7 +38,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Sign(e) => match e {
-                SignError::BadRequest(_) | SignError::WrongChain { .. } => StatusCode::BAD_REQUEST,
+                SignError::BadRequest(_) | SignError::WrongChain { .. } | SignError::ZeroChain => {
+                    StatusCode::BAD_REQUEST
+                }
                 SignError::UnknownKey(_) | SignError::KeyFailed(..) => StatusCode::NOT_FOUND,
                 SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 SignError::Refused(_) => StatusCode::PRECONDITION_FAILED,
@@ -45,11 +49,14 @@ impl ApiError {
             ApiError::Protection(e) => match e {
                 ProtectionError::Refused(_) => StatusCode::PRECONDITION_FAILED,
                 ProtectionError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                ProtectionError::WrongChain { .. } | ProtectionError::InvalidInterchange(_) => StatusCode::BAD_REQUEST,
+                ProtectionError::WrongChain { .. }
+                | ProtectionError::ZeroChain
+                | ProtectionError::InvalidInterchange(_) => StatusCode::BAD_REQUEST,
                 ProtectionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MissingToken => StatusCode::UNAUTHORIZED,
             ApiError::WrongToken => StatusCode::FORBIDDEN,
@@ -61,9 +68,11 @@ impl ApiError {
         match self {
             ApiError::Sign(e) => e.to_string(),
             ApiError::Protection(e) => e.to_string(),
-            ApiError::BadRequest(m) | ApiError::NotFound(m) | ApiError::PayloadTooLarge(m) | ApiError::Internal(m) => {
-                m.clone()
-            }
+            ApiError::BadRequest(m)
+            | ApiError::NotFound(m)
+            | ApiError::MethodNotAllowed(m)
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::Internal(m) => m.clone(),
             ApiError::MissingToken => {
                 "missing bearer token: send `Authorization: Bearer <token from --api-token-file>`".into()
             }
@@ -72,22 +81,57 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The response, with the reason under `field`.
+    fn respond(self, field: &str) -> Response {
         let status = self.status();
-        let mut resp = (status, axum::Json(json!({ "error": self.message() }))).into_response();
+        let mut resp = (status, axum::Json(json!({ field: self.message() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
+
+    /// The response in the form the endpoint at `path` promises.
+    pub fn for_path(self, path: &str) -> Response {
+        if path.starts_with(KEYMANAGER_PREFIX) {
+            KeyManagerApiError(self).into_response()
+        } else {
+            self.into_response()
+        }
+    }
 }
 
-/// A body the extractor refused (too large, unreadable) as `{"error": ...}`.
-pub fn body_rejection(r: axum::extract::rejection::BytesRejection) -> ApiError {
+/// The Key Manager API's endpoints live under this prefix.
+pub const KEYMANAGER_PREFIX: &str = "/eth/";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.respond("error")
+    }
+}
+
+/// An error of the Key Manager API: `{"message": ...}`.
+#[derive(Debug)]
+pub struct KeyManagerApiError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for KeyManagerApiError {
+    fn from(e: E) -> Self {
+        KeyManagerApiError(e.into())
+    }
+}
+
+impl IntoResponse for KeyManagerApiError {
+    fn into_response(self) -> Response {
+        self.0.respond("message")
+    }
+}
+
+/// A body the extractor refused (too large, unreadable), for a route whose limit is `limit`.
+pub fn body_rejection(r: axum::extract::rejection::BytesRejection, limit: usize) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(format!("request body is larger than {} bytes", super::MAX_BODY_BYTES))
+        ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"))
     } else {
         ApiError::BadRequest(format!("cannot read request body: {}", r.body_text()))
     }

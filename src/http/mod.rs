@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::keymanager::KeyManager;
@@ -103,15 +102,12 @@ pub fn router(state: AppState, metrics: bool) -> Router {
     public
         .merge(admin)
         .fallback(|req: Request| async move {
-            ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path())).into_response()
+            let path = req.uri().path();
+            ApiError::NotFound(format!("no route for {} {path}", req.method())).for_path(path)
         })
         .method_not_allowed_fallback(|req: Request| async move {
-            (
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                axum::Json(serde_json::json!({
-                    "error": format!("method {} is not allowed on {}", req.method(), req.uri().path())
-                })),
-            )
+            let path = req.uri().path();
+            ApiError::MethodNotAllowed(format!("method {} is not allowed on {path}", req.method())).for_path(path)
         })
         .with_state(state)
 }

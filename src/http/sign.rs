@@ -26,7 +26,7 @@ pub async fn sign(
     let client = client.map(|Extension(c)| c).unwrap_or_default();
     let body = match body {
         Ok(b) => b,
-        Err(r) => return body_rejection(r).into_response(),
+        Err(r) => return body_rejection(r, super::MAX_BODY_BYTES).into_response(),
     };
     let pubkey: PublicKey = match identifier.parse() {
         Ok(pk) => pk,
@@ -68,15 +68,7 @@ fn wants_text(headers: &HeaderMap) -> bool {
 /// `GET /api/v1/eth2/publicKeys`: keys that can sign, and keys still being decrypted
 /// (requests for those wait for them).
 pub async fn public_keys(State(state): State<AppState>) -> Json<Vec<String>> {
-    Json(
-        state
-            .signer
-            .keys
-            .known_pubkeys()
-            .iter()
-            .map(|k| k.to_string())
-            .collect(),
-    )
+    Json(state.signer.listed_pubkeys().iter().map(|k| k.to_string()).collect())
 }
 
 #[cfg(test)]

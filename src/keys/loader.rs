@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use super::definitions::{self, KeyDefinition};
 use super::keystore::{Keystore, KeystoreError};
+use super::origin::Origin;
 use super::registry::KeyRegistry;
 use super::secret::SecretKey;
 use crate::types::PublicKey;
@@ -26,6 +27,8 @@ pub struct KeyOptions {
     pub keystores_passwords_path: Option<PathBuf>,
     pub keystores_password_file: Option<PathBuf>,
     pub key_config_path: Option<PathBuf>,
+    /// Where Key Manager imports are kept (each keystore with `<stem>.txt` beside it).
+    pub keymanager_path: Option<PathBuf>,
 }
 
 enum Password {
@@ -43,7 +46,7 @@ enum Material {
 
 /// One key to load, before its secret is known.
 pub struct KeySource {
-    pub origin: String,
+    pub origin: Arc<Origin>,
     pub declared: Option<PublicKey>,
     material: Material,
 }
@@ -57,7 +60,7 @@ pub struct Discovered {
 
 impl std::fmt::Debug for Discovered {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let origins: Vec<&str> = self.sources.iter().map(|s| s.origin.as_str()).collect();
+        let origins: Vec<&str> = self.sources.iter().map(|s| s.origin.label.as_str()).collect();
         f.debug_struct("Discovered")
             .field("sources", &origins)
             .field("failures", &self.failures)
@@ -95,7 +98,7 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
     let mut found = Discovered::default();
 
     if let Some(dir) = &opts.keystores_path {
-        let password = match (&opts.keystores_passwords_path, &opts.keystores_password_file) {
+        let passwords = match (&opts.keystores_passwords_path, &opts.keystores_password_file) {
             (Some(_), Some(_)) => {
                 return Err("give --keystores-passwords-path or --keystores-password-file, not both".into());
             }
@@ -109,41 +112,21 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
                         pw_dir.display()
                     ));
                 }
-                None
+                Passwords::PerKey(pw_dir.clone())
             }
-            (None, Some(file)) => Some(Arc::new(read_password(file)?)),
+            (None, Some(file)) => Passwords::Shared(Arc::new(read_password(file)?)),
         };
         if !dir.is_dir() {
             return Err(format!("--keystores-path {} is not a directory", dir.display()));
         }
-        // Reading and parsing thousands of small files is worth doing on every core: the
-        // server listens only after this.
-        let files = sorted_files(dir, &["json"])?;
-        let parsed: Vec<(PathBuf, Result<Option<Keystore>, String>)> = files
-            .into_par_iter()
-            .map(|path| {
-                let ks = read_keystore(&path);
-                (path, ks)
-            })
-            .collect();
-        for (path, keystore) in parsed {
-            let origin = path.display().to_string();
-            let pw = match &password {
-                Some(shared) => Password::Shared(shared.clone()),
-                None => {
-                    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-                    let pw_dir = opts.keystores_passwords_path.as_ref().expect("checked above");
-                    Password::File(pw_dir.join(format!("{stem}.txt")))
-                }
-            };
-            match keystore {
-                Ok(Some(ks)) => push_keystore(&mut found, origin, ks, pw),
-                Ok(None) => {
-                    tracing::warn!(file = %origin, "skipping JSON file that is not an EIP-2335 keystore (no `crypto` object)")
-                }
-                Err(reason) => found.failures.push((origin, reason)),
-            }
-        }
+        discover_folder(&mut found, dir, &passwords)?;
+    }
+
+    // Keystores imported through the Key Manager API, each with its own password beside it.
+    if let Some(dir) = &opts.keymanager_path
+        && dir.is_dir()
+    {
+        discover_folder(&mut found, dir, &Passwords::PerKey(dir.clone()))?;
     }
 
     if let Some(dir) = &opts.key_config_path {
@@ -151,36 +134,37 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
             return Err(format!("--key-config-path {} is not a directory", dir.display()));
         }
         for file in sorted_files(dir, &["yaml", "yml"])? {
-            let origin = file.display().to_string();
+            let label = file.display().to_string();
             match definitions::read_file(&file) {
-                Err(reason) => found.failures.push((origin, reason)),
+                Err(reason) => found.failures.push((label, reason)),
                 Ok(defs) => {
                     for (i, def) in defs.into_iter().enumerate() {
-                        let origin = if i == 0 {
-                            origin.clone()
+                        let label = if i == 0 {
+                            label.clone()
                         } else {
-                            format!("{origin}#{}", i + 1)
+                            format!("{label}#{}", i + 1)
                         };
                         match def {
                             KeyDefinition::Raw { private_key } => found.sources.push(KeySource {
-                                origin,
+                                origin: Origin::definition(label),
                                 declared: None,
                                 material: Material::Raw(private_key),
                             }),
-                            KeyDefinition::Keystore { keystore, password } => match read_keystore(&keystore) {
-                                Ok(Some(ks)) => push_keystore(
-                                    &mut found,
-                                    format!("{origin} ({})", keystore.display()),
-                                    ks,
-                                    Password::File(password),
-                                ),
-                                Ok(None) => found
-                                    .failures
-                                    .push((origin, format!("{} is not an EIP-2335 keystore", keystore.display()))),
-                                Err(reason) => found
-                                    .failures
-                                    .push((format!("{origin} ({})", keystore.display()), reason)),
-                            },
+                            KeyDefinition::Keystore { keystore, password } => {
+                                let label = format!("{label} ({})", keystore.display());
+                                match read_keystore(&keystore) {
+                                    Ok(Some(ks)) => push_keystore(
+                                        &mut found,
+                                        Origin::definition(label),
+                                        ks,
+                                        Password::File(password),
+                                    ),
+                                    Ok(None) => found
+                                        .failures
+                                        .push((label, format!("{} is not an EIP-2335 keystore", keystore.display()))),
+                                    Err(reason) => found.failures.push((label, reason)),
+                                }
+                            }
                         }
                     }
                 }
@@ -190,7 +174,48 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
     Ok(found)
 }
 
-fn push_keystore(found: &mut Discovered, origin: String, ks: Keystore, password: Password) {
+/// How the keystores of one folder are unlocked.
+enum Passwords {
+    /// `<keystore file stem>.txt` in this folder.
+    PerKey(PathBuf),
+    Shared(Arc<Zeroizing<String>>),
+}
+
+/// Every `*.json` keystore of `dir`. A key from here is deletable through the Key Manager API:
+/// its keystore and its own password file are what a deletion moves aside.
+fn discover_folder(found: &mut Discovered, dir: &Path, passwords: &Passwords) -> Result<(), String> {
+    // Reading and parsing thousands of small files is worth doing on every core: the server
+    // listens only after this.
+    let files = sorted_files(dir, &["json"])?;
+    let parsed: Vec<(PathBuf, Result<Option<Keystore>, String>)> = files
+        .into_par_iter()
+        .map(|path| {
+            let ks = read_keystore(&path);
+            (path, ks)
+        })
+        .collect();
+    for (path, keystore) in parsed {
+        let label = path.display().to_string();
+        let (pw, files) = match passwords {
+            Passwords::Shared(shared) => (Password::Shared(shared.clone()), vec![path.clone()]),
+            Passwords::PerKey(pw_dir) => {
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                let pw_file = pw_dir.join(format!("{stem}.txt"));
+                (Password::File(pw_file.clone()), vec![path.clone(), pw_file])
+            }
+        };
+        match keystore {
+            Ok(Some(ks)) => push_keystore(found, Origin::files(label, files), ks, pw),
+            Ok(None) => {
+                tracing::warn!(file = %label, "skipping JSON file that is not an EIP-2335 keystore (no `crypto` object)")
+            }
+            Err(reason) => found.failures.push((label, reason)),
+        }
+    }
+    Ok(())
+}
+
+fn push_keystore(found: &mut Discovered, origin: Arc<Origin>, ks: Keystore, password: Password) {
     match ks.declared_pubkey() {
         Ok(declared) => found.sources.push(KeySource {
             origin,
@@ -200,7 +225,7 @@ fn push_keystore(found: &mut Discovered, origin: String, ks: Keystore, password:
                 password,
             },
         }),
-        Err(e) => found.failures.push((origin, e.to_string())),
+        Err(e) => found.failures.push((origin.label.clone(), e.to_string())),
     }
 }
 
@@ -249,9 +274,9 @@ pub struct LoadReport {
 /// Registers what discovery found: known pubkeys become `Loading` at once, failures are
 /// recorded and logged. Returns the sources still to decrypt.
 pub fn announce(found: Discovered, registry: &KeyRegistry) -> Vec<KeySource> {
-    for (origin, reason) in found.failures {
-        tracing::error!(source = %origin, %reason, "key failed to load");
-        registry.fail(None, &origin, reason);
+    for (label, reason) in found.failures {
+        tracing::error!(source = %label, %reason, "key failed to load");
+        registry.fail(None, &Origin::definition(label), reason);
     }
     let mut sources = Vec::with_capacity(found.sources.len());
     for s in found.sources {

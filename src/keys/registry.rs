@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::origin::Origin;
 use super::secret::SecretKey;
 use crate::types::PublicKey;
 
 #[derive(Clone)]
 enum Entry {
-    Loading { origin: Arc<str> },
-    Ready { key: Arc<SecretKey>, origin: Arc<str> },
-    Failed { reason: Arc<str>, origin: Arc<str> },
+    Loading { origin: Arc<Origin> },
+    Ready { key: Arc<SecretKey>, origin: Arc<Origin> },
+    Failed { reason: Arc<str>, origin: Arc<Origin> },
 }
 
 /// What a lookup found.
@@ -70,22 +71,22 @@ impl KeyRegistry {
 
     /// Announces a key whose secret is being decrypted. Returns false if the pubkey is
     /// already known (a duplicate definition).
-    pub fn announce(&self, pubkey: PublicKey, origin: &str) -> bool {
+    pub fn announce(&self, pubkey: PublicKey, origin: &Arc<Origin>) -> bool {
         let mut map = self.entries.write().expect("registry lock");
         if map.contains_key(&pubkey) {
             return false;
         }
-        map.insert(pubkey, Entry::Loading { origin: origin.into() });
+        map.insert(pubkey, Entry::Loading { origin: origin.clone() });
         true
     }
 
     /// Installs a decrypted key. Returns false (and drops the key) if another source already
     /// provided this pubkey.
-    pub fn insert_ready(&self, key: SecretKey, origin: &str) -> bool {
+    pub fn insert_ready(&self, key: SecretKey, origin: &Arc<Origin>) -> bool {
         let pubkey = key.public_key();
         let mut map = self.entries.write().expect("registry lock");
         match map.get(&pubkey) {
-            Some(Entry::Loading { origin: o }) if &**o == origin => {}
+            Some(Entry::Loading { origin: o }) if o == origin => {}
             Some(Entry::Failed { .. }) | None => {}
             Some(_) => return false,
         }
@@ -93,7 +94,7 @@ impl KeyRegistry {
             pubkey,
             Entry::Ready {
                 key: Arc::new(key),
-                origin: origin.into(),
+                origin: origin.clone(),
             },
         );
         drop(map);
@@ -102,7 +103,7 @@ impl KeyRegistry {
     }
 
     /// Records a failure for a key whose pubkey is known, or for a source without one.
-    pub fn fail(&self, pubkey: Option<PublicKey>, origin: &str, reason: String) {
+    pub fn fail(&self, pubkey: Option<PublicKey>, origin: &Arc<Origin>, reason: String) {
         match pubkey {
             Some(pk) => {
                 let mut map = self.entries.write().expect("registry lock");
@@ -112,7 +113,7 @@ impl KeyRegistry {
                         pk,
                         Entry::Failed {
                             reason: reason.into(),
-                            origin: origin.into(),
+                            origin: origin.clone(),
                         },
                     );
                 }
@@ -122,7 +123,7 @@ impl KeyRegistry {
                 .write()
                 .expect("registry lock")
                 .push(LoadFailure {
-                    origin: origin.into(),
+                    origin: origin.label.clone(),
                     reason,
                 }),
         }
@@ -189,15 +190,15 @@ impl KeyRegistry {
         v
     }
 
-    /// Where a key came from (keystore path, key definition or `keymanager`).
-    pub fn origin(&self, pubkey: &PublicKey) -> Option<String> {
+    /// Where a key came from (keystore file, key definition, Key Manager import).
+    pub fn origin(&self, pubkey: &PublicKey) -> Option<Arc<Origin>> {
         self.entries
             .read()
             .expect("registry lock")
             .get(pubkey)
             .map(|e| match e {
                 Entry::Loading { origin } | Entry::Ready { origin, .. } | Entry::Failed { origin, .. } => {
-                    origin.to_string()
+                    origin.clone()
                 }
             })
     }
@@ -252,13 +253,14 @@ mod tests {
         let reg = Arc::new(KeyRegistry::new());
         let k = key(1);
         let pk = k.public_key();
-        assert!(reg.announce(pk, "a.json"));
+        let a = Origin::memory("a.json");
+        assert!(reg.announce(pk, &a));
         assert!(matches!(reg.lookup(&pk), Lookup::Loading));
         let r2 = reg.clone();
         let waiter =
             tokio::spawn(async move { matches!(r2.wait_for(&pk, Duration::from_secs(5)).await, Lookup::Ready(_)) });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(reg.insert_ready(k, "a.json"));
+        assert!(reg.insert_ready(k, &a));
         assert!(waiter.await.unwrap());
         assert_eq!(
             reg.counts(),
@@ -274,7 +276,7 @@ mod tests {
     async fn waiting_gives_up_after_patience() {
         let reg = KeyRegistry::new();
         let pk = key(2).public_key();
-        reg.announce(pk, "b.json");
+        reg.announce(pk, &Origin::memory("b.json"));
         let t = std::time::Instant::now();
         assert!(matches!(
             reg.wait_for(&pk, Duration::from_millis(50)).await,
@@ -287,15 +289,16 @@ mod tests {
     fn duplicates_and_failures() {
         let reg = KeyRegistry::new();
         let pk = key(3).public_key();
-        assert!(reg.insert_ready(key(3), "first.json"));
-        assert!(!reg.insert_ready(key(3), "second.json"));
-        assert!(!reg.announce(pk, "third.json"));
-        reg.fail(Some(pk), "third.json", "wrong password".into());
+        assert!(reg.insert_ready(key(3), &Origin::memory("first.json")));
+        assert!(!reg.insert_ready(key(3), &Origin::memory("second.json")));
+        let third = Origin::memory("third.json");
+        assert!(!reg.announce(pk, &third));
+        reg.fail(Some(pk), &third, "wrong password".into());
         assert!(
             matches!(reg.lookup(&pk), Lookup::Ready(_)),
             "a failure replaced a loaded key"
         );
-        reg.fail(None, "broken.json", "not JSON".into());
+        reg.fail(None, &Origin::memory("broken.json"), "not JSON".into());
         assert_eq!(reg.counts().failed, 1);
         assert_eq!(reg.failures()[0].origin, "broken.json");
         assert!(reg.remove(&pk));

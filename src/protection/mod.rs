@@ -5,6 +5,7 @@
 //! replicas, and embedded SQLite for one host. Both apply the same rule (`rules`), store the
 //! same schema and pass the same tests.
 
+mod chain;
 pub mod interchange;
 mod postgres;
 pub mod rules;
@@ -13,6 +14,7 @@ mod store;
 
 use std::time::Duration;
 
+pub use chain::ChainPin;
 pub use interchange::Interchange;
 pub use postgres::Durability;
 pub use rules::{Proposal, Refusal, Verdict, Watermarks};
@@ -30,6 +32,12 @@ pub enum ProtectionError {
     Unavailable(String),
     #[error("genesis validators root {given} is not the one this slashing-protection database is pinned to ({pinned})")]
     WrongChain { pinned: Root, given: Root },
+    /// Nothing is pinned and the request or import names the zero root, which is no chain's.
+    #[error(
+        "the genesis validators root is zero and no chain is pinned yet: Palisade never pins the zero root \
+         (configure --network or --genesis-validators-root)"
+    )]
+    ZeroChain,
     #[error("invalid interchange: {0}")]
     InvalidInterchange(String),
     #[error("slashing-protection database error: {0}")]
@@ -155,9 +163,20 @@ impl SlashingDatabase {
         dispatch!(self.export(pubkeys))
     }
 
-    /// Disables (or re-enables) validators: a disabled validator is refused by every replica.
+    /// Disables (or re-enables) validators, creating their rows if needed: a disabled
+    /// validator is refused by every replica.
     pub async fn set_enabled(&self, pubkeys: &[PublicKey], enabled: bool) -> Result<(), ProtectionError> {
         dispatch!(self.set_enabled(pubkeys, enabled))
+    }
+
+    /// Which of `pubkeys` the database knows, and whether each is enabled.
+    pub async fn key_states(&self, pubkeys: &[PublicKey]) -> Result<Vec<(PublicKey, bool)>, ProtectionError> {
+        dispatch!(self.key_states(pubkeys))
+    }
+
+    /// Every disabled validator (deleted through the Key Manager API on some replica).
+    pub async fn disabled_keys(&self) -> Result<Vec<PublicKey>, ProtectionError> {
+        dispatch!(self.disabled_keys())
     }
 
     /// Deletes history older than `keep_epochs` behind each validator's watermark. The

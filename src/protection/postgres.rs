@@ -270,14 +270,19 @@ impl PgStore {
         let by_validator = interchange.by_validator();
         let mut tx = self.pool.begin().await?;
         let given = interchange.metadata.genesis_validators_root;
-        sqlx::query("INSERT INTO chain (genesis_validators_root) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(&given.0[..])
-            .execute(&mut *tx)
+        // An import pins an unpinned database to its chain, in its own transaction; never
+        // to the zero root.
+        if given != Root::ZERO {
+            sqlx::query("INSERT INTO chain (genesis_validators_root) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(&given.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        let pinned: Option<(Vec<u8>,)> = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+            .fetch_optional(&mut *tx)
             .await?;
-        let (pinned,): (Vec<u8>,) = sqlx::query_as("SELECT genesis_validators_root FROM chain")
-            .fetch_one(&mut *tx)
-            .await?;
-        let pinned = chain_from_db(&pinned).map_err(ImportError::Refused)?;
+        let pinned = pinned.ok_or(ImportError::Refused(ProtectionError::ZeroChain))?;
+        let pinned = chain_from_db(&pinned.0).map_err(ImportError::Refused)?;
         if pinned != given {
             return Err(ImportError::Refused(ProtectionError::WrongChain { pinned, given }));
         }
@@ -431,6 +436,31 @@ impl PgStore {
                 .execute(&self.pool)
                 .await?;
             Ok(())
+        })
+        .await
+    }
+
+    pub async fn key_states(&self, pubkeys: &[PublicKey]) -> Result<Vec<(PublicKey, bool)>, ProtectionError> {
+        let keys: Vec<Vec<u8>> = pubkeys.iter().map(|p| p.0.to_vec()).collect();
+        timed(self.timeout, async {
+            let rows: Vec<(Vec<u8>, bool)> =
+                sqlx::query_as("SELECT pubkey, enabled FROM validators WHERE pubkey = ANY($1)")
+                    .bind(&keys)
+                    .fetch_all(&self.pool)
+                    .await?;
+            rows.into_iter()
+                .map(|(pk, enabled)| Ok((pubkey_from_db(&pk)?, enabled)))
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn disabled_keys(&self) -> Result<Vec<PublicKey>, ProtectionError> {
+        timed(self.timeout, async {
+            let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT pubkey FROM validators WHERE NOT enabled")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.into_iter().map(|(pk,)| pubkey_from_db(&pk)).collect()
         })
         .await
     }

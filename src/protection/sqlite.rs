@@ -121,10 +121,8 @@ impl SqliteStore {
     }
 
     pub async fn pinned_chain(&self) -> Result<Option<Root>, ProtectionError> {
-        let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT genesis_validators_root FROM chain")
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|(b,)| chain_from_db(&b)).transpose()
+        let mut conn = self.pool.acquire().await?;
+        pinned_chain(&mut conn).await
     }
 
     pub async fn pin_chain(&self, root: Root) -> Result<Root, ProtectionError> {
@@ -138,7 +136,11 @@ impl SqliteStore {
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = async {
             let given = interchange.metadata.genesis_validators_root;
-            let pinned = pin_chain(&mut conn, given).await?;
+            // Pins an unpinned database to the file's chain, never to the zero root.
+            let pinned = match given {
+                Root::ZERO => pinned_chain(&mut conn).await?.ok_or(ProtectionError::ZeroChain)?,
+                _ => pin_chain(&mut conn, given).await?,
+            };
             if pinned != given {
                 return Err(ProtectionError::WrongChain { pinned, given });
             }
@@ -245,6 +247,28 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub async fn key_states(&self, pubkeys: &[PublicKey]) -> Result<Vec<(PublicKey, bool)>, ProtectionError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut out = Vec::new();
+        for pk in pubkeys {
+            let row: Option<(bool,)> = sqlx::query_as("SELECT enabled FROM validators WHERE pubkey = ?")
+                .bind(&pk.0[..])
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some((enabled,)) = row {
+                out.push((*pk, enabled));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn disabled_keys(&self) -> Result<Vec<PublicKey>, ProtectionError> {
+        let rows: Vec<(Vec<u8>,)> = sqlx::query_as("SELECT pubkey FROM validators WHERE NOT enabled")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(|(pk,)| pubkey_from_db(&pk)).collect()
+    }
+
     /// Deletes rows of `table` whose `column` is more than `keep` below the validator's
     /// `watermark` (which cannot underflow: below `to_db(keep)` nothing is old enough).
     pub async fn prune_table(
@@ -297,6 +321,13 @@ fn lock_exclusively(db: &Path) -> Result<File, ProtectionError> {
             lock_path.display()
         ))),
     }
+}
+
+async fn pinned_chain(conn: &mut SqliteConnection) -> Result<Option<Root>, ProtectionError> {
+    let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|(b,)| chain_from_db(&b)).transpose()
 }
 
 async fn pin_chain(conn: &mut SqliteConnection, root: Root) -> Result<Root, ProtectionError> {

@@ -100,7 +100,8 @@ pub struct SigningJob {
     pub sign_type: SignType,
     pub signing_root: SigningRoot,
     pub check: SlashingCheck,
-    /// `fork_info.genesis_validators_root`, for the chain pin; `None` for the types that
-    /// have no `fork_info` (DEPOSIT, VALIDATOR_REGISTRATION).
-    pub genesis_validators_root: Option<Root>,
+    /// The chain the signature is bound to (`fork_info.genesis_validators_root`), checked
+    /// against the chain pin; `None` for DEPOSIT and VALIDATOR_REGISTRATION, whose domains do
+    /// not use the genesis validators root.
+    pub chain: Option<Root>,
 }

@@ -4,14 +4,19 @@
 //! message's epoch is below `fork_info.fork.epoch`, else `current_version`. The message's epoch
 //! is the target epoch for attestations, the `epoch` field for RANDAO reveals and exits, and
 //! the slot's epoch otherwise.
+//!
+//! Container rule (as consensus clients): the fork that the message's slot falls in on this
+//! network decides which container a block or an aggregate is. A `version` that says
+//! otherwise, or a body that does not fit that container (a missing field, an unknown one),
+//! is refused: a signature is never made over a root other than the one the message implies.
 
 use serde_json::value::RawValue;
 use tree_hash::TreeHash;
 
 use super::job::{SignType, SigningJob, SlashingCheck};
 use super::request::{
-    AggregationSlot, BlockV2, DepositRequest, Envelope, ForkInfo, RandaoReveal, SyncCommitteeMessage,
-    VersionedAggregate, parse_at,
+    AggregateForm, AggregateSlotProbe, AggregationSlot, BlockV2, DepositRequest, Envelope, ForkInfo, RandaoReveal,
+    SlotProbe, SyncCommitteeMessage, VersionedAggregate, parse_at,
 };
 use crate::consensus::containers::{
     AggregateAndProof, AggregateAndProofElectra, AttestationData, BeaconBlockAltair, BeaconBlockPhase0,
@@ -54,6 +59,7 @@ pub fn parse_signing_request(network: &Network, pubkey: PublicKey, body: &[u8]) 
         }
         (a, b) => a.or(b).map(SigningRoot::from),
     };
+    only_own_payload(&env)?;
 
     let message = match network.preset {
         PresetKind::Mainnet => message_root::<Mainnet>(network, &env)?,
@@ -73,79 +79,193 @@ pub fn parse_signing_request(network: &Network, pubkey: PublicKey, body: &[u8]) 
         sign_type: env.sign_type,
         signing_root,
         check: message.check,
-        genesis_validators_root: env.fork_info.as_ref().map(|f| f.genesis_validators_root),
+        chain: message.chain,
     })
 }
 
-/// The object's root, the domain it is signed in and what slashing protection must check.
+/// The payload field a type carries (BLOCK_V2 carries `beacon_block`, and so on).
+fn payload_field(t: SignType) -> &'static str {
+    match t {
+        SignType::Block => "block",
+        SignType::BlockV2 => "beacon_block",
+        SignType::Attestation => "attestation",
+        SignType::AggregationSlot => "aggregation_slot",
+        SignType::AggregateAndProof | SignType::AggregateAndProofV2 => "aggregate_and_proof",
+        SignType::Deposit => "deposit",
+        SignType::RandaoReveal => "randao_reveal",
+        SignType::VoluntaryExit => "voluntary_exit",
+        SignType::SyncCommitteeMessage => "sync_committee_message",
+        SignType::SyncCommitteeSelectionProof => "sync_aggregator_selection_data",
+        SignType::SyncCommitteeContributionAndProof => "contribution_and_proof",
+        SignType::ValidatorRegistration => "validator_registration",
+    }
+}
+
+/// A request carries the payload of its own type and no other: a second object would be
+/// one the signature does not cover.
+fn only_own_payload(env: &Envelope) -> Result<(), String> {
+    let own = payload_field(env.sign_type);
+    match env.payloads().iter().find(|(name, v)| v.is_some() && *name != own) {
+        Some((name, _)) => Err(format!(
+            "field `{name}` does not belong to a request of type {} (it carries `{own}`)",
+            env.sign_type
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The object's root, the domain it is signed in, what slashing protection must check and
+/// the chain the domain binds it to.
 struct Message {
     object_root: Root,
     domain: Root,
     check: SlashingCheck,
+    chain: Option<Root>,
 }
 
-fn payload<'a>(field: &str, value: Option<&'a RawValue>, sign_type: SignType) -> Result<&'a str, String> {
-    value
+fn payload<'a>(env: &Envelope<'a>) -> Result<&'a str, String> {
+    let field = payload_field(env.sign_type);
+    env.payloads()
+        .into_iter()
+        .find(|(name, _)| *name == field)
+        .and_then(|(_, v)| v)
         .map(RawValue::get)
-        .ok_or_else(|| format!("missing field `{field}` (required for type {sign_type})"))
+        .ok_or_else(|| format!("missing field `{field}` (required for type {})", env.sign_type))
 }
 
-fn fork_info<'a>(env: &'a Envelope) -> Result<&'a ForkInfo, String> {
-    env.fork_info
-        .as_ref()
-        .ok_or_else(|| format!("missing field `fork_info` (required for type {})", env.sign_type))
+fn fork_info(env: &Envelope) -> Result<ForkInfo, String> {
+    let raw = env
+        .fork_info
+        .ok_or_else(|| format!("missing field `fork_info` (required for type {})", env.sign_type))?;
+    parse_at("fork_info", raw.get())
 }
 
 /// Domain for a message of `epoch`, from the request's `fork_info`.
 fn domain_at(fi: &ForkInfo, domain_type: DomainType, epoch: Epoch) -> Root {
-    let version = if epoch < fi.fork.epoch {
+    compute_domain(domain_type, version_at(fi, epoch), fi.genesis_validators_root)
+}
+
+fn version_at(fi: &ForkInfo, epoch: Epoch) -> crate::types::Version {
+    if epoch < fi.fork.epoch {
         fi.fork.previous_version
     } else {
         fi.fork.current_version
-    };
-    compute_domain(domain_type, version, fi.genesis_validators_root)
+    }
+}
+
+/// The fork `slot` falls in on this network.
+fn fork_of(network: &Network, slot: Slot) -> ForkName {
+    network.fork_at_epoch(slot.epoch(network.slots_per_epoch()))
+}
+
+/// Parses `raw` as the container of `fork`; a failure names the field and says which fork's
+/// container was expected and why.
+fn parse_for_fork<'a, T: serde::Deserialize<'a>>(
+    prefix: &str,
+    raw: &'a str,
+    network: &Network,
+    slot: Slot,
+    container: &str,
+) -> Result<T, String> {
+    parse_at(prefix, raw).map_err(|e| {
+        format!(
+            "{e} (slot {slot} is in {} on {}: the {} {container} is expected)",
+            fork_of(network, slot),
+            network.name,
+            fork_of(network, slot)
+        )
+    })
+}
+
+/// A `version` field must name the fork the message's slot is in.
+fn check_version(field: &str, version: ForkName, network: &Network, slot: Slot) -> Result<(), String> {
+    let actual = fork_of(network, slot);
+    if version == actual {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} is {version}, but slot {slot} is in {actual} on {}",
+            network.name
+        ))
+    }
 }
 
 fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message, String> {
     let spe = network.slots_per_epoch();
     let t = env.sign_type;
-    let unprotected = |object_root: Root, domain: Root| Message {
-        object_root,
-        domain,
-        check: SlashingCheck::None,
-    };
-    let block = |object_root: Root, slot: Slot| -> Result<Message, String> {
-        Ok(Message {
+    // Every type but DEPOSIT and VALIDATOR_REGISTRATION is signed in a domain of its chain.
+    let on_chain = |object_root: Root, domain_type: DomainType, epoch: Epoch, check: SlashingCheck| {
+        let fi = fork_info(env)?;
+        Ok::<_, String>(Message {
             object_root,
-            domain: domain_at(fork_info(env)?, DomainType::BEACON_PROPOSER, slot.epoch(spe)),
-            check: SlashingCheck::Block { slot },
+            domain: domain_at(&fi, domain_type, epoch),
+            check,
+            chain: Some(fi.genesis_validators_root),
         })
+    };
+    let block = |object_root: Root, slot: Slot| {
+        on_chain(
+            object_root,
+            DomainType::BEACON_PROPOSER,
+            slot.epoch(spe),
+            SlashingCheck::Block { slot },
+        )
+    };
+    let unprotected = |object_root: Root, domain_type: DomainType, epoch: Epoch| {
+        on_chain(object_root, domain_type, epoch, SlashingCheck::None)
     };
 
     match t {
         SignType::Block => {
-            let b: BeaconBlockPhase0 = parse_at("block", payload("block", env.block, t)?)?;
+            let raw = payload(env)?;
+            let SlotProbe { slot } = parse_at("block", raw)?;
+            if fork_of(network, slot) != ForkName::Phase0 {
+                return Err(format!(
+                    "type BLOCK carries a PHASE0 block, but slot {slot} is in {} on {}: send BLOCK_V2",
+                    fork_of(network, slot),
+                    network.name
+                ));
+            }
+            let b: BeaconBlockPhase0 = parse_for_fork("block", raw, network, slot, "BeaconBlock")?;
             block(b.tree_hash_root(), b.slot)
         }
         SignType::BlockV2 => {
-            let raw = payload("beacon_block", env.beacon_block, t)?;
-            let v: BlockV2 = parse_at("beacon_block", raw)?;
+            let v: BlockV2 = parse_at("beacon_block", payload(env)?)?;
             match (v.block_header, v.block) {
                 (Some(_), Some(_)) => Err("beacon_block: give either `block` or `block_header`, not both".into()),
-                (Some(h), None) => block(h.tree_hash_root(), h.slot),
-                (None, Some(raw)) => match v.version {
-                    ForkName::Phase0 => {
-                        let b: BeaconBlockPhase0 = parse_at("beacon_block.block", raw.get())?;
-                        block(b.tree_hash_root(), b.slot)
-                    }
-                    ForkName::Altair => {
-                        let b: BeaconBlockAltair<P> = parse_at("beacon_block.block", raw.get())?;
-                        block(b.tree_hash_root(), b.slot)
-                    }
-                    later => Err(format!(
-                        "beacon_block: a full `block` is accepted for PHASE0 and ALTAIR only; send `block_header` for {later}"
-                    )),
-                },
+                (Some(h), None) => {
+                    // A header has one root whatever the fork; the version must still be right.
+                    check_version("beacon_block.version", v.version, network, h.slot)?;
+                    block(h.tree_hash_root(), h.slot)
+                }
+                (None, Some(raw)) => {
+                    let SlotProbe { slot } = parse_at("beacon_block.block", raw.get())?;
+                    check_version("beacon_block.version", v.version, network, slot)?;
+                    let root = match v.version {
+                        ForkName::Phase0 => parse_for_fork::<BeaconBlockPhase0>(
+                            "beacon_block.block",
+                            raw.get(),
+                            network,
+                            slot,
+                            "BeaconBlock",
+                        )?
+                        .tree_hash_root(),
+                        ForkName::Altair => parse_for_fork::<BeaconBlockAltair<P>>(
+                            "beacon_block.block",
+                            raw.get(),
+                            network,
+                            slot,
+                            "BeaconBlock",
+                        )?
+                        .tree_hash_root(),
+                        later => {
+                            return Err(format!(
+                                "beacon_block: a full `block` is accepted for PHASE0 and ALTAIR only; send `block_header` for {later}"
+                            ));
+                        }
+                    };
+                    block(root, slot)
+                }
                 (None, None) => Err(format!(
                     "beacon_block: missing field `block_header` (or `block` for PHASE0/ALTAIR) for version {}",
                     v.version
@@ -153,120 +273,123 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             }
         }
         SignType::Attestation => {
-            let a: AttestationData = parse_at("attestation", payload("attestation", env.attestation, t)?)?;
-            Ok(Message {
-                object_root: a.tree_hash_root(),
-                domain: domain_at(fork_info(env)?, DomainType::BEACON_ATTESTER, a.target.epoch),
-                check: SlashingCheck::Attestation {
+            let a: AttestationData = parse_at("attestation", payload(env)?)?;
+            on_chain(
+                a.tree_hash_root(),
+                DomainType::BEACON_ATTESTER,
+                a.target.epoch,
+                SlashingCheck::Attestation {
                     source: a.source.epoch,
                     target: a.target.epoch,
                 },
-            })
+            )
         }
         SignType::AggregationSlot => {
-            let a: AggregationSlot = parse_at(
-                "aggregation_slot",
-                payload("aggregation_slot", env.aggregation_slot, t)?,
-            )?;
-            let d = domain_at(fork_info(env)?, DomainType::SELECTION_PROOF, a.slot.epoch(spe));
-            Ok(unprotected(a.slot.tree_hash_root(), d))
+            let a: AggregationSlot = parse_at("aggregation_slot", payload(env)?)?;
+            unprotected(a.slot.tree_hash_root(), DomainType::SELECTION_PROOF, a.slot.epoch(spe))
         }
-        SignType::AggregateAndProof => {
-            let a: AggregateAndProof = parse_at(
-                "aggregate_and_proof",
-                payload("aggregate_and_proof", env.aggregate_and_proof, t)?,
-            )?;
-            let epoch = a.aggregate.data.slot.epoch(spe);
-            let d = domain_at(fork_info(env)?, DomainType::AGGREGATE_AND_PROOF, epoch);
-            Ok(unprotected(a.tree_hash_root(), d))
-        }
-        SignType::AggregateAndProofV2 => {
-            let raw = payload("aggregate_and_proof", env.aggregate_and_proof, t)?;
-            let v: VersionedAggregate = parse_at("aggregate_and_proof", raw)?;
-            let (root, slot) = if v.version >= ForkName::Electra {
-                let a: AggregateAndProofElectra<P> = parse_at("aggregate_and_proof.data", v.data.get())?;
-                (a.tree_hash_root(), a.aggregate.data.slot)
-            } else {
-                let a: AggregateAndProof = parse_at("aggregate_and_proof.data", v.data.get())?;
-                (a.tree_hash_root(), a.aggregate.data.slot)
-            };
-            let d = domain_at(fork_info(env)?, DomainType::AGGREGATE_AND_PROOF, slot.epoch(spe));
-            Ok(unprotected(root, d))
+        // Both type names, both body forms: Lighthouse and Teku still send AGGREGATE_AND_PROOF
+        // with the Electra container; Prysm, Lodestar and Nimbus send `_V2` with `{version, data}`.
+        SignType::AggregateAndProof | SignType::AggregateAndProofV2 => {
+            let (root, slot) = aggregate_root::<P>(network, payload(env)?)?;
+            unprotected(root, DomainType::AGGREGATE_AND_PROOF, slot.epoch(spe))
         }
         SignType::Deposit => {
-            let d: DepositRequest = parse_at("deposit", payload("deposit", env.deposit, t)?)?;
+            let d: DepositRequest = parse_at("deposit", payload(env)?)?;
             let message = DepositMessage {
                 pubkey: d.pubkey,
                 withdrawal_credentials: d.withdrawal_credentials,
                 amount: d.amount,
             };
-            // Deposits are valid on any fork: the domain uses the genesis version, no chain root.
-            let domain = compute_domain(DomainType::DEPOSIT, d.genesis_fork_version, Root::ZERO);
-            Ok(unprotected(message.tree_hash_root(), domain))
+            // Deposits are valid on any fork and any chain of that genesis version: the
+            // domain uses the genesis version and a zero root; `fork_info` is ignored.
+            Ok(Message {
+                object_root: message.tree_hash_root(),
+                domain: compute_domain(DomainType::DEPOSIT, d.genesis_fork_version, Root::ZERO),
+                check: SlashingCheck::None,
+                chain: None,
+            })
         }
         SignType::RandaoReveal => {
-            let r: RandaoReveal = parse_at("randao_reveal", payload("randao_reveal", env.randao_reveal, t)?)?;
-            let d = domain_at(fork_info(env)?, DomainType::RANDAO, r.epoch);
-            Ok(unprotected(r.epoch.tree_hash_root(), d))
+            let r: RandaoReveal = parse_at("randao_reveal", payload(env)?)?;
+            unprotected(r.epoch.tree_hash_root(), DomainType::RANDAO, r.epoch)
         }
         SignType::VoluntaryExit => {
-            let e: VoluntaryExit = parse_at("voluntary_exit", payload("voluntary_exit", env.voluntary_exit, t)?)?;
+            let e: VoluntaryExit = parse_at("voluntary_exit", payload(env)?)?;
             let fi = fork_info(env)?;
-            Ok(unprotected(e.tree_hash_root(), exit_domain(network, fi, e.epoch)?))
+            Ok(Message {
+                object_root: e.tree_hash_root(),
+                domain: exit_domain(network, &fi, e.epoch)?,
+                check: SlashingCheck::None,
+                chain: Some(fi.genesis_validators_root),
+            })
         }
         SignType::SyncCommitteeMessage => {
-            let m: SyncCommitteeMessage = parse_at(
-                "sync_committee_message",
-                payload("sync_committee_message", env.sync_committee_message, t)?,
-            )?;
-            let d = domain_at(fork_info(env)?, DomainType::SYNC_COMMITTEE, m.slot.epoch(spe));
+            let m: SyncCommitteeMessage = parse_at("sync_committee_message", payload(env)?)?;
             // The signed object is the block root itself (its own hash_tree_root).
-            Ok(unprotected(m.beacon_block_root, d))
+            unprotected(m.beacon_block_root, DomainType::SYNC_COMMITTEE, m.slot.epoch(spe))
         }
         SignType::SyncCommitteeSelectionProof => {
-            let s: SyncAggregatorSelectionData = parse_at(
-                "sync_aggregator_selection_data",
-                payload("sync_aggregator_selection_data", env.sync_aggregator_selection_data, t)?,
-            )?;
-            let d = domain_at(
-                fork_info(env)?,
+            let s: SyncAggregatorSelectionData = parse_at("sync_aggregator_selection_data", payload(env)?)?;
+            unprotected(
+                s.tree_hash_root(),
                 DomainType::SYNC_COMMITTEE_SELECTION_PROOF,
                 s.slot.epoch(spe),
-            );
-            Ok(unprotected(s.tree_hash_root(), d))
+            )
         }
         SignType::SyncCommitteeContributionAndProof => {
-            let c: ContributionAndProof<P> = parse_at(
-                "contribution_and_proof",
-                payload("contribution_and_proof", env.contribution_and_proof, t)?,
-            )?;
+            let c: ContributionAndProof<P> = parse_at("contribution_and_proof", payload(env)?)?;
             let epoch = c.contribution.slot.epoch(spe);
-            let d = domain_at(fork_info(env)?, DomainType::CONTRIBUTION_AND_PROOF, epoch);
-            Ok(unprotected(c.tree_hash_root(), d))
+            unprotected(c.tree_hash_root(), DomainType::CONTRIBUTION_AND_PROOF, epoch)
         }
         SignType::ValidatorRegistration => {
-            let r: ValidatorRegistration = parse_at(
-                "validator_registration",
-                payload("validator_registration", env.validator_registration, t)?,
-            )?;
+            let r: ValidatorRegistration = parse_at("validator_registration", payload(env)?)?;
+            // Builder domain: the network's genesis version and a zero root, whatever
+            // `fork_info` says (Nimbus sends one with a zero genesis validators root).
             let domain = compute_domain(
                 DomainType::APPLICATION_BUILDER,
                 network.genesis_fork_version(),
                 Root::ZERO,
             );
-            Ok(unprotected(r.tree_hash_root(), domain))
+            Ok(Message {
+                object_root: r.tree_hash_root(),
+                domain,
+                check: SlashingCheck::None,
+                chain: None,
+            })
         }
     }
+}
+
+/// An aggregate's root and slot. The body is bare or `{version, data}`; the container is the
+/// one of the fork the aggregate's slot is in (Electra's carries `committee_bits`).
+fn aggregate_root<P: Preset>(network: &Network, raw: &str) -> Result<(Root, Slot), String> {
+    let form: AggregateForm = parse_at("aggregate_and_proof", raw)?;
+    let (prefix, data, version) = match (form.version, form.data) {
+        (Some(_), Some(_)) => {
+            let v: VersionedAggregate = parse_at("aggregate_and_proof", raw)?;
+            ("aggregate_and_proof.data", v.data.get(), Some(v.version))
+        }
+        _ => ("aggregate_and_proof", raw, None),
+    };
+    let probe: AggregateSlotProbe = parse_at(prefix, data)?;
+    let slot = probe.aggregate.data.slot;
+    if let Some(v) = version {
+        check_version("aggregate_and_proof.version", v, network, slot)?;
+    }
+    let root = if fork_of(network, slot) >= ForkName::Electra {
+        parse_for_fork::<AggregateAndProofElectra<P>>(prefix, data, network, slot, "AggregateAndProof")?
+            .tree_hash_root()
+    } else {
+        parse_for_fork::<AggregateAndProof>(prefix, data, network, slot, "AggregateAndProof")?.tree_hash_root()
+    };
+    Ok((root, slot))
 }
 
 /// EIP-7044: from Deneb on, exits are signed with the Capella fork version, so that an exit
 /// signed once stays valid forever.
 fn exit_domain(network: &Network, fi: &ForkInfo, epoch: Epoch) -> Result<Root, String> {
-    let version = if epoch < fi.fork.epoch {
-        fi.fork.previous_version
-    } else {
-        fi.fork.current_version
-    };
+    let version = version_at(fi, epoch);
     let fork = network
         .fork_of_version(version)
         .unwrap_or_else(|| network.fork_at_epoch(epoch));

@@ -12,14 +12,24 @@ use crate::consensus::containers::{BeaconBlockHeader, Fork};
 use crate::network::ForkName;
 use crate::types::{Epoch, PublicKeyBytes, Root, Slot, Version};
 
+/// The top level of a sign request. Unknown top-level fields are refused, except the ones a
+/// client is known to send that cannot change the signing root.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Envelope<'a> {
     #[serde(rename = "type")]
     pub sign_type: SignType,
-    pub fork_info: Option<ForkInfo>,
+    /// Parsed only for the types whose domain uses it: DEPOSIT and VALIDATOR_REGISTRATION
+    /// ignore it (Nimbus sends registrations with a zero `genesis_validators_root` there).
+    #[serde(borrow)]
+    pub fork_info: Option<&'a RawValue>,
     pub signing_root: Option<Root>,
     #[serde(rename = "signingRoot")]
     pub signing_root_camel: Option<Root>,
+    /// Nimbus in its verifying-web3signer mode sends Merkle proofs of block body fields
+    /// (`validator_pool.nim`); they prove fields of the header, they do not change its root.
+    #[serde(borrow, rename = "proofs")]
+    pub _proofs: Option<&'a RawValue>,
 
     #[serde(borrow)]
     pub block: Option<&'a RawValue>,
@@ -47,7 +57,28 @@ pub struct Envelope<'a> {
     pub validator_registration: Option<&'a RawValue>,
 }
 
+impl<'a> Envelope<'a> {
+    /// Every payload field with its name, present or not.
+    pub fn payloads(&self) -> [(&'static str, Option<&'a RawValue>); 12] {
+        [
+            ("block", self.block),
+            ("beacon_block", self.beacon_block),
+            ("attestation", self.attestation),
+            ("aggregation_slot", self.aggregation_slot),
+            ("aggregate_and_proof", self.aggregate_and_proof),
+            ("deposit", self.deposit),
+            ("randao_reveal", self.randao_reveal),
+            ("voluntary_exit", self.voluntary_exit),
+            ("sync_committee_message", self.sync_committee_message),
+            ("sync_aggregator_selection_data", self.sync_aggregator_selection_data),
+            ("contribution_and_proof", self.contribution_and_proof),
+            ("validator_registration", self.validator_registration),
+        ]
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ForkInfo {
     pub fork: Fork,
     pub genesis_validators_root: Root,
@@ -55,6 +86,7 @@ pub struct ForkInfo {
 
 /// `beacon_block` of BLOCK_V2.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BlockV2<'a> {
     pub version: ForkName,
     #[serde(borrow)]
@@ -62,25 +94,55 @@ pub struct BlockV2<'a> {
     pub block_header: Option<BeaconBlockHeader>,
 }
 
-/// `aggregate_and_proof` of AGGREGATE_AND_PROOF_V2.
+/// `aggregate_and_proof` in its wrapped form `{version, data}` (either aggregate type).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VersionedAggregate<'a> {
     pub version: ForkName,
     #[serde(borrow)]
     pub data: &'a RawValue,
 }
 
+/// Tells the wrapped form of an aggregate from the bare one; other keys are left to the
+/// strict parse that follows.
 #[derive(Deserialize)]
+pub struct AggregateForm<'a> {
+    pub version: Option<serde::de::IgnoredAny>,
+    #[serde(borrow)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// Just the slot of a block, read before its container is chosen.
+#[derive(Deserialize)]
+pub struct SlotProbe {
+    pub slot: Slot,
+}
+
+/// Just `aggregate.data.slot` of an aggregate, read before its container is chosen.
+#[derive(Deserialize)]
+pub struct AggregateSlotProbe {
+    pub aggregate: AttestationSlotProbe,
+}
+
+#[derive(Deserialize)]
+pub struct AttestationSlotProbe {
+    pub data: SlotProbe,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AggregationSlot {
     pub slot: Slot,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RandaoReveal {
     pub epoch: Epoch,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SyncCommitteeMessage {
     pub beacon_block_root: Root,
     pub slot: Slot,
@@ -88,6 +150,7 @@ pub struct SyncCommitteeMessage {
 
 /// `deposit` of DEPOSIT: a `DepositMessage` plus the fork version the deposit is for.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DepositRequest {
     pub pubkey: PublicKeyBytes,
     pub withdrawal_credentials: Root,
@@ -96,11 +159,12 @@ pub struct DepositRequest {
     pub genesis_fork_version: Version,
 }
 
-/// Parses JSON and reports a failure with the path of the offending field, under `prefix`
-/// (`attestation.source.epoch: invalid type ...`).
+/// Parses one JSON document and reports a failure with the path of the offending field,
+/// under `prefix` (`attestation.source.epoch: invalid type ...`). Anything after the document
+/// but whitespace is refused: `{...} x` is not a request.
 pub fn parse_at<'a, T: Deserialize<'a>>(prefix: &str, json: &'a str) -> Result<T, String> {
     let de = &mut serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match (prefix.is_empty(), path.as_str()) {
@@ -109,5 +173,10 @@ pub fn parse_at<'a, T: Deserialize<'a>>(prefix: &str, json: &'a str) -> Result<T
             (false, ".") => format!("{prefix}: {inner}"),
             (false, p) => format!("{prefix}.{p}: {inner}"),
         }
-    })
+    })?;
+    de.end().map_err(|e| match prefix {
+        "" => format!("data after the JSON document: {e}"),
+        p => format!("{p}: data after the JSON value: {e}"),
+    })?;
+    Ok(value)
 }
