@@ -3,92 +3,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
+use common::http::*;
 use common::pg::PgCluster;
 use common::server::{Palisade, run};
 use serde_json::{Value, json};
-
-const MINIMAL_GVR: &str = "0x270d43e74ce340de4bca2b1936beca0f4f5408d9e78aec4850920baf659d5b69";
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn post(url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let r = client()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-async fn get(url: &str) -> (u16, Value) {
-    let r = client().get(url).send().await.unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-/// GET an admin endpoint with the signer's token; the JSON answer.
-async fn admin_get(p: &Palisade, path: &str) -> Value {
-    let r = client().get(p.url(path)).bearer_auth(p.token()).send().await.unwrap();
-    assert_eq!(r.status(), 200, "GET {path}");
-    r.json::<Value>().await.unwrap()
-}
-
-/// Waits until no key is still being decrypted; returns the keys check of /healthcheck.
-async fn keys_loaded(p: &Palisade) -> Value {
-    for _ in 0..200 {
-        let (_, health) = get(&p.url("/healthcheck")).await;
-        if health["checks"][1]["data"]["loading"] == 0 {
-            return health["checks"][1]["data"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("keys still loading after 5 s:\n{}", p.log());
-}
-
-fn sign_url(p: &Palisade, pubkey: &str) -> String {
-    p.url(&format!("/api/v1/eth2/sign/{pubkey}"))
-}
-
-fn key_args<'a>(ks: &'a Path, pw: &'a Path) -> Vec<&'a str> {
-    vec![
-        "--keystores-path",
-        ks.to_str().unwrap(),
-        "--keystores-password-file",
-        pw.to_str().unwrap(),
-    ]
-}
-
-/// A signer with the 8 interop keys on the Lodestar dev chain's config, plus `extra` options.
-/// The guard keeps the keystores alive.
-fn signer_with_interop_keys(extra: &[&str]) -> (tempfile::TempDir, Palisade) {
-    let (dir, ks, pw) = common::interop_keystores();
-    let net = minimal_network();
-    let mut args = key_args(&ks, &pw);
-    args.extend(["--network", &net]);
-    args.extend(extra);
-    let p = Palisade::serve(&args);
-    (dir, p)
-}
-
-fn minimal_network() -> String {
-    common::data_dir()
-        .join("lodestar-dev-minimal.yaml")
-        .display()
-        .to_string()
-}
 
 fn vectors(network: &str) -> Vec<Value> {
     std::fs::read_to_string(common::data_dir().join("signing-vectors/sample.jsonl"))
@@ -97,40 +17,6 @@ fn vectors(network: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["network"] == network)
         .collect()
-}
-
-fn attestation(source: u64, target: u64, block_root_byte: u8, gvr: &str) -> Value {
-    json!({
-        "type": "ATTESTATION",
-        "fork_info": {"fork": {"previous_version": "0x00000001", "current_version": "0x00000001", "epoch": "0"},
-                      "genesis_validators_root": gvr},
-        "attestation": {"slot": (target * 8).to_string(), "index": "0",
-            "beacon_block_root": format!("0x{}", hex::encode([block_root_byte; 32])),
-            "source": {"epoch": source.to_string(), "root": format!("0x{}", "00".repeat(32))},
-            "target": {"epoch": target.to_string(), "root": format!("0x{}", "11".repeat(32))}}
-    })
-}
-
-fn block_header(slot: u64, state_root_byte: u8, gvr: &str) -> Value {
-    json!({
-        "type": "BLOCK_V2",
-        "fork_info": {"fork": {"previous_version": "0x00000001", "current_version": "0x00000001", "epoch": "0"},
-                      "genesis_validators_root": gvr},
-        "beacon_block": {"version": "CAPELLA", "block_header": {
-            "slot": slot.to_string(), "proposer_index": "1",
-            "parent_root": format!("0x{}", "22".repeat(32)),
-            "state_root": format!("0x{}", hex::encode([state_root_byte; 32])),
-            "body_root": format!("0x{}", "33".repeat(32))}}
-    })
-}
-
-fn randao(epoch: u64, gvr: &str) -> Value {
-    json!({
-        "type": "RANDAO_REVEAL",
-        "fork_info": {"fork": {"previous_version": "0x00000001", "current_version": "0x00000001", "epoch": "0"},
-                      "genesis_validators_root": gvr},
-        "randao_reveal": {"epoch": epoch.to_string()}
-    })
 }
 
 // ---------------------------------------------------------------- signing vectors
@@ -1051,4 +937,35 @@ async fn requests_for_keys_still_decrypting_wait_or_get_503() {
     let (_, h) = get(&p.url("/healthcheck")).await;
     assert_eq!(h["checks"][1]["data"]["loading"], 1, "{h}");
     assert_eq!(h["checks"][1]["status"], "LOADING", "{h}");
+}
+
+/// The README's signing examples work, as written, against the demo keystores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_examples_sign_with_the_demo_keys() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("## Sign something").expect("README has a signing example")..];
+    let bodies: Vec<&str> = section
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-d '"))
+        .map(|l| l.trim_end_matches("; }").trim_end_matches('\''))
+        .take(2)
+        .collect();
+    let url_path = section
+        .lines()
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("http://127.0.0.1:9000/")))
+        .unwrap()
+        .trim_start_matches("http://127.0.0.1:9000");
+    let ks = root.join("keystores");
+    let pw = ks.join("password.txt");
+    let p = Palisade::serve(&key_args(&ks, &pw));
+    keys_loaded(&p).await;
+    let url = p.url(url_path);
+    let (s, b) = post(&url, bodies[0].to_string()).await;
+    assert_eq!(s, 200, "the RANDAO example: {b}");
+    let attestation = |byte: &str| bodies[1].replace("'$1'", &byte.repeat(32));
+    let (s, b) = post(&url, attestation("11")).await;
+    assert_eq!(s, 200, "the attestation example: {b}");
+    let (s, b) = post(&url, attestation("22")).await;
+    assert_eq!(s, 412, "the double vote example: {b}");
 }

@@ -6,30 +6,13 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::http::{MINIMAL_GVR, minimal_network};
 use common::pg::PgCluster;
 use common::server::Palisade;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use serde_json::{Value, json};
 
-const MINIMAL_GVR: &str = "0x270d43e74ce340de4bca2b1936beca0f4f5408d9e78aec4850920baf659d5b69";
-
-fn minimal_network() -> String {
-    common::data_dir()
-        .join("lodestar-dev-minimal.yaml")
-        .display()
-        .to_string()
-}
-
-fn attestation(source: u64, target: u64) -> Value {
-    json!({
-        "type": "ATTESTATION",
-        "fork_info": {"fork": {"previous_version": "0x00000001", "current_version": "0x00000001", "epoch": "0"},
-                      "genesis_validators_root": MINIMAL_GVR},
-        "attestation": {"slot": (target * 8).to_string(), "index": "0",
-            "beacon_block_root": format!("0x{}", "44".repeat(32)),
-            "source": {"epoch": source.to_string(), "root": format!("0x{}", "00".repeat(32))},
-            "target": {"epoch": target.to_string(), "root": format!("0x{}", "11".repeat(32))}}
-    })
+fn attestation(source: u64, target: u64) -> serde_json::Value {
+    common::http::attestation(source, target, 0x44, MINIMAL_GVR)
 }
 
 // ---------------------------------------------------------------- durability

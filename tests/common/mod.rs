@@ -2,6 +2,7 @@
 //! `palisade` binary, both as child processes that die with the test process.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod pg;
 pub mod procs;
 pub mod server;
