@@ -78,6 +78,18 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_DATA_PATH", default_value = ".", value_name = "DIR")]
     pub data_path: PathBuf,
 
+    /// Unix time of the chain's genesis, for the clock window (default: the network's own,
+    /// or MIN_GENESIS_TIME + GENESIS_DELAY of a config file).
+    #[arg(long, env = "PALISADE_GENESIS_TIME", value_name = "UNIX_SECONDS")]
+    pub genesis_time: Option<u64>,
+
+    /// How far ahead of this host's clock the start of a message's slot may lie (clock skew
+    /// between hosts); selection proofs may also be two epochs ahead. Blocks, attestations and
+    /// the other slot-bound types further ahead are refused. `off` turns the window off.
+    #[arg(long, env = "PALISADE_FUTURE_TOLERANCE_SECS", default_value = "30", value_name = "SECS|off",
+          value_parser = parse_tolerance)]
+    pub future_tolerance_secs: Tolerance,
+
     /// Bearer token for the admin and Key Manager endpoints; created (mode 0600, random)
     /// if missing.
     #[arg(
@@ -160,6 +172,17 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     pub prune_interval_secs: u64,
+}
+
+/// A tolerance in seconds, or none (`off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tolerance(pub Option<u64>);
+
+fn parse_tolerance(s: &str) -> Result<Tolerance, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Tolerance(None));
+    }
+    crate::types::parse_u64_decimal(s).map(|v| Tolerance(Some(v)))
 }
 
 #[derive(Subcommand, Debug)]

@@ -139,9 +139,12 @@ impl Metrics {
                 });
             }
         }
-        for t in ["BLOCK", "BLOCK_V2", "ATTESTATION"] {
+        for t in crate::signing::SignType::ALL {
             for reason in crate::protection::Refusal::CODES {
-                let _ = refusals.get_or_create(&RefusalLabels { r#type: t, reason });
+                let _ = refusals.get_or_create(&RefusalLabels {
+                    r#type: t.as_str(),
+                    reason,
+                });
             }
         }
         Self {

@@ -13,6 +13,7 @@ use crate::keymanager::KeyManager;
 use crate::keys::{KeyOptions, KeyRegistry, loader};
 use crate::metrics::Metrics;
 use crate::network::Network;
+use crate::network::clock::ClockWindow;
 use crate::protection::{ChainPin, DbOptions, SlashingDatabase, default_pool_size, redact_url};
 use crate::service::Signer;
 
@@ -26,7 +27,25 @@ pub const KEYMANAGER_DIR: &str = "keymanager-keystores";
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let network = Network::load(&args.network).map_err(|e| anyhow!(e))?;
+    let mut network = Network::load(&args.network).map_err(|e| anyhow!(e))?;
+    if let Some(t) = args.genesis_time {
+        network.genesis_time = Some(t);
+    }
+    let clock = args
+        .future_tolerance_secs
+        .0
+        .and_then(|secs| ClockWindow::new(&network, Duration::from_secs(secs)));
+    match (&clock, args.future_tolerance_secs.0) {
+        (Some(c), _) => tracing::info!(
+            tolerance_secs = c.tolerance().as_secs(),
+            "clock window on: messages further ahead of this host's clock are refused"
+        ),
+        (None, None) => tracing::warn!("clock window off (--future-tolerance-secs off)"),
+        (None, Some(_)) => tracing::warn!(
+            network = %network.name,
+            "clock window off: the network's genesis time is unknown (set --genesis-time to turn it on)"
+        ),
+    }
     let configured_chain = args.genesis_validators_root.or(network.genesis_validators_root);
 
     let key_options = KeyOptions {
@@ -101,6 +120,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         key_patience: Duration::from_millis(args.key_wait_ms),
         db_health: Default::default(),
         disabled: Default::default(),
+        clock,
     });
     if let Err(e) = signer.refresh_disabled().await {
         tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database (retried)");

@@ -10,6 +10,7 @@ use crate::keys::{KeyRegistry, Lookup};
 use crate::metrics::Metrics;
 use crate::metrics::{RefusalLabels, TypeLabels};
 use crate::network::Network;
+use crate::network::clock::ClockWindow;
 use crate::protection::{ChainPin, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use crate::signing::{ParseError, SignType, SlashingCheck, parse_signing_request};
 use crate::types::{PublicKey, Root, Signature};
@@ -145,6 +146,9 @@ pub struct Signer {
     /// Keys disabled in the database (deleted through the Key Manager API on any replica),
     /// refreshed with every database probe: refused for every type, and not listed.
     pub disabled: std::sync::RwLock<std::collections::HashSet<PublicKey>>,
+    /// Slots further ahead of the wall clock are refused; `None` when the genesis time is
+    /// unknown or the window is turned off.
+    pub clock: Option<ClockWindow>,
 }
 
 impl Signer {
@@ -241,6 +245,18 @@ impl Signer {
         // Deleted on some replica: refused for every type, not only the protected ones.
         if self.is_disabled(&pubkey) {
             return (t, Err(SignError::Refused(Refusal::Disabled)));
+        }
+
+        if let (Some(clock), Some(slot)) = (&self.clock, job.slot)
+            && let Err(ahead) = clock.check(slot, job.sign_type.epochs_ahead(), std::time::SystemTime::now())
+        {
+            return (
+                t,
+                Err(SignError::Refused(Refusal::AheadOfClock {
+                    slot: ahead.slot,
+                    limit: ahead.limit,
+                })),
+            );
         }
 
         if let Some(given) = job.chain

@@ -13,7 +13,8 @@ fn root(hex: &str) -> Option<Root> {
 }
 
 pub fn by_name(name: &str) -> Option<Network> {
-    let (preset, forks, gvr) = match name {
+    // Genesis times from each network's genesis state; minimal has none.
+    let (preset, forks, gvr, genesis_time) = match name {
         "mainnet" => (
             PresetKind::Mainnet,
             forks_from(&[
@@ -26,6 +27,7 @@ pub fn by_name(name: &str) -> Option<Network> {
                 (Fulu, [0x06, 0, 0, 0], 411392),
             ]),
             root("0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"),
+            Some(1_606_824_023),
         ),
         "hoodi" => (
             PresetKind::Mainnet,
@@ -39,6 +41,7 @@ pub fn by_name(name: &str) -> Option<Network> {
                 (Fulu, [0x70, 0x00, 0x09, 0x10], 50688),
             ]),
             root("0x212f13fc4df078b6cb7db228f1c8307566dcecf900867401a92023d7ba99cb5f"),
+            Some(1_742_213_400),
         ),
         "sepolia" => (
             PresetKind::Mainnet,
@@ -52,6 +55,7 @@ pub fn by_name(name: &str) -> Option<Network> {
                 (Fulu, [0x90, 0x00, 0x00, 0x75], 272640),
             ]),
             root("0xd8ea171f3c94aea21ebc42a1ed61052acf3f9209c00e4efbaaddac09ed9b8078"),
+            Some(1_655_733_600),
         ),
         "holesky" => (
             PresetKind::Mainnet,
@@ -65,6 +69,7 @@ pub fn by_name(name: &str) -> Option<Network> {
                 (Fulu, [0x07, 0x01, 0x70, 0x00], 165120),
             ]),
             root("0x9143aa7c615a7f7115e2b6aac319c03529df8242ae705fba9df39b79c59fa8b1"),
+            Some(1_695_902_400),
         ),
         // consensus-specs configs/minimal.yaml: no genesis, so no root; the first request's
         // root is pinned (by the database once slashing protection is on).
@@ -80,6 +85,7 @@ pub fn by_name(name: &str) -> Option<Network> {
                 (Fulu, [0x06, 0, 0, 0x01], FAR),
             ]),
             None,
+            None,
         ),
         _ => return None,
     };
@@ -88,5 +94,7 @@ pub fn by_name(name: &str) -> Option<Network> {
         preset,
         forks,
         genesis_validators_root: gvr,
+        genesis_time,
+        seconds_per_slot: preset.default_seconds_per_slot(),
     })
 }

@@ -1,5 +1,6 @@
 //! consensus-specs style config YAML (`PRESET_BASE`, `*_FORK_VERSION`, `*_FORK_EPOCH`,
-//! optional `GENESIS_VALIDATORS_ROOT`). Every other key is ignored.
+//! optional `GENESIS_VALIDATORS_ROOT`, `SECONDS_PER_SLOT`, and the genesis time: an explicit
+//! `GENESIS_TIME`, else `MIN_GENESIS_TIME` + `GENESIS_DELAY`). Every other key is ignored.
 
 use std::path::Path;
 
@@ -17,6 +18,10 @@ struct RawConfig {
     CONFIG_NAME: Option<String>,
     GENESIS_FORK_VERSION: Option<String>,
     GENESIS_VALIDATORS_ROOT: Option<String>,
+    GENESIS_TIME: Option<String>,
+    MIN_GENESIS_TIME: Option<String>,
+    GENESIS_DELAY: Option<String>,
+    SECONDS_PER_SLOT: Option<String>,
     ALTAIR_FORK_VERSION: Option<String>,
     ALTAIR_FORK_EPOCH: Option<String>,
     BELLATRIX_FORK_VERSION: Option<String>,
@@ -126,11 +131,36 @@ fn parse(text: &str) -> Result<Network, String> {
         })
         .transpose()?;
 
+    let number = |field: &str, v: &Option<String>| -> Result<Option<u64>, String> {
+        v.as_deref()
+            .map(|v| parse_u64_decimal(v.trim()).map_err(|e| format!("{field}: {e}")))
+            .transpose()
+    };
+    // MIN_GENESIS_TIME + GENESIS_DELAY is the earliest genesis the config allows: a clock
+    // window taken from it can only be looser than the real one, never refuse an honest duty.
+    let genesis_time = match number("GENESIS_TIME", &raw.GENESIS_TIME)? {
+        Some(t) => Some(t),
+        None => match (
+            number("MIN_GENESIS_TIME", &raw.MIN_GENESIS_TIME)?,
+            number("GENESIS_DELAY", &raw.GENESIS_DELAY)?,
+        ) {
+            (Some(min), delay) => Some(min.saturating_add(delay.unwrap_or(0))),
+            (None, _) => None,
+        },
+    };
+    let seconds_per_slot =
+        number("SECONDS_PER_SLOT", &raw.SECONDS_PER_SLOT)?.unwrap_or(preset.default_seconds_per_slot());
+    if seconds_per_slot == 0 {
+        return Err("SECONDS_PER_SLOT must be positive".into());
+    }
+
     Ok(Network {
         name: raw.CONFIG_NAME.unwrap_or_else(|| "custom".into()),
         preset,
         forks,
         genesis_validators_root,
+        genesis_time,
+        seconds_per_slot,
     })
 }
 
@@ -181,5 +211,23 @@ mod tests {
         assert_eq!(n.fork_at_epoch(Epoch(9)), ForkName::Phase0);
         assert_eq!(n.fork_at_epoch(Epoch(10)), ForkName::Altair);
         assert!(n.genesis_validators_root.is_none());
+        assert_eq!((n.genesis_time, n.seconds_per_slot), (None, 12));
+    }
+
+    #[test]
+    fn genesis_time_from_the_config() {
+        let base = "PRESET_BASE: minimal\nGENESIS_FORK_VERSION: 0x00000001\nSECONDS_PER_SLOT: 3\n";
+        let n = parse(&format!("{base}MIN_GENESIS_TIME: 1000\nGENESIS_DELAY: 300\n")).unwrap();
+        assert_eq!((n.genesis_time, n.seconds_per_slot), (Some(1300), 3));
+        let n = parse(&format!(
+            "{base}MIN_GENESIS_TIME: 1000\nGENESIS_DELAY: 300\nGENESIS_TIME: 5000\n"
+        ))
+        .unwrap();
+        assert_eq!(n.genesis_time, Some(5000));
+        assert!(
+            parse(&format!("{base}GENESIS_TIME: soon\n"))
+                .unwrap_err()
+                .contains("GENESIS_TIME")
+        );
     }
 }

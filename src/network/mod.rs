@@ -5,6 +5,7 @@
 //! `SLOTS_PER_EPOCH` and the SSZ list sizes.
 
 mod builtin;
+pub mod clock;
 mod config_file;
 
 use std::fmt;
@@ -25,6 +26,14 @@ impl PresetKind {
         match self {
             PresetKind::Mainnet => 32,
             PresetKind::Minimal => 8,
+        }
+    }
+
+    /// `SECONDS_PER_SLOT` of the preset's own config, when a config file does not say.
+    pub fn default_seconds_per_slot(self) -> u64 {
+        match self {
+            PresetKind::Mainnet => 12,
+            PresetKind::Minimal => 6,
         }
     }
 }
@@ -110,6 +119,9 @@ pub struct Network {
     /// Forks in activation order; index = `ForkName as usize`. Phase0 is always present.
     pub forks: Vec<Fork>,
     pub genesis_validators_root: Option<Root>,
+    /// Unix time of slot 0, when known: it turns the clock window on.
+    pub genesis_time: Option<u64>,
+    pub seconds_per_slot: u64,
 }
 
 impl Network {

@@ -63,16 +63,30 @@ pub enum Refusal {
         source: Epoch,
         highest: Epoch,
     },
+    /// The message's slot lies further ahead of the wall clock than the window allows:
+    /// signing it would raise the watermark past every real duty.
+    AheadOfClock {
+        slot: Slot,
+        limit: Slot,
+    },
+    /// Above the high watermark the operator set (for all keys, or this one).
+    AboveHighWatermark {
+        what: &'static str,
+        value: u64,
+        high: u64,
+    },
 }
 
 impl Refusal {
     /// Every `code()`.
-    pub const CODES: [&'static str; 5] = [
+    pub const CODES: [&'static str; 7] = [
         "validator_disabled",
         "block_slot_not_above_highest",
         "source_after_target",
         "target_not_above_highest",
         "source_below_highest",
+        "ahead_of_clock",
+        "above_high_watermark",
     ];
 
     /// Stable label for metrics and logs.
@@ -83,6 +97,8 @@ impl Refusal {
             Refusal::SourceAfterTarget { .. } => "source_after_target",
             Refusal::TargetNotAbove { .. } => "target_not_above_highest",
             Refusal::SourceBelow { .. } => "source_below_highest",
+            Refusal::AheadOfClock { .. } => "ahead_of_clock",
+            Refusal::AboveHighWatermark { .. } => "above_high_watermark",
         }
     }
 }
@@ -109,6 +125,14 @@ impl fmt::Display for Refusal {
             Refusal::SourceBelow { source, highest } => write!(
                 f,
                 "attestation source epoch {source} is below source epoch {highest}, the highest already signed or imported for this validator (surround risk)"
+            ),
+            Refusal::AheadOfClock { slot, limit } => write!(
+                f,
+                "slot {slot} is ahead of the wall clock: the highest slot accepted now is {limit} (check the client's clock and chain)"
+            ),
+            Refusal::AboveHighWatermark { what, value, high } => write!(
+                f,
+                "{what} {value} is above the high watermark {high} set by the operator"
             ),
         }
     }
@@ -308,6 +332,15 @@ mod tests {
             Refusal::SourceBelow {
                 source: Epoch(1),
                 highest: Epoch(2),
+            },
+            Refusal::AheadOfClock {
+                slot: Slot(9),
+                limit: Slot(8),
+            },
+            Refusal::AboveHighWatermark {
+                what: "slot",
+                value: 9,
+                high: 8,
             },
         ];
         for r in all {

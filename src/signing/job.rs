@@ -63,6 +63,20 @@ impl SignType {
     }
 }
 
+impl SignType {
+    /// How many epochs ahead of the wall clock honest clients sign this type. Selection
+    /// proofs are computed ahead: Lighthouse up to 2 epochs for sync committees
+    /// (`duties_service/sync.rs`, `AGGREGATION_PRE_COMPUTE_EPOCHS`), Teku and Nimbus for the
+    /// next epoch's attestation duties (`AttestationDutyScheduler`, `duties_service.nim`).
+    /// Everything else is signed for the current slot.
+    pub fn epochs_ahead(self) -> u64 {
+        match self {
+            SignType::AggregationSlot | SignType::SyncCommitteeSelectionProof => 2,
+            _ => 0,
+        }
+    }
+}
+
 impl fmt::Display for SignType {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.as_str())
@@ -104,4 +118,8 @@ pub struct SigningJob {
     /// against the chain pin; `None` for DEPOSIT and VALIDATOR_REGISTRATION, whose domains do
     /// not use the genesis validators root.
     pub chain: Option<Root>,
+    /// The slot the message belongs to, for the clock window (the start of the epoch for
+    /// RANDAO reveals; the later of the slot and the target's first slot for attestations);
+    /// `None` for the types that are not bound to a time (exits, deposits, registrations).
+    pub slot: Option<Slot>,
 }

@@ -80,6 +80,7 @@ pub fn parse_signing_request(network: &Network, pubkey: PublicKey, body: &[u8]) 
         signing_root,
         check: message.check,
         chain: message.chain,
+        slot: message.slot,
     })
 }
 
@@ -121,6 +122,7 @@ struct Message {
     domain: Root,
     check: SlashingCheck,
     chain: Option<Root>,
+    slot: Option<Slot>,
 }
 
 fn payload<'a>(env: &Envelope<'a>) -> Result<&'a str, String> {
@@ -194,13 +196,14 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
     let spe = network.slots_per_epoch();
     let t = env.sign_type;
     // Every type but DEPOSIT and VALIDATOR_REGISTRATION is signed in a domain of its chain.
-    let on_chain = |object_root: Root, domain_type: DomainType, epoch: Epoch, check: SlashingCheck| {
+    let on_chain = |object_root: Root, domain_type: DomainType, epoch: Epoch, slot: Slot, check: SlashingCheck| {
         let fi = fork_info(env)?;
         Ok::<_, String>(Message {
             object_root,
             domain: domain_at(&fi, domain_type, epoch),
             check,
             chain: Some(fi.genesis_validators_root),
+            slot: Some(slot),
         })
     };
     let block = |object_root: Root, slot: Slot| {
@@ -208,12 +211,14 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             object_root,
             DomainType::BEACON_PROPOSER,
             slot.epoch(spe),
+            slot,
             SlashingCheck::Block { slot },
         )
     };
-    let unprotected = |object_root: Root, domain_type: DomainType, epoch: Epoch| {
-        on_chain(object_root, domain_type, epoch, SlashingCheck::None)
+    let unprotected = |object_root: Root, domain_type: DomainType, slot: Slot| {
+        on_chain(object_root, domain_type, slot.epoch(spe), slot, SlashingCheck::None)
     };
+    let first_slot = |epoch: Epoch| Slot(epoch.0.saturating_mul(spe));
 
     match t {
         SignType::Block => {
@@ -278,6 +283,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
                 a.tree_hash_root(),
                 DomainType::BEACON_ATTESTER,
                 a.target.epoch,
+                a.slot.max(first_slot(a.target.epoch)),
                 SlashingCheck::Attestation {
                     source: a.source.epoch,
                     target: a.target.epoch,
@@ -286,13 +292,13 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
         }
         SignType::AggregationSlot => {
             let a: AggregationSlot = parse_at("aggregation_slot", payload(env)?)?;
-            unprotected(a.slot.tree_hash_root(), DomainType::SELECTION_PROOF, a.slot.epoch(spe))
+            unprotected(a.slot.tree_hash_root(), DomainType::SELECTION_PROOF, a.slot)
         }
         // Both type names, both body forms: Lighthouse and Teku still send AGGREGATE_AND_PROOF
         // with the Electra container; Prysm, Lodestar and Nimbus send `_V2` with `{version, data}`.
         SignType::AggregateAndProof | SignType::AggregateAndProofV2 => {
             let (root, slot) = aggregate_root::<P>(network, payload(env)?)?;
-            unprotected(root, DomainType::AGGREGATE_AND_PROOF, slot.epoch(spe))
+            unprotected(root, DomainType::AGGREGATE_AND_PROOF, slot)
         }
         SignType::Deposit => {
             let d: DepositRequest = parse_at("deposit", payload(env)?)?;
@@ -308,11 +314,18 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
                 domain: compute_domain(DomainType::DEPOSIT, d.genesis_fork_version, Root::ZERO),
                 check: SlashingCheck::None,
                 chain: None,
+                slot: None,
             })
         }
         SignType::RandaoReveal => {
             let r: RandaoReveal = parse_at("randao_reveal", payload(env)?)?;
-            unprotected(r.epoch.tree_hash_root(), DomainType::RANDAO, r.epoch)
+            on_chain(
+                r.epoch.tree_hash_root(),
+                DomainType::RANDAO,
+                r.epoch,
+                first_slot(r.epoch),
+                SlashingCheck::None,
+            )
         }
         SignType::VoluntaryExit => {
             let e: VoluntaryExit = parse_at("voluntary_exit", payload(env)?)?;
@@ -322,25 +335,26 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
                 domain: exit_domain(network, &fi, e.epoch)?,
                 check: SlashingCheck::None,
                 chain: Some(fi.genesis_validators_root),
+                // Exits may be signed ahead on purpose (pre-signed exits): no clock window.
+                slot: None,
             })
         }
         SignType::SyncCommitteeMessage => {
             let m: SyncCommitteeMessage = parse_at("sync_committee_message", payload(env)?)?;
             // The signed object is the block root itself (its own hash_tree_root).
-            unprotected(m.beacon_block_root, DomainType::SYNC_COMMITTEE, m.slot.epoch(spe))
+            unprotected(m.beacon_block_root, DomainType::SYNC_COMMITTEE, m.slot)
         }
         SignType::SyncCommitteeSelectionProof => {
             let s: SyncAggregatorSelectionData = parse_at("sync_aggregator_selection_data", payload(env)?)?;
-            unprotected(
-                s.tree_hash_root(),
-                DomainType::SYNC_COMMITTEE_SELECTION_PROOF,
-                s.slot.epoch(spe),
-            )
+            unprotected(s.tree_hash_root(), DomainType::SYNC_COMMITTEE_SELECTION_PROOF, s.slot)
         }
         SignType::SyncCommitteeContributionAndProof => {
             let c: ContributionAndProof<P> = parse_at("contribution_and_proof", payload(env)?)?;
-            let epoch = c.contribution.slot.epoch(spe);
-            unprotected(c.tree_hash_root(), DomainType::CONTRIBUTION_AND_PROOF, epoch)
+            unprotected(
+                c.tree_hash_root(),
+                DomainType::CONTRIBUTION_AND_PROOF,
+                c.contribution.slot,
+            )
         }
         SignType::ValidatorRegistration => {
             let r: ValidatorRegistration = parse_at("validator_registration", payload(env)?)?;
@@ -356,6 +370,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
                 domain,
                 check: SlashingCheck::None,
                 chain: None,
+                slot: None,
             })
         }
     }

@@ -164,7 +164,8 @@ async fn client(run: Arc<Run>, id: usize, keys: Arc<Vec<PublicKey>>, start: Inst
         tokio::time::sleep_until(tick.into()).await;
         let mut sends = Vec::new();
         for (v, key) in keys.iter().enumerate() {
-            let base = 3 * round + 2;
+            // Fulu-era epochs and slots in the past: real-looking duties inside the clock window.
+            let base = crate::messages::FULU_EPOCH + 3 * round + 2;
             let target = base + rng.random_range(1..=3);
             let source = rng.random_range(base.saturating_sub(3)..target);
             let common = rng.random_bool(0.4);
@@ -175,7 +176,7 @@ async fn client(run: Arc<Run>, id: usize, keys: Arc<Vec<PublicKey>>, start: Inst
             };
             sends.push((*key, attestation(source, target, &head)));
             if round.is_multiple_of(2) {
-                let slot = 4 * round + rng.random_range(0..4);
+                let slot = crate::messages::FULU_EPOCH * 32 + 4 * round + rng.random_range(0..4);
                 let state = if common {
                     format!("0x{}", hex::encode([(slot as u8) ^ (v as u8); 32]))
                 } else {

@@ -107,6 +107,9 @@ pub fn keystore_loading(count: usize, kdf: &str, root: &Path, load_seconds: f64)
     let p = Palisade::serve_in(
         work.path(),
         &[
+            // Synthetic duties run ahead of the clock (many epochs per second): no window.
+            "--future-tolerance-secs",
+            "off",
             "--keystores-path",
             dir.to_str().unwrap(),
             "--keystores-password-file",

@@ -169,6 +169,9 @@ pub fn http_randao(seconds: f64, connections: usize, keys: usize) -> anyhow::Res
     let p = Palisade::serve_in(
         work.path(),
         &[
+            // Synthetic duties run ahead of the clock (many epochs per second): no window.
+            "--future-tolerance-secs",
+            "off",
             "--key-config-path",
             work.path().join("keys").to_str().unwrap(),
             "--network",

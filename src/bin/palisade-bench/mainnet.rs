@@ -350,6 +350,9 @@ fn start_target(o: &Options) -> anyhow::Result<Target> {
     let p = Palisade::serve_in(
         work.path(),
         &[
+            // Synthetic duties run ahead of the clock (many epochs per second): no window.
+            "--future-tolerance-secs",
+            "off",
             "--key-config-path",
             keys_dir.to_str().unwrap(),
             "--network",

@@ -56,6 +56,9 @@ pub fn run(
     let p = Palisade::serve_in(
         work.path(),
         &[
+            // Synthetic duties run ahead of the clock (many epochs per second): no window.
+            "--future-tolerance-secs",
+            "off",
             "--key-config-path",
             keys_dir.to_str().unwrap(),
             "--network",
