@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::types::{PublicKey, Root};
+use crate::types::{Epoch, PublicKey, Root, Slot};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -145,6 +145,17 @@ pub struct ServeArgs {
     )]
     pub database_connect_timeout_secs: u64,
 
+    /// How long blocks and attestations are held (503) after the PostgreSQL database turns
+    /// out to be another one than before (restored from a backup, a standby promoted), while every replica checks it against what it signed and writes back what
+    /// it is missing. 0 turns the hold off.
+    #[arg(
+        long,
+        env = "PALISADE_DATABASE_CHANGE_HOLD_SECS",
+        default_value_t = 4,
+        value_name = "SECS"
+    )]
+    pub database_change_hold_secs: u64,
+
     /// How long a request for a key that is still being decrypted waits before a 503.
     #[arg(long, env = "PALISADE_KEY_WAIT_MS", default_value_t = 5000, value_name = "MS")]
     pub key_wait_ms: u64,
@@ -203,6 +214,27 @@ pub enum SlashingProtectionCommand {
         #[arg(long, env = "PALISADE_GENESIS_VALIDATORS_ROOT", value_name = "HEX")]
         genesis_validators_root: Option<Root>,
     },
+    /// Set validators' watermarks to given values, lowering included: the way out of a key
+    /// bricked by a message signed far in the future. Audited; without --confirm it only shows
+    /// what it would do. Use the admin API of a running signer for an SQLite database.
+    Repair(Box<RepairArgs>),
+    /// Show, set or clear the high watermark: nothing at or above it is signed.
+    HighWatermark {
+        #[arg(long, env = "PALISADE_DATABASE_URL")]
+        database_url: String,
+        /// Blocks at or above this slot are refused.
+        #[arg(long, requires = "epoch", conflicts_with = "clear")]
+        slot: Option<Slot>,
+        /// Attestations with a target at or above this epoch are refused.
+        #[arg(long, requires = "slot", conflicts_with = "clear")]
+        epoch: Option<Epoch>,
+        /// Remove it.
+        #[arg(long)]
+        clear: bool,
+        /// Only for these validators (repeatable); default all.
+        #[arg(long, value_name = "0x..")]
+        pubkey: Vec<PublicKey>,
+    },
     /// Export slashing-protection data as EIP-3076 interchange JSON.
     Export {
         #[arg(long, env = "PALISADE_DATABASE_URL")]
@@ -214,4 +246,38 @@ pub enum SlashingProtectionCommand {
         #[arg(long, value_name = "0x..")]
         pubkey: Vec<PublicKey>,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RepairArgs {
+    #[arg(long, env = "PALISADE_DATABASE_URL")]
+    pub database_url: String,
+    /// The validators to repair (repeatable).
+    #[arg(long, value_name = "0x..", required = true)]
+    pub pubkey: Vec<PublicKey>,
+    /// The new block watermark: the highest block slot taken as signed.
+    #[arg(long)]
+    pub block_slot: Option<Slot>,
+    /// The new attestation source watermark (with --attestation-target).
+    #[arg(long, requires = "attestation_target")]
+    pub attestation_source: Option<Epoch>,
+    /// The new attestation target watermark (with --attestation-source).
+    #[arg(long, requires = "attestation_source")]
+    pub attestation_target: Option<Epoch>,
+    /// Why: kept with the repair in the database.
+    #[arg(long)]
+    pub reason: String,
+    /// Apply it (without, only show what would change).
+    #[arg(long)]
+    pub confirm: bool,
+    /// Also discard messages at slots that have passed (they may have been broadcast:
+    /// signing below them again may be slashable).
+    #[arg(long)]
+    pub discard_past_messages: bool,
+    /// The network, for the wall clock that tells future messages from past ones.
+    #[arg(long, env = "PALISADE_NETWORK", default_value = "mainnet", value_name = "NAME|FILE")]
+    pub network: String,
+    /// Unix time of the chain's genesis (default: the network's).
+    #[arg(long, env = "PALISADE_GENESIS_TIME", value_name = "UNIX_SECONDS")]
+    pub genesis_time: Option<u64>,
 }

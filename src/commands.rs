@@ -6,8 +6,9 @@ use std::path::Path;
 use anyhow::{Context, anyhow, bail};
 
 use crate::network::Network;
+use crate::protection::repair::RepairRequest;
 use crate::protection::{DbOptions, Interchange, SlashingDatabase, redact_url};
-use crate::types::{PublicKey, Root};
+use crate::types::{Epoch, PublicKey, Root, Slot};
 
 /// Imports an interchange file, all or nothing. The chain is checked against the configured
 /// network (when given) and the database's pin; an unpinned database is pinned to the file's
@@ -89,4 +90,85 @@ async fn open(database_url: &str) -> anyhow::Result<SlashingDatabase> {
     SlashingDatabase::open(database_url, &DbOptions::default())
         .await
         .with_context(|| format!("opening slashing-protection database {}", redact_url(database_url)))
+}
+
+fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "?".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "?".into());
+    format!("cli:{user}@{}", host.trim())
+}
+
+/// `palisade slashing-protection repair`.
+pub async fn repair(a: &crate::cli::RepairArgs) -> anyhow::Result<()> {
+    let mut network = Network::load(&a.network).map_err(|e| anyhow!(e))?;
+    if let Some(t) = a.genesis_time {
+        network.genesis_time = Some(t);
+    }
+    let clock = crate::network::clock::ClockWindow::new(&network, std::time::Duration::ZERO)
+        .map(|c| (c.limit(std::time::SystemTime::now(), 0), network.slots_per_epoch()));
+    let req = RepairRequest {
+        pubkeys: a.pubkey.clone(),
+        block_slot: a.block_slot,
+        attestation: a.attestation_source.zip(a.attestation_target),
+        reason: a.reason.clone(),
+        actor: cli_actor(),
+        clock,
+        discard_past: a.discard_past_messages,
+    };
+    req.validate()?;
+    let db = open(&a.database_url).await?;
+    if !a.confirm {
+        for (pk, w) in db.watermarks_of(&req.pubkeys).await? {
+            eprintln!(
+                "{pk}: block slot {:?} -> {:?}; attestation source/target {:?}/{:?} -> {:?}",
+                w.block_slot,
+                req.block_slot.or(w.block_slot),
+                w.att_source,
+                w.att_target,
+                req.attestation
+                    .map_or((w.att_source, w.att_target), |(s, t)| (Some(s), Some(t)))
+            );
+        }
+        bail!("nothing was changed: repeat with --confirm to apply this repair");
+    }
+    for r in db.repair(&req).await? {
+        eprintln!(
+            "{}: repaired {:?} -> {:?}; discarded {} blocks and {} attestations (kept in watermark_repairs)",
+            r.pubkey,
+            r.before,
+            r.after,
+            r.discarded_blocks.len(),
+            r.discarded_attestations.len()
+        );
+    }
+    eprintln!("replicas drop their memory of these keys within their next database check (10 s)");
+    Ok(())
+}
+
+/// `palisade slashing-protection high-watermark`.
+pub async fn high_watermark(
+    database_url: &str,
+    value: Option<(Slot, Epoch)>,
+    clear: bool,
+    pubkeys: &[PublicKey],
+) -> anyhow::Result<()> {
+    let db = open(database_url).await?;
+    let keys = (!pubkeys.is_empty()).then_some(pubkeys);
+    match (value, clear) {
+        (Some(v), _) => {
+            db.set_high_watermark(Some(v), keys, &cli_actor()).await?;
+            eprintln!("high watermark set: slot {}, epoch {}", v.0, v.1);
+        }
+        (None, true) => {
+            db.set_high_watermark(None, keys, &cli_actor()).await?;
+            eprintln!("high watermark cleared");
+        }
+        (None, false) => match db.high_watermark().await? {
+            Some((s, e)) => println!("{{\"slot\":\"{s}\",\"epoch\":\"{e}\"}}"),
+            None => println!("{{}}"),
+        },
+    }
+    Ok(())
 }

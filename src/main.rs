@@ -24,6 +24,16 @@ fn main() -> std::process::ExitCode {
                 network,
                 genesis_validators_root,
             }) => palisade::commands::import(&database_url, &from, network.as_deref(), genesis_validators_root).await,
+            Command::SlashingProtection(SlashingProtectionCommand::Repair(args)) => {
+                palisade::commands::repair(&args).await
+            }
+            Command::SlashingProtection(SlashingProtectionCommand::HighWatermark {
+                database_url,
+                slot,
+                epoch,
+                clear,
+                pubkey,
+            }) => palisade::commands::high_watermark(&database_url, slot.zip(epoch), clear, &pubkey).await,
             Command::SlashingProtection(SlashingProtectionCommand::Export {
                 database_url,
                 to,

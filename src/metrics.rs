@@ -68,6 +68,8 @@ pub struct Metrics {
     pub database_up: Gauge,
     pub database_latency_seconds: Gauge<f64, AtomicU64>,
     pub database_pool_connections: Family<StateLabels, Gauge>,
+    /// Times the database was found holding less than this replica had committed.
+    pub database_rollbacks: Counter,
 }
 
 impl Default for Metrics {
@@ -88,6 +90,7 @@ impl Metrics {
         let database_up = Gauge::default();
         let database_latency_seconds = Gauge::<f64, AtomicU64>::default();
         let database_pool_connections = Family::<StateLabels, Gauge>::default();
+        let database_rollbacks = Counter::default();
         registry.register(
             "signing_requests",
             "Signing requests by type and outcome",
@@ -128,6 +131,11 @@ impl Metrics {
             "Database connections of this replica by state (open, idle)",
             database_pool_connections.clone(),
         );
+        registry.register(
+            "database_rollbacks",
+            "Times the slashing-protection database held less than this replica had committed (restored backup, lost commits)",
+            database_rollbacks.clone(),
+        );
         // Series that alerts use exist from the start at zero: Prometheus's increase() does not
         // count the first event of a series that appears with it.
         for t in crate::signing::SignType::ALL {
@@ -157,6 +165,7 @@ impl Metrics {
             database_up,
             database_latency_seconds,
             database_pool_connections,
+            database_rollbacks,
         }
     }
 

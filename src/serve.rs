@@ -14,11 +14,18 @@ use crate::keys::{KeyOptions, KeyRegistry, loader};
 use crate::metrics::Metrics;
 use crate::network::Network;
 use crate::network::clock::ClockWindow;
+use crate::protection::replica::ReplicaMemory;
 use crate::protection::{ChainPin, DbOptions, SlashingDatabase, default_pool_size, redact_url};
 use crate::service::Signer;
 
 /// How often the database is probed for /readyz and the metrics.
 pub const DB_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// This replica's record of what it committed, under `--data-path`.
+pub const REPLICA_STATE_FILE: &str = "replica-state.bin";
+
+/// How often the database is compared with this replica's record.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Where Key Manager imports are kept, under `--data-path`.
 pub const KEYMANAGER_DIR: &str = "keymanager-keystores";
@@ -65,6 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         pool_size: args.database_pool_size.unwrap_or_else(default_pool_size),
         timeout: Duration::from_millis(args.database_timeout_ms),
         connect_timeout: Duration::from_secs(args.database_connect_timeout_secs),
+        change_hold: Duration::from_secs(args.database_change_hold_secs),
     };
     let db = SlashingDatabase::open(&args.database_url, &db_options)
         .await
@@ -107,6 +115,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => db.pinned_chain().await?,
     };
 
+    // Before anything can be signed: what this replica committed itself, and whether the
+    // database still holds it.
+    let memory = ReplicaMemory::open(&args.data_path.join(REPLICA_STATE_FILE), chain).map_err(|e| anyhow!(e))?;
     let registry = Arc::new(KeyRegistry::new());
     let sources = loader::announce(found, &registry);
 
@@ -121,7 +132,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         db_health: Default::default(),
         disabled: Default::default(),
         clock,
+        memory,
+        write_back_wanted: Default::default(),
     });
+    if let (Some(i), Some(saved)) = (signer.db.incarnation(), signer.memory.database()) {
+        i.compare_saved(&saved);
+    }
+    if !signer.memory.is_empty() {
+        match signer.sweep().await {
+            Ok(0) => tracing::info!(
+                validators = signer.memory.len(),
+                "the slashing-protection database holds everything this replica remembers committing"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "comparing the database with this replica's record (retried)"),
+        }
+    }
     if let Err(e) = signer.refresh_disabled().await {
         tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database (retried)");
     }
@@ -163,6 +189,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     spawn_key_loading(sources, signer.clone());
+    spawn_replica_memory(signer.clone());
     spawn_database_monitor(signer.clone());
     if args.prune_epochs_to_keep > 0 {
         spawn_pruning(
@@ -180,6 +207,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         SHUTDOWN_GRACE,
     )
     .await;
+    if let Err(e) = signer.memory.flush(signer.chain.get()) {
+        tracing::error!(error = %e, "saving this replica's record");
+    }
     Ok(())
 }
 
@@ -203,6 +233,68 @@ fn spawn_key_loading(sources: Vec<loader::KeySource>, signer: Arc<Signer>) {
     });
 }
 
+/// Saves the replica's record every second when it changed, writes it back into the database
+/// when the database is found behind it, and compares the two every `SWEEP_INTERVAL`.
+fn spawn_replica_memory(signer: Arc<Signer>) {
+    let s = signer.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Saved with the database it goes with only once checked against it.
+            if let Some(i) = s.db.incarnation()
+                && i.held().is_none()
+            {
+                s.memory.set_database(i.identity());
+            }
+            if let Err(e) = s.memory.flush(s.chain.get()) {
+                tracing::error!(error = %e, "saving this replica's record");
+            }
+        }
+    });
+    let s = signer.clone();
+    tokio::spawn(async move {
+        loop {
+            s.write_back_wanted.notified().await;
+            if let Err(e) = s.write_back().await {
+                tracing::error!(error = %e, "writing this replica's record back into the database (retried)");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                s.write_back_wanted.notify_one();
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            // Every SWEEP_INTERVAL, and at once when the database turns out to be another one:
+            // then again and again until it succeeds (a restore may still be filling it).
+            let changed = match signer.db.incarnation() {
+                Some(i) => tokio::time::timeout(SWEEP_INTERVAL, i.changed.notified()).await.is_ok(),
+                None => {
+                    tokio::time::sleep(SWEEP_INTERVAL).await;
+                    false
+                }
+            };
+            loop {
+                match signer.sweep().await {
+                    Ok(_) => {
+                        if let Some(i) = signer.db.incarnation() {
+                            i.checked();
+                        }
+                        break;
+                    }
+                    Err(e) if changed => {
+                        tracing::warn!(error = %e, "comparing the changed database with this replica's record (retrying)");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "comparing the database with this replica's record");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
 fn spawn_database_monitor(signer: Arc<Signer>) {
     tokio::spawn(async move {
         let mut was_up = true;
@@ -221,6 +313,10 @@ fn spawn_database_monitor(signer: Arc<Signer>) {
             };
             if up && !was_up {
                 tracing::info!("slashing-protection database reachable again: signing resumes");
+                // It may have come back from a backup: compare it with this replica's record now.
+                if let Err(e) = signer.sweep().await {
+                    tracing::warn!(error = %e, "comparing the database with this replica's record");
+                }
             }
             if up && let Err(e) = signer.refresh_disabled().await {
                 tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database");

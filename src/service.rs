@@ -11,7 +11,9 @@ use crate::metrics::Metrics;
 use crate::metrics::{RefusalLabels, TypeLabels};
 use crate::network::Network;
 use crate::network::clock::ClockWindow;
-use crate::protection::{ChainPin, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
+use crate::protection::interchange::{FORMAT_VERSION, Metadata, SignedAttestation, SignedBlock, ValidatorData};
+use crate::protection::replica::{ReplicaMemory, Rollback};
+use crate::protection::{ChainPin, Interchange, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use crate::signing::{ParseError, SignType, SlashingCheck, parse_signing_request};
 use crate::types::{PublicKey, Root, Signature};
 
@@ -78,9 +80,10 @@ impl From<ProtectionError> for SignError {
             ProtectionError::Unavailable(_) => SignError::ProtectionUnavailable(e.to_string()),
             ProtectionError::WrongChain { pinned, given } => SignError::WrongChain { pinned, given },
             ProtectionError::ZeroChain => SignError::ZeroChain,
-            ProtectionError::InvalidInterchange(m) | ProtectionError::Internal(m) => {
-                SignError::Internal(format!("slashing protection: {m}"))
-            }
+            ProtectionError::InvalidInterchange(m)
+            | ProtectionError::Internal(m)
+            | ProtectionError::InvalidRepair(m)
+            | ProtectionError::RepairRefused(m) => SignError::Internal(format!("slashing protection: {m}")),
         }
     }
 }
@@ -149,6 +152,10 @@ pub struct Signer {
     /// Slots further ahead of the wall clock are refused; `None` when the genesis time is
     /// unknown or the window is turned off.
     pub clock: Option<ClockWindow>,
+    /// What this replica committed itself (see `protection::replica`).
+    pub memory: ReplicaMemory,
+    /// Woken when the database is found behind this replica's record: write the record back.
+    pub write_back_wanted: tokio::sync::Notify,
 }
 
 impl Signer {
@@ -172,6 +179,107 @@ impl Signer {
         let keys = self.db.disabled_keys().await?;
         *self.disabled.write().expect("disabled keys lock") = keys.into_iter().collect();
         Ok(())
+    }
+
+    /// The database holds less than this replica committed: it went back in time.
+    pub fn rollback_detected(&self, r: &Rollback) {
+        self.metrics.database_rollbacks.inc();
+        tracing::error!(
+            pubkey = %r.pubkey,
+            database = %r.database,
+            replica = %r.replica,
+            "the slashing-protection database holds less than this replica committed (restored from a backup? \
+             a failover to a standby that was behind?): refusing at or below this replica's record and writing it back"
+        );
+        self.write_back_wanted.notify_one();
+    }
+
+    /// Compares the database with this replica's record for every validator it remembers;
+    /// writes the record back if the database is behind. Run at startup and periodically.
+    pub async fn sweep(&self) -> Result<usize, ProtectionError> {
+        let floors = self.memory.snapshot();
+        if floors.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<PublicKey> = floors.iter().map(|(k, _)| *k).collect();
+        let db: std::collections::HashMap<PublicKey, crate::protection::Watermarks> =
+            self.db.watermarks_of(&keys).await?.into_iter().collect();
+        let mut behind = 0;
+        for (pk, _) in &floors {
+            let found = match db.get(pk) {
+                Some(w) => self.memory.compare(pk, w),
+                None => self.memory.compare(pk, &Default::default()),
+            };
+            if let Some(r) = found {
+                behind += 1;
+                if behind <= 10 {
+                    self.rollback_detected(&r);
+                }
+            }
+        }
+        if behind > 0 {
+            tracing::error!(
+                validators = behind,
+                "the slashing-protection database is behind this replica's record"
+            );
+            self.write_back().await?;
+        }
+        Ok(behind)
+    }
+
+    /// Writes this replica's record into the database, merging to the maxima as an import
+    /// does, so that every replica is protected by what this one signed. Validators repaired
+    /// since are left alone.
+    pub async fn write_back(&self) -> Result<usize, ProtectionError> {
+        let Some(chain) = self.chain.get() else { return Ok(0) };
+        let floors = self.memory.snapshot();
+        let keys: Vec<PublicKey> = floors.iter().map(|(k, _)| *k).collect();
+        let db: std::collections::HashMap<PublicKey, u32> = self
+            .db
+            .watermarks_of(&keys)
+            .await?
+            .into_iter()
+            .map(|(k, w)| (k, w.repairs))
+            .collect();
+        let keep: Vec<_> = floors
+            .into_iter()
+            .filter(|(k, f)| db.get(k).is_none_or(|r| *r <= f.repairs))
+            .collect();
+        let data = keep
+            .iter()
+            .map(|(pubkey, f)| ValidatorData {
+                pubkey: *pubkey,
+                signed_blocks: f
+                    .block
+                    .map(|(slot, signing_root)| SignedBlock { slot, signing_root })
+                    .into_iter()
+                    .collect(),
+                signed_attestations: f
+                    .attestation
+                    .map(|(source_epoch, target_epoch, signing_root)| SignedAttestation {
+                        source_epoch,
+                        target_epoch,
+                        signing_root,
+                    })
+                    .into_iter()
+                    .collect(),
+            })
+            .collect();
+        let interchange = Interchange {
+            metadata: Metadata {
+                interchange_format_version: FORMAT_VERSION.into(),
+                genesis_validators_root: chain,
+            },
+            data,
+        };
+        let n = self.db.import(&interchange).await?;
+        let repairs: Vec<(PublicKey, u32)> = keep.iter().map(|(k, f)| (*k, f.repairs)).collect();
+        self.db.raise_repairs(&repairs).await?;
+        tracing::warn!(
+            validators = n,
+            "wrote this replica's record back into the slashing-protection database"
+        );
+        Ok(n)
     }
 
     /// Keys that can sign (or will, once decrypted), without the disabled ones.
@@ -279,11 +387,22 @@ impl Signer {
         };
         let mut recorded = None;
         if let Some(p) = proposal {
+            // Never at or below what this replica committed itself, whatever the database says.
+            if let Some(r) = self.memory.check(&pubkey, &p) {
+                tracing::warn!(%pubkey, reason = %r, "refused by this replica's own record of what it signed");
+                return (t, Err(SignError::Refused(r)));
+            }
             let started = Instant::now();
             let r = self.db.check_and_record(&pubkey, &p, &client.to_string()).await;
             self.metrics.protection_seconds.observe(started.elapsed().as_secs_f64());
             match r {
-                Ok(rec) => recorded = Some(rec),
+                Ok(checked) => {
+                    if let Some(rollback) = self.memory.observe(&pubkey, &checked.seen) {
+                        self.rollback_detected(&rollback);
+                    }
+                    self.memory.record(&pubkey, &p, checked.seen.repairs);
+                    recorded = Some(checked.recorded);
+                }
                 Err(e) => return (t, Err(e.into())),
             }
         }

@@ -9,7 +9,7 @@ fn replicas_survive_faults_without_signing_anything_slashable() {
         .args([
             "faults",
             "--seconds",
-            "36",
+            "44",
             "--replicas",
             "3",
             "--clients",
@@ -29,6 +29,7 @@ fn replicas_survive_faults_without_signing_anything_slashable() {
         "database restart",
         "connection cut",
         "pause",
+        "backup restored",
     ] {
         assert!(
             stdout.contains(&format!("\"{kind}\"")),

@@ -127,7 +127,10 @@ async fn run_interchange_test(backend: Backend, name: &str, test: &Value) {
                 slot: b["slot"].as_str().unwrap().parse().unwrap(),
                 root: parse_root(&b["signing_root"]),
             };
-            let r = db.check_and_record(&pubkey, &p, "interchange-test").await;
+            let r = db
+                .check_and_record(&pubkey, &p, "interchange-test")
+                .await
+                .map(|c| c.recorded);
             let expect = b["should_succeed"].as_bool().unwrap();
             assert_eq!(r.is_ok(), expect, "{backend:?} {name} step {i}: block {b} gave {r:?}");
             if !expect {
@@ -141,7 +144,10 @@ async fn run_interchange_test(backend: Backend, name: &str, test: &Value) {
                 target: a["target_epoch"].as_str().unwrap().parse().unwrap(),
                 root: parse_root(&a["signing_root"]),
             };
-            let r = db.check_and_record(&pubkey, &p, "interchange-test").await;
+            let r = db
+                .check_and_record(&pubkey, &p, "interchange-test")
+                .await
+                .map(|c| c.recorded);
             let expect = a["should_succeed"].as_bool().unwrap();
             assert_eq!(
                 r.is_ok(),
@@ -240,7 +246,7 @@ async fn run_sequence(db: &SlashingDatabase, id: u64, seq: &[Proposal]) {
     };
     let mut model = Model::default();
     for p in seq {
-        let got = db.check_and_record(&key, p, "model").await;
+        let got = db.check_and_record(&key, p, "model").await.map(|c| c.recorded);
         let want = rule.check(p);
         match (&got, want) {
             (Ok(Recorded::New), Verdict::New) => rule.record(p),
@@ -342,7 +348,10 @@ async fn racing_conflicting_messages_exactly_one_wins() {
     let (a, b) = two_pg_replicas().await;
     a.pin_chain(Root::ZERO).await.unwrap();
     let key = pk(7);
-    a.check_and_record(&key, &att(0, 1, 1), "setup").await.unwrap();
+    a.check_and_record(&key, &att(0, 1, 1), "setup")
+        .await
+        .map(|c| c.recorded)
+        .unwrap();
 
     let mut winners: Vec<Proposal> = Vec::new();
     for round in 0..20u64 {
@@ -363,7 +372,7 @@ async fn racing_conflicting_messages_exactly_one_wins() {
             let p = *p;
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
-                (p, db.check_and_record(&key, &p, "race").await)
+                (p, db.check_and_record(&key, &p, "race").await.map(|c| c.recorded))
             }));
         }
         let mut att_wins = Vec::new();
@@ -446,7 +455,7 @@ async fn online_import_while_replicas_sign() {
                         for t in base + 1..=base + 9 {
                             for p in [att(t - 1, t, r), att(base, t, r + 10), block(t, r)] {
                                 let after_import = imported.load(Ordering::SeqCst);
-                                match replica.check_and_record(&key, &p, "online").await {
+                                match replica.check_and_record(&key, &p, "online").await.map(|c| c.recorded) {
                                     Ok(Recorded::New) => out.push((p, after_import)),
                                     Ok(Recorded::Repeat) => panic!("nothing here repeats: {p:?}"),
                                     Err(ProtectionError::Refused(_)) => {}
@@ -547,28 +556,36 @@ async fn full_u64_range_is_stored_exactly() {
         db.pin_chain(Root::ZERO).await.unwrap();
         let key = pk(1);
         let big = u64::MAX - 1;
-        assert_eq!(db.check_and_record(&key, &block(big, 1), "t").await, Ok(Recorded::New));
         assert_eq!(
-            db.check_and_record(&key, &block(big, 1), "t").await,
+            db.check_and_record(&key, &block(big, 1), "t").await.map(|c| c.recorded),
+            Ok(Recorded::New)
+        );
+        assert_eq!(
+            db.check_and_record(&key, &block(big, 1), "t").await.map(|c| c.recorded),
             Ok(Recorded::Repeat)
         );
         assert_eq!(
-            db.check_and_record(&key, &block(u64::MAX, 2), "t").await,
+            db.check_and_record(&key, &block(u64::MAX, 2), "t")
+                .await
+                .map(|c| c.recorded),
             Ok(Recorded::New)
         );
         // A slot that would look small if the value wrapped is refused.
         assert!(matches!(
-            db.check_and_record(&key, &block(5, 3), "t").await,
+            db.check_and_record(&key, &block(5, 3), "t").await.map(|c| c.recorded),
             Err(ProtectionError::Refused(Refusal::BlockSlotNotAbove { .. }))
         ));
         let high = 1u64 << 63;
         assert_eq!(
-            db.check_and_record(&key, &att(high - 1, high + 1, 1), "t").await,
+            db.check_and_record(&key, &att(high - 1, high + 1, 1), "t")
+                .await
+                .map(|c| c.recorded),
             Ok(Recorded::New)
         );
         assert!(
             db.check_and_record(&key, &att(high - 2, high + 2, 2), "t")
                 .await
+                .map(|c| c.recorded)
                 .is_err()
         );
         let export = db.export(None).await.unwrap();
@@ -582,7 +599,12 @@ async fn full_u64_range_is_stored_exactly() {
         assert_eq!(db2.pinned_chain().await.unwrap(), None);
         db2.pin_chain(Root::ZERO).await.unwrap();
         db2.import(&export).await.unwrap();
-        assert!(db2.check_and_record(&key, &block(u64::MAX, 9), "t").await.is_err());
+        assert!(
+            db2.check_and_record(&key, &block(u64::MAX, 9), "t")
+                .await
+                .map(|c| c.recorded)
+                .is_err()
+        );
     }
 }
 
@@ -593,7 +615,10 @@ async fn refused_import_changes_nothing() {
         let chain: Root = format!("0x{}", "11".repeat(32)).parse().unwrap();
         db.pin_chain(chain).await.unwrap();
         let key = pk(2);
-        db.check_and_record(&key, &att(1, 2, 1), "t").await.unwrap();
+        db.check_and_record(&key, &att(1, 2, 1), "t")
+            .await
+            .map(|c| c.recorded)
+            .unwrap();
         let before = db.export(None).await.unwrap();
 
         // Wrong chain: refused whole, though its data is valid.
@@ -616,8 +641,14 @@ async fn export_reimports_cleanly_and_is_idempotent() {
         db.pin_chain(Root::ZERO).await.unwrap();
         for i in 0..5 {
             let key = pk(100 + i);
-            db.check_and_record(&key, &block(10 + i, 1), "t").await.unwrap();
-            db.check_and_record(&key, &att(3, 4 + i, 1), "t").await.unwrap();
+            db.check_and_record(&key, &block(10 + i, 1), "t")
+                .await
+                .map(|c| c.recorded)
+                .unwrap();
+            db.check_and_record(&key, &att(3, 4 + i, 1), "t")
+                .await
+                .map(|c| c.recorded)
+                .unwrap();
         }
         let first = db.export(None).await.unwrap();
         assert_eq!(db.import(&first).await.unwrap(), 5);
@@ -628,14 +659,28 @@ async fn export_reimports_cleanly_and_is_idempotent() {
         );
         // What this signer signed stays repeatable after re-importing its own export.
         assert_eq!(
-            db.check_and_record(&pk(100), &block(10, 1), "t").await,
+            db.check_and_record(&pk(100), &block(10, 1), "t")
+                .await
+                .map(|c| c.recorded),
             Ok(Recorded::Repeat)
         );
         let (fresh_db, _g2) = fresh(backend).await;
         fresh_db.pin_chain(Root::ZERO).await.unwrap();
         fresh_db.import(&first).await.unwrap();
-        assert!(fresh_db.check_and_record(&pk(100), &block(10, 1), "t").await.is_err());
-        assert!(fresh_db.check_and_record(&pk(100), &block(11, 1), "t").await.is_ok());
+        assert!(
+            fresh_db
+                .check_and_record(&pk(100), &block(10, 1), "t")
+                .await
+                .map(|c| c.recorded)
+                .is_err()
+        );
+        assert!(
+            fresh_db
+                .check_and_record(&pk(100), &block(11, 1), "t")
+                .await
+                .map(|c| c.recorded)
+                .is_ok()
+        );
     }
 }
 
@@ -651,9 +696,18 @@ async fn export_keeps_each_validators_history_whatever_the_registration_order() 
         keys.reverse();
         for (i, key) in keys.iter().enumerate() {
             let i = i as u64;
-            db.check_and_record(key, &block(10 + i, 1), "t").await.unwrap();
-            db.check_and_record(key, &att(1, 2 + i, 1), "t").await.unwrap();
-            db.check_and_record(key, &att(2 + i, 3 + i, 2), "t").await.unwrap();
+            db.check_and_record(key, &block(10 + i, 1), "t")
+                .await
+                .map(|c| c.recorded)
+                .unwrap();
+            db.check_and_record(key, &att(1, 2 + i, 1), "t")
+                .await
+                .map(|c| c.recorded)
+                .unwrap();
+            db.check_and_record(key, &att(2 + i, 3 + i, 2), "t")
+                .await
+                .map(|c| c.recorded)
+                .unwrap();
         }
         let export = db.export(None).await.unwrap();
         assert_eq!(export.data.len(), keys.len());
@@ -674,17 +728,28 @@ async fn disabled_validators_are_refused_until_enabled() {
         let (db, _g) = fresh(backend).await;
         db.pin_chain(Root::ZERO).await.unwrap();
         let key = pk(4);
-        db.check_and_record(&key, &block(1, 1), "t").await.unwrap();
+        db.check_and_record(&key, &block(1, 1), "t")
+            .await
+            .map(|c| c.recorded)
+            .unwrap();
         db.set_enabled(&[key], false).await.unwrap();
         assert_eq!(
-            db.check_and_record(&key, &block(2, 1), "t").await,
+            db.check_and_record(&key, &block(2, 1), "t").await.map(|c| c.recorded),
             Err(ProtectionError::Refused(Refusal::Disabled))
         );
         // A key disabled before it ever signed is refused too.
         db.set_enabled(&[pk(5)], false).await.unwrap();
-        assert!(db.check_and_record(&pk(5), &block(1, 1), "t").await.is_err());
+        assert!(
+            db.check_and_record(&pk(5), &block(1, 1), "t")
+                .await
+                .map(|c| c.recorded)
+                .is_err()
+        );
         db.set_enabled(&[key], true).await.unwrap();
-        assert_eq!(db.check_and_record(&key, &block(2, 1), "t").await, Ok(Recorded::New));
+        assert_eq!(
+            db.check_and_record(&key, &block(2, 1), "t").await.map(|c| c.recorded),
+            Ok(Recorded::New)
+        );
     }
 }
 
@@ -695,8 +760,14 @@ async fn pruning_bounds_history_and_keeps_watermarks() {
         db.pin_chain(Root::ZERO).await.unwrap();
         let key = pk(6);
         for e in 0..50u64 {
-            db.check_and_record(&key, &att(e, e + 1, 1), "t").await.unwrap();
-            db.check_and_record(&key, &block(e * 32, 1), "t").await.unwrap();
+            db.check_and_record(&key, &att(e, e + 1, 1), "t")
+                .await
+                .map(|c| c.recorded)
+                .unwrap();
+            db.check_and_record(&key, &block(e * 32, 1), "t")
+                .await
+                .map(|c| c.recorded)
+                .unwrap();
         }
         let report = db.prune(10, 32).await.unwrap();
         // Targets 1..=50: keep those >= 40 (11); slots 0..=1568 step 32: keep >= 1248 (11).
@@ -706,8 +777,18 @@ async fn pruning_bounds_history_and_keeps_watermarks() {
         assert_eq!(export.data[0].signed_attestations.len(), 11);
         assert_eq!(export.data[0].signed_blocks.len(), 11);
         // Watermarks are untouched: the old messages are still refused.
-        assert!(db.check_and_record(&key, &att(3, 4, 2), "t").await.is_err());
-        assert!(db.check_and_record(&key, &block(64, 2), "t").await.is_err());
+        assert!(
+            db.check_and_record(&key, &att(3, 4, 2), "t")
+                .await
+                .map(|c| c.recorded)
+                .is_err()
+        );
+        assert!(
+            db.check_and_record(&key, &block(64, 2), "t")
+                .await
+                .map(|c| c.recorded)
+                .is_err()
+        );
         assert_eq!(db.prune(10, 32).await.unwrap().attestations, 0);
     }
 }
@@ -773,7 +854,12 @@ async fn different_keys_never_interfere() {
         db.pin_chain(Root::ZERO).await.unwrap();
         let mut seen = HashSet::new();
         for i in 0..20 {
-            assert_eq!(db.check_and_record(&pk(i), &att(1, 2, 1), "t").await, Ok(Recorded::New));
+            assert_eq!(
+                db.check_and_record(&pk(i), &att(1, 2, 1), "t")
+                    .await
+                    .map(|c| c.recorded),
+                Ok(Recorded::New)
+            );
             seen.insert(pk(i));
         }
         assert_eq!(db.export(None).await.unwrap().data.len(), seen.len());

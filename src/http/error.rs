@@ -51,7 +51,9 @@ impl ApiError {
                 ProtectionError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 ProtectionError::WrongChain { .. }
                 | ProtectionError::ZeroChain
-                | ProtectionError::InvalidInterchange(_) => StatusCode::BAD_REQUEST,
+                | ProtectionError::InvalidInterchange(_)
+                | ProtectionError::InvalidRepair(_) => StatusCode::BAD_REQUEST,
+                ProtectionError::RepairRefused(_) => StatusCode::CONFLICT,
                 ProtectionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod sign;
+pub mod watermarks;
 
 use std::sync::Arc;
 
@@ -67,6 +68,22 @@ fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
             ep("GET", "/api/v1/eth2/slashing-protection/export", Admin),
             get(admin::export),
         ),
+        (
+            ep("POST", "/api/v1/eth2/slashing-protection/repair", Admin),
+            post(watermarks::repair),
+        ),
+        (
+            ep("GET", "/api/v1/eth2/highWatermark", Public),
+            get(watermarks::high_watermark),
+        ),
+        (
+            ep("POST", "/api/v1/eth2/highWatermark", Admin),
+            post(watermarks::set_high_watermark),
+        ),
+        (
+            ep("DELETE", "/api/v1/eth2/highWatermark", Admin),
+            delete(watermarks::clear_high_watermark),
+        ),
         (ep("GET", "/eth/v1/keystores", Admin), get(admin::list_keystores)),
         (ep("POST", "/eth/v1/keystores", Admin), post(admin::import_keystores)),
         (
@@ -86,21 +103,27 @@ pub fn endpoint_table() -> Vec<Endpoint> {
 }
 
 pub fn router(state: AppState, metrics: bool) -> Router {
-    let mut public = Router::new();
-    let mut admin = Router::new();
+    // Access is decided per method, so one path can be public for GET and need the token for
+    // POST (`/api/v1/eth2/highWatermark`, as Web3Signer's).
+    let mut paths: std::collections::BTreeMap<&str, MethodRouter<AppState>> = Default::default();
     for (e, handler) in endpoints(metrics) {
-        match e.access {
-            Access::Public => public = public.route(e.path, handler),
-            Access::Admin => admin = admin.route(e.path, handler),
-        }
+        let handler = match e.access {
+            Access::Public => handler.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+            Access::Admin => handler
+                .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token)),
+        };
+        let merged = match paths.remove(e.path) {
+            Some(existing) => existing.merge(handler),
+            None => handler,
+        };
+        paths.insert(e.path, merged);
     }
-    let public = public.layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    let admin = admin
-        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
-
-    public
-        .merge(admin)
+    let mut router = Router::new();
+    for (path, handler) in paths {
+        router = router.route(path, handler);
+    }
+    router
         .fallback(|req: Request| async move {
             let path = req.uri().path();
             ApiError::NotFound(format!("no route for {} {path}", req.method())).for_path(path)

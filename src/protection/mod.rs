@@ -6,8 +6,11 @@
 //! same schema and pass the same tests.
 
 mod chain;
+pub mod incarnation;
 pub mod interchange;
 mod postgres;
+pub mod repair;
+pub mod replica;
 pub mod rules;
 mod sqlite;
 mod store;
@@ -19,7 +22,7 @@ pub use interchange::Interchange;
 pub use postgres::Durability;
 pub use rules::{Proposal, Refusal, Verdict, Watermarks};
 
-use crate::types::{PublicKey, Root};
+use crate::types::{Epoch, PublicKey, Root, Slot};
 
 /// Why slashing protection did not approve a signing, or an admin operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -42,6 +45,11 @@ pub enum ProtectionError {
     InvalidInterchange(String),
     #[error("slashing-protection database error: {0}")]
     Internal(String),
+    #[error("invalid repair: {0}")]
+    InvalidRepair(String),
+    /// The repair would be unsafe or could not take its lock: nothing changed.
+    #[error("repair refused: {0}")]
+    RepairRefused(String),
 }
 
 /// A check that passed: the message is recorded (or was, by this signer, before).
@@ -49,6 +57,47 @@ pub enum ProtectionError {
 pub enum Recorded {
     New,
     Repeat,
+}
+
+/// What the database held for a validator just before a check that passed, as far as the
+/// check read it: the replica compares it with what it committed itself (a database that
+/// went back in time holds less).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub repairs: u32,
+    pub mark: Mark,
+}
+
+/// The watermarks of the proposal's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    Block(Option<Slot>),
+    Attestation {
+        source: Option<Epoch>,
+        target: Option<Epoch>,
+    },
+}
+
+impl Seen {
+    pub fn of(w: &Watermarks, p: &Proposal) -> Seen {
+        Seen {
+            repairs: w.repairs,
+            mark: match p {
+                Proposal::Block { .. } => Mark::Block(w.block_slot),
+                Proposal::Attestation { .. } => Mark::Attestation {
+                    source: w.att_source,
+                    target: w.att_target,
+                },
+            },
+        }
+    }
+}
+
+/// A check that passed, and what the database held before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub recorded: Recorded,
+    pub seen: Seen,
 }
 
 /// Connection settings.
@@ -60,6 +109,9 @@ pub struct DbOptions {
     pub timeout: Duration,
     /// How long startup waits for the database to be reachable.
     pub connect_timeout: Duration,
+    /// How long blocks and attestations are held after the database is found to be another
+    /// one than before (restored, failed over).
+    pub change_hold: Duration,
 }
 
 impl Default for DbOptions {
@@ -68,6 +120,7 @@ impl Default for DbOptions {
             pool_size: default_pool_size(),
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(30),
+            change_hold: Duration::from_secs(4),
         }
     }
 }
@@ -131,7 +184,7 @@ impl SlashingDatabase {
         pubkey: &PublicKey,
         proposal: &Proposal,
         client: &str,
-    ) -> Result<Recorded, ProtectionError> {
+    ) -> Result<Checked, ProtectionError> {
         dispatch!(self.check_and_record(pubkey, proposal, client))
     }
 
@@ -174,6 +227,38 @@ impl SlashingDatabase {
         dispatch!(self.key_states(pubkeys))
     }
 
+    /// The watermarks of the given validators (those the database knows).
+    pub async fn watermarks_of(&self, pubkeys: &[PublicKey]) -> Result<Vec<(PublicKey, Watermarks)>, ProtectionError> {
+        dispatch!(self.watermarks_of(pubkeys))
+    }
+
+    /// Raises validators' repair counts to at least the given ones (a replica restoring what
+    /// a database that went back in time forgot).
+    pub async fn raise_repairs(&self, pairs: &[(PublicKey, u32)]) -> Result<(), ProtectionError> {
+        dispatch!(self.raise_repairs(pairs))
+    }
+
+    /// The global high watermark (slot, epoch), if set.
+    pub async fn high_watermark(&self) -> Result<Option<(Slot, Epoch)>, ProtectionError> {
+        dispatch!(self.high_watermark())
+    }
+
+    /// Sets (or with `None` clears) the high watermark, for all keys or only `pubkeys`.
+    pub async fn set_high_watermark(
+        &self,
+        value: Option<(Slot, Epoch)>,
+        pubkeys: Option<&[PublicKey]>,
+        actor: &str,
+    ) -> Result<(), ProtectionError> {
+        dispatch!(self.set_high_watermark(value, pubkeys, actor))
+    }
+
+    /// Sets validators' watermarks to the operator's values (lowering included), audited.
+    pub async fn repair(&self, req: &repair::RepairRequest) -> Result<Vec<repair::Repaired>, ProtectionError> {
+        req.validate()?;
+        dispatch!(self.repair(req))
+    }
+
     /// Every disabled validator (deleted through the Key Manager API on some replica).
     pub async fn disabled_keys(&self) -> Result<Vec<PublicKey>, ProtectionError> {
         dispatch!(self.disabled_keys())
@@ -207,6 +292,14 @@ impl SlashingDatabase {
     pub fn pool_state(&self) -> Option<(u32, usize)> {
         match self {
             SlashingDatabase::Postgres(s) => Some((s.pool().size(), s.pool().num_idle())),
+            SlashingDatabase::Sqlite(_) => None,
+        }
+    }
+
+    /// Woken when the database turns out to be another one than before (PostgreSQL).
+    pub fn incarnation(&self) -> Option<&incarnation::Incarnation> {
+        match self {
+            SlashingDatabase::Postgres(s) => Some(&s.incarnation),
             SlashingDatabase::Sqlite(_) => None,
         }
     }

@@ -8,46 +8,78 @@
 //! row read again, to tell a repeat from a refusal and to explain the refusal.
 
 use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
+use super::incarnation::{IDENTITY_QUERY, Incarnation};
 use super::interchange::Interchange;
+use super::repair::{RepairRequest, Repaired, plan};
 use super::rules::{Proposal, Verdict, Watermarks};
 use super::store::{
-    Failure, MAX_ATTEMPTS, StoredValidator, build_export, chain_from_db, classify, from_db, pubkey_from_db,
-    root_from_db, root_to_db, timed, to_db, watermarks_from_row,
+    Failure, MAX_ATTEMPTS, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, classify,
+    discarded_attestation, discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db, root_to_db,
+    timed, to_db, watermarks_from_row,
 };
-use super::{DbOptions, ProtectionError, Recorded, redact_url};
+use super::{Checked, DbOptions, Mark, ProtectionError, Recorded, Seen, redact_url};
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+// `cur` reads (and locks) the row as it was before this signing, so the statement can tell
+// the replica's memory what the database held; the UPDATE matches only a safe message below
+// the high watermark in force.
 const SIGN_BLOCK: &str = "
-WITH v AS (
+WITH cur AS (
+    SELECT id, block_slot AS prev, repairs FROM validators WHERE pubkey = $1 FOR UPDATE),
+v AS (
     UPDATE validators
        SET block_slot = $2, block_root = $3, updated_at = now()
-     WHERE pubkey = $1 AND enabled
-       AND (block_slot IS NULL OR block_slot < $2)
- RETURNING id)
-INSERT INTO signed_blocks (validator_id, slot, signing_root, client)
-SELECT id, $2, $3, $4 FROM v";
+      FROM cur
+     WHERE validators.id = cur.id AND enabled
+       AND (validators.block_slot IS NULL OR validators.block_slot < $2)
+       AND NOT COALESCE($2 >= COALESCE(validators.high_slot, (SELECT slot FROM high_watermark)), FALSE)
+ RETURNING validators.id, cur.prev, cur.repairs),
+ins AS (
+    INSERT INTO signed_blocks (validator_id, slot, signing_root, client)
+    SELECT id, $2, $3, $4 FROM v)
+SELECT prev, repairs FROM v";
 
 const SIGN_ATTESTATION: &str = "
-WITH v AS (
+WITH cur AS (
+    SELECT id, att_source AS prev_source, att_target AS prev_target, repairs
+      FROM validators WHERE pubkey = $1 FOR UPDATE),
+v AS (
     UPDATE validators
        SET att_source = $2, att_target = $3, att_root = $4, att_root_source = $2, updated_at = now()
-     WHERE pubkey = $1 AND enabled AND $2 <= $3
-       AND (att_target IS NULL OR att_target < $3)
-       AND (att_source IS NULL OR att_source <= $2)
- RETURNING id)
-INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, client)
-SELECT id, $2, $3, $4, $5 FROM v";
+      FROM cur
+     WHERE validators.id = cur.id AND enabled AND $2 <= $3
+       AND (validators.att_target IS NULL OR validators.att_target < $3)
+       AND (validators.att_source IS NULL OR validators.att_source <= $2)
+       AND NOT COALESCE($3 >= COALESCE(validators.high_epoch, (SELECT epoch FROM high_watermark)), FALSE)
+ RETURNING validators.id, cur.prev_source, cur.prev_target, cur.repairs),
+ins AS (
+    INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, client)
+    SELECT id, $2, $3, $4, $5 FROM v)
+SELECT prev_source, prev_target, repairs FROM v";
 
-const READ_WATERMARKS: &str = "
-SELECT enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
-  FROM validators WHERE pubkey = $1";
+/// New watermarks of a repair ($2 block slot, $3/$4 attestation source/target; NULL keeps the
+/// current value). Roots are cleared: nothing below a repaired watermark is repeatable.
+const REPAIR_VALIDATOR: &str = "
+UPDATE validators
+   SET block_slot = COALESCE($2, block_slot),
+       block_root = CASE WHEN $2::bigint IS NULL THEN block_root END,
+       att_source = COALESCE($3, att_source),
+       att_target = COALESCE($4, att_target),
+       att_root = CASE WHEN $4::bigint IS NULL THEN att_root END,
+       att_root_source = CASE WHEN $4::bigint IS NULL THEN att_root_source END,
+       repairs = repairs + 1, updated_at = now()
+ WHERE id = $1";
+
+static READ_WATERMARKS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {WATERMARK_COLUMNS} FROM validators v WHERE pubkey = $1"));
 
 /// Inserts only missing pubkeys (so restarts do not burn identity values), in sorted order
 /// (so replicas registering the same keys at once cannot deadlock).
@@ -61,6 +93,7 @@ ON CONFLICT (pubkey) DO NOTHING";
 pub struct PgStore {
     pool: PgPool,
     timeout: Duration,
+    pub incarnation: Arc<Incarnation>,
 }
 
 impl PgStore {
@@ -71,7 +104,17 @@ impl PgStore {
             // A transaction left open by a paused or partitioned replica must not hold
             // validator rows forever.
             .options([("idle_in_transaction_session_timeout", "30s"), ("lock_timeout", "10s")]);
+        let incarnation = Arc::new(Incarnation::new(opts.change_hold));
+        let seen = incarnation.clone();
         let pool = PgPoolOptions::new()
+            .after_connect(move |conn, _| {
+                let seen = seen.clone();
+                Box::pin(async move {
+                    let (identity,): (String,) = sqlx::query_as(IDENTITY_QUERY).fetch_one(&mut *conn).await?;
+                    seen.observe(identity);
+                    Ok(())
+                })
+            })
             .max_connections(opts.pool_size)
             .min_connections(1)
             .acquire_timeout(opts.timeout)
@@ -83,6 +126,7 @@ impl PgStore {
         let store = Self {
             pool,
             timeout: opts.timeout,
+            incarnation,
         };
         store.wait_until_reachable(url, opts.connect_timeout).await?;
         // sqlx takes an advisory lock for the migration, so replicas starting together
@@ -127,8 +171,20 @@ impl PgStore {
         pubkey: &PublicKey,
         proposal: &Proposal,
         client: &str,
-    ) -> Result<Recorded, ProtectionError> {
+    ) -> Result<Checked, ProtectionError> {
+        self.refuse_while_held()?;
         timed(self.timeout, self.check_and_record_inner(pubkey, proposal, client)).await
+    }
+
+    fn refuse_while_held(&self) -> Result<(), ProtectionError> {
+        match self.incarnation.held() {
+            Some(left) => Err(ProtectionError::Unavailable(format!(
+                "the database changed (restored or failed over): blocks and attestations are held for up to {} ms \
+                 more while replicas check it against what they signed",
+                left.as_millis()
+            ))),
+            None => Ok(()),
+        }
     }
 
     async fn check_and_record_inner(
@@ -136,33 +192,64 @@ impl PgStore {
         pubkey: &PublicKey,
         proposal: &Proposal,
         client: &str,
-    ) -> Result<Recorded, ProtectionError> {
+    ) -> Result<Checked, ProtectionError> {
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
-            let attempt = match *proposal {
-                Proposal::Block { slot, root } => {
-                    sqlx::query(SIGN_BLOCK)
-                        .bind(&pubkey.0[..])
-                        .bind(to_db(slot.0))
-                        .bind(root_to_db(Some(root)))
-                        .bind(client)
-                        .execute(&self.pool)
-                        .await
+            // The connection first: a new one may be the first to see a changed database,
+            // and then nothing may be signed on it yet.
+            let mut conn = match self.pool.acquire().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e.to_string();
+                    if matches!(classify(e), Failure::Internal(_)) {
+                        return Err(ProtectionError::Internal(last));
+                    }
+                    continue;
                 }
+            };
+            self.refuse_while_held()?;
+            let attempt = match *proposal {
+                Proposal::Block { slot, root } => sqlx::query_as::<_, (Option<i64>, i32)>(SIGN_BLOCK)
+                    .bind(&pubkey.0[..])
+                    .bind(to_db(slot.0))
+                    .bind(root_to_db(Some(root)))
+                    .bind(client)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map(|r| {
+                        r.map(|(prev, repairs)| Seen {
+                            repairs: repairs as u32,
+                            mark: Mark::Block(prev.map(|v| Slot(from_db(v)))),
+                        })
+                    }),
                 Proposal::Attestation { source, target, root } => {
-                    sqlx::query(SIGN_ATTESTATION)
+                    sqlx::query_as::<_, (Option<i64>, Option<i64>, i32)>(SIGN_ATTESTATION)
                         .bind(&pubkey.0[..])
                         .bind(to_db(source.0))
                         .bind(to_db(target.0))
                         .bind(root_to_db(Some(root)))
                         .bind(client)
-                        .execute(&self.pool)
+                        .fetch_optional(&mut *conn)
                         .await
+                        .map(|r| {
+                            r.map(|(s, t, repairs)| Seen {
+                                repairs: repairs as u32,
+                                mark: Mark::Attestation {
+                                    source: s.map(|v| Epoch(from_db(v))),
+                                    target: t.map(|v| Epoch(from_db(v))),
+                                },
+                            })
+                        })
                 }
             };
             match attempt {
-                Ok(r) if r.rows_affected() == 1 => return Ok(Recorded::New),
-                Ok(_) => {}
+                Ok(Some(seen)) => {
+                    return Ok(Checked {
+                        recorded: Recorded::New,
+                        seen,
+                    });
+                }
+                Ok(None) => {}
                 Err(e) => match classify(e) {
                     // A connection that died mid-statement may or may not have committed;
                     // running the same check again is safe either way (a committed record
@@ -175,16 +262,23 @@ impl PgStore {
                 },
             }
             // Nothing matched: a repeat, a refusal, or a validator without a row yet.
-            let row = sqlx::query(READ_WATERMARKS)
+            let row = sqlx::query(&READ_WATERMARKS)
                 .bind(&pubkey.0[..])
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await?;
             let Some(row) = row else {
+                drop(conn);
                 self.register(std::slice::from_ref(pubkey)).await?;
                 continue;
             };
-            match watermarks_from_row(&row)?.check(proposal) {
-                Verdict::Repeat => return Ok(Recorded::Repeat),
+            let w = watermarks_from_row(&row)?;
+            match w.check(proposal) {
+                Verdict::Repeat => {
+                    return Ok(Checked {
+                        recorded: Recorded::Repeat,
+                        seen: Seen::of(&w, proposal),
+                    });
+                }
                 Verdict::Refused(r) => return Err(ProtectionError::Refused(r)),
                 // The row changed between the two statements (a re-enable): check again.
                 Verdict::New => continue,
@@ -291,10 +385,10 @@ impl PgStore {
         for chunk in keys.chunks(5000) {
             sqlx::query(REGISTER).bind(chunk).execute(&mut *tx).await?;
         }
-        let rows: Vec<PgRow> = sqlx::query(
-            "SELECT id, pubkey, enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
-               FROM validators WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE",
-        )
+        let rows: Vec<PgRow> = sqlx::query(&format!(
+            "SELECT id, pubkey, {WATERMARK_COLUMNS}
+               FROM validators v WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE OF v"
+        ))
         .bind(&keys)
         .fetch_all(&mut *tx)
         .await?;
@@ -375,10 +469,10 @@ impl PgStore {
                 ProtectionError::Internal("the database is not pinned to a chain yet: nothing to export".into())
             })?;
         let filter: Option<Vec<Vec<u8>>> = pubkeys.map(|p| p.iter().map(|k| k.0.to_vec()).collect());
-        let rows = sqlx::query(
-            "SELECT id, pubkey, enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
-               FROM validators WHERE ($1::bytea[] IS NULL OR pubkey = ANY($1)) ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT id, pubkey, {WATERMARK_COLUMNS}
+               FROM validators v WHERE ($1::bytea[] IS NULL OR pubkey = ANY($1)) ORDER BY id"
+        ))
         .bind(&filter)
         .fetch_all(&mut *tx)
         .await?;
@@ -463,6 +557,193 @@ impl PgStore {
             rows.into_iter().map(|(pk,)| pubkey_from_db(&pk)).collect()
         })
         .await
+    }
+
+    pub async fn watermarks_of(&self, pubkeys: &[PublicKey]) -> Result<Vec<(PublicKey, Watermarks)>, ProtectionError> {
+        let keys: Vec<Vec<u8>> = pubkeys.iter().map(|p| p.0.to_vec()).collect();
+        timed(self.timeout * 4, async {
+            let rows = sqlx::query(&format!(
+                "SELECT pubkey, {WATERMARK_COLUMNS} FROM validators v WHERE pubkey = ANY($1)"
+            ))
+            .bind(&keys)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        pubkey_from_db(r.try_get::<&[u8], _>("pubkey")?)?,
+                        watermarks_from_row(r)?,
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn raise_repairs(&self, pairs: &[(PublicKey, u32)]) -> Result<(), ProtectionError> {
+        let keys: Vec<Vec<u8>> = pairs.iter().map(|(p, _)| p.0.to_vec()).collect();
+        let counts: Vec<i32> = pairs.iter().map(|(_, r)| (*r).min(i32::MAX as u32) as i32).collect();
+        timed(self.timeout, async {
+            sqlx::query(
+                "UPDATE validators v SET repairs = GREATEST(v.repairs, u.r)
+                   FROM UNNEST($1::bytea[], $2::int[]) AS u(p, r) WHERE v.pubkey = u.p",
+            )
+            .bind(&keys)
+            .bind(&counts)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn high_watermark(&self) -> Result<Option<(Slot, Epoch)>, ProtectionError> {
+        timed(self.timeout, async {
+            let row: Option<(i64, i64)> = sqlx::query_as("SELECT slot, epoch FROM high_watermark")
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|(s, e)| (Slot(from_db(s)), Epoch(from_db(e)))))
+        })
+        .await
+    }
+
+    pub async fn set_high_watermark(
+        &self,
+        value: Option<(Slot, Epoch)>,
+        pubkeys: Option<&[PublicKey]>,
+        actor: &str,
+    ) -> Result<(), ProtectionError> {
+        if let Some(keys) = pubkeys {
+            self.register(keys).await?;
+        }
+        let (slot, epoch) = (value.map(|v| to_db(v.0.0)), value.map(|v| to_db(v.1.0)));
+        timed(self.timeout, async {
+            match (pubkeys, value) {
+                (Some(keys), _) => {
+                    let keys: Vec<Vec<u8>> = keys.iter().map(|p| p.0.to_vec()).collect();
+                    sqlx::query("UPDATE validators SET high_slot = $2, high_epoch = $3 WHERE pubkey = ANY($1)")
+                        .bind(&keys)
+                        .bind(slot)
+                        .bind(epoch)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                (None, Some(_)) => {
+                    sqlx::query(
+                        "INSERT INTO high_watermark (slot, epoch, actor) VALUES ($1, $2, $3)
+                         ON CONFLICT (singleton) DO UPDATE SET slot = $1, epoch = $2, actor = $3, set_at = now()",
+                    )
+                    .bind(slot)
+                    .bind(epoch)
+                    .bind(actor)
+                    .execute(&self.pool)
+                    .await?;
+                }
+                (None, None) => {
+                    sqlx::query("DELETE FROM high_watermark").execute(&self.pool).await?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies a repair in one transaction; see `repair.rs`.
+    pub async fn repair(&self, req: &RepairRequest) -> Result<Vec<Repaired>, ProtectionError> {
+        let mut keys: Vec<Vec<u8>> = req.pubkeys.iter().map(|p| p.0.to_vec()).collect();
+        keys.sort();
+        keys.dedup();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT id, pubkey, {WATERMARK_COLUMNS} FROM validators v
+              WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE OF v NOWAIT"
+        ))
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(repair_lock_error)?;
+        if rows.len() < keys.len() {
+            return Err(ProtectionError::InvalidRepair(
+                "a validator named is not in the slashing-protection database".into(),
+            ));
+        }
+        let new_block = req.block_slot.map(|s| to_db(s.0));
+        let (new_source, new_target) = (
+            req.attestation.map(|a| to_db(a.0.0)),
+            req.attestation.map(|a| to_db(a.1.0)),
+        );
+        let mut done = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i32 = row.try_get("id")?;
+            let pubkey = pubkey_from_db(row.try_get::<&[u8], _>("pubkey")?)?;
+            let blocks: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT slot, signing_root FROM signed_blocks
+                  WHERE validator_id = $1 AND $2::bigint IS NOT NULL AND slot > $2 ORDER BY slot",
+            )
+            .bind(id)
+            .bind(new_block)
+            .fetch_all(&mut *tx)
+            .await?;
+            let atts: Vec<(i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT source_epoch, target_epoch, signing_root FROM signed_attestations
+                  WHERE validator_id = $1 AND $3::bigint IS NOT NULL AND (target_epoch > $3 OR source_epoch > $2)
+                  ORDER BY target_epoch",
+            )
+            .bind(id)
+            .bind(new_source)
+            .bind(new_target)
+            .fetch_all(&mut *tx)
+            .await?;
+            let repaired = plan(
+                req,
+                pubkey,
+                &watermarks_from_row(row)?,
+                blocks.into_iter().map(discarded_block).collect(),
+                atts.into_iter().map(discarded_attestation).collect(),
+            )?;
+            sqlx::query("DELETE FROM signed_blocks WHERE validator_id = $1 AND $2::bigint IS NOT NULL AND slot > $2")
+                .bind(id)
+                .bind(new_block)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM signed_attestations
+                  WHERE validator_id = $1 AND $3::bigint IS NOT NULL AND (target_epoch > $3 OR source_epoch > $2)",
+            )
+            .bind(id)
+            .bind(new_source)
+            .bind(new_target)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(REPAIR_VALIDATOR)
+                .bind(id)
+                .bind(new_block)
+                .bind(new_source)
+                .bind(new_target)
+                .execute(&mut *tx)
+                .await?;
+            let (b, a) = (repaired.before, repaired.after);
+            sqlx::query(
+                "INSERT INTO watermark_repairs (validator_id, actor, reason, old_block_slot, old_att_source,
+                        old_att_target, new_block_slot, new_att_source, new_att_target, discarded)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(id)
+            .bind(&req.actor)
+            .bind(&req.reason)
+            .bind(b.block_slot.map(|s| to_db(s.0)))
+            .bind(b.attestation_source.map(|e| to_db(e.0)))
+            .bind(b.attestation_target.map(|e| to_db(e.0)))
+            .bind(a.block_slot.map(|s| to_db(s.0)))
+            .bind(a.attestation_source.map(|e| to_db(e.0)))
+            .bind(a.attestation_target.map(|e| to_db(e.0)))
+            .bind(repaired.discarded_json())
+            .execute(&mut *tx)
+            .await?;
+            done.push(repaired);
+        }
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// Deletes rows of `table` whose `column` is more than `keep` below the validator's

@@ -26,6 +26,12 @@ pub struct Watermarks {
     /// Signing root and source of the attestation Palisade signed at `att_target`, if any.
     pub att_root: Option<SigningRoot>,
     pub att_root_source: Option<Epoch>,
+    /// The operator's high watermark in force for this key (its own, else the global one):
+    /// nothing at or above it is signed.
+    pub high_slot: Option<Slot>,
+    pub high_epoch: Option<Epoch>,
+    /// How many times the key's watermarks were repaired (lowered or set) by an operator.
+    pub repairs: u32,
 }
 
 /// A message slashing protection must decide on.
@@ -157,6 +163,9 @@ impl Watermarks {
         if !self.enabled {
             return Verdict::Refused(Refusal::Disabled);
         }
+        if let Some(r) = self.above_high_watermark(p) {
+            return Verdict::Refused(r);
+        }
         match *p {
             Proposal::Block { slot, root } => match self.block_slot {
                 None => Verdict::New,
@@ -184,6 +193,29 @@ impl Watermarks {
                 } else {
                     Verdict::Refused(refusal)
                 }
+            }
+        }
+    }
+
+    fn above_high_watermark(&self, p: &Proposal) -> Option<Refusal> {
+        match *p {
+            Proposal::Block { slot, .. } => {
+                self.high_slot
+                    .filter(|h| slot >= *h)
+                    .map(|h| Refusal::AboveHighWatermark {
+                        what: "block slot",
+                        value: slot.0,
+                        high: h.0,
+                    })
+            }
+            Proposal::Attestation { target, .. } => {
+                self.high_epoch
+                    .filter(|h| target >= *h)
+                    .map(|h| Refusal::AboveHighWatermark {
+                        what: "attestation target epoch",
+                        value: target.0,
+                        high: h.0,
+                    })
             }
         }
     }
@@ -347,6 +379,23 @@ mod tests {
             assert!(Refusal::CODES.contains(&r.code()), "{}", r.code());
         }
         assert_eq!(all.len(), Refusal::CODES.len());
+    }
+
+    #[test]
+    fn high_watermark_is_an_exclusive_bound() {
+        let mut w = fresh();
+        w.high_slot = Some(Slot(10));
+        w.high_epoch = Some(Epoch(4));
+        assert_eq!(w.check(&block(9, 1)), Verdict::New);
+        assert!(matches!(
+            w.check(&block(10, 1)),
+            Verdict::Refused(Refusal::AboveHighWatermark { .. })
+        ));
+        assert_eq!(w.check(&att(2, 3, 1)), Verdict::New);
+        assert!(matches!(
+            w.check(&att(2, 4, 1)),
+            Verdict::Refused(Refusal::AboveHighWatermark { .. })
+        ));
     }
 
     #[test]

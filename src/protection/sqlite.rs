@@ -17,12 +17,13 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::interchange::Interchange;
+use super::repair::{RepairRequest, Repaired, plan};
 use super::rules::{Proposal, Verdict, Watermarks};
 use super::store::{
-    StoredValidator, build_export, chain_from_db, from_db, pubkey_from_db, root_from_db, root_to_db, timed, to_db,
-    watermarks_from_row,
+    StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, discarded_attestation, discarded_block, from_db,
+    pubkey_from_db, root_from_db, root_to_db, timed, to_db, watermarks_from_row,
 };
-use super::{DbOptions, ProtectionError, Recorded};
+use super::{Checked, DbOptions, ProtectionError, Recorded, Seen};
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -34,7 +35,7 @@ struct Check {
     pubkey: PublicKey,
     proposal: Proposal,
     client: String,
-    reply: oneshot::Sender<Result<Recorded, ProtectionError>>,
+    reply: oneshot::Sender<Result<Checked, ProtectionError>>,
 }
 
 pub struct SqliteStore {
@@ -81,7 +82,7 @@ impl SqliteStore {
         pubkey: &PublicKey,
         proposal: &Proposal,
         client: &str,
-    ) -> Result<Recorded, ProtectionError> {
+    ) -> Result<Checked, ProtectionError> {
         let (reply, answer) = oneshot::channel();
         let check = Check {
             pubkey: *pubkey,
@@ -187,10 +188,9 @@ impl SqliteStore {
             .ok_or_else(|| {
                 ProtectionError::Internal("the database is not pinned to a chain yet: nothing to export".into())
             })?;
-        let rows = sqlx::query(
-            "SELECT id, pubkey, enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
-               FROM validators ORDER BY pubkey",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT id, pubkey, {WATERMARK_COLUMNS} FROM validators v ORDER BY pubkey"
+        ))
         .fetch_all(&mut *tx)
         .await?;
         let wanted: Option<std::collections::HashSet<&PublicKey>> = pubkeys.map(|p| p.iter().collect());
@@ -267,6 +267,190 @@ impl SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(|(pk,)| pubkey_from_db(&pk)).collect()
+    }
+
+    pub async fn watermarks_of(&self, pubkeys: &[PublicKey]) -> Result<Vec<(PublicKey, Watermarks)>, ProtectionError> {
+        let mut conn = self.pool.acquire().await?;
+        let sql = format!("SELECT {WATERMARK_COLUMNS} FROM validators v WHERE pubkey = ?");
+        let mut out = Vec::new();
+        for pk in pubkeys {
+            if let Some(row) = sqlx::query(&sql).bind(&pk.0[..]).fetch_optional(&mut *conn).await? {
+                out.push((*pk, watermarks_from_row(&row)?));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn raise_repairs(&self, pairs: &[(PublicKey, u32)]) -> Result<(), ProtectionError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        for (pk, r) in pairs {
+            sqlx::query("UPDATE validators SET repairs = max(repairs, ?) WHERE pubkey = ?")
+                .bind(i64::from(*r))
+                .bind(&pk.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn high_watermark(&self) -> Result<Option<(Slot, Epoch)>, ProtectionError> {
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT slot, epoch FROM high_watermark")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(s, e)| (Slot(from_db(s)), Epoch(from_db(e)))))
+    }
+
+    pub async fn set_high_watermark(
+        &self,
+        value: Option<(Slot, Epoch)>,
+        pubkeys: Option<&[PublicKey]>,
+        actor: &str,
+    ) -> Result<(), ProtectionError> {
+        if let Some(keys) = pubkeys {
+            self.register(keys).await?;
+        }
+        let (slot, epoch) = (value.map(|v| to_db(v.0.0)), value.map(|v| to_db(v.1.0)));
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        match (pubkeys, value) {
+            (Some(keys), _) => {
+                for pk in keys {
+                    sqlx::query("UPDATE validators SET high_slot = ?, high_epoch = ? WHERE pubkey = ?")
+                        .bind(slot)
+                        .bind(epoch)
+                        .bind(&pk.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            (None, Some(_)) => {
+                sqlx::query(
+                    "INSERT INTO high_watermark (singleton, slot, epoch, actor) VALUES (1, ?1, ?2, ?3)
+                     ON CONFLICT (singleton) DO UPDATE SET slot = ?1, epoch = ?2, actor = ?3,
+                        set_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+                )
+                .bind(slot)
+                .bind(epoch)
+                .bind(actor)
+                .execute(&mut *tx)
+                .await?;
+            }
+            (None, None) => {
+                sqlx::query("DELETE FROM high_watermark").execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies a repair in one transaction. The one connection is also the signing writer's,
+    /// so no signing runs while it does.
+    pub async fn repair(&self, req: &RepairRequest) -> Result<Vec<Repaired>, ProtectionError> {
+        let mut keys = req.pubkeys.clone();
+        keys.sort();
+        keys.dedup();
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let new_block = req.block_slot.map(|s| to_db(s.0));
+            let (new_source, new_target) = (
+                req.attestation.map(|a| to_db(a.0.0)),
+                req.attestation.map(|a| to_db(a.1.0)),
+            );
+            let sql = format!("SELECT id, {WATERMARK_COLUMNS} FROM validators v WHERE pubkey = ?");
+            let mut done = Vec::with_capacity(keys.len());
+            for pk in &keys {
+                let row = sqlx::query(&sql)
+                    .bind(&pk.0[..])
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or_else(|| {
+                        ProtectionError::InvalidRepair(format!("{pk} is not in the slashing-protection database"))
+                    })?;
+                let id: i64 = row.try_get("id")?;
+                let blocks: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+                    "SELECT slot, signing_root FROM signed_blocks
+                      WHERE validator_id = ?1 AND ?2 IS NOT NULL AND slot > ?2 ORDER BY slot",
+                )
+                .bind(id)
+                .bind(new_block)
+                .fetch_all(&mut *conn)
+                .await?;
+                let atts: Vec<(i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+                    "SELECT source_epoch, target_epoch, signing_root FROM signed_attestations
+                      WHERE validator_id = ?1 AND ?3 IS NOT NULL AND (target_epoch > ?3 OR source_epoch > ?2)
+                      ORDER BY target_epoch",
+                )
+                .bind(id)
+                .bind(new_source)
+                .bind(new_target)
+                .fetch_all(&mut *conn)
+                .await?;
+                let repaired = plan(
+                    req,
+                    *pk,
+                    &watermarks_from_row(&row)?,
+                    blocks.into_iter().map(discarded_block).collect(),
+                    atts.into_iter().map(discarded_attestation).collect(),
+                )?;
+                sqlx::query("DELETE FROM signed_blocks WHERE validator_id = ?1 AND ?2 IS NOT NULL AND slot > ?2")
+                    .bind(id)
+                    .bind(new_block)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "DELETE FROM signed_attestations
+                      WHERE validator_id = ?1 AND ?3 IS NOT NULL AND (target_epoch > ?3 OR source_epoch > ?2)",
+                )
+                .bind(id)
+                .bind(new_source)
+                .bind(new_target)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query(
+                    "UPDATE validators
+                        SET block_slot = COALESCE(?2, block_slot),
+                            block_root = CASE WHEN ?2 IS NULL THEN block_root END,
+                            att_source = COALESCE(?3, att_source),
+                            att_target = COALESCE(?4, att_target),
+                            att_root = CASE WHEN ?4 IS NULL THEN att_root END,
+                            att_root_source = CASE WHEN ?4 IS NULL THEN att_root_source END,
+                            repairs = repairs + 1,
+                            updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                      WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(new_block)
+                .bind(new_source)
+                .bind(new_target)
+                .execute(&mut *conn)
+                .await?;
+                let (b, a) = (repaired.before, repaired.after);
+                sqlx::query(
+                    "INSERT INTO watermark_repairs (validator_id, actor, reason, old_block_slot, old_att_source,
+                            old_att_target, new_block_slot, new_att_source, new_att_target, discarded)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(&req.actor)
+                .bind(&req.reason)
+                .bind(b.block_slot.map(|s| to_db(s.0)))
+                .bind(b.attestation_source.map(|e| to_db(e.0)))
+                .bind(b.attestation_target.map(|e| to_db(e.0)))
+                .bind(a.block_slot.map(|s| to_db(s.0)))
+                .bind(a.attestation_source.map(|e| to_db(e.0)))
+                .bind(a.attestation_target.map(|e| to_db(e.0)))
+                .bind(repaired.discarded_json())
+                .execute(&mut *conn)
+                .await?;
+                done.push(repaired);
+            }
+            Ok(done)
+        }
+        .await;
+        finish(&mut conn, result).await
     }
 
     /// Deletes rows of `table` whose `column` is more than `keep` below the validator's
@@ -347,10 +531,9 @@ async fn row_for(conn: &mut SqliteConnection, pk: &PublicKey) -> Result<(i64, Wa
         .bind(&pk.0[..])
         .execute(&mut *conn)
         .await?;
-    let row = sqlx::query(
-        "SELECT id, enabled, block_slot, block_root, att_source, att_target, att_root, att_root_source
-           FROM validators WHERE pubkey = ?",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT id, {WATERMARK_COLUMNS} FROM validators v WHERE pubkey = ?"
+    ))
     .bind(&pk.0[..])
     .fetch_one(&mut *conn)
     .await?;
@@ -390,11 +573,15 @@ async fn finish<T>(conn: &mut SqliteConnection, result: Result<T, ProtectionErro
 }
 
 /// Decides one check inside the writer's open transaction.
-async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Recorded, ProtectionError> {
+async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Checked, ProtectionError> {
     let (id, mut w) = row_for(conn, &c.pubkey).await?;
+    let seen = Seen::of(&w, &c.proposal);
     match w.check(&c.proposal) {
         Verdict::Refused(r) => Err(ProtectionError::Refused(r)),
-        Verdict::Repeat => Ok(Recorded::Repeat),
+        Verdict::Repeat => Ok(Checked {
+            recorded: Recorded::Repeat,
+            seen,
+        }),
         Verdict::New => {
             w.record(&c.proposal);
             write_watermarks(conn, id, &w).await?;
@@ -424,7 +611,10 @@ async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Recorded, Prot
                     .await?;
                 }
             }
-            Ok(Recorded::New)
+            Ok(Checked {
+                recorded: Recorded::New,
+                seen,
+            })
         }
     }
 }

@@ -5,6 +5,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::ProtectionError;
 use super::interchange::{FORMAT_VERSION, Interchange, Metadata, SignedAttestation, SignedBlock, ValidatorData};
+use super::repair::{DiscardedAttestation, DiscardedBlock};
 use super::rules::Watermarks;
 use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
 
@@ -42,11 +43,19 @@ pub fn chain_from_db(bytes: &[u8]) -> Result<Root, ProtectionError> {
         .map_err(|_| ProtectionError::Internal("stored genesis validators root is not 32 bytes".into()))
 }
 
+/// The columns `watermarks_from_row` reads, from `validators v`, with the high watermark in
+/// force (the key's own, else the global one).
+pub const WATERMARK_COLUMNS: &str = "v.enabled, v.block_slot, v.block_root, v.att_source, v.att_target, v.att_root, \
+     v.att_root_source, CAST(v.repairs AS BIGINT) AS repairs, \
+     COALESCE(v.high_slot, (SELECT slot FROM high_watermark)) AS high_slot, \
+     COALESCE(v.high_epoch, (SELECT epoch FROM high_watermark)) AS high_epoch";
+
 /// Reads the watermark columns of a `validators` row (either backend).
 pub fn watermarks_from_row<R: Row>(row: &R) -> Result<Watermarks, sqlx::Error>
 where
     for<'a> &'a str: ColumnIndex<R>,
     for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
 {
@@ -59,6 +68,9 @@ where
         att_target: slot("att_target")?.map(Epoch),
         att_root: root_from_db(row.try_get("att_root")?),
         att_root_source: slot("att_root_source")?.map(Epoch),
+        high_slot: slot("high_slot")?.map(Slot),
+        high_epoch: slot("high_epoch")?.map(Epoch),
+        repairs: row.try_get::<i64, _>("repairs")?.try_into().unwrap_or(u32::MAX),
     })
 }
 
@@ -123,6 +135,33 @@ impl From<sqlx::Error> for ProtectionError {
             Failure::Retry(m) | Failure::Unavailable(m) => ProtectionError::Unavailable(m),
             Failure::Internal(m) => ProtectionError::Internal(m),
         }
+    }
+}
+
+/// A row lock a repair could not take at once: a signing holds it.
+pub fn repair_lock_error(e: sqlx::Error) -> ProtectionError {
+    if let sqlx::Error::Database(db) = &e
+        && db.code().as_deref() == Some("55P03")
+    {
+        return ProtectionError::RepairRefused(
+            "a validator named is being signed for right now: nothing was changed; try again".into(),
+        );
+    }
+    e.into()
+}
+
+pub fn discarded_block((slot, root): (i64, Option<Vec<u8>>)) -> DiscardedBlock {
+    DiscardedBlock {
+        slot: Slot(from_db(slot)),
+        signing_root: root_from_db(root),
+    }
+}
+
+pub fn discarded_attestation((s, t, root): (i64, i64, Option<Vec<u8>>)) -> DiscardedAttestation {
+    DiscardedAttestation {
+        source_epoch: Epoch(from_db(s)),
+        target_epoch: Epoch(from_db(t)),
+        signing_root: root_from_db(root),
     }
 }
 

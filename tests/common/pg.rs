@@ -223,6 +223,45 @@ impl PgCluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    fn tool(&self, name: &str) -> std::path::PathBuf {
+        let p = self.bin.join(name);
+        if p.exists() { p } else { name.into() }
+    }
+
+    /// `pg_dump -Fc` of the database at `url` into `to`: a backup an operator would take.
+    pub fn dump(&self, url: &str, to: &Path) {
+        let out = Command::new(self.tool("pg_dump"))
+            .args(["-Fc", "-d", url, "-f", to.to_str().unwrap()])
+            .output()
+            .expect("running pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Restores `from` as the database at `url`, as after a disk failure: its sessions are
+    /// cut, it is dropped, created again and filled from the dump.
+    pub fn restore(&self, url: &str, from: &Path) {
+        let name = url.rsplit('/').next().unwrap();
+        self.psql(
+            "postgres",
+            &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+        );
+        self.psql("postgres", &format!("DROP DATABASE {name} WITH (FORCE)"));
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        let out = Command::new(self.tool("pg_restore"))
+            .args(["-d", url, from.to_str().unwrap()])
+            .output()
+            .expect("running pg_restore");
+        assert!(
+            out.status.success(),
+            "pg_restore failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A new, empty database on this cluster; returns its URL.
     pub fn new_database(&self) -> String {
         let name = format!("t{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));

@@ -25,8 +25,9 @@ LODESTAR_DIR=${PALISADE_E2E_LODESTAR:-/tmp/palisade-e2e-lodestar}
 WORK=${PALISADE_E2E_WORK:-$(mktemp -d /tmp/palisade-e2e.XXXXXX)}
 BUDGET=${PALISADE_E2E_BUDGET:-300}
 NETWORK_CFG="$ROOT/tests/data/lodestar-dev-minimal.yaml"
-BIN="$ROOT/target/debug/palisade"
-BENCH="$ROOT/target/debug/palisade-bench"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN="$TARGET/debug/palisade"
+BENCH="$TARGET/debug/palisade-bench"
 BN=http://127.0.0.1:9596
 STARTED=$(date +%s)
 PIDS=()
@@ -94,7 +95,7 @@ cp "$ROOT/tests/data/test-keys/interop/password.txt" "$WORK/password.txt"
 start_replica() { # name port
     (cd "$WORK" && exec "$BIN" serve --http-port "$2" --network "$NETWORK_CFG" --database-url "$DB_URL" \
         --keystores-path "$WORK/keys" --keystores-password-file "$WORK/password.txt" \
-        --api-token-file "$WORK/api-token.txt") > "$WORK/palisade-$1.log" 2>&1 &
+        --api-token-file "$WORK/api-token.txt" --data-path "$WORK/replica-$1") > "$WORK/palisade-$1.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/upcheck" > /dev/null && return 0; sleep 0.1; done
     fail "replica $1 did not start: $(tail -5 "$WORK/palisade-$1.log")"

@@ -44,9 +44,13 @@ pub struct Outage {
     pub end: f64,
     #[serde(default)]
     pub replica: Option<String>,
+    /// The database went back in time (restored from a backup): history signed before this
+    /// outage may be gone from it; only what the replicas remembered was written back.
+    #[serde(default)]
+    pub lost_history: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Signed {
     Block {
         slot: u64,
@@ -70,6 +74,9 @@ pub struct Report {
     pub bad_signatures: Vec<String>,
     pub slashable_pairs: Vec<String>,
     pub missing_from_export: Vec<String>,
+    /// Messages signed before the database went back in time and not in it (its history was
+    /// lost; each replica wrote back only the latest it signed).
+    pub lost_in_rollback: usize,
     pub unexplained_5xx: Vec<String>,
     /// Outages after which no block or attestation was signed again.
     pub not_resumed: Vec<String>,
@@ -100,6 +107,12 @@ impl Report {
             self.unexplained_5xx.len(),
             self.not_resumed.len()
         );
+        if self.lost_in_rollback > 0 {
+            println!(
+                "checker: {} messages signed before the database was restored from a backup are gone from its history",
+                self.lost_in_rollback
+            );
+        }
         for (what, list) in [
             ("bad signature", &self.bad_signatures),
             ("SLASHABLE", &self.slashable_pairs),
@@ -152,6 +165,8 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
         ..Default::default()
     };
     let mut signed: HashMap<PublicKey, Vec<Signed>> = HashMap::new();
+    // When each message was last signed (a repeat after a restore must be recorded again).
+    let mut last_signed: HashMap<(PublicKey, Signed), f64> = HashMap::new();
     for (i, x) in responses.iter().enumerate() {
         *report.by_status.entry(x.status).or_default() += 1;
         *report
@@ -222,6 +237,8 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
             },
         };
         report.protected_signed += 1;
+        let at = last_signed.entry((pubkey, s)).or_insert(x.t1);
+        *at = at.max(x.t1);
         let list = signed.entry(pubkey).or_default();
         if !list.contains(&s) {
             list.push(s);
@@ -269,6 +286,12 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
         }
     }
 
+    let lost_before = outages
+        .unwrap_or_default()
+        .iter()
+        .filter(|o| o.lost_history)
+        .map(|o| o.start)
+        .fold(f64::NEG_INFINITY, f64::max);
     let exported: HashMap<PublicKey, &palisade::protection::interchange::ValidatorData> =
         export.data.iter().map(|v| (v.pubkey, v)).collect();
     for (pk, list) in &signed {
@@ -283,7 +306,10 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
                     .iter()
                     .any(|a| a.source_epoch.0 == source && a.target_epoch.0 == target && a.signing_root == Some(root)),
             });
-            if !found {
+            let lost = last_signed.get(&(*pk, *s)).is_some_and(|t| *t <= lost_before);
+            if lost && !found {
+                report.lost_in_rollback += 1;
+            } else if !found {
                 report.missing_from_export.push(format!("{pk}: {s:?}"));
             }
         }

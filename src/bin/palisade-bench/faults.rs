@@ -3,7 +3,8 @@
 //! race: replicas started together on an empty database, SIGKILL mid-request, PostgreSQL
 //! stopped with `pg_ctl stop -m immediate` and started again, a replica's database
 //! connections cut mid-transaction (through a proxy), a replica paused with SIGSTOP and
-//! resumed. The independent checker then reads every response and the database's export.
+//! resumed, the database restored from a backup taken at the start. The independent checker
+//! then reads every response and the database's export.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -283,9 +284,16 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     // before the end (time for signing to resume and be seen).
     let mut outages: Vec<Outage> = Vec::new();
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let kinds = ["kill", "database restart", "connection cut", "pause"];
+    let kinds = ["kill", "database restart", "connection cut", "pause", "backup restored"];
     let mut i = 0;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The backup an operator restores later, after a disk failure.
+    let backup = work.path().join("backup.dump");
+    {
+        let (p, u, b) = (pg.clone(), url.clone(), backup.clone());
+        tokio::task::spawn_blocking(move || p.dump(&u, &b)).await?;
+        println!("faults: {:>5.1}s pg_dump taken", start.elapsed().as_secs_f64());
+    }
     while start.elapsed() + Duration::from_secs(14) < load_for {
         let kind = kinds[i % kinds.len()];
         let k = rng.random_range(0..replicas.len());
@@ -320,6 +328,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
                     start: t0,
                     end: now_ms(),
                     replica: None,
+                    lost_history: false,
                 });
                 println!(
                     "faults: {:>5.1}s PostgreSQL started again",
@@ -339,7 +348,23 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
                     start: t0,
                     end: now_ms(),
                     replica: Some(r.name.clone()),
+                    lost_history: false,
                 });
+            }
+            "backup restored" => {
+                let t0 = now_ms();
+                let (p, u, b) = (pg.clone(), url.clone(), backup.clone());
+                tokio::task::spawn_blocking(move || p.restore(&u, &b)).await?;
+                outages.push(Outage {
+                    start: t0,
+                    end: now_ms(),
+                    replica: None,
+                    lost_history: true,
+                });
+                println!(
+                    "faults: {:>5.1}s database restored from the backup taken at the start",
+                    start.elapsed().as_secs_f64()
+                );
             }
             _ => {
                 if let Some(pid) = r.pid() {

@@ -1,0 +1,149 @@
+//! Watermark repair and the high watermark: the operator's way out of a bricked key.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::{ApiError, body_rejection};
+use crate::protection::repair::{RepairRequest, Repaired};
+use crate::service::ClientInfo;
+use crate::signing::request::parse_at;
+use crate::types::{Epoch, PublicKey, Slot};
+
+fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))
+}
+
+fn actor(client: &Option<Extension<ClientInfo>>) -> String {
+    format!("api:{}", client.as_ref().map_or("unknown".into(), |c| c.0.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Repair {
+    pubkeys: Vec<PublicKey>,
+    block_slot: Option<Slot>,
+    attestation_source: Option<Epoch>,
+    attestation_target: Option<Epoch>,
+    reason: String,
+    #[serde(default)]
+    confirm: bool,
+    #[serde(default)]
+    discard_past_messages: bool,
+}
+
+/// `POST /api/v1/eth2/slashing-protection/repair`
+pub async fn repair(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientInfo>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body_of(body)?;
+    let r: Repair = parse_at("", std::str::from_utf8(&body).unwrap_or("")).map_err(ApiError::BadRequest)?;
+    if !r.confirm {
+        return Err(ApiError::BadRequest(
+            "a repair changes slashing protection: send \"confirm\": true to apply it".into(),
+        ));
+    }
+    let attestation = match (r.attestation_source, r.attestation_target) {
+        (Some(s), Some(t)) => Some((s, t)),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give attestation_source and attestation_target together".into(),
+            ));
+        }
+    };
+    let signer = &state.signer;
+    let req = RepairRequest {
+        pubkeys: r.pubkeys,
+        block_slot: r.block_slot,
+        attestation,
+        reason: r.reason,
+        actor: actor(&client),
+        clock: signer.clock.map(|c| {
+            (
+                c.limit(std::time::SystemTime::now(), 0),
+                signer.network.slots_per_epoch(),
+            )
+        }),
+        discard_past: r.discard_past_messages,
+    };
+    let done: Vec<Repaired> = signer.db.repair(&req).await?;
+    signer.memory.forget(&req.pubkeys);
+    for d in &done {
+        tracing::warn!(pubkey = %d.pubkey, actor = %req.actor, reason = %req.reason, before = ?d.before,
+            after = ?d.after, discarded_blocks = d.discarded_blocks.len(),
+            discarded_attestations = d.discarded_attestations.len(), "watermarks repaired");
+    }
+    Ok(Json(json!({ "data": done })))
+}
+
+/// `GET /api/v1/eth2/highWatermark`: `{"slot", "epoch"}`, or `{}` when none is set
+/// (Web3Signer's answer).
+pub async fn high_watermark(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(match state.signer.db.high_watermark().await? {
+        Some((slot, epoch)) => json!({"slot": slot, "epoch": epoch}),
+        None => json!({}),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HighWatermark {
+    slot: Slot,
+    epoch: Epoch,
+    pubkeys: Option<Vec<PublicKey>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Keys {
+    pubkeys: Option<Vec<PublicKey>>,
+}
+
+/// `POST /api/v1/eth2/highWatermark`: nothing at or above `slot` (blocks) or `epoch`
+/// (attestations) is signed, for all keys or only `pubkeys`.
+pub async fn set_high_watermark(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientInfo>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body_of(body)?;
+    let h: HighWatermark = parse_at("", std::str::from_utf8(&body).unwrap_or("")).map_err(ApiError::BadRequest)?;
+    let who = actor(&client);
+    state
+        .signer
+        .db
+        .set_high_watermark(Some((h.slot, h.epoch)), h.pubkeys.as_deref(), &who)
+        .await?;
+    tracing::warn!(slot = %h.slot, epoch = %h.epoch, keys = ?h.pubkeys.as_ref().map(Vec::len), actor = %who, "high watermark set");
+    Ok(Json(json!({"slot": h.slot, "epoch": h.epoch})))
+}
+
+/// `DELETE /api/v1/eth2/highWatermark`: clears it (for all keys, or `pubkeys`).
+pub async fn clear_high_watermark(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientInfo>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body_of(body)?;
+    let text = std::str::from_utf8(&body).unwrap_or("");
+    let k: Keys = if text.trim().is_empty() {
+        Keys::default()
+    } else {
+        parse_at("", text).map_err(ApiError::BadRequest)?
+    };
+    let who = actor(&client);
+    state
+        .signer
+        .db
+        .set_high_watermark(None, k.pubkeys.as_deref(), &who)
+        .await?;
+    tracing::warn!(keys = ?k.pubkeys.as_ref().map(Vec::len), actor = %who, "high watermark cleared");
+    Ok(Json(json!({})))
+}
