@@ -246,8 +246,12 @@ fn spawn_replica_memory(signer: Arc<Signer>) {
             {
                 s.memory.set_database(i.identity());
             }
-            if let Err(e) = s.memory.flush(s.chain.get()) {
-                tracing::error!(error = %e, "saving this replica's record");
+            // File writes and fsync off the async workers: signings never wait on them.
+            let saver = s.clone();
+            match tokio::task::spawn_blocking(move || saver.memory.flush(saver.chain.get())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "saving this replica's record"),
+                Err(e) => tracing::error!(error = %e, "saving this replica's record"),
             }
         }
     });

@@ -397,10 +397,9 @@ impl Signer {
             self.metrics.protection_seconds.observe(started.elapsed().as_secs_f64());
             match r {
                 Ok(checked) => {
-                    if let Some(rollback) = self.memory.observe(&pubkey, &checked.seen) {
+                    if let Some(rollback) = self.memory.committed(&pubkey, &p, &checked.seen) {
                         self.rollback_detected(&rollback);
                     }
-                    self.memory.record(&pubkey, &p, checked.seen.repairs);
                     recorded = Some(checked.recorded);
                 }
                 Err(e) => return (t, Err(e.into())),

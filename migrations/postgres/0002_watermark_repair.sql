@@ -15,7 +15,10 @@ ALTER TABLE validators
     ADD COLUMN high_epoch BIGINT,
     -- Bumped by every repair: a replica that remembers what it committed for this key drops
     -- that memory when the database says the key was repaired since.
-    ADD COLUMN repairs    INTEGER NOT NULL DEFAULT 0;
+    ADD COLUMN repairs    INTEGER NOT NULL DEFAULT 0,
+    -- The block slot or attestation target this row held before its last signing, returned
+    -- by the signing statement for the replica's memory (a database that went back in time).
+    ADD COLUMN prev_mark  BIGINT;
 
 -- Every repair: who, why, the watermarks before and after, and the history it discarded.
 CREATE TABLE watermark_repairs (

@@ -76,6 +76,9 @@ pub enum Mark {
         source: Option<Epoch>,
         target: Option<Epoch>,
     },
+    /// The attestation target alone (what the PostgreSQL signing statement returns; the
+    /// periodic sweep compares sources too).
+    AttestationTarget(Option<Epoch>),
 }
 
 impl Seen {

@@ -28,42 +28,37 @@ use crate::types::{Epoch, PublicKey, Root, Slot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-// `cur` reads (and locks) the row as it was before this signing, so the statement can tell
-// the replica's memory what the database held; the UPDATE matches only a safe message below
-// the high watermark in force.
+// The UPDATE matches only a safe message below the high watermark in force. SET expressions
+// see the row as it was, so `prev_mark` keeps the watermark it held before this signing: the
+// replica's memory compares it with what it committed (a database that went back in time
+// holds less), at no extra cost.
 const SIGN_BLOCK: &str = "
-WITH cur AS (
-    SELECT id, block_slot AS prev, repairs FROM validators WHERE pubkey = $1 FOR UPDATE),
-v AS (
+WITH v AS (
     UPDATE validators
-       SET block_slot = $2, block_root = $3, updated_at = now()
-      FROM cur
-     WHERE validators.id = cur.id AND enabled
-       AND (validators.block_slot IS NULL OR validators.block_slot < $2)
-       AND NOT COALESCE($2 >= COALESCE(validators.high_slot, (SELECT slot FROM high_watermark)), FALSE)
- RETURNING validators.id, cur.prev, cur.repairs),
+       SET prev_mark = block_slot, block_slot = $2, block_root = $3, updated_at = now()
+     WHERE pubkey = $1 AND enabled
+       AND (block_slot IS NULL OR block_slot < $2)
+       AND NOT COALESCE($2 >= COALESCE(high_slot, (SELECT slot FROM high_watermark)), FALSE)
+ RETURNING id, prev_mark, repairs),
 ins AS (
     INSERT INTO signed_blocks (validator_id, slot, signing_root, client)
     SELECT id, $2, $3, $4 FROM v)
-SELECT prev, repairs FROM v";
+SELECT prev_mark, repairs FROM v";
 
 const SIGN_ATTESTATION: &str = "
-WITH cur AS (
-    SELECT id, att_source AS prev_source, att_target AS prev_target, repairs
-      FROM validators WHERE pubkey = $1 FOR UPDATE),
-v AS (
+WITH v AS (
     UPDATE validators
-       SET att_source = $2, att_target = $3, att_root = $4, att_root_source = $2, updated_at = now()
-      FROM cur
-     WHERE validators.id = cur.id AND enabled AND $2 <= $3
-       AND (validators.att_target IS NULL OR validators.att_target < $3)
-       AND (validators.att_source IS NULL OR validators.att_source <= $2)
-       AND NOT COALESCE($3 >= COALESCE(validators.high_epoch, (SELECT epoch FROM high_watermark)), FALSE)
- RETURNING validators.id, cur.prev_source, cur.prev_target, cur.repairs),
+       SET prev_mark = att_target, att_source = $2, att_target = $3, att_root = $4, att_root_source = $2,
+           updated_at = now()
+     WHERE pubkey = $1 AND enabled AND $2 <= $3
+       AND (att_target IS NULL OR att_target < $3)
+       AND (att_source IS NULL OR att_source <= $2)
+       AND NOT COALESCE($3 >= COALESCE(high_epoch, (SELECT epoch FROM high_watermark)), FALSE)
+ RETURNING id, prev_mark, repairs),
 ins AS (
     INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, client)
     SELECT id, $2, $3, $4, $5 FROM v)
-SELECT prev_source, prev_target, repairs FROM v";
+SELECT prev_mark, repairs FROM v";
 
 /// New watermarks of a repair ($2 block slot, $3/$4 attestation source/target; NULL keeps the
 /// current value). Roots are cleared: nothing below a repaired watermark is repeatable.
@@ -223,7 +218,7 @@ impl PgStore {
                         })
                     }),
                 Proposal::Attestation { source, target, root } => {
-                    sqlx::query_as::<_, (Option<i64>, Option<i64>, i32)>(SIGN_ATTESTATION)
+                    sqlx::query_as::<_, (Option<i64>, i32)>(SIGN_ATTESTATION)
                         .bind(&pubkey.0[..])
                         .bind(to_db(source.0))
                         .bind(to_db(target.0))
@@ -232,12 +227,9 @@ impl PgStore {
                         .fetch_optional(&mut *conn)
                         .await
                         .map(|r| {
-                            r.map(|(s, t, repairs)| Seen {
+                            r.map(|(t, repairs)| Seen {
                                 repairs: repairs as u32,
-                                mark: Mark::Attestation {
-                                    source: s.map(|v| Epoch(from_db(v))),
-                                    target: t.map(|v| Epoch(from_db(v))),
-                                },
+                                mark: Mark::AttestationTarget(t.map(|v| Epoch(from_db(v)))),
                             })
                         })
                 }

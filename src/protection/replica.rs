@@ -169,14 +169,31 @@ impl ReplicaMemory {
         }
     }
 
+    /// After a passed check: compares what the database held before it with this replica's
+    /// record, then remembers the message (one lock for both, on the hot path).
+    pub fn committed(&self, pk: &PublicKey, p: &Proposal, seen: &Seen) -> Option<Rollback> {
+        let mut floors = self.floors.lock().expect("replica memory");
+        let rollback = Self::observe_locked(&mut floors, pk, seen);
+        let floor = floors.entry(*pk).or_default();
+        floor.repairs = floor.repairs.max(seen.repairs);
+        floor.record(p);
+        self.dirty.store(true, Ordering::Relaxed);
+        rollback
+    }
+
     /// Compares what the database held before a passed check with this replica's record.
     /// A newer repair count means an operator repaired the key since: the record is dropped.
     pub fn observe(&self, pk: &PublicKey, seen: &Seen) -> Option<Rollback> {
         let mut floors = self.floors.lock().expect("replica memory");
+        let rollback = Self::observe_locked(&mut floors, pk, seen);
+        self.dirty.store(true, Ordering::Relaxed);
+        rollback
+    }
+
+    fn observe_locked(floors: &mut HashMap<PublicKey, Floor>, pk: &PublicKey, seen: &Seen) -> Option<Rollback> {
         let floor = *floors.get(pk)?;
         if seen.repairs > floor.repairs {
             floors.remove(pk);
-            self.dirty.store(true, Ordering::Relaxed);
             return None;
         }
         let behind = seen.repairs < floor.repairs
@@ -185,6 +202,9 @@ impl ReplicaMemory {
                 Mark::Attestation { source, target } => floor
                     .attestation
                     .is_some_and(|(s, t, _)| target.is_none_or(|d| d < t) || source.is_none_or(|d| d < s)),
+                Mark::AttestationTarget(target) => {
+                    floor.attestation.is_some_and(|(_, t, _)| target.is_none_or(|d| d < t))
+                }
             };
         behind.then(|| Rollback {
             pubkey: *pk,
@@ -280,6 +300,9 @@ fn describe_seen(seen: &Seen) -> String {
             source.map_or("none".into(), |s| s.to_string()),
             target.map_or("none".into(), |s| s.to_string())
         ),
+        Mark::AttestationTarget(target) => {
+            format!("attestation target {}", target.map_or("none".into(), |s| s.to_string()))
+        }
     };
     format!("{mark} (repairs {})", seen.repairs)
 }
