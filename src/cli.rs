@@ -128,10 +128,12 @@ pub struct ServeArgs {
     pub database_pool_size: Option<u32>,
 
     /// How long one slashing-protection check may take before the signing is refused (503).
+    /// The default leaves a validator client time to try another replica within its own
+    /// timeout: Nimbus gives a remote signer 3 s, Teku 5 s, Lighthouse 12 s.
     #[arg(
         long,
         env = "PALISADE_DATABASE_TIMEOUT_MS",
-        default_value_t = 5000,
+        default_value_t = 1500,
         value_name = "MS"
     )]
     pub database_timeout_ms: u64,
@@ -155,6 +157,11 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     pub database_change_hold_secs: u64,
+
+    /// Ready (for /readyz) with at least this many usable keys. Default: every configured key
+    /// must have loaded (a wrong password makes the replica not ready).
+    #[arg(long, env = "PALISADE_READY_MIN_KEYS", value_name = "N")]
+    pub ready_min_keys: Option<usize>,
 
     /// How long a request for a key that is still being decrypted waits before a 503.
     #[arg(long, env = "PALISADE_KEY_WAIT_MS", default_value_t = 5000, value_name = "MS")]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod consensus;
 pub mod fsutil;
+pub mod health;
 pub mod http;
 pub mod keymanager;
 pub mod keys;

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub database_up: Gauge,
     pub database_latency_seconds: Gauge<f64, AtomicU64>,
     pub database_pool_connections: Family<StateLabels, Gauge>,
+    /// Replicas whose heartbeat the database holds from the last 10 s (this one included).
+    pub replicas: Gauge,
     /// Times the database was found holding less than this replica had committed.
     pub database_rollbacks: Counter,
 }
@@ -91,6 +93,7 @@ impl Metrics {
         let database_latency_seconds = Gauge::<f64, AtomicU64>::default();
         let database_pool_connections = Family::<StateLabels, Gauge>::default();
         let database_rollbacks = Counter::default();
+        let replicas = Gauge::default();
         registry.register(
             "signing_requests",
             "Signing requests by type and outcome",
@@ -132,6 +135,11 @@ impl Metrics {
             database_pool_connections.clone(),
         );
         registry.register(
+            "replicas",
+            "Palisade replicas with a heartbeat in the database in the last 10 s (PostgreSQL)",
+            replicas.clone(),
+        );
+        registry.register(
             "database_rollbacks",
             "Times the slashing-protection database held less than this replica had committed (restored backup, lost commits)",
             database_rollbacks.clone(),
@@ -166,6 +174,7 @@ impl Metrics {
             database_latency_seconds,
             database_pool_connections,
             database_rollbacks,
+            replicas,
         }
     }
 

@@ -8,6 +8,7 @@ use anyhow::{Context, anyhow, bail};
 use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
+use crate::health::PROBE_INTERVAL;
 use crate::http::{self, AppState, auth::ApiToken};
 use crate::keymanager::KeyManager;
 use crate::keys::{KeyOptions, KeyRegistry, loader};
@@ -17,9 +18,6 @@ use crate::network::clock::ClockWindow;
 use crate::protection::replica::ReplicaMemory;
 use crate::protection::{ChainPin, DbOptions, SlashingDatabase, default_pool_size, redact_url};
 use crate::service::Signer;
-
-/// How often the database is probed for /readyz and the metrics.
-pub const DB_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// This replica's record of what it committed, under `--data-path`.
 pub const REPLICA_STATE_FILE: &str = "replica-state.bin";
@@ -130,6 +128,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         key_patience: Duration::from_millis(args.key_wait_ms),
         db_health: Default::default(),
+        replica_id: replica_id(&args.data_path, args.http_port)?,
+        ready_min_keys: args.ready_min_keys,
         disabled: Default::default(),
         clock,
         memory,
@@ -179,8 +179,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         network = %network.name,
         chain = %chain.map_or("pinned on first request".to_string(), |r| r.to_string()),
         database = %signer.db.backend_name(),
-        keys = sources.len(),
-        "Palisade {} ready",
+        replica = %signer.replica_id,
+        keys_to_load = sources.len(),
+        "Palisade {} started",
         env!("CARGO_PKG_VERSION")
     );
     tracing::info!(
@@ -299,24 +300,22 @@ fn spawn_replica_memory(signer: Arc<Signer>) {
     });
 }
 
+/// Probes the database every `PROBE_INTERVAL` and logs readiness changes (once each, not per
+/// balancer probe).
 fn spawn_database_monitor(signer: Arc<Signer>) {
     tokio::spawn(async move {
         let mut was_up = true;
+        let mut was_ready: Option<bool> = None;
         loop {
-            let up = match signer.db.ping().await {
-                Ok(latency) => {
-                    signer.metrics.database_latency_seconds.set(latency.as_secs_f64());
-                    true
-                }
-                Err(e) => {
-                    if was_up {
-                        tracing::error!(error = %e, "slashing-protection database unreachable: refusing blocks and attestations until it is back");
-                    }
-                    false
-                }
-            };
+            let up = signer.probe_database().await;
+            if !up && was_up {
+                tracing::error!(
+                    error = %signer.db_health.error().unwrap_or_default(),
+                    "slashing-protection database check failed: refusing blocks and attestations at once until it passes"
+                );
+            }
             if up && !was_up {
-                tracing::info!("slashing-protection database reachable again: signing resumes");
+                tracing::info!("slashing-protection database check passes again: signing resumes");
                 // It may have come back from a backup: compare it with this replica's record now.
                 if let Err(e) = signer.sweep().await {
                     tracing::warn!(error = %e, "comparing the database with this replica's record");
@@ -326,8 +325,19 @@ fn spawn_database_monitor(signer: Arc<Signer>) {
                 tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database");
             }
             was_up = up;
-            signer.db_health.set(up);
-            signer.metrics.database_up.set(up as i64);
+            let readiness = signer.readiness();
+            if was_ready != Some(readiness.ready()) {
+                if readiness.ready() {
+                    tracing::info!(
+                        keys = signer.keys.counts().loaded,
+                        replicas = signer.db_health.replicas(),
+                        "ready: blocks and attestations can be signed"
+                    );
+                } else {
+                    tracing::warn!(reasons = %readiness.reasons.join("; "), "not ready");
+                }
+                was_ready = Some(readiness.ready());
+            }
             if let Some((open, idle)) = signer.db.pool_state() {
                 signer
                     .metrics
@@ -340,7 +350,7 @@ fn spawn_database_monitor(signer: Arc<Signer>) {
                     .get_or_create(&crate::metrics::StateLabels { state: "idle" })
                     .set(idle as i64);
             }
-            tokio::time::sleep(DB_PROBE_INTERVAL).await;
+            tokio::time::sleep(PROBE_INTERVAL).await;
         }
     });
 }
@@ -369,5 +379,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// This replica's name in the database's heartbeats: kept in `--data-path` so that a restart
+/// is the same replica.
+fn replica_id(data_path: &std::path::Path, port: u16) -> anyhow::Result<String> {
+    let file = data_path.join("replica-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        return Ok(id.trim().to_string());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    let mut random = [0u8; 4];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
+    let id = format!("{}:{port}:{}", host.trim(), hex::encode(random));
+    crate::fsutil::private_dir(data_path).with_context(|| format!("cannot create {}", data_path.display()))?;
+    match crate::fsutil::write_private(&file, id.as_bytes(), crate::fsutil::Existing::Keep) {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read_to_string(&file)?.trim().to_string())
+        }
+        Err(e) => Err(anyhow!("cannot write {}: {e}", file.display())),
     }
 }

@@ -97,8 +97,11 @@ async fn serve_connection<I>(
         let response = router.clone().oneshot(req);
         async move {
             let response = response.await;
+            // Health endpoints answer 503 by design while not ready; the monitor logs changes.
             if let Ok(r) = &response
                 && r.status().is_server_error()
+                && path != "/readyz"
+                && path != "/healthcheck"
             {
                 tracing::warn!(status = r.status().as_u16(), %method, %path, client = ?remote, "answered with a server error");
             }

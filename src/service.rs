@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::health::{DbHealth, Readiness};
 use crate::keys::{KeyRegistry, Lookup};
 use crate::metrics::Metrics;
 use crate::metrics::{RefusalLabels, TypeLabels};
@@ -110,33 +111,6 @@ mod outcome_tests {
     }
 }
 
-/// The database monitor's last verdict, for cheap readiness probes.
-#[derive(Default)]
-pub struct DbHealth {
-    up: std::sync::atomic::AtomicBool,
-    checked_at_ms: std::sync::atomic::AtomicU64,
-}
-
-impl DbHealth {
-    pub fn set(&self, up: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.up.store(up, Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.checked_at_ms.store(now, Relaxed);
-    }
-
-    /// Up, and checked within `fresh`.
-    pub fn ready(&self, fresh: Duration) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.up.load(Relaxed) && now.saturating_sub(self.checked_at_ms.load(Relaxed)) <= fresh.as_millis() as u64
-    }
-}
-
 pub struct Signer {
     pub network: Network,
     pub keys: Arc<KeyRegistry>,
@@ -146,6 +120,10 @@ pub struct Signer {
     /// How long a request for a key that is still being decrypted waits for it.
     pub key_patience: Duration,
     pub db_health: DbHealth,
+    /// This replica's name in the database's heartbeats.
+    pub replica_id: String,
+    /// Ready with at least this many usable keys; `None`: every configured key must load.
+    pub ready_min_keys: Option<usize>,
     /// Keys disabled in the database (deleted through the Key Manager API on any replica),
     /// refreshed with every database probe: refused for every type, and not listed.
     pub disabled: std::sync::RwLock<std::collections::HashSet<PublicKey>>,
@@ -282,6 +260,57 @@ impl Signer {
         Ok(n)
     }
 
+    /// Probes the database (a durable heartbeat within `PROBE_TIMEOUT`), records the verdict
+    /// for readiness, health, metrics and fail-fast, and returns it.
+    pub async fn probe_database(&self) -> bool {
+        let started = Instant::now();
+        let result = self.db.probe(&self.replica_id, crate::health::PROBE_TIMEOUT).await;
+        let up = result.is_ok();
+        match result {
+            Ok(replicas) => {
+                let latency = started.elapsed();
+                self.metrics.database_latency_seconds.set(latency.as_secs_f64());
+                self.metrics.replicas.set(replicas as i64);
+                self.db_health.record(Ok((latency, replicas)));
+            }
+            Err(e) => self.db_health.record(Err(e.to_string())),
+        }
+        self.metrics.database_up.set(up as i64);
+        up
+    }
+
+    /// Whether this replica can sign blocks and attestations safely now, and if not why.
+    pub fn readiness(&self) -> Readiness {
+        let mut reasons = Vec::new();
+        if !self.db_health.up_and_fresh() {
+            reasons.push(match self.db_health.error() {
+                Some(e) => format!("slashing-protection database check failing: {e}"),
+                None => "slashing-protection database not checked yet".into(),
+            });
+        }
+        if self.chain.get().is_none() {
+            reasons.push(
+                "no chain pinned: configure --network with a genesis validators root, or --genesis-validators-root"
+                    .into(),
+            );
+        }
+        let k = self.keys.counts();
+        match self.ready_min_keys {
+            Some(min) if k.loaded < min => {
+                reasons.push(format!("{} keys usable, {min} needed (--ready-min-keys)", k.loaded));
+            }
+            Some(_) => {}
+            None if k.loading > 0 => reasons.push(format!("{} keys still being decrypted", k.loading)),
+            None if k.failed > 0 => reasons.push(format!(
+                "{} of {} keys failed to load (see /healthcheck; or accept fewer with --ready-min-keys)",
+                k.failed,
+                k.failed + k.loaded
+            )),
+            None => {}
+        }
+        Readiness { reasons }
+    }
+
     /// Keys that can sign (or will, once decrypted), without the disabled ones.
     pub fn listed_pubkeys(&self) -> Vec<PublicKey> {
         let disabled = self.disabled.read().expect("disabled keys lock");
@@ -391,6 +420,16 @@ impl Signer {
             if let Some(r) = self.memory.check(&pubkey, &p) {
                 tracing::warn!(%pubkey, reason = %r, "refused by this replica's own record of what it signed");
                 return (t, Err(SignError::Refused(r)));
+            }
+            // Known down: refuse at once, so the client can try another replica in time. A
+            // stale verdict is not trusted: then the database is tried, and recovery is quick.
+            if let Some(why) = self.db_health.known_down() {
+                return (
+                    t,
+                    Err(SignError::ProtectionUnavailable(format!(
+                        "slashing-protection database unavailable (its last check failed: {why}); refused without waiting"
+                    ))),
+                );
             }
             let started = Instant::now();
             let r = self.db.check_and_record(&pubkey, &p, &client.to_string()).await;

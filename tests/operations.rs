@@ -203,7 +203,14 @@ fn bad_tls_files_are_named() {
 async fn readiness_follows_the_database() {
     let pg = PgCluster::start_with(&[]);
     let url = pg.new_database();
-    let p = Palisade::serve(&["--network", "minimal", "--database-url", &url]);
+    let p = Palisade::serve(&[
+        "--network",
+        "minimal",
+        "--genesis-validators-root",
+        MINIMAL_GVR,
+        "--database-url",
+        &url,
+    ]);
     let ready = || async { reqwest::get(p.url("/readyz")).await.unwrap().status().as_u16() };
     let wait_for = |want: u16| async move {
         for _ in 0..100 {

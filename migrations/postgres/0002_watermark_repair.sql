@@ -35,3 +35,12 @@ CREATE TABLE watermark_repairs (
     new_att_target BIGINT,
     discarded      TEXT NOT NULL  -- JSON: the signed messages removed from the history
 );
+
+-- Every replica's heartbeat: its readiness probe is this write, committed as durably as a
+-- signing (a missing synchronous standby, a read-only primary or a full disk fail it), and the
+-- live replicas are counted from it.
+CREATE TABLE replicas (
+    id      TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    seen_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);

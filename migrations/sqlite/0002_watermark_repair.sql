@@ -27,3 +27,9 @@ CREATE TABLE watermark_repairs (
     new_att_target INTEGER,
     discarded      TEXT NOT NULL
 );
+
+CREATE TABLE replicas (
+    id      TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    seen_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);

@@ -15,73 +15,63 @@ pub async fn upcheck() -> &'static str {
     "OK"
 }
 
-/// `GET /readyz`: readiness for load balancers, from the database monitor's last probe
-/// (no database round trip per probe). 503 when this replica cannot sign blocks and
-/// attestations.
+/// `GET /readyz`: readiness for load balancers, from the last probe (no round trip per
+/// call): 200 only when this replica can sign blocks and attestations safely now (a durable
+/// commit went through within a second, the chain is pinned, the keys are loaded).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.signer.db_health.ready(crate::serve::DB_PROBE_INTERVAL * 3) {
+    let r = state.signer.readiness();
+    if r.ready() {
         (StatusCode::OK, "READY").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "NOT READY: slashing-protection database unreachable",
+            format!("NOT READY: {}", r.reasons.join("; ")),
         )
             .into_response()
     }
 }
 
-/// `GET /healthcheck`: 200 while blocks and attestations can be signed, 503 when the
-/// slashing-protection database cannot be reached. Key failures are reported, not fatal.
+/// `GET /healthcheck`: 200 while blocks and attestations can be signed, 503 (with every
+/// reason) when not. The database verdict is refreshed first when older than half a second.
 pub async fn healthcheck(State(state): State<AppState>) -> Response {
     let signer = &state.signer;
-    let db = tokio::time::timeout(Duration::from_secs(2), signer.db.ping()).await;
-    let (db_up, db_check) = match db {
-        Ok(Ok(latency)) => {
-            signer.db_health.set(true);
-            signer.metrics.database_up.set(1);
-            signer.metrics.database_latency_seconds.set(latency.as_secs_f64());
-            (
-                true,
-                json!({"id": "slashing-protection-database", "status": "UP",
-                       "data": {"backend": signer.db.backend_name(), "latency_ms": latency.as_secs_f64() * 1e3}}),
-            )
-        }
-        Ok(Err(e)) => {
-            signer.db_health.set(false);
-            signer.metrics.database_up.set(0);
-            (
-                false,
-                json!({"id": "slashing-protection-database", "status": "DOWN",
-                           "data": {"backend": signer.db.backend_name(), "error": e.to_string()}}),
-            )
-        }
-        Err(_) => {
-            signer.db_health.set(false);
-            signer.metrics.database_up.set(0);
-            (
-                false,
-                json!({"id": "slashing-protection-database", "status": "DOWN",
-                           "data": {"backend": signer.db.backend_name(), "error": "no answer within 2 s"}}),
-            )
-        }
+    if signer.db_health.age().is_none_or(|a| a > Duration::from_millis(500)) {
+        signer.probe_database().await;
+    }
+    let db = &signer.db_health;
+    let db_check = match db.error() {
+        None if db.up_and_fresh() => json!({"id": "slashing-protection-database", "status": "UP",
+            "data": {"backend": signer.db.backend_name(), "latency_ms": db.latency().as_secs_f64() * 1e3,
+                     "replicas": db.replicas()}}),
+        e => json!({"id": "slashing-protection-database", "status": "DOWN",
+            "data": {"backend": signer.db.backend_name(), "error": e.unwrap_or_else(|| "not checked recently".into())}}),
     };
     let counts = signer.keys.counts();
     signer.metrics.set_keys(counts);
     let failures = signer.keys.failures();
+    let readiness = signer.readiness();
+    let keys_status = if counts.loading > 0 {
+        "LOADING"
+    } else if readiness.reasons.iter().any(|r| r.contains("keys")) {
+        "DOWN"
+    } else {
+        "UP"
+    };
     let keys_check = json!({
         "id": "keys-check",
-        "status": if counts.loading > 0 { "LOADING" } else { "UP" },
+        "status": keys_status,
         "data": {"loaded": counts.loaded, "loading": counts.loading, "failed": counts.failed,
                  "failures": failures},
     });
-    let status = if db_up { "UP" } else { "DOWN" };
+    let status = if readiness.ready() { "UP" } else { "DOWN" };
     let body = json!({
         "status": status,
         "outcome": status,
         "checks": [db_check, keys_check],
         "chain": signer.chain.get().map(|r| r.to_string()),
+        "reasons": readiness.reasons,
     });
-    let code = if db_up {
+    let code = if readiness.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

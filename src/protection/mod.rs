@@ -121,7 +121,7 @@ impl Default for DbOptions {
     fn default() -> Self {
         Self {
             pool_size: default_pool_size(),
-            timeout: Duration::from_secs(5),
+            timeout: Duration::from_millis(1500),
             connect_timeout: Duration::from_secs(30),
             change_hold: Duration::from_secs(4),
         }
@@ -305,6 +305,12 @@ impl SlashingDatabase {
             SlashingDatabase::Postgres(s) => Some(&s.incarnation),
             SlashingDatabase::Sqlite(_) => None,
         }
+    }
+
+    /// This replica's heartbeat, committed as durably as a signing, within `limit`: proof
+    /// that protected signing works now. Returns the number of live replicas.
+    pub async fn probe(&self, replica: &str, limit: Duration) -> Result<u32, ProtectionError> {
+        dispatch!(self.probe(replica, limit))
     }
 
     /// A round trip to the database; its latency.

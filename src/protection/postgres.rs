@@ -98,7 +98,13 @@ impl PgStore {
             .application_name("palisade")
             // A transaction left open by a paused or partitioned replica must not hold
             // validator rows forever.
-            .options([("idle_in_transaction_session_timeout", "30s"), ("lock_timeout", "10s")]);
+            .options([
+                ("idle_in_transaction_session_timeout", "30s"),
+                ("lock_timeout", "10s"),
+                // A commit waiting for a synchronous standby that is gone notices that we
+                // gave up on it, instead of holding its connection forever.
+                ("client_connection_check_interval", "1s"),
+            ]);
         let incarnation = Arc::new(Incarnation::new(opts.change_hold));
         let seen = incarnation.clone();
         let pool = PgPoolOptions::new()
@@ -813,6 +819,26 @@ impl PgStore {
             );
         }
         Ok(d)
+    }
+
+    /// A durable write as a signing commits it: this replica's heartbeat. Returns the live
+    /// replicas (heartbeats in the last 10 s, this one included).
+    pub async fn probe(&self, replica: &str, limit: Duration) -> Result<u32, ProtectionError> {
+        timed(limit, async {
+            let (n,): (i64,) = sqlx::query_as(
+                "WITH beat AS (
+                    INSERT INTO replicas (id, version) VALUES ($1, $2)
+                    ON CONFLICT (id) DO UPDATE SET seen_at = now(), version = $2 RETURNING id)
+                 SELECT count(*) FROM replicas r
+                  WHERE r.seen_at > now() - interval '10 seconds' AND r.id <> (SELECT id FROM beat)",
+            )
+            .bind(replica)
+            .bind(env!("CARGO_PKG_VERSION"))
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(n as u32 + 1)
+        })
+        .await
     }
 
     pub async fn ping(&self) -> Result<Duration, ProtectionError> {

@@ -475,6 +475,21 @@ impl SqliteStore {
             .rows_affected())
     }
 
+    pub async fn probe(&self, replica: &str, limit: Duration) -> Result<u32, ProtectionError> {
+        timed(limit, async {
+            sqlx::query(
+                "INSERT INTO replicas (id, version) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET seen_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), version = ?2",
+            )
+            .bind(replica)
+            .bind(env!("CARGO_PKG_VERSION"))
+            .execute(&self.pool)
+            .await?;
+            Ok(1)
+        })
+        .await
+    }
+
     pub async fn ping(&self) -> Result<Duration, ProtectionError> {
         let start = Instant::now();
         sqlx::query("SELECT 1").execute(&self.pool).await?;
