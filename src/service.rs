@@ -89,28 +89,6 @@ impl From<ProtectionError> for SignError {
     }
 }
 
-#[cfg(test)]
-mod outcome_tests {
-    use super::*;
-    use crate::types::PublicKey;
-
-    #[test]
-    fn every_outcome_is_pre_registered() {
-        let pk = PublicKey([0; 48]);
-        let errors = [
-            SignError::BadRequest(ParseError::Malformed(String::new())),
-            SignError::UnknownKey(pk),
-            SignError::KeyLoading(pk),
-            SignError::Refused(Refusal::Disabled),
-            SignError::ProtectionUnavailable(String::new()),
-            SignError::Internal(String::new()),
-        ];
-        for e in errors {
-            assert!(crate::metrics::OUTCOMES.contains(&e.outcome()), "{}", e.outcome());
-        }
-    }
-}
-
 pub struct Signer {
     pub network: Network,
     pub keys: Arc<KeyRegistry>,
@@ -446,5 +424,27 @@ impl Signer {
         }
         // Only now, with the record committed, does the signature exist.
         (t, Ok((key.sign(&job.signing_root), recorded)))
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+    use crate::types::PublicKey;
+
+    #[test]
+    fn every_outcome_is_pre_registered() {
+        let pk = PublicKey([0; 48]);
+        let errors = [
+            SignError::BadRequest(ParseError::Malformed(String::new())),
+            SignError::UnknownKey(pk),
+            SignError::KeyLoading(pk),
+            SignError::Refused(Refusal::Disabled),
+            SignError::ProtectionUnavailable(String::new()),
+            SignError::Internal(String::new()),
+        ];
+        for e in errors {
+            assert!(crate::metrics::OUTCOMES.contains(&e.outcome()), "{}", e.outcome());
+        }
     }
 }
