@@ -15,9 +15,13 @@ use crate::types::{Epoch, PublicKey, Root, Slot};
 )]
 pub struct Cli {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
-    /// `palisade=debug,sqlx=warn`.
+    /// `palisade=debug,sqlx=warn`. At debug every signing is logged.
     #[arg(long, global = true, env = "PALISADE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// `text`, or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, env = "PALISADE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 
     #[command(subcommand)]
     pub command: Command,
@@ -122,6 +126,17 @@ pub struct ServeArgs {
         requires = "tls_cert_file"
     )]
     pub tls_client_ca_file: Option<PathBuf>,
+
+    /// Proxies (addresses or CIDRs, comma separated) whose word about the real client is
+    /// taken: the PROXY protocol v2 header, else `Forwarded` / `X-Forwarded-For`. From any
+    /// other peer these are ignored.
+    #[arg(
+        long,
+        env = "PALISADE_TRUSTED_PROXIES",
+        value_name = "CIDR,..",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
 
     /// PostgreSQL connections per replica (default: 4 per core).
     #[arg(long, env = "PALISADE_DATABASE_POOL_SIZE")]

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::cli::ServeArgs;
 use crate::health::PROBE_INTERVAL;
+use crate::http::client::TrustedProxies;
 use crate::http::{self, AppState, auth::ApiToken};
 use crate::keymanager::KeyManager;
 use crate::keys::{KeyOptions, KeyRegistry, loader};
@@ -17,6 +18,7 @@ use crate::network::Network;
 use crate::network::clock::ClockWindow;
 use crate::protection::replica::ReplicaMemory;
 use crate::protection::{ChainPin, DbOptions, SlashingDatabase, default_pool_size, redact_url};
+use crate::server::ServerOptions;
 use crate::service::Signer;
 
 /// This replica's record of what it committed, under `--data-path`.
@@ -200,10 +202,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(|e| anyhow!(e))?;
     crate::server::serve(
         listener,
         http::router(state, args.metrics),
-        tls,
+        ServerOptions { tls, trusted_proxies },
         shutdown_signal(),
         SHUTDOWN_GRACE,
     )

@@ -1,8 +1,6 @@
 //! The signing path, in one direction: body -> `SigningJob` (root computed, nothing secret
 //! touched) -> chain pin -> key -> slashing protection (committed) -> signature.
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,27 +13,8 @@ use crate::network::clock::ClockWindow;
 use crate::protection::interchange::{FORMAT_VERSION, Metadata, SignedAttestation, SignedBlock, ValidatorData};
 use crate::protection::replica::{ReplicaMemory, Rollback};
 use crate::protection::{ChainPin, Interchange, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
-use crate::signing::{ParseError, SignType, SlashingCheck, parse_signing_request};
+use crate::signing::{ParseError, SigningJob, SlashingCheck, parse_signing_request};
 use crate::types::{PublicKey, Root, Signature};
-
-/// Who sent a request: recorded with every block and attestation signed for it.
-#[derive(Clone, Debug, Default)]
-pub struct ClientInfo {
-    pub remote: Option<SocketAddr>,
-    /// Subject of the TLS client certificate, when client authentication is on.
-    pub certificate: Option<String>,
-}
-
-impl fmt::Display for ClientInfo {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match (&self.certificate, &self.remote) {
-            (Some(c), Some(r)) => write!(f, "{c} ({r})"),
-            (Some(c), None) => f.write_str(c),
-            (None, Some(r)) => write!(f, "{r}"),
-            (None, None) => f.write_str("unknown"),
-        }
-    }
-}
 
 /// Why a signing request did not produce a signature. `http::error` maps each to a status.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +50,15 @@ impl SignError {
             SignError::ProtectionUnavailable(_) => "unavailable",
             SignError::Internal(_) => "error",
         }
+    }
+}
+
+/// The message of a job, for a log line: slot or epochs.
+fn describe(job: &SigningJob) -> String {
+    match job.check {
+        SlashingCheck::Block { slot } => format!("slot {slot}"),
+        SlashingCheck::Attestation { source, target } => format!("source {source} target {target}"),
+        SlashingCheck::None => job.slot.map_or(String::new(), |s| format!("slot {s}")),
     }
 }
 
@@ -298,10 +286,24 @@ impl Signer {
     }
 
     /// Signs the request in `body` for `pubkey`, or says why not. Counts the outcome.
-    pub async fn sign(&self, pubkey: PublicKey, body: &[u8], client: &ClientInfo) -> Result<Signature, SignError> {
+    /// `client` says who asked (recorded with blocks and attestations).
+    pub async fn sign(&self, pubkey: PublicKey, body: &[u8], client: &str) -> Result<Signature, SignError> {
         let start = Instant::now();
-        let (sign_type, result) = self.sign_inner(pubkey, body, client).await;
-        let type_label = sign_type.map_or("UNKNOWN", SignType::as_str);
+        let (job, result) = self.sign_inner(pubkey, body, client).await;
+        let type_label = job.as_ref().map_or("UNKNOWN", |j| j.sign_type.as_str());
+        tracing::debug!(
+            %pubkey,
+            r#type = type_label,
+            message = %job.as_ref().map_or(String::new(), describe),
+            outcome = match &result {
+                Ok((_, Some(Recorded::Repeat))) => "repeat",
+                Ok(_) => "signed",
+                Err(e) => e.outcome(),
+            },
+            client,
+            ms = start.elapsed().as_secs_f64() * 1e3,
+            "signing"
+        );
         match &result {
             Ok((_, recorded)) => {
                 // A repeat is the same message signed again (another client replica, a retry).
@@ -340,13 +342,13 @@ impl Signer {
         &self,
         pubkey: PublicKey,
         body: &[u8],
-        client: &ClientInfo,
-    ) -> (Option<SignType>, Result<(Signature, Option<Recorded>), SignError>) {
+        client: &str,
+    ) -> (Option<SigningJob>, Result<(Signature, Option<Recorded>), SignError>) {
         let job = match parse_signing_request(&self.network, pubkey, body) {
             Ok(job) => job,
             Err(e) => return (None, Err(e.into())),
         };
-        let t = Some(job.sign_type);
+        let t = Some(job.clone());
 
         // The key is looked up before anything is pinned or recorded: a request for a key
         // this replica cannot sign with changes nothing.
@@ -410,7 +412,7 @@ impl Signer {
                 );
             }
             let started = Instant::now();
-            let r = self.db.check_and_record(&pubkey, &p, &client.to_string()).await;
+            let r = self.db.check_and_record(&pubkey, &p, client).await;
             self.metrics.protection_seconds.observe(started.elapsed().as_secs_f64());
             match r {
                 Ok(checked) => {

@@ -60,9 +60,15 @@ pub fn server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// The subject of the client's certificate (`CN=vc-1, O=...`), recorded with every signing.
-pub fn client_subject(conn: &rustls::ServerConnection) -> Option<String> {
+/// The client's certificate: its subject and issuer as written in it, and the SHA-256 of
+/// the certificate, which names it without ambiguity.
+pub fn client_certificate(conn: &rustls::ServerConnection) -> Option<crate::http::client::Certificate> {
+    use sha2::Digest;
     let cert = conn.peer_certificates()?.first()?;
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    Some(parsed.subject().to_string())
+    Some(crate::http::client::Certificate {
+        subject: parsed.subject().to_string(),
+        issuer: parsed.issuer().to_string(),
+        fingerprint: hex::encode(sha2::Sha256::digest(cert.as_ref())),
+    })
 }

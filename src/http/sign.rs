@@ -9,8 +9,8 @@ use axum::{Extension, Json};
 use serde_json::json;
 
 use super::AppState;
+use super::client::ClientInfo;
 use super::error::{ApiError, body_rejection};
-use crate::service::ClientInfo;
 use crate::service::SignError;
 use crate::signing::ParseError;
 use crate::types::PublicKey;
@@ -36,7 +36,7 @@ pub async fn sign(
             return ApiError::from(e).into_response();
         }
     };
-    match state.signer.sign(pubkey, &body, &client).await {
+    match state.signer.sign(pubkey, &body, &client.to_string()).await {
         Ok(sig) => {
             if wants_text(&headers) {
                 ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], sig.to_string()).into_response()

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::client::ClientInfo;
 use super::error::{ApiError, body_rejection};
 use crate::protection::repair::{RepairRequest, Repaired};
-use crate::service::ClientInfo;
 use crate::signing::request::parse_at;
 use crate::types::{Epoch, PublicKey, Slot};
 

@@ -45,7 +45,7 @@ fn spawn(args: &[String], workdir: &Path) -> (Child, Arc<Mutex<String>>, mpsc::R
             let Ok(line) = line else { break };
             if let Some(i) = line.find("listening on http") {
                 let addr = line[i + "listening on ".len()..]
-                    .split_whitespace()
+                    .split(|c: char| c.is_whitespace() || c == '"')
                     .next()
                     .unwrap_or("");
                 let _ = tx.send(addr.to_string());
