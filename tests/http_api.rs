@@ -269,6 +269,7 @@ async fn database_outage_fails_closed_and_recovers_by_itself() {
         "1500",
     ]);
     let p = Palisade::serve(&args);
+    keys_loaded(&p).await;
     let pk = common::interop_pubkeys()[2].clone();
     let sign = sign_url(&p, &pk);
 

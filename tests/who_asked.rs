@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::http::*;
-use common::server::Palisade;
 
 fn recorded_clients(url: &str) -> String {
     let db = url.rsplit('/').next().unwrap();
