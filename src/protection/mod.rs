@@ -319,17 +319,35 @@ impl SlashingDatabase {
     }
 }
 
-/// Hides the password of a database URL for logs and errors.
+/// Hides the passwords of a database URL for logs and errors: in the user information and
+/// in query parameters (`?password=`, `sslpassword=`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
+            let creds = &base[s + 3..at];
             match creds.find(':') {
-                Some(c) => format!("{}://{}:***{}", &url[..s], &creds[..c], &url[at..]),
-                None => url.to_string(),
+                Some(c) => format!("{}://{}:***{}", &base[..s], &creds[..c], &base[at..]),
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    match query {
+        None => base,
+        Some(q) => {
+            let q: Vec<String> = q
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", q.join("&"))
+        }
     }
 }
 
@@ -345,5 +363,9 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://db/p"), "postgres://db/p");
         assert_eq!(redact_url("sqlite://x.sqlite"), "sqlite://x.sqlite");
+        assert_eq!(
+            redact_url("postgres://db/p?user=u&password=s3cret&sslmode=require&sslpassword=x"),
+            "postgres://db/p?user=u&password=***&sslmode=require&sslpassword=***"
+        );
     }
 }

@@ -85,6 +85,14 @@ SELECT p FROM UNNEST($1::bytea[]) AS t(p)
  ORDER BY p
 ON CONFLICT (pubkey) DO NOTHING";
 
+/// The innermost cause of a connection error ("Connection refused", a TLS or auth failure).
+fn cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
 pub struct PgStore {
     pool: PgPool,
     timeout: Duration,
@@ -123,13 +131,13 @@ impl PgStore {
             // and is replaced, so no ping before every acquire.
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(300))
-            .connect_lazy_with(connect);
+            .connect_lazy_with(connect.clone());
         let store = Self {
             pool,
             timeout: opts.timeout,
             incarnation,
         };
-        store.wait_until_reachable(url, opts.connect_timeout).await?;
+        store.wait_until_reachable(url, &connect, opts.connect_timeout).await?;
         // sqlx takes an advisory lock for the migration, so replicas starting together
         // apply it once, in turn.
         MIGRATOR
@@ -139,30 +147,35 @@ impl PgStore {
         Ok(store)
     }
 
-    async fn wait_until_reachable(&self, url: &str, patience: Duration) -> Result<(), ProtectionError> {
+    /// Connects directly (not through the pool, which would hide the cause behind "pool timed
+    /// out"), saying why at every failed attempt, until `patience` runs out.
+    async fn wait_until_reachable(
+        &self,
+        url: &str,
+        connect: &PgConnectOptions,
+        patience: Duration,
+    ) -> Result<(), ProtectionError> {
         let start = Instant::now();
-        let mut logged = false;
+        let mut attempt = 0u32;
         loop {
-            match self.pool.acquire().await {
-                Ok(mut c) => match c.ping().await {
-                    Ok(()) => return Ok(()),
-                    Err(e) if start.elapsed() >= patience => return Err(e.into()),
-                    Err(_) => {}
-                },
-                Err(e) if start.elapsed() >= patience => {
-                    return Err(ProtectionError::Unavailable(format!(
-                        "cannot reach {} within {}s: {e}",
-                        redact_url(url),
-                        patience.as_secs()
-                    )));
+            attempt += 1;
+            let left = patience.saturating_sub(start.elapsed()).max(Duration::from_millis(100));
+            let error = match tokio::time::timeout(left, sqlx::PgConnection::connect_with(connect)).await {
+                Ok(Ok(c)) => {
+                    let _ = c.close().await;
+                    return Ok(());
                 }
-                Err(e) => {
-                    if !logged {
-                        tracing::warn!(url = %redact_url(url), error = %e, "waiting for PostgreSQL");
-                        logged = true;
-                    }
-                }
+                Ok(Err(e)) => cause(&e),
+                Err(_) => format!("no answer within {} ms", left.as_millis()),
+            };
+            if start.elapsed() >= patience {
+                return Err(ProtectionError::Unavailable(format!(
+                    "cannot reach {} within {}s ({attempt} attempts): {error}",
+                    redact_url(url),
+                    patience.as_secs()
+                )));
             }
+            tracing::warn!(url = %redact_url(url), attempt, error = %error, "cannot reach PostgreSQL yet; retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
