@@ -2,24 +2,33 @@
 # A small version of the reference HA deployment (docs/high-availability.md) on one machine,
 # on loopback ports:
 #
-#   PostgreSQL primary (5501) --synchronous replication--> standby (5502)
-#   Palisade replica A (9201) and B (9202) on the primary
-#   load balancer (9200, tests/e2e/lb.py as a stand-in for HAProxy) -> A, B
+#   PostgreSQL primary --synchronous replication, ANY 1 of 2--> standbys 1 and 2
+#   Palisade replicas A and B on the primary
+#   load balancer (tests/e2e/lb.py as a stand-in for HAProxy) -> A, B
 #
 #   deploy/ha-local.sh up       start it (demo keystores from keystores/)
-#   deploy/ha-local.sh smoke    sign through the balancer; check the record reached the standby
+#   deploy/ha-local.sh smoke    sign through the balancer; check the record reached a standby
+#                               and survives losing one of them
 #   deploy/ha-local.sh status   what runs
 #   deploy/ha-local.sh down     stop everything and delete its data
 #
-# HA_DIR (default /tmp/palisade-ha) holds everything it creates.
+# Every path and port can be set: HA_DIR (default /tmp/palisade-ha: everything it creates,
+# logs and the API token included), HA_PG_PRIMARY, HA_PG_STANDBY1, HA_PG_STANDBY2 (5501-5503),
+# HA_REPLICA_A, HA_REPLICA_B (9201, 9202), HA_LB (9200), PALISADE_BIN (default the release
+# binary under CARGO_TARGET_DIR or target/, built if missing).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${HA_DIR:-/tmp/palisade-ha}
-BIN=${PALISADE_BIN:-$ROOT/target/debug/palisade}
-PRIMARY=5501
-STANDBY=5502
-LB=9200
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
+BIN=${PALISADE_BIN:-$TARGET/release/palisade}
+PRIMARY=${HA_PG_PRIMARY:-5501}
+STANDBY=${HA_PG_STANDBY1:-5502}
+STANDBY2=${HA_PG_STANDBY2:-5503}
+REPLICA_A=${HA_REPLICA_A:-9201}
+REPLICA_B=${HA_REPLICA_B:-9202}
+LB=${HA_LB:-9200}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$PG_BIN" ] || PG_BIN=$(dirname "$(command -v initdb)")
 
@@ -29,11 +38,14 @@ say() { printf '[ha] %s\n' "$*"; }
 
 up() {
     [ -d "$DIR" ] && { say "$DIR exists: run '$0 down' first"; exit 1; }
-    [ -x "$BIN" ] || (cd "$ROOT" && cargo build --quiet --bin palisade)
+    if [ ! -x "$BIN" ]; then
+        say "building the release binary ($BIN)"
+        (cd "$ROOT" && cargo build --release --quiet --bin palisade)
+    fi
     mkdir -p "$DIR"
     [ "$(id -u)" = 0 ] && chown postgres "$DIR"
 
-    say "PostgreSQL primary on $PRIMARY (synchronous_commit=on, one synchronous standby)"
+    say "PostgreSQL primary on $PRIMARY (synchronous_commit=on, ANY 1 of two synchronous standbys)"
     as_pg "$PG_BIN/initdb" -D "$DIR/primary" -U postgres --auth=trust -E UTF8 --locale=C -N > "$DIR/initdb.log"
     cat >> "$DIR/primary/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
@@ -42,57 +54,65 @@ unix_socket_directories = ''
 wal_level = replica
 max_wal_senders = 4
 synchronous_commit = on
-synchronous_standby_names = 'standby1'
+synchronous_standby_names = 'ANY 1 (standby1, standby2)'
 fsync = on
 full_page_writes = on
 EOF
     echo "host replication postgres 127.0.0.1/32 trust" >> "$DIR/primary/pg_hba.conf"
     as_pg "$PG_BIN/pg_ctl" -D "$DIR/primary" -l "$DIR/primary.log" -w start > /dev/null
 
-    say "standby on $STANDBY (pg_basebackup, streaming, application_name=standby1)"
-    as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PRIMARY" -U postgres -D "$DIR/standby" -R -X stream
-    echo "port = $STANDBY" >> "$DIR/standby/postgresql.conf"
-    # pg_basebackup -R wrote primary_conninfo to postgresql.auto.conf, which wins: name the
-    # standby there, as synchronous_standby_names expects.
-    echo "primary_conninfo = 'host=127.0.0.1 port=$PRIMARY user=postgres application_name=standby1'" \
-        >> "$DIR/standby/postgresql.auto.conf"
-    as_pg "$PG_BIN/pg_ctl" -D "$DIR/standby" -l "$DIR/standby.log" -w start > /dev/null
+    for sb in standby1:$STANDBY standby2:$STANDBY2; do
+        name=${sb%%:*}; port=${sb##*:}
+        say "$name on $port (pg_basebackup, streaming)"
+        as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PRIMARY" -U postgres -D "$DIR/$name" -R -X stream
+        echo "port = $port" >> "$DIR/$name/postgresql.conf"
+        # pg_basebackup -R wrote primary_conninfo to postgresql.auto.conf, which wins: name the
+        # standby there, as synchronous_standby_names expects.
+        echo "primary_conninfo = 'host=127.0.0.1 port=$PRIMARY user=postgres application_name=$name'" \
+            >> "$DIR/$name/postgresql.auto.conf"
+        as_pg "$PG_BIN/pg_ctl" -D "$DIR/$name" -l "$DIR/$name.log" -w start > /dev/null
+    done
     for _ in $(seq 100); do
-        [ "$(psql_at $PRIMARY postgres "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'")" = sync ] && break
+        [ "$(psql_at $PRIMARY postgres "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'quorum'")" = 2 ] && break
         sleep 0.1
     done
-    state=$(psql_at $PRIMARY postgres "SELECT application_name || ' ' || sync_state FROM pg_stat_replication")
+    state=$(psql_at $PRIMARY postgres "SELECT string_agg(application_name || ' ' || sync_state, ', ' ORDER BY application_name) FROM pg_stat_replication")
     say "replication: $state"
-    [ "$state" = "standby1 sync" ] || { say "FAIL: no synchronous standby"; exit 1; }
+    [ "$state" = "standby1 quorum, standby2 quorum" ] || { say "FAIL: the standbys are not synchronous candidates"; exit 1; }
     psql_at $PRIMARY postgres "CREATE DATABASE palisade" > /dev/null
 
-    for r in A:9201 B:9202; do
+    for r in A:$REPLICA_A B:$REPLICA_B; do
         name=${r%%:*}; port=${r##*:}
         mkdir -p "$DIR/palisade-$name"
         (cd "$DIR/palisade-$name" && exec "$BIN" serve --http-port "$port" \
             --database-url "postgres://postgres@127.0.0.1:$PRIMARY/palisade" \
             --keystores-path "$ROOT/keystores" --keystores-password-file "$ROOT/keystores/password.txt" \
-            --api-token-file "$DIR/api-token.txt") > "$DIR/palisade-$name.log" 2>&1 &
+            --api-token-file "$DIR/api-token.txt" --data-path "$DIR/palisade-$name") > "$DIR/palisade-$name.log" 2>&1 &
         echo $! > "$DIR/palisade-$name.pid"
         for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break; sleep 0.1; done
         say "Palisade replica $name on $port: $(curl -s "http://127.0.0.1:$port/readyz")"
     done
 
     python3 "$ROOT/tests/e2e/lb.py" --listen "127.0.0.1:$LB=clients" \
-        --backend 127.0.0.1:9201 --backend 127.0.0.1:9202 \
+        --backend "127.0.0.1:$REPLICA_A" --backend "127.0.0.1:$REPLICA_B" \
         --log "$DIR/lb-responses.jsonl" --stats "$DIR/lb-stats.json" > "$DIR/lb.log" 2>&1 &
     echo $! > "$DIR/lb.pid"
     for _ in $(seq 50); do curl -sf "http://127.0.0.1:$LB/upcheck" > /dev/null && break; sleep 0.1; done
-    say "load balancer on $LB -> 9201, 9202"
+    say "load balancer on $LB -> $REPLICA_A, $REPLICA_B"
     say "point validator clients at http://127.0.0.1:$LB"
+    say "logs: $DIR/*.log; admin token: $DIR/api-token.txt"
 }
 
 smoke() {
     local pk gvr body
     pk=$(curl -sf "http://127.0.0.1:$LB/api/v1/eth2/publicKeys" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0])')
     gvr=0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95
-    body=$(printf '{"type":"ATTESTATION","fork_info":{"fork":{"previous_version":"0x05000000","current_version":"0x06000000","epoch":"411392"},"genesis_validators_root":"%s"},"attestation":{"slot":"13230000","index":"0","beacon_block_root":"0x%064d","source":{"epoch":"413436","root":"0x%064d"},"target":{"epoch":"413437","root":"0x%064d"}}}' "$gvr" 1 2 3)
-    for replica in 9201 9202; do
+    att() { # source target
+        printf '{"type":"ATTESTATION","fork_info":{"fork":{"previous_version":"0x05000000","current_version":"0x06000000","epoch":"411392"},"genesis_validators_root":"%s"},"attestation":{"slot":"%s","index":"0","beacon_block_root":"0x%064d","source":{"epoch":"%s","root":"0x%064d"},"target":{"epoch":"%s","root":"0x%064d"}}}' \
+            "$gvr" $(($2 * 32)) 1 "$1" 2 "$2" 3
+    }
+    body=$(att 413436 413437)
+    for replica in $REPLICA_A $REPLICA_B; do
         code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
             --data "$body" "http://127.0.0.1:$replica/api/v1/eth2/sign/$pk")
         say "attestation through replica $replica: HTTP $code"
@@ -100,8 +120,17 @@ smoke() {
     # The same message twice (one per replica): recorded once, signed twice with one signature.
     local rows
     rows=$(psql_at $STANDBY palisade "SELECT count(*) FROM signed_attestations")
-    say "records on the synchronous standby: $rows"
-    [ "$rows" -ge 1 ] || { say "FAIL: the standby has no record"; exit 1; }
+    rows2=$(psql_at $STANDBY2 palisade "SELECT count(*) FROM signed_attestations")
+    say "records on the standbys: $rows and $rows2 (a commit waits for at least one)"
+    [ $((rows + rows2)) -ge 1 ] || { say "FAIL: no standby has the record"; exit 1; }
+    # Losing one synchronous standby stops nothing: the other confirms commits.
+    as_pg "$PG_BIN/pg_ctl" -D "$DIR/standby2" -m immediate -w stop > /dev/null
+    next=$(att 413437 413438)
+    code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST -H 'content-type: application/json' \
+        --data "$next" "http://127.0.0.1:$LB/api/v1/eth2/sign/$pk")
+    say "an attestation with one standby lost: HTTP $code"
+    [ "$code" = 200 ] || { say "FAIL: losing one standby stopped signing"; exit 1; }
+    as_pg "$PG_BIN/pg_ctl" -D "$DIR/standby2" -l "$DIR/standby2.log" -w start > /dev/null
     conflicting=$(echo "$body" | sed 's/"beacon_block_root":"0x0*1"/"beacon_block_root":"0x'"$(printf '%064d' 9)"'"/')
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
         --data "$conflicting" "http://127.0.0.1:$LB/api/v1/eth2/sign/$pk")
@@ -115,7 +144,7 @@ status() {
         [ -e "$f" ] || continue
         if kill -0 "$(cat "$f")" 2>/dev/null; then say "$(basename "$f" .pid): running"; else say "$(basename "$f" .pid): stopped"; fi
     done
-    for d in primary standby; do
+    for d in primary standby1 standby2; do
         [ -d "$DIR/$d" ] && say "$d: $(as_pg "$PG_BIN/pg_ctl" -D "$DIR/$d" status > /dev/null && echo running || echo stopped)"
     done
 }
@@ -125,7 +154,7 @@ down() {
     for f in "$DIR"/*.pid; do
         [ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
     done
-    for d in standby primary; do
+    for d in standby1 standby2 primary; do
         [ -d "$DIR/$d" ] && as_pg "$PG_BIN/pg_ctl" -D "$DIR/$d" -m fast -w stop > /dev/null 2>&1 || true
     done
     sleep 1

@@ -144,6 +144,12 @@ impl Metrics {
             "Times the slashing-protection database held less than this replica had committed (restored backup, lost commits)",
             database_rollbacks.clone(),
         );
+        for state in ["open", "idle"] {
+            let _ = database_pool_connections.get_or_create(&StateLabels { state });
+        }
+        for state in ["loaded", "loading", "failed"] {
+            let _ = keys.get_or_create(&StateLabels { state });
+        }
         // Series that alerts use exist from the start at zero: Prometheus's increase() does not
         // count the first event of a series that appears with it.
         for t in crate::signing::SignType::ALL {

@@ -49,6 +49,18 @@ pub struct Options {
     /// Keep the run's files (responses, export, outages, logs) even when it passes.
     #[arg(long)]
     pub keep: bool,
+    /// Run against this PostgreSQL (an empty database on 127.0.0.1, such as a Patroni
+    /// cluster behind HAProxy) instead of starting one. The database faults that need the
+    /// cluster in hand (restart, backup restored) are left out.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// An external fault, `NAME=COMMAND`: the shell command injects it and returns once the
+    /// database accepts writes again (repeatable; taken in turn with the others).
+    #[arg(long = "fault", value_name = "NAME=COMMAND")]
+    pub faults: Vec<String>,
+    /// Which built-in faults to inject (comma separated; default all that apply).
+    #[arg(long, value_delimiter = ',', value_name = "KIND,..")]
+    pub kinds: Vec<String>,
 }
 
 fn now_ms() -> f64 {
@@ -210,9 +222,27 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
 async fn run_async(opts: Options) -> anyhow::Result<()> {
     let work = tempfile::Builder::new().prefix("palisade-faults.").tempdir()?;
-    let pg = Arc::new(PgCluster::start_with(&[]));
-    let url = pg.new_database();
-    let db_name = url.rsplit('/').next().unwrap().to_string();
+    let (pg, url) = match &opts.database_url {
+        Some(u) => (None, u.clone()),
+        None => {
+            let pg = Arc::new(PgCluster::start_with(&[]));
+            let url = pg.new_database();
+            (Some(pg), url)
+        }
+    };
+    // Replicas reach the database through one proxy each (for the connection-cut fault).
+    let target = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|hp| hp.rsplit(':').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or_else(|| anyhow::anyhow!("the database URL needs user@127.0.0.1:PORT/db"))?;
+    let through = |port: u16| {
+        let (head, rest) = url.split_once('@').expect("checked above");
+        let db = rest.split_once('/').map_or("", |(_, d)| d);
+        format!("{head}@127.0.0.1:{port}/{db}")
+    };
     let keys_dir = work.path().join("keys");
     let keys = Arc::new(raw_key_config(&keys_dir, opts.validators)?);
     std::fs::write(work.path().join("token.txt"), "faults-harness-token")?;
@@ -220,7 +250,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     let mut proxies = Vec::new();
     let mut replicas = Vec::new();
     for i in 0..opts.replicas {
-        let proxy = Proxy::start(pg.port).await?;
+        let proxy = Proxy::start(target).await?;
         let dir = work.path().join(format!("r{i}"));
         std::fs::create_dir_all(&dir)?;
         let args = vec![
@@ -229,7 +259,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
             "--key-config-path".into(),
             keys_dir.display().to_string(),
             "--database-url".into(),
-            format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port),
+            through(proxy.port),
             "--api-token-file".into(),
             work.path().join("token.txt").display().to_string(),
             "--database-timeout-ms".into(),
@@ -244,7 +274,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         }));
         proxies.push(proxy);
     }
-    let mut injected: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut injected: BTreeMap<String, u32> = BTreeMap::new();
 
     // Fault 1: every replica started at the same moment on an empty database.
     let starts: Vec<_> = replicas
@@ -257,7 +287,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     for s in starts {
         s.await?;
     }
-    *injected.entry("cold start together").or_default() += 1;
+    *injected.entry("cold start together".into()).or_default() += 1;
     println!(
         "faults: {} replicas started together on an empty database",
         opts.replicas
@@ -284,21 +314,44 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     // before the end (time for signing to resume and be seen).
     let mut outages: Vec<Outage> = Vec::new();
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let kinds = ["kill", "database restart", "connection cut", "pause", "backup restored"];
+    let own_cluster = ["database restart", "backup restored"];
+    let external: Vec<(String, String)> = opts
+        .faults
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(n, c)| (n.to_string(), c.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--fault {f}: expected NAME=COMMAND"))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut kinds: Vec<String> = if opts.kinds.is_empty() {
+        ["kill", "database restart", "connection cut", "pause", "backup restored"]
+            .iter()
+            .filter(|k| pg.is_some() || !own_cluster.contains(k))
+            .map(|k| k.to_string())
+            .collect()
+    } else {
+        opts.kinds.clone()
+    };
+    if let Some(k) = kinds.iter().find(|k| pg.is_none() && own_cluster.contains(&k.as_str())) {
+        anyhow::bail!("fault `{k}` needs the harness's own PostgreSQL (no --database-url)");
+    }
+    kinds.extend(external.iter().map(|(n, _)| n.clone()));
     let mut i = 0;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The backup an operator restores later, after a disk failure.
     let backup = work.path().join("backup.dump");
-    {
-        let (p, u, b) = (pg.clone(), url.clone(), backup.clone());
-        tokio::task::spawn_blocking(move || p.dump(&u, &b)).await?;
+    if let Some(pg) = pg.clone().filter(|_| kinds.iter().any(|k| k == "backup restored")) {
+        let (u, b) = (url.clone(), backup.clone());
+        tokio::task::spawn_blocking(move || pg.dump(&u, &b)).await?;
         println!("faults: {:>5.1}s pg_dump taken", start.elapsed().as_secs_f64());
     }
+    let mut recoveries: Vec<(String, f64)> = Vec::new();
     while start.elapsed() + Duration::from_secs(14) < load_for {
-        let kind = kinds[i % kinds.len()];
+        let kind = kinds[i % kinds.len()].clone();
         let k = rng.random_range(0..replicas.len());
         let r = replicas[k].clone();
-        match kind {
+        match kind.as_str() {
             "kill" => {
                 if let Some(pid) = r.pid() {
                     procs::signal(pid, libc::SIGKILL);
@@ -315,14 +368,14 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
             }
             "database restart" => {
                 let t0 = now_ms();
-                let p = pg.clone();
+                let p = pg.clone().expect("checked above");
                 tokio::task::spawn_blocking(move || p.pg_ctl_stop_immediate()).await?;
                 println!(
                     "faults: {:>5.1}s pg_ctl stop -m immediate",
                     start.elapsed().as_secs_f64()
                 );
                 tokio::time::sleep(Duration::from_secs(3)).await;
-                let p = pg.clone();
+                let p = pg.clone().expect("checked above");
                 tokio::task::spawn_blocking(move || p.start()).await?;
                 outages.push(Outage {
                     start: t0,
@@ -353,7 +406,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
             }
             "backup restored" => {
                 let t0 = now_ms();
-                let (p, u, b) = (pg.clone(), url.clone(), backup.clone());
+                let (p, u, b) = (pg.clone().expect("checked above"), url.clone(), backup.clone());
                 tokio::task::spawn_blocking(move || p.restore(&u, &b)).await?;
                 outages.push(Outage {
                     start: t0,
@@ -366,6 +419,41 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
                     start.elapsed().as_secs_f64()
                 );
             }
+            name if external.iter().any(|(n, _)| n == name) => {
+                let command = &external.iter().find(|(n, _)| n == name).expect("matched").1;
+                let t0 = now_ms();
+                println!("faults: {:>5.1}s {name}: {command}", start.elapsed().as_secs_f64());
+                let cmd = command.clone();
+                let out = tokio::task::spawn_blocking(move || {
+                    std::process::Command::new("sh")
+                        .args(["-c", &cmd])
+                        .stderr(std::process::Stdio::inherit())
+                        .output()
+                })
+                .await??;
+                let said = String::from_utf8_lossy(&out.stdout);
+                print!("{said}");
+                anyhow::ensure!(out.status.success(), "fault command `{command}` failed: {}", out.status);
+                // The command may prepare first (wait for a healthy cluster): time from the
+                // moment it says it injected the fault.
+                let t0 = said
+                    .lines()
+                    .find_map(|l| l.strip_prefix("fault-at-ms "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(t0);
+                outages.push(Outage {
+                    start: t0,
+                    end: now_ms(),
+                    replica: None,
+                    lost_history: false,
+                });
+                recoveries.push((name.to_string(), t0));
+                println!(
+                    "faults: {:>5.1}s {name}: the database accepts writes again ({:.1} s after the fault)",
+                    start.elapsed().as_secs_f64(),
+                    (now_ms() - t0) / 1e3
+                );
+            }
             _ => {
                 if let Some(pid) = r.pid() {
                     procs::signal(pid, libc::SIGSTOP);
@@ -376,7 +464,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
                 }
             }
         }
-        *injected.entry(kind).or_default() += 1;
+        *injected.entry(kind.clone()).or_default() += 1;
         i += 1;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -387,7 +475,7 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     // Read the database directly (not through a replica) for the checker.
     let db = SlashingDatabase::open(&url, &DbOptions::default()).await?;
     let export = db.export(None).await?;
-    let registered = pg.psql(&db_name, "SELECT count(*) FROM validators");
+    let registered = export.data.len().to_string();
     let log = std::mem::take(&mut *run.log.lock().unwrap());
     let lines: Vec<String> = log
         .iter()
@@ -412,6 +500,18 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     );
     report.print();
     let every_kind = kinds.iter().all(|k| injected.contains_key(k));
+    for (name, t0) in &recoveries {
+        let first = log
+            .iter()
+            .filter(|x| x.status == 200 && x.t0 >= *t0)
+            .filter(|x| matches!(x.request["type"].as_str(), Some("ATTESTATION" | "BLOCK_V2")))
+            .map(|x| x.t1 - t0)
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "faults: {name}: first block or attestation signed {:.0} ms after the fault",
+            first
+        );
+    }
     let registered_ok = registered.trim() == opts.validators.to_string();
     if !report.ok() || !every_kind || !registered_ok {
         let kept = work.keep();

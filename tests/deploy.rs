@@ -1,0 +1,152 @@
+//! The deployment files work as shipped: the systemd unit verifies and is hardened, the
+//! Grafana dashboard queries only metrics Palisade exports, and the critical alerts fire on
+//! what they are for (promtool). Needs `systemd-analyze` and `promtool` (Debian: systemd,
+//! prometheus); `.ci/run` installs them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::server::Palisade;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool(name: &str) -> Command {
+    let found = std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .any(|d| Path::new(d).join(name).exists());
+    assert!(
+        found,
+        "`{name}` is needed for this test (Debian: apt-get install systemd prometheus)"
+    );
+    Command::new(name)
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    // A root holding the binary where the unit expects it and the system's own units.
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path();
+    std::fs::create_dir_all(r.join("usr/local/bin")).unwrap();
+    std::fs::create_dir_all(r.join("etc/systemd/system")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_palisade"), r.join("usr/local/bin/palisade")).unwrap();
+    let unit = root().join("deploy/systemd/palisade.service");
+    std::fs::copy(&unit, r.join("etc/systemd/system/palisade.service")).unwrap();
+    std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
+    let copied = Command::new("cp")
+        .args([
+            "-r",
+            "/usr/lib/systemd/system",
+            r.join("usr/lib/systemd/").to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copying the system's units");
+    let out = tool("systemd-analyze")
+        .args([
+            "verify",
+            "--man=no",
+            &format!("--root={}", r.display()),
+            "palisade.service",
+        ])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify:\n{said}"
+    );
+
+    let out = tool("systemd-analyze")
+        .args(["security", "--offline=true", unit.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for palisade.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(level <= 2.0, "exposure {level} > 2.0:\n{text}");
+
+    // Everything it must write is in its state directory, not the read-only /etc/palisade.
+    let unit_text = std::fs::read_to_string(&unit).unwrap();
+    let env_text = std::fs::read_to_string(root().join("deploy/systemd/palisade.env")).unwrap();
+    assert!(
+        unit_text.contains("PALISADE_API_TOKEN_FILE=/var/lib/palisade/"),
+        "{unit_text}"
+    );
+    assert!(unit_text.contains("PALISADE_DATA_PATH=/var/lib/palisade"));
+    assert!(
+        !env_text.lines().any(|l| l.starts_with("PALISADE_API_TOKEN_FILE=/etc")),
+        "{env_text}"
+    );
+    assert!(unit_text.contains("LimitCORE=0"));
+}
+
+#[test]
+fn the_critical_alerts_fire_on_their_failures() {
+    let out = tool("promtool")
+        .current_dir(root().join("deploy/prometheus"))
+        .args(["test", "rules", "palisade-alerts.test.yml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every query of the dashboard uses metrics Palisade exports (or Prometheus's `up`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_queries_real_metrics() {
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("deploy/grafana/palisade.json")).unwrap()).unwrap();
+    let p = Palisade::serve(&["--network", "minimal"]);
+    let exposition = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
+    let mut exprs = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("palisade_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                exposition.lines().any(|l| l.starts_with(&name)),
+                "the dashboard uses {name}, which Palisade does not export"
+            );
+            seen.insert(name.clone());
+            rest = &rest[i + name.len()..];
+        }
+    }
+    for wanted in [
+        "palisade_signing_requests_total",
+        "palisade_slashing_refusals_total",
+        "palisade_signing_duration_seconds_bucket",
+        "palisade_database_up",
+        "palisade_database_latency_seconds",
+        "palisade_keys",
+        "palisade_replicas",
+    ] {
+        assert!(seen.contains(wanted), "the dashboard does not show {wanted}");
+    }
+}
