@@ -115,9 +115,11 @@ leader() { # prints the index of the node whose Patroni says it is the primary
 }
 
 patroni_pid() { # n: the Patroni process of node n (runuser's child when run as root)
-    pgrep -f "patroni $DIR/node$(($1 + 1)).yml" | while read -r p; do
-        [ "$(ps -o comm= -p "$p")" != runuser ] && echo "$p"
-    done | head -1
+    local p
+    for p in $(pgrep -f "patroni $DIR/node$(($1 + 1)).yml" || true); do
+        if [ "$(ps -o comm= -p "$p" 2>/dev/null)" = patroni ]; then echo "$p"; return 0; fi
+    done
+    return 0
 }
 
 wait_writable() { # seconds: until a write through HAProxy commits
@@ -195,11 +197,20 @@ EOF
 
 wait_healthy() { # until the leader streams to both replicas (a fault injected before the
     # last one healed would measure Patroni's recovery from two faults at once)
-    for _ in $(seq 300); do
-        [ "$(psql_ha "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'" 2>/dev/null)" = $(( ${#PG_PORTS[@]} - 1 )) ] && return 0
+    local seen="" streaming=0
+    for i in $(seq 300); do
+        seen=$(psql_ha "SELECT string_agg(application_name || ' ' || state, ', ') FROM pg_stat_replication" 2>&1) || true
+        streaming=$(grep -c streaming <<< "${seen//, /$'\n'}" || true)
+        [ "$streaming" = $(( ${#PG_PORTS[@]} - 1 )) ] && return 0
+        [ "$i" -ge 100 ] && [ "$streaming" -ge 1 ] && break
         sleep 0.2
     done
-    say "FAIL: the cluster did not heal within 60 s"
+    if [ "$streaming" -ge 1 ]; then
+        # A node on a diverged timeline needs `patronictl reinit`; one standby still fails over.
+        say "WARNING: not every standby rejoined within 20 s (replication: $seen); going on with one"
+        return 0
+    fi
+    say "FAIL: the cluster did not heal within 60 s (replication: ${seen:-none})"
     return 1
 }
 
@@ -253,7 +264,15 @@ partition_leader() {
     say "node$((n + 1)) promoted: writes go through HAProxy again $(( $(now_ms) - t0 )) ms after the cut"
     # shellcheck disable=SC2086
     kill -CONT $pids
-    say "node$((l + 1)) back: its Patroni finds it lost the lock and turns it into a replica"
+    sleep 3
+    if [ "$(leader 2>/dev/null || true)" = "$l" ]; then
+        # Patroni before 3.0.3 (Debian 12 ships 3.0.2) may overwrite the new leader's key with a
+        # fresh lease after a pause longer than the TTL (patroni/patroni#2689): for a moment two
+        # primaries, and what the promoted node committed in between is rolled back.
+        say "WARNING: node$((l + 1)) took the leader key back from node$((n + 1)) after its pause (Patroni $(patroni --version 2>/dev/null | awk '{print $2}'); fixed in 3.0.3): commits made on node$((n + 1)) since its promotion are lost; Palisade's replicas must write back what they signed there"
+    else
+        say "node$((l + 1)) back: its Patroni finds it lost the lock and turns it into a replica"
+    fi
 }
 
 drill() {

@@ -68,12 +68,14 @@ fn protection_mode_signs_everything_it_sends() {
         "20",
         "--clients",
         "2,8",
+        "--replicas",
+        "1,2",
         "--history-rows",
         "200",
     ]);
     only_200s(&out);
     assert_eq!(out.matches("  check with ").count(), 2, "{out}");
-    assert_eq!(out.matches("errors 0").count(), 2, "{out}");
+    assert_eq!(out.matches("errors 0").count(), 4, "{out}");
 }
 
 #[test]
@@ -149,4 +151,26 @@ fn keystores_mode_loads_every_key() {
     ]);
     assert!(out.contains("all keys usable:"), "{out}");
     only_200s(&out);
+}
+
+#[test]
+fn failover_mode_answers_every_request_through_haproxy() {
+    // Needs haproxy (Debian: apt-get install haproxy; .ci/run installs it).
+    let out = bench(&[
+        "failover",
+        "--clients",
+        "2",
+        "--validators",
+        "4",
+        // Long enough for the readiness probe (1 s timeout) to notice a silent partition.
+        "--fault-seconds",
+        "3",
+        "--calm-seconds",
+        "1",
+    ]);
+    only_200s(&out);
+    // Both replicas served before the fault, and A was taken out of rotation and came back.
+    assert!(out.contains(r#""a": "#) && out.contains(r#""b": "#), "{out}");
+    assert_eq!(out.matches("A's /readyz: 503 after ").count(), 2, "{out}");
+    assert!(!out.contains("never"), "{out}");
 }

@@ -51,6 +51,11 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Runs `connections` connections against `addr` for `seconds`, each sending its next
 /// request as soon as the previous one is answered.
 pub fn closed_loop(addr: &str, connections: usize, seconds: f64, make: MakeRequest) -> LoadResult {
+    closed_loop_over(&[addr.to_string()], connections, seconds, make)
+}
+
+/// `closed_loop` with connection `c` on signer `addrs[c % addrs.len()]`.
+pub fn closed_loop_over(addrs: &[String], connections: usize, seconds: f64, make: MakeRequest) -> LoadResult {
     // One thread for the whole load generator: it shares the machine with the signer.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -61,7 +66,7 @@ pub fn closed_loop(addr: &str, connections: usize, seconds: f64, make: MakeReque
         let deadline = start + Duration::from_secs_f64(seconds);
         let mut tasks = Vec::new();
         for conn in 0..connections {
-            let addr = addr.to_string();
+            let addr = addrs[conn % addrs.len()].clone();
             let make = make.clone();
             tasks.push(tokio::spawn(async move {
                 let mut out = LoadResult::default();

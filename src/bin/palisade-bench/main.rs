@@ -6,6 +6,7 @@
 //!   palisade-bench protection   protected attestations per second on PostgreSQL, and the
 //!                               check's latency with 1,000 vs 1,000,000 rows of history
 //!   palisade-bench load         mainnet-shaped load, slot bursts, steady rates, saturation
+//!   palisade-bench failover    two replicas behind HAProxy, one replica's database cut
 //!   palisade-bench faults       fault injection on N replicas and one PostgreSQL, then the checker
 //!   palisade-bench check        the independent checker of end-to-end and fault runs
 //!
@@ -24,6 +25,7 @@ mod server;
 
 mod blst_bench;
 mod check;
+mod failover;
 mod faults;
 mod keys;
 mod load;
@@ -95,6 +97,9 @@ enum Command {
     /// Mainnet-shaped load (blocks, attestation bursts at 4 s, aggregates, sync committee),
     /// or a slot burst (--burst), a steady rate (--rate), or saturation (--saturate).
     Load(mainnet::Options),
+    /// Two replicas behind HAProxy; one replica's database connection broken: how long
+    /// clients wait and whether they see an error.
+    Failover(failover::Options),
     /// Protected attestations per second through the real signer on PostgreSQL.
     Protection {
         /// A PostgreSQL URL; by default a throwaway cluster is started on disk under target/.
@@ -105,6 +110,9 @@ enum Command {
         /// Client counts to measure (comma separated).
         #[arg(long, default_value = "8,32", value_delimiter = ',')]
         clients: Vec<usize>,
+        /// Replica counts to measure (comma separated), all on the same database.
+        #[arg(long, default_value = "1", value_delimiter = ',')]
+        replicas: Vec<usize>,
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
         /// Rows of history for the latency comparison (0 skips it).
@@ -132,6 +140,7 @@ fn main() -> anyhow::Result<()> {
             outages,
         } => check::run(&network, &responses, &export, outages.as_deref()),
         Command::Faults(options) => faults::run(options),
+        Command::Failover(options) => failover::run(options),
         Command::Load(options) => mainnet::run(options),
         Command::Keystores {
             count,
@@ -143,8 +152,9 @@ fn main() -> anyhow::Result<()> {
             database_url,
             validators,
             clients,
+            replicas,
             seconds,
             history_rows,
-        } => protection_bench::run(database_url, validators, &clients, seconds, history_rows),
+        } => protection_bench::run(database_url, validators, &clients, &replicas, seconds, history_rows),
     }
 }

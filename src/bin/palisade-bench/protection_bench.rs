@@ -9,7 +9,7 @@ use palisade::types::{Epoch, PublicKey, SigningRoot};
 
 use crate::blst_bench::{self, cores};
 use crate::keys::{raw_key_config, secret};
-use crate::load::{attestation_loop, closed_loop, http_get, ms, percentile};
+use crate::load::{attestation_loop, closed_loop_over, http_get, ms, percentile};
 use crate::messages;
 use crate::pg::PgCluster;
 use crate::server::Palisade;
@@ -31,6 +31,7 @@ pub fn run(
     database_url: Option<String>,
     validators: usize,
     clients: &[usize],
+    replicas: &[usize],
     seconds: f64,
     history_rows: u64,
 ) -> anyhow::Result<()> {
@@ -53,41 +54,58 @@ pub fn run(
     let work = tempfile::tempdir()?;
     let keys_dir = work.path().join("keys");
     let pubkeys = raw_key_config(&keys_dir, validators)?;
-    let p = Palisade::serve_in(
-        work.path(),
-        &[
-            // Synthetic duties run ahead of the clock (many epochs per second): no window.
-            "--future-tolerance-secs",
-            "off",
-            "--key-config-path",
-            keys_dir.to_str().unwrap(),
-            "--network",
-            "mainnet",
-            "--database-url",
-            &url,
-        ],
-    );
-    let addr = p.base.trim_start_matches("http://").to_string();
-    wait_for_keys(&addr, validators)?;
-
-    println!("protected ATTESTATION through the signer, PostgreSQL, {validators} validators:");
-    for (run, &c) in clients.iter().enumerate() {
-        let c = crate::load::loop_connections(c, pubkeys.len());
-        // Each run starts far above the last one's targets.
-        let make = attestation_loop(&pubkeys, c, messages::FULU_EPOCH + 1_000_000 * (run as u64 + 1));
-        let r = closed_loop(&addr, c, seconds, make);
+    let mut run = 0u64;
+    for &n in replicas {
+        // Every replica on the same database, as an HA deployment runs them.
+        let signers: Vec<Palisade> = (0..n)
+            .map(|i| {
+                let dir = work.path().join(format!("r{n}-{i}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                Palisade::serve_in(
+                    &dir,
+                    &[
+                        // Synthetic duties run ahead of the clock (many epochs per second): no window.
+                        "--future-tolerance-secs",
+                        "off",
+                        "--key-config-path",
+                        keys_dir.to_str().unwrap(),
+                        "--network",
+                        "mainnet",
+                        "--database-url",
+                        &url,
+                    ],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = signers
+            .iter()
+            .map(|p| p.base.trim_start_matches("http://").to_string())
+            .collect();
+        for a in &addrs {
+            wait_for_keys(a, validators)?;
+        }
         println!(
-            "  {c:>2} clients: {:>6.0} attestations/s  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms  statuses {:?}  errors {}  ({:.0}% of raw blst)",
-            r.rate(),
-            ms(r.percentile(0.5)),
-            ms(r.percentile(0.99)),
-            ms(r.percentile(1.0)),
-            r.statuses,
-            r.transport_errors,
-            100.0 * r.rate() / raw
+            "protected ATTESTATION through {n} replica(s) on one PostgreSQL, {validators} validators, \
+             connections spread over the replicas:"
         );
+        for &c in clients {
+            let c = crate::load::loop_connections(c, pubkeys.len());
+            run += 1;
+            // Each run starts far above the last one's targets.
+            let make = attestation_loop(&pubkeys, c, messages::FULU_EPOCH + 1_000_000 * run);
+            let r = closed_loop_over(&addrs, c, seconds, make);
+            println!(
+                "  {c:>2} clients: {:>6.0} attestations/s  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms  statuses {:?}  errors {}  ({:.0}% of raw blst)",
+                r.rate(),
+                ms(r.percentile(0.5)),
+                ms(r.percentile(0.99)),
+                ms(r.percentile(1.0)),
+                r.statuses,
+                r.transport_errors,
+                100.0 * r.rate() / raw
+            );
+        }
     }
-    drop(p);
 
     if history_rows > 0 {
         history_latency(&history_url, validators, history_rows, seconds)?;
