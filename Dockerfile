@@ -7,6 +7,8 @@
 # /data must be writable by uid 10001 (`chown -R 10001 /srv/palisade`): the API token, the
 # replica's record of what it signed and Key Manager imports are written there (--data-path).
 # One volume per replica. Listen on 0.0.0.0 only with TLS or on a private network.
+# Clients that reach the container by a name other than localhost (another container,
+# a balancer) must be listed: --http-host-allowlist palisade,signer.internal (else 403).
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
 # Dependencies first, in their own layer: a change to Palisade's code does not rebuild them.

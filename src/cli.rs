@@ -138,6 +138,88 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<String>,
 
+    /// Host names (the `Host` header, without port) this signer answers to, comma separated;
+    /// `*` for any. Default: localhost, 127.0.0.1, ::1 and --http-host. Refuses DNS-rebinding
+    /// pages; behind a balancer or on a LAN add the names clients use.
+    #[arg(
+        long,
+        env = "PALISADE_HTTP_HOST_ALLOWLIST",
+        value_name = "HOST,..",
+        value_delimiter = ','
+    )]
+    pub http_host_allowlist: Vec<String>,
+
+    /// Web origins allowed to call this signer from a browser (CORS), comma separated; `*` for
+    /// any. Default none: a request carrying any `Origin` header is refused (validator clients
+    /// send none).
+    #[arg(
+        long,
+        env = "PALISADE_HTTP_CORS_ORIGINS",
+        value_name = "ORIGIN,..",
+        value_delimiter = ','
+    )]
+    pub http_cors_origins: Vec<String>,
+
+    /// Sign only these types (`ATTESTATION,BLOCK_V2,...`, as in the signing API); default all.
+    #[arg(
+        long,
+        env = "PALISADE_ALLOW_SIGNING_TYPES",
+        value_name = "TYPE,..",
+        value_delimiter = ','
+    )]
+    pub allow_signing_types: Vec<String>,
+
+    /// Never sign these types, e.g. `VOLUNTARY_EXIT,DEPOSIT`.
+    #[arg(
+        long,
+        env = "PALISADE_DENY_SIGNING_TYPES",
+        value_name = "TYPE,..",
+        value_delimiter = ','
+    )]
+    pub deny_signing_types: Vec<String>,
+
+    /// Require `Authorization: Bearer <token>` on the signing routes too, with the token in
+    /// this file (for clients that can send one; mTLS with --tls-client-ca-file is the other way).
+    #[arg(long, env = "PALISADE_SIGNING_TOKEN_FILE", value_name = "FILE")]
+    pub signing_token_file: Option<PathBuf>,
+
+    /// A client must send a request's headers within this time.
+    #[arg(
+        long,
+        env = "PALISADE_HTTP_HEADER_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub http_header_timeout_secs: u64,
+
+    /// ... and its body within this time.
+    #[arg(
+        long,
+        env = "PALISADE_HTTP_BODY_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    pub http_body_timeout_secs: u64,
+
+    /// A connection with no request in flight and no traffic for this long is closed (longer
+    /// than validator clients' own pool idle time, so they close first).
+    #[arg(
+        long,
+        env = "PALISADE_HTTP_IDLE_TIMEOUT_SECS",
+        default_value_t = 120,
+        value_name = "SECS"
+    )]
+    pub http_idle_timeout_secs: u64,
+
+    /// Open connections at most; more are closed at once (and counted in
+    /// `palisade_http_connections_refused_total`). Default: half the open-file limit, at most 4096.
+    #[arg(long, env = "PALISADE_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
+
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, env = "PALISADE_HTTP2_MAX_STREAMS", default_value_t = 128, value_name = "N")]
+    pub http2_max_streams: u32,
+
     /// PostgreSQL connections per replica (default: 4 per core).
     #[arg(long, env = "PALISADE_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<u32>,

@@ -109,14 +109,33 @@ impl KeyManager {
                 Interchange::from_json(&s).map_err(|e| KeyManagerError::BadRequest(format!("slashing_protection: {e}")))
             })
             .transpose()?;
+        if keystores.len() > MAX_KEYSTORES_PER_IMPORT {
+            return Err(KeyManagerError::BadRequest(format!(
+                "{} keystores in one request; at most {MAX_KEYSTORES_PER_IMPORT}: split the import",
+                keystores.len()
+            )));
+        }
         let _busy = self.busy.lock().await;
 
-        // Decrypt on all cores without blocking the async runtime.
+        // Decrypt on all cores without blocking the async runtime. A keystore not started
+        // before the deadline, or after the client went away, is not decrypted at all.
+        let deadline = std::time::Instant::now() + IMPORT_DEADLINE;
+        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(cancelled.clone());
         let decrypted: Vec<Result<Imported, String>> = tokio::task::spawn_blocking(move || {
             keystores
                 .into_par_iter()
                 .zip(passwords.into_par_iter())
                 .map(|(json, password)| {
+                    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Err("import cancelled: the client went away".to_string());
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return Err(format!(
+                            "not decrypted within {} s of the request: import fewer keystores at once",
+                            IMPORT_DEADLINE.as_secs()
+                        ));
+                    }
                     let ks = Keystore::from_json(&json).map_err(|e| e.to_string())?;
                     let key = ks.decrypt(&password).map_err(|e| e.to_string())?;
                     Ok(Imported { key, json, password })
@@ -297,6 +316,21 @@ fn set_aside(origin: &Origin) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Keystores in one Key Manager import request.
+pub const MAX_KEYSTORES_PER_IMPORT: usize = 1000;
+/// Keystores not started within this are answered with an error (bounded KDFs take at most
+/// a few seconds each).
+const IMPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Sets the flag when the import's future is dropped (the client disconnected).
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A keystore that decrypted, with what is needed to store it.

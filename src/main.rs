@@ -3,6 +3,7 @@ use palisade::cli::{Cli, Command, SlashingProtectionCommand};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    palisade::process::disable_core_dumps();
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()

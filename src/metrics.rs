@@ -39,10 +39,11 @@ fn latency_histogram() -> Histogram {
 }
 
 /// Every `outcome` label value of `palisade_signing_requests_total`.
-pub const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 9] = [
     "signed",
     "repeat",
     "refused",
+    "not_permitted",
     "bad_request",
     "unknown_key",
     "key_loading",
@@ -72,6 +73,11 @@ pub struct Metrics {
     pub replicas: Gauge,
     /// Times the database was found holding less than this replica had committed.
     pub database_rollbacks: Counter,
+    /// Connections closed at once because --http-max-connections were open.
+    pub connections_refused: Counter,
+    /// Connections closed for a timeout (header, idle), by which.
+    pub connections_timed_out: Family<StateLabels, Counter>,
+    pub connections_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -94,6 +100,27 @@ impl Metrics {
         let database_pool_connections = Family::<StateLabels, Gauge>::default();
         let database_rollbacks = Counter::default();
         let replicas = Gauge::default();
+        let connections_refused = Counter::default();
+        let connections_timed_out = Family::<StateLabels, Counter>::default();
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections closed on arrival because --http-max-connections were open",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections_timed_out",
+            "Connections closed by a timeout (state: idle, handshake)",
+            connections_timed_out.clone(),
+        );
+        registry.register(
+            "http_connections_open",
+            "Open client connections",
+            connections_open.clone(),
+        );
+        for state in ["idle", "handshake"] {
+            let _ = connections_timed_out.get_or_create(&StateLabels { state });
+        }
         registry.register(
             "signing_requests",
             "Signing requests by type and outcome",
@@ -173,6 +200,9 @@ impl Metrics {
             registry,
             requests,
             refusals,
+            connections_refused,
+            connections_timed_out,
+            connections_open,
             signing_seconds,
             protection_seconds,
             keys,

@@ -67,6 +67,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if created {
         tracing::info!(file = %args.api_token_file.display(), "created an API token for the admin and Key Manager endpoints");
     }
+    for warning in token.weaknesses(&args.api_token_file) {
+        tracing::warn!("{warning}");
+    }
+    let signing_token = match &args.signing_token_file {
+        None => None,
+        Some(file) => {
+            let t = ApiToken::load(file).map_err(|e| anyhow!(e))?;
+            for warning in t.weaknesses(file) {
+                tracing::warn!("{warning}");
+            }
+            tracing::info!(file = %file.display(), "the signing routes require a bearer token");
+            Some(Arc::new(t))
+        }
+    };
+    let signing_types =
+        crate::signing::policy::TypeSet::from_lists(&args.allow_signing_types, &args.deny_signing_types)
+            .map_err(|e| anyhow!("--allow-signing-types / --deny-signing-types: {e}"))?;
+    if signing_types != crate::signing::policy::TypeSet::ALL {
+        tracing::info!(allowed = ?signing_types, "signing policy: only these types are signed");
+    }
 
     let db_options = DbOptions {
         pool_size: args.database_pool_size.unwrap_or_else(default_pool_size),
@@ -136,6 +156,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         clock,
         memory,
         write_back_wanted: Default::default(),
+        signing_types,
     });
     if let (Some(i), Some(saved)) = (signer.db.incarnation(), signer.memory.database()) {
         i.compare_saved(&saved);
@@ -158,6 +179,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         signer: signer.clone(),
         keymanager,
         token: Arc::new(token),
+        signing_token,
     };
 
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
@@ -190,6 +212,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         client_certificates = args.tls_client_ca_file.is_some(),
         "listening on {scheme}://{addr}"
     );
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {addr} without TLS: requests, signatures and Key Manager passwords cross the network \
+             in clear text; set --tls-cert-file and --tls-key-file, or listen on loopback behind a TLS proxy"
+        );
+    }
+    let guard = Arc::new(crate::http::guard::HttpGuard::new(
+        &args.http_host_allowlist,
+        &args.http_host,
+        &args.http_cors_origins,
+    ));
+    match guard.hosts() {
+        Some(hosts) => {
+            tracing::info!(hosts = %hosts.join(","), "answering requests for these host names only (--http-host-allowlist)")
+        }
+        None => tracing::info!("answering requests for any host name (--http-host-allowlist *)"),
+    }
 
     spawn_key_loading(sources, signer.clone());
     spawn_replica_memory(signer.clone());
@@ -205,8 +244,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(|e| anyhow!(e))?;
     crate::server::serve(
         listener,
-        http::router(state, args.metrics),
-        ServerOptions { tls, trusted_proxies },
+        http::router(
+            state,
+            http::HttpOptions {
+                metrics: args.metrics,
+                guard,
+                body_timeout: Duration::from_secs(args.http_body_timeout_secs.max(1)),
+            },
+        ),
+        ServerOptions {
+            tls,
+            trusted_proxies,
+            limits: crate::server::ConnectionLimits {
+                header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
+                idle_timeout: Duration::from_secs(args.http_idle_timeout_secs.max(1)),
+                max_connections: args
+                    .http_max_connections
+                    .unwrap_or_else(crate::server::default_max_connections),
+                http2_max_streams: args.http2_max_streams.max(1),
+            },
+            metrics: Some(metrics.clone()),
+        },
         shutdown_signal(),
         SHUTDOWN_GRACE,
     )

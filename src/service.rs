@@ -13,6 +13,7 @@ use crate::network::clock::ClockWindow;
 use crate::protection::interchange::{FORMAT_VERSION, Metadata, SignedAttestation, SignedBlock, ValidatorData};
 use crate::protection::replica::{ReplicaMemory, Rollback};
 use crate::protection::{ChainPin, Interchange, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
+use crate::signing::policy::{Scope, TypeSet};
 use crate::signing::{ParseError, SigningJob, SlashingCheck, parse_signing_request};
 use crate::types::{PublicKey, Root, Signature};
 
@@ -33,6 +34,11 @@ pub enum SignError {
     KeyLoading(PublicKey),
     #[error("refused by slashing protection: {0}")]
     Refused(Refusal),
+    #[error("signing type {sign_type} is not allowed {scope}")]
+    NotPermitted {
+        sign_type: crate::signing::SignType,
+        scope: crate::signing::policy::Scope,
+    },
     #[error("{0}")]
     ProtectionUnavailable(String),
     #[error("{0}")]
@@ -47,6 +53,7 @@ impl SignError {
             SignError::UnknownKey(_) | SignError::KeyFailed(..) => "unknown_key",
             SignError::KeyLoading(_) => "key_loading",
             SignError::Refused(_) => "refused",
+            SignError::NotPermitted { .. } => "not_permitted",
             SignError::ProtectionUnavailable(_) => "unavailable",
             SignError::Internal(_) => "error",
         }
@@ -100,9 +107,22 @@ pub struct Signer {
     pub memory: ReplicaMemory,
     /// Woken when the database is found behind this replica's record: write the record back.
     pub write_back_wanted: tokio::sync::Notify,
+    /// The signing types this signer signs at all; a key's definition may narrow it.
+    pub signing_types: TypeSet,
 }
 
 impl Signer {
+    /// Whether the signing policy lets this key sign this type; if not, which policy refused.
+    fn permits(&self, pubkey: &PublicKey, t: crate::signing::SignType) -> Result<(), Scope> {
+        if !self.signing_types.contains(t) {
+            return Err(Scope::Signer);
+        }
+        match self.keys.origin(pubkey) {
+            Some(o) if o.signing_types.is_some_and(|s| !s.contains(t)) => Err(Scope::Key(o.label.clone())),
+            _ => Ok(()),
+        }
+    }
+
     pub fn is_disabled(&self, pk: &PublicKey) -> bool {
         self.disabled.read().expect("disabled keys lock").contains(pk)
     }
@@ -358,6 +378,16 @@ impl Signer {
             Lookup::Failed(reason) => return (t, Err(SignError::KeyFailed(pubkey, reason))),
             Lookup::Unknown => return (t, Err(SignError::UnknownKey(pubkey))),
         };
+
+        if let Err(scope) = self.permits(&pubkey, job.sign_type) {
+            return (
+                t,
+                Err(SignError::NotPermitted {
+                    sign_type: job.sign_type,
+                    scope,
+                }),
+            );
+        }
 
         // Deleted on some replica: refused for every type, not only the protected ones.
         if self.is_disabled(&pubkey) {

@@ -356,6 +356,7 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
     let r = client()
         .post(&import_url)
         .bearer_auth(p.token())
+        .header("content-type", "application/json")
         .body(interchange.to_string())
         .send()
         .await
@@ -391,6 +392,7 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
         let r = client()
             .post(&import_url)
             .bearer_auth(p.token())
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await
@@ -412,6 +414,7 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
     let r = client()
         .post(&import_url)
         .bearer_auth(p.token())
+        .header("content-type", "application/json")
         .body(one.to_string())
         .send()
         .await
@@ -707,6 +710,7 @@ async fn upcheck_public_keys_metrics_and_text_plain() {
     let r = client()
         .post(sign_url(&p, pk))
         .header("accept", "text/plain")
+        .header("content-type", "application/json")
         .body(randao(3, MINIMAL_GVR).to_string())
         .send()
         .await

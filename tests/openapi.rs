@@ -61,6 +61,7 @@ async fn every_documented_operation_is_served() {
         let url = p.url(&path.replace("{identifier}", pk));
         let r = client
             .request(method.parse().unwrap(), &url)
+            .header("content-type", "application/json")
             .body("{}")
             .send()
             .await

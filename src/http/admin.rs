@@ -101,8 +101,9 @@ pub async fn import_keystores(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, KeyManagerApiError> {
     let body = body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))?;
-    let req: ImportKeystores =
-        crate::signing::request::parse_at("", utf8(&body)?).map_err(|e| ApiError::BadRequest(redact_passwords(e)))?;
+    let parsed = crate::signing::request::parse_at::<ImportKeystores>("", utf8(&body)?);
+    super::body::zeroize_body(body);
+    let req = parsed.map_err(|e| ApiError::BadRequest(redact_passwords(e)))?;
     let passwords = req.passwords.into_iter().map(Zeroizing::new).collect();
     let statuses = state
         .keymanager

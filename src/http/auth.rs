@@ -1,7 +1,5 @@
 //! Bearer-token authentication for the admin and Key Manager endpoints.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use axum::extract::{Request, State};
@@ -14,6 +12,9 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::error::ApiError;
+
+/// Shorter tokens are accepted with a warning.
+const MIN_TOKEN_CHARS: usize = 16;
 
 /// The API token. Never logged, compared in constant time, zeroed on drop.
 pub struct ApiToken(Zeroizing<String>);
@@ -28,43 +29,56 @@ impl ApiToken {
     /// Reads the token file (surrounding whitespace trimmed), or creates it with a random
     /// token and mode 0600. Returns the token and whether the file was created.
     pub fn load_or_create(path: &Path) -> Result<(ApiToken, bool), String> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let text = Zeroizing::new(text);
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(format!("API token file {} is empty", path.display()));
-                }
-                Ok((ApiToken(Zeroizing::new(token.to_string())), false))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match Self::load(path) {
+            Ok(t) => Ok((t, false)),
+            Err(_) if !path.exists() && std::fs::symlink_metadata(path).is_err() => {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 rand::rng().fill_bytes(bytes.as_mut());
                 let token = Zeroizing::new(hex::encode(bytes.as_ref()));
-                // Written aside, then linked into place: replicas starting together on a shared
-                // token file never see it half-written, and exactly one token wins.
-                let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-                let written = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .and_then(|mut f| f.write_all(token.as_bytes()).and_then(|_| f.sync_all()));
-                if let Err(e) = written {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(format!("cannot create API token file {}: {e}", path.display()));
-                }
-                let linked = std::fs::hard_link(&tmp, path);
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
+                // Replicas starting together on a shared token file: exactly one token wins.
+                match crate::fsutil::write_private(path, token.as_bytes(), crate::fsutil::Existing::Keep) {
                     Ok(()) => Ok((ApiToken(token), true)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((Self::load(path)?, false)),
                     Err(e) => Err(format!("cannot create API token file {}: {e}", path.display())),
                 }
             }
-            Err(e) => Err(format!("cannot read API token file {}: {e}", path.display())),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Reads a token file that must exist.
+    pub fn load(path: &Path) -> Result<ApiToken, String> {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?,
+        );
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("token file {} is empty", path.display()));
+        }
+        Ok(ApiToken(Zeroizing::new(token.to_string())))
+    }
+
+    /// What an operator should fix: a guessable token, a file others can read.
+    pub fn weaknesses(&self, path: &Path) -> Vec<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut w = Vec::new();
+        if self.0.len() < MIN_TOKEN_CHARS {
+            w.push(format!(
+                "the token in {} has {} characters: use at least {MIN_TOKEN_CHARS} random ones (delete the file and Palisade creates one)",
+                path.display(),
+                self.0.len()
+            ));
+        }
+        if let Ok(m) = std::fs::metadata(path)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            w.push(format!(
+                "token file {} is readable by other users (mode {:o}): chmod 600 it",
+                path.display(),
+                m.permissions().mode() & 0o777
+            ));
+        }
+        w
     }
 
     pub fn matches(&self, presented: &str) -> bool {
@@ -74,22 +88,58 @@ impl ApiToken {
     }
 }
 
-/// Middleware: 401 without a bearer token, 403 with a wrong one.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
+/// The bearer token of a request, if it carries one.
+pub fn presented(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    let path = req.uri().path();
-    match presented {
-        None => ApiError::MissingToken.for_path(path),
-        Some(t) if !state.token.matches(t) => ApiError::WrongToken.for_path(path),
-        Some(_) => next.run(req).await,
+        })
+}
+
+/// Whether the request carries the admin token.
+pub fn is_admin(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
+    presented(headers).is_some_and(|t| state.token.matches(t))
+}
+
+/// Middleware for the admin routes: 401 without a bearer token, 403 with a wrong one; every
+/// admin call is logged with who made it, failures at most once per second.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    check(&state.token, "admin", req, next).await
+}
+
+/// Middleware for the signing routes: a no-op unless `--signing-token-file` is set.
+pub async fn require_signing_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match &state.signing_token {
+        None => next.run(req).await,
+        Some(token) => check(token, "signing", req, next).await,
     }
+}
+
+async fn check(token: &ApiToken, what: &'static str, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let client = req
+        .extensions()
+        .get::<super::client::ClientInfo>()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    let error = match presented(req.headers()) {
+        None => ApiError::MissingToken,
+        Some(t) if !token.matches(t) => ApiError::WrongToken,
+        Some(_) => {
+            if what == "admin" {
+                tracing::info!(method = %req.method(), %path, %client, "admin request (token accepted)");
+            }
+            return next.run(req).await;
+        }
+    };
+    static FAILURES: crate::ratelimit::RateLimit = crate::ratelimit::RateLimit::new();
+    if let Some(suppressed) = FAILURES.allow() {
+        tracing::warn!(%path, %client, reason = %error.message(), suppressed, "{what} authentication failed");
+    }
+    error.for_path(&path)
 }
 
 #[cfg(test)]

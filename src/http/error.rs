@@ -17,6 +17,10 @@ pub enum ApiError {
     NotFound(String),
     MethodNotAllowed(String),
     PayloadTooLarge(String),
+    /// Host not allowed, a cross-origin request, a signing type the policy refuses.
+    Forbidden(String),
+    UnsupportedMediaType(String),
+    RequestTimeout(String),
     MissingToken,
     WrongToken,
     Internal(String),
@@ -44,6 +48,7 @@ impl ApiError {
                 SignError::UnknownKey(_) | SignError::KeyFailed(..) => StatusCode::NOT_FOUND,
                 SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 SignError::Refused(_) => StatusCode::PRECONDITION_FAILED,
+                SignError::NotPermitted { .. } => StatusCode::FORBIDDEN,
                 SignError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Protection(e) => match e {
@@ -60,6 +65,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::MissingToken => StatusCode::UNAUTHORIZED,
             ApiError::WrongToken => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -74,10 +82,11 @@ impl ApiError {
             | ApiError::NotFound(m)
             | ApiError::MethodNotAllowed(m)
             | ApiError::PayloadTooLarge(m)
+            | ApiError::Forbidden(m)
+            | ApiError::UnsupportedMediaType(m)
+            | ApiError::RequestTimeout(m)
             | ApiError::Internal(m) => m.clone(),
-            ApiError::MissingToken => {
-                "missing bearer token: send `Authorization: Bearer <token from --api-token-file>`".into()
-            }
+            ApiError::MissingToken => "missing bearer token: send `Authorization: Bearer <token>`".into(),
             ApiError::WrongToken => "invalid bearer token".into(),
         }
     }

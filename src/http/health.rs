@@ -33,7 +33,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /healthcheck`: 200 while blocks and attestations can be signed, 503 (with every
 /// reason) when not. The database verdict is refreshed first when older than half a second.
-pub async fn healthcheck(State(state): State<AppState>) -> Response {
+///
+/// Without the admin token it shows states and counts only: which files failed and why, and
+/// the database's error text, describe the host to whoever asks.
+pub async fn healthcheck(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let details = super::auth::is_admin(&state, &headers);
     let signer = &state.signer;
     if signer.db_health.age().is_none_or(|a| a > Duration::from_millis(500)) {
         signer.probe_database().await;
@@ -43,12 +47,23 @@ pub async fn healthcheck(State(state): State<AppState>) -> Response {
         None if db.up_and_fresh() => json!({"id": "slashing-protection-database", "status": "UP",
             "data": {"backend": signer.db.backend_name(), "latency_ms": db.latency().as_secs_f64() * 1e3,
                      "replicas": db.replicas()}}),
-        e => json!({"id": "slashing-protection-database", "status": "DOWN",
-            "data": {"backend": signer.db.backend_name(), "error": e.unwrap_or_else(|| "not checked recently".into())}}),
+        e => {
+            let error = if details {
+                e.unwrap_or_else(|| "not checked recently".into())
+            } else {
+                "unavailable (details with the admin token)".into()
+            };
+            json!({"id": "slashing-protection-database", "status": "DOWN",
+                "data": {"backend": signer.db.backend_name(), "error": error}})
+        }
     };
     let counts = signer.keys.counts();
     signer.metrics.set_keys(counts);
-    let failures = signer.keys.failures();
+    let failures = if details {
+        json!(signer.keys.failures())
+    } else {
+        json!("hidden: send the admin token to see them")
+    };
     let readiness = signer.readiness();
     let keys_status = if counts.loading > 0 {
         "LOADING"

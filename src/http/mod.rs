@@ -2,8 +2,10 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod client;
 pub mod error;
+pub mod guard;
 pub mod health;
 pub mod sign;
 pub mod watermarks;
@@ -30,12 +32,24 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     pub keymanager: Arc<KeyManager>,
     pub token: Arc<ApiToken>,
+    /// Required on the signing routes when set (`--signing-token-file`).
+    pub signing_token: Option<Arc<ApiToken>>,
+}
+
+/// What the HTTP layer enforces before any handler runs.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    pub metrics: bool,
+    pub guard: Arc<guard::HttpGuard>,
+    pub body_timeout: std::time::Duration,
 }
 
 /// Who may call an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Public,
+    /// Public, unless `--signing-token-file` is set.
+    Signing,
     /// Bearer token from `--api-token-file`.
     Admin,
 }
@@ -56,8 +70,8 @@ const fn ep(method: &'static str, path: &'static str, access: Access) -> Endpoin
 fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
     use Access::*;
     let mut v: Vec<(Endpoint, MethodRouter<AppState>)> = vec![
-        (ep("POST", "/api/v1/eth2/sign/{identifier}", Public), post(sign::sign)),
-        (ep("GET", "/api/v1/eth2/publicKeys", Public), get(sign::public_keys)),
+        (ep("POST", "/api/v1/eth2/sign/{identifier}", Signing), post(sign::sign)),
+        (ep("GET", "/api/v1/eth2/publicKeys", Signing), get(sign::public_keys)),
         (ep("GET", "/upcheck", Public), get(health::upcheck)),
         (ep("GET", "/healthcheck", Public), get(health::healthcheck)),
         (ep("GET", "/readyz", Public), get(health::readyz)),
@@ -103,16 +117,32 @@ pub fn endpoint_table() -> Vec<Endpoint> {
     endpoints(true).into_iter().map(|(e, _)| e).collect()
 }
 
-pub fn router(state: AppState, metrics: bool) -> Router {
+pub fn router(state: AppState, options: HttpOptions) -> Router {
+    let metrics = options.metrics;
     // Access is decided per method, so one path can be public for GET and need the token for
     // POST (`/api/v1/eth2/highWatermark`, as Web3Signer's).
     let mut paths: std::collections::BTreeMap<&str, MethodRouter<AppState>> = Default::default();
     for (e, handler) in endpoints(metrics) {
+        let max_bytes = match e.access {
+            Access::Admin => MAX_ADMIN_BODY_BYTES,
+            _ => MAX_BODY_BYTES,
+        };
+        let limits = body::BodyLimits {
+            max_bytes,
+            timeout: options.body_timeout,
+        };
+        let handler = handler
+            .layer(DefaultBodyLimit::max(max_bytes))
+            .layer(axum::middleware::from_fn(move |req, next| {
+                body::read_whole(limits, req, next)
+            }));
         let handler = match e.access {
-            Access::Public => handler.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-            Access::Admin => handler
-                .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token)),
+            Access::Public => handler,
+            Access::Signing => handler.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_signing_token,
+            )),
+            Access::Admin => handler.layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token)),
         };
         let merged = match paths.remove(e.path) {
             Some(existing) => existing.merge(handler),
@@ -133,5 +163,6 @@ pub fn router(state: AppState, metrics: bool) -> Router {
             let path = req.uri().path();
             ApiError::MethodNotAllowed(format!("method {} is not allowed on {path}", req.method())).for_path(path)
         })
+        .layer(axum::middleware::from_fn_with_state(options.guard, guard::middleware))
         .with_state(state)
 }

@@ -1,11 +1,15 @@
 //! Web3Signer-style YAML key definitions (`--key-config-path`): one or more YAML documents
 //! per file, each `type: file-keystore` (`keystoreFile`, `keystorePasswordFile`) or
 //! `type: file-raw` (`privateKey`). Relative paths are relative to the YAML file.
+//! Palisade's own optional fields, `allowedSigningTypes` and `deniedSigningTypes`, narrow the
+//! signer's signing policy for that key.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use zeroize::Zeroizing;
+
+use crate::signing::policy::TypeSet;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -16,6 +20,15 @@ struct RawDefinition {
     keystore_file: Option<String>,
     keystore_password_file: Option<String>,
     private_key: Option<String>,
+    allowed_signing_types: Option<Vec<String>>,
+    denied_signing_types: Option<Vec<String>>,
+}
+
+/// One YAML document: the key, and the signing types it is limited to, if any.
+#[derive(Debug)]
+pub struct Definition {
+    pub key: KeyDefinition,
+    pub signing_types: Option<TypeSet>,
 }
 
 pub enum KeyDefinition {
@@ -37,7 +50,7 @@ impl std::fmt::Debug for KeyDefinition {
 }
 
 /// Reads every definition in `file`. Errors name the file, the document and the field.
-pub fn read_file(file: &Path) -> Result<Vec<KeyDefinition>, String> {
+pub fn read_file(file: &Path) -> Result<Vec<Definition>, String> {
     let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))?);
     let base = file.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
@@ -45,7 +58,18 @@ pub fn read_file(file: &Path) -> Result<Vec<KeyDefinition>, String> {
         let n = i + 1;
         let raw = RawDefinition::deserialize(doc)
             .map_err(|e| format!("document {n}: {}", redact_yaml_error(&e.to_string())))?;
-        out.push(definition(raw, base).map_err(|e| format!("document {n}: {e}"))?);
+        let signing_types = match (&raw.allowed_signing_types, &raw.denied_signing_types) {
+            (None, None) => None,
+            (allow, deny) => Some(
+                TypeSet::from_lists(
+                    allow.as_deref().unwrap_or_default(),
+                    deny.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| format!("document {n}: allowedSigningTypes/deniedSigningTypes: {e}"))?,
+            ),
+        };
+        let key = definition(raw, base).map_err(|e| format!("document {n}: {e}"))?;
+        out.push(Definition { key, signing_types });
     }
     if out.is_empty() {
         return Err("no key definition in the file".into());
@@ -104,14 +128,15 @@ mod tests {
         .unwrap();
         let defs = read_file(&f).unwrap();
         assert_eq!(defs.len(), 2);
-        match &defs[0] {
+        match &defs[0].key {
             KeyDefinition::Keystore { keystore, password } => {
                 assert_eq!(keystore, &dir.path().join("ks/k.json"));
                 assert_eq!(password, Path::new("/abs/pw.txt"));
             }
             _ => panic!("expected a keystore definition"),
         }
-        assert!(matches!(&defs[1], KeyDefinition::Raw { .. }));
+        assert!(matches!(&defs[1].key, KeyDefinition::Raw { .. }));
+        assert!(defs.iter().all(|d| d.signing_types.is_none()));
     }
 
     #[test]

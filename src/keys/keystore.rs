@@ -18,6 +18,11 @@ type Aes128Ctr = ctr::Ctr128BE<Aes128>;
 /// The most memory a keystore's scrypt may ask for (the EIP-2335 default is 256 MiB):
 /// a keystore from the Key Manager API must not be able to exhaust the machine.
 const MAX_SCRYPT_BYTES: u64 = 1 << 30;
+/// scrypt's work is n·r·p block mixes; the EIP-2335 default (n=2^18, r=8, p=1) is 2^21. Four
+/// times that is allowed: more is a keystore built to burn the signer's CPU.
+const MAX_SCRYPT_WORK: u64 = 1 << 23;
+/// Real keystores use p = 1; scrypt also allocates 128·r·p bytes at once.
+const MAX_SCRYPT_P: u32 = 16;
 /// pbkdf2 iterations allowed (the default is 2^18).
 const MAX_PBKDF2_ROUNDS: u32 = 1 << 24;
 
@@ -283,10 +288,21 @@ fn derive_key(kdf: &Module<KdfParams>, password: &[u8]) -> Result<Zeroizing<Vec<
                     "crypto.kdf.params.n must be a power of two".into(),
                 ));
             }
+            // Checked before anything is allocated or computed.
+            if *r == 0 || *p == 0 || *p > MAX_SCRYPT_P {
+                return Err(KeystoreError::Unsupported(format!(
+                    "scrypt r={r} p={p}: r and p must be at least 1, p at most {MAX_SCRYPT_P}"
+                )));
+            }
             if n.saturating_mul(u64::from(*r)).saturating_mul(128) > MAX_SCRYPT_BYTES {
                 return Err(KeystoreError::Unsupported(format!(
                     "scrypt n={n} r={r} needs more than {} MiB",
                     MAX_SCRYPT_BYTES >> 20
+                )));
+            }
+            if n.saturating_mul(u64::from(*r)).saturating_mul(u64::from(*p)) > MAX_SCRYPT_WORK {
+                return Err(KeystoreError::Unsupported(format!(
+                    "scrypt n={n} r={r} p={p}: n·r·p is more than {MAX_SCRYPT_WORK} (4 times the EIP-2335 default cost)"
                 )));
             }
             let params = scrypt::Params::new(n.trailing_zeros() as u8, *r, *p, *dklen as usize)
@@ -389,6 +405,23 @@ mod tests {
         let ks = Keystore::from_json(&unknown_kdf.to_string()).unwrap();
         assert!(matches!(ks.decrypt(&pw).unwrap_err(), KeystoreError::Unsupported(_)));
 
+        for (n, r, p, what) in [
+            (2u64, 1u32, 536_870_912u32, "p at most"),
+            (1 << 19, 8, 4, "n·r·p"),
+            (2, 1, 0, "at least 1"),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(&read("eip2335-vectors/scrypt.json")).unwrap();
+            v["crypto"]["kdf"]["params"]["n"] = n.into();
+            v["crypto"]["kdf"]["params"]["r"] = r.into();
+            v["crypto"]["kdf"]["params"]["p"] = p.into();
+            let started = std::time::Instant::now();
+            let e = Keystore::from_json(&v.to_string()).unwrap().decrypt("x").unwrap_err();
+            assert!(matches!(&e, KeystoreError::Unsupported(m) if m.contains(what)), "{e}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "refused before any work"
+            );
+        }
         let mut huge_scrypt: serde_json::Value = serde_json::from_str(&read("eip2335-vectors/scrypt.json")).unwrap();
         huge_scrypt["crypto"]["kdf"]["params"]["n"] = (1u64 << 40).into();
         let ks = Keystore::from_json(&huge_scrypt.to_string()).unwrap();

@@ -144,9 +144,10 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
                         } else {
                             format!("{label}#{}", i + 1)
                         };
-                        match def {
+                        let types = def.signing_types;
+                        match def.key {
                             KeyDefinition::Raw { private_key } => found.sources.push(KeySource {
-                                origin: Origin::definition(label),
+                                origin: Origin::definition(label, types),
                                 declared: None,
                                 material: Material::Raw(private_key),
                             }),
@@ -155,7 +156,7 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
                                 match read_keystore(&keystore) {
                                     Ok(Some(ks)) => push_keystore(
                                         &mut found,
-                                        Origin::definition(label),
+                                        Origin::definition(label, types),
                                         ks,
                                         Password::File(password),
                                     ),
@@ -276,7 +277,7 @@ pub struct LoadReport {
 pub fn announce(found: Discovered, registry: &KeyRegistry) -> Vec<KeySource> {
     for (label, reason) in found.failures {
         tracing::error!(source = %label, %reason, "key failed to load");
-        registry.fail(None, &Origin::definition(label), reason);
+        registry.fail(None, &Origin::definition(label, None), reason);
     }
     let mut sources = Vec::with_capacity(found.sources.len());
     for s in found.sources {

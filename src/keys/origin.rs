@@ -4,11 +4,15 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::signing::policy::TypeSet;
+
 /// A key's source: a label for logs and health, and the files that hold it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Origin {
     pub label: String,
     pub kind: OriginKind,
+    /// The signing types this key is limited to (its YAML definition), beyond the signer's.
+    pub signing_types: Option<TypeSet>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -28,13 +32,15 @@ impl Origin {
         Arc::new(Origin {
             label: label.into(),
             kind: OriginKind::Files(files),
+            signing_types: None,
         })
     }
 
-    pub fn definition(label: impl Into<String>) -> Arc<Origin> {
+    pub fn definition(label: impl Into<String>, signing_types: Option<TypeSet>) -> Arc<Origin> {
         Arc::new(Origin {
             label: label.into(),
             kind: OriginKind::Definition,
+            signing_types,
         })
     }
 
@@ -42,6 +48,7 @@ impl Origin {
         Arc::new(Origin {
             label: label.into(),
             kind: OriginKind::Memory,
+            signing_types: None,
         })
     }
 

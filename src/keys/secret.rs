@@ -11,15 +11,19 @@ use crate::types::{PublicKey, Signature, SigningRoot};
 const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
 pub struct SecretKey {
-    inner: blst::min_pk::SecretKey,
+    /// Boxed so that its address is stable and its page can be locked out of swap.
+    inner: Box<blst::min_pk::SecretKey>,
     public: PublicKey,
 }
 
 impl SecretKey {
     /// From the 32-byte big-endian scalar; refuses zero and values not below the group order.
     pub fn from_bytes(bytes: &Zeroizing<[u8; 32]>) -> Result<Self, String> {
-        let inner = blst::min_pk::SecretKey::from_bytes(bytes.as_ref())
-            .map_err(|_| "not a valid BLS12-381 secret key".to_string())?;
+        let inner = Box::new(
+            blst::min_pk::SecretKey::from_bytes(bytes.as_ref())
+                .map_err(|_| "not a valid BLS12-381 secret key".to_string())?,
+        );
+        crate::process::lock_in_memory(inner.as_ref());
         let public = PublicKey(inner.sk_to_pk().to_bytes());
         Ok(Self { inner, public })
     }

@@ -42,7 +42,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     checks: mpsc::Sender<Check>,
     timeout: Duration,
-    _lock: File,
+    /// Dropped last: closing these releases the locks.
+    _lock: Vec<File>,
 }
 
 impl SqliteStore {
@@ -498,28 +499,61 @@ impl SqliteStore {
 }
 
 /// Refuses a second Palisade process on the same database file with a clear message.
-fn lock_exclusively(db: &Path) -> Result<File, ProtectionError> {
+fn lock_exclusively(db: &Path) -> Result<Vec<File>, ProtectionError> {
+    // Resolved first: a second process reaching the same file through a symlink or another
+    // relative path must meet the same lock.
+    let db = canonical(db)?;
     let lock_path = PathBuf::from(format!("{}.lock", db.display()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| ProtectionError::Internal(format!("cannot create {}: {e}", lock_path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ProtectionError::Internal(format!(
+    let in_use = |held: &Path| {
+        ProtectionError::Internal(format!(
             "{} is in use by another Palisade process (lock {} is held). SQLite protects one process \
              on one host; use PostgreSQL (--database-url postgres://...) to run several replicas, \
              or the admin HTTP API of the running process for imports and exports",
             db.display(),
-            lock_path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(ProtectionError::Internal(format!(
-            "cannot lock {}: {e}",
-            lock_path.display()
-        ))),
+            held.display()
+        ))
+    };
+    let mut held = Vec::new();
+    // The lock file, and the database file itself (flock: independent of SQLite's own fcntl
+    // locks), so that a removed lock file does not let a second process in.
+    for path in [lock_path.as_path(), db.as_path()] {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| ProtectionError::Internal(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => held.push(file),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(in_use(path)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(ProtectionError::Internal(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )));
+            }
+        }
     }
+    Ok(held)
+}
+
+/// The file's real path, also when it does not exist yet (its folder must).
+fn canonical(db: &Path) -> Result<PathBuf, ProtectionError> {
+    if let Ok(p) = db.canonicalize() {
+        return Ok(p);
+    }
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = db
+        .file_name()
+        .ok_or_else(|| ProtectionError::Internal(format!("{} is not a file name", db.display())))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| ProtectionError::Internal(format!("cannot open the folder of {}: {e}", db.display())))?;
+    Ok(dir.join(name))
 }
 
 async fn pinned_chain(conn: &mut SqliteConnection) -> Result<Option<Root>, ProtectionError> {

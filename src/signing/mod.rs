@@ -2,6 +2,7 @@
 
 pub mod job;
 pub mod parse;
+pub mod policy;
 pub mod request;
 
 pub use job::{SignType, SigningJob, SlashingCheck};
