@@ -9,7 +9,7 @@
 # One volume per replica. Listen on 0.0.0.0 only with TLS or on a private network.
 # Clients that reach the container by a name other than localhost (another container,
 # a balancer) must be listed: --http-host-allowlist palisade,signer.internal (else 403).
-FROM rust:1.89-bookworm AS build
+FROM rust:1.90-bookworm AS build
 WORKDIR /src
 # Dependencies first, in their own layer: a change to Palisade's code does not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs ./

@@ -8,7 +8,7 @@
 mod chain;
 pub mod incarnation;
 pub mod interchange;
-mod postgres;
+pub mod postgres;
 pub mod repair;
 pub mod replica;
 pub mod rules;

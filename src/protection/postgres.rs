@@ -1,11 +1,27 @@
 //! PostgreSQL backend, shared by any number of Palisade replicas.
 //!
+//! Every transaction runs at SERIALIZABLE: the connections' default is set at connect time,
+//! multi-statement transactions say so in their own `BEGIN`, and every signing statement
+//! checks the level it actually ran at (a pooler that drops the setting makes it write nothing
+//! and fail, never sign at a lower level).
+//!
 //! A signing is one statement, one round trip, one transaction: a conditional UPDATE of the
 //! validator's watermark row that matches only when the message is safe, chained with the
-//! history INSERT. Under READ COMMITTED a concurrent signing for the same validator waits on
-//! the row lock, then re-evaluates the condition against the committed row, so two
-//! conflicting messages can never both match. Only when the UPDATE matches nothing is the
-//! row read again, to tell a repeat from a refusal and to explain the refusal.
+//! history INSERT. Why two replicas can never both sign conflicting messages:
+//! - The row lock serialises them: the second waits for the first to commit.
+//! - Under SERIALIZABLE the second then fails with a serialization error (40001) rather than
+//!   reading a row that changed after its snapshot; nothing of it is written. The retry takes a
+//!   fresh snapshot, sees the first one's commit and is either a repeat of the same message
+//!   (same root: the same signature again) or refused. A retry can never produce a second,
+//!   different signature, because the only write that allows a signature is the matched
+//!   UPDATE, and it is evaluated against the latest committed row.
+//! - A connection that dies mid-statement may or may not have committed; running the same
+//!   check again is safe for the same reason (a committed record turns into a repeat).
+//!
+//! Only when the UPDATE matches nothing is the row read again, to tell a repeat from a refusal
+//! and to explain the refusal. Transactions that lock several rows (imports, repairs) lock them
+//! in pubkey order, so they cannot deadlock each other; deadlocks (40P01) are retried all the
+//! same.
 
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
@@ -19,9 +35,9 @@ use super::interchange::Interchange;
 use super::repair::{RepairRequest, Repaired, plan};
 use super::rules::{Proposal, Verdict, Watermarks};
 use super::store::{
-    Failure, MAX_ATTEMPTS, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, classify,
-    discarded_attestation, discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db, root_to_db,
-    timed, to_db, watermarks_from_row,
+    Failure, MAX_ATTEMPTS, MAX_CONFLICTS, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, classify,
+    conflict_pause, discarded_attestation, discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db,
+    root_to_db, timed, to_db, watermarks_from_row,
 };
 use super::{Checked, DbOptions, Mark, ProtectionError, Recorded, Seen, redact_url};
 use crate::types::{Epoch, PublicKey, Root, Slot};
@@ -36,21 +52,21 @@ const SIGN_BLOCK: &str = "
 WITH v AS (
     UPDATE validators
        SET prev_mark = block_slot, block_slot = $2, block_root = $3, updated_at = now()
-     WHERE pubkey = $1 AND enabled
+     WHERE pubkey = $1 AND enabled AND current_setting('transaction_isolation') = 'serializable'
        AND (block_slot IS NULL OR block_slot < $2)
        AND NOT COALESCE($2 >= COALESCE(high_slot, (SELECT slot FROM high_watermark)), FALSE)
  RETURNING id, prev_mark, repairs),
 ins AS (
     INSERT INTO signed_blocks (validator_id, slot, signing_root, client)
     SELECT id, $2, $3, $4 FROM v)
-SELECT prev_mark, repairs FROM v";
+SELECT v.prev_mark, v.repairs, current_setting('transaction_isolation') FROM (SELECT 1) one LEFT JOIN v ON TRUE";
 
 const SIGN_ATTESTATION: &str = "
 WITH v AS (
     UPDATE validators
        SET prev_mark = att_target, att_source = $2, att_target = $3, att_root = $4, att_root_source = $2,
            updated_at = now()
-     WHERE pubkey = $1 AND enabled AND $2 <= $3
+     WHERE pubkey = $1 AND enabled AND $2 <= $3 AND current_setting('transaction_isolation') = 'serializable'
        AND (att_target IS NULL OR att_target < $3)
        AND (att_source IS NULL OR att_source <= $2)
        AND NOT COALESCE($3 >= COALESCE(high_epoch, (SELECT epoch FROM high_watermark)), FALSE)
@@ -58,7 +74,7 @@ WITH v AS (
 ins AS (
     INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, client)
     SELECT id, $2, $3, $4, $5 FROM v)
-SELECT prev_mark, repairs FROM v";
+SELECT v.prev_mark, v.repairs, current_setting('transaction_isolation') FROM (SELECT 1) one LEFT JOIN v ON TRUE";
 
 /// New watermarks of a repair ($2 block slot, $3/$4 attestation source/target; NULL keeps the
 /// current value). Roots are cleared: nothing below a repaired watermark is repeatable.
@@ -76,14 +92,43 @@ UPDATE validators
 static READ_WATERMARKS: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {WATERMARK_COLUMNS} FROM validators v WHERE pubkey = $1"));
 
-/// Inserts only missing pubkeys (so restarts do not burn identity values), in sorted order
-/// (so replicas registering the same keys at once cannot deadlock).
+/// How every multi-statement transaction starts: the level is in the statement itself, so no
+/// pooler or session setting can lower it.
+pub(super) const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+
+/// Inserts missing pubkeys in sorted order (so replicas registering the same keys at once
+/// cannot deadlock). No `NOT EXISTS` read before the insert: under SERIALIZABLE that read
+/// would conflict with every other registration landing on the same index page.
 const REGISTER: &str = "
 INSERT INTO validators (pubkey)
 SELECT p FROM UNNEST($1::bytea[]) AS t(p)
- WHERE NOT EXISTS (SELECT 1 FROM validators WHERE pubkey = t.p)
  ORDER BY p
 ON CONFLICT (pubkey) DO NOTHING";
+
+/// What a signing statement returns: the previous mark and repair count of the matched row
+/// (none when nothing matched), and the isolation level it ran at.
+type SignedRow = (Option<i64>, Option<i32>, String);
+
+/// `Err(level)` when the statement did not run at SERIALIZABLE (and so wrote nothing).
+fn matched(row: SignedRow, mark: impl FnOnce(Option<i64>) -> Mark) -> Result<Option<Seen>, String> {
+    let (prev, repairs, level) = row;
+    if level != "serializable" {
+        return Err(level);
+    }
+    Ok(repairs.map(|r| Seen {
+        repairs: r as u32,
+        mark: mark(prev),
+    }))
+}
+
+pub(super) fn not_serializable(level: &str) -> String {
+    format!(
+        "the database ran a transaction at `{level}`, not SERIALIZABLE: something between Palisade and \
+         PostgreSQL drops the connection's settings (PgBouncer in transaction mode with \
+         `ignore_startup_parameters = options`?). Connect Palisade to PostgreSQL directly, or through \
+         session pooling that passes the `options` startup parameter"
+    )
+}
 
 /// The innermost cause of a connection error ("Connection refused", a TLS or auth failure).
 fn cause(e: &sqlx::Error) -> String {
@@ -112,6 +157,9 @@ impl PgStore {
                 // A commit waiting for a synchronous standby that is gone notices that we
                 // gave up on it, instead of holding its connection forever.
                 ("client_connection_check_interval", "1s"),
+                // Every statement sent outside an explicit BEGIN is its own SERIALIZABLE
+                // transaction; the signing statements verify it (see ISOLATION below).
+                ("default_transaction_isolation", "serializable"),
             ]);
         let incarnation = Arc::new(Incarnation::new(opts.change_hold));
         let seen = incarnation.clone();
@@ -138,6 +186,16 @@ impl PgStore {
             incarnation,
         };
         store.wait_until_reachable(url, &connect, opts.connect_timeout).await?;
+        // Before anything is written: refuse a path to the database that loses the setting.
+        let (level,): (String,) = timed(opts.timeout, async {
+            Ok(sqlx::query_as("SELECT current_setting('transaction_isolation')")
+                .fetch_one(&store.pool)
+                .await?)
+        })
+        .await?;
+        if level != "serializable" {
+            return Err(ProtectionError::Internal(not_serializable(&level)));
+        }
         // sqlx takes an advisory lock for the migration, so replicas starting together
         // apply it once, in turn.
         MIGRATOR
@@ -208,7 +266,8 @@ impl PgStore {
         client: &str,
     ) -> Result<Checked, ProtectionError> {
         let mut last = String::new();
-        for _ in 0..MAX_ATTEMPTS {
+        let (mut failures, mut conflicts) = (0, 0);
+        while failures < MAX_ATTEMPTS && conflicts <= MAX_CONFLICTS {
             // The connection first: a new one may be the first to see a changed database,
             // and then nothing may be signed on it yet.
             let mut conn = match self.pool.acquire().await {
@@ -218,40 +277,34 @@ impl PgStore {
                     if matches!(classify(e), Failure::Internal(_)) {
                         return Err(ProtectionError::Internal(last));
                     }
+                    failures += 1;
                     continue;
                 }
             };
             self.refuse_while_held()?;
             let attempt = match *proposal {
-                Proposal::Block { slot, root } => sqlx::query_as::<_, (Option<i64>, i32)>(SIGN_BLOCK)
+                Proposal::Block { slot, root } => sqlx::query_as::<_, SignedRow>(SIGN_BLOCK)
                     .bind(&pubkey.0[..])
                     .bind(to_db(slot.0))
                     .bind(root_to_db(Some(root)))
                     .bind(client)
-                    .fetch_optional(&mut *conn)
+                    .fetch_one(&mut *conn)
                     .await
-                    .map(|r| {
-                        r.map(|(prev, repairs)| Seen {
-                            repairs: repairs as u32,
-                            mark: Mark::Block(prev.map(|v| Slot(from_db(v)))),
-                        })
-                    }),
-                Proposal::Attestation { source, target, root } => {
-                    sqlx::query_as::<_, (Option<i64>, i32)>(SIGN_ATTESTATION)
-                        .bind(&pubkey.0[..])
-                        .bind(to_db(source.0))
-                        .bind(to_db(target.0))
-                        .bind(root_to_db(Some(root)))
-                        .bind(client)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map(|r| {
-                            r.map(|(t, repairs)| Seen {
-                                repairs: repairs as u32,
-                                mark: Mark::AttestationTarget(t.map(|v| Epoch(from_db(v)))),
-                            })
-                        })
-                }
+                    .map(|r| matched(r, |prev| Mark::Block(prev.map(|v| Slot(from_db(v)))))),
+                Proposal::Attestation { source, target, root } => sqlx::query_as::<_, SignedRow>(SIGN_ATTESTATION)
+                    .bind(&pubkey.0[..])
+                    .bind(to_db(source.0))
+                    .bind(to_db(target.0))
+                    .bind(root_to_db(Some(root)))
+                    .bind(client)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map(|r| matched(r, |t| Mark::AttestationTarget(t.map(|v| Epoch(from_db(v)))))),
+            };
+            let attempt = match attempt {
+                Ok(Err(level)) => return Err(ProtectionError::Internal(not_serializable(&level))),
+                Ok(Ok(seen)) => Ok(seen),
+                Err(e) => Err(e),
             };
             match attempt {
                 Ok(Some(seen)) => {
@@ -265,21 +318,44 @@ impl PgStore {
                     // A connection that died mid-statement may or may not have committed;
                     // running the same check again is safe either way (a committed record
                     // turns into a Repeat of the same message).
-                    Failure::Retry(m) | Failure::Unavailable(m) => {
+                    Failure::Retry(m) => {
                         last = m;
+                        conflicts += 1;
+                        drop(conn);
+                        conflict_pause(conflicts).await;
+                        continue;
+                    }
+                    Failure::Unavailable(m) => {
+                        last = m;
+                        failures += 1;
                         continue;
                     }
                     Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
                 },
             }
             // Nothing matched: a repeat, a refusal, or a validator without a row yet.
-            let row = sqlx::query(&READ_WATERMARKS)
+            let row = match sqlx::query(&READ_WATERMARKS)
                 .bind(&pubkey.0[..])
                 .fetch_optional(&mut *conn)
-                .await?;
+                .await
+            {
+                Ok(row) => row,
+                Err(e) => match classify(e) {
+                    Failure::Retry(m) => {
+                        (last, conflicts) = (m, conflicts + 1);
+                        continue;
+                    }
+                    Failure::Unavailable(m) => {
+                        (last, failures) = (m, failures + 1);
+                        continue;
+                    }
+                    Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
+                },
+            };
             let Some(row) = row else {
                 drop(conn);
                 self.register(std::slice::from_ref(pubkey)).await?;
+                failures += 1;
                 continue;
             };
             let w = watermarks_from_row(&row)?;
@@ -292,11 +368,12 @@ impl PgStore {
                 }
                 Verdict::Refused(r) => return Err(ProtectionError::Refused(r)),
                 // The row changed between the two statements (a re-enable): check again.
-                Verdict::New => continue,
+                Verdict::New => failures += 1,
             }
         }
         Err(ProtectionError::Unavailable(format!(
-            "gave up after {MAX_ATTEMPTS} attempts: {last}"
+            "gave up after {} attempts: {last}",
+            failures + conflicts
         )))
     }
 
@@ -304,10 +381,20 @@ impl PgStore {
         let mut sorted: Vec<Vec<u8>> = pubkeys.iter().map(|p| p.0.to_vec()).collect();
         sorted.sort();
         sorted.dedup();
+        // Known keys are left out first (in its own read-only statement), so that restarts do
+        // not burn identity values on inserts that conflict.
+        let known: Vec<(Vec<u8>,)> = timed(self.timeout * 4, async {
+            Ok(sqlx::query_as("SELECT pubkey FROM validators WHERE pubkey = ANY($1)")
+                .bind(&sorted)
+                .fetch_all(&self.pool)
+                .await?)
+        })
+        .await?;
+        let known: std::collections::HashSet<Vec<u8>> = known.into_iter().map(|(k,)| k).collect();
+        sorted.retain(|k| !known.contains(k));
         for chunk in sorted.chunks(5000) {
-            let mut attempts = 0;
+            let mut conflicts = 0;
             loop {
-                attempts += 1;
                 let r = timed(self.timeout, async {
                     Ok(sqlx::query(REGISTER).bind(chunk).execute(&self.pool).await)
                 })
@@ -315,7 +402,10 @@ impl PgStore {
                 match r {
                     Ok(_) => break,
                     Err(e) => match classify(e) {
-                        Failure::Retry(_) if attempts < MAX_ATTEMPTS => continue,
+                        Failure::Retry(_) if conflicts < MAX_CONFLICTS => {
+                            conflicts += 1;
+                            conflict_pause(conflicts).await;
+                        }
                         Failure::Retry(m) | Failure::Unavailable(m) => {
                             return Err(ProtectionError::Unavailable(m));
                         }
@@ -352,28 +442,14 @@ impl PgStore {
     }
 
     pub async fn import(&self, interchange: &Interchange) -> Result<usize, ProtectionError> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.import_once(interchange).await {
-                Err(ImportError::Db(e)) => match classify(e) {
-                    Failure::Retry(_) if attempts < MAX_ATTEMPTS => continue,
-                    Failure::Retry(m) | Failure::Unavailable(m) => {
-                        return Err(ProtectionError::Unavailable(m));
-                    }
-                    Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
-                },
-                Err(ImportError::Refused(e)) => return Err(e),
-                Ok(n) => return Ok(n),
-            }
-        }
+        retrying(|| self.import_once(interchange)).await
     }
 
     /// One all-or-nothing import transaction: pin check, register, lock the validators'
     /// rows in pubkey order, merge, write history.
-    async fn import_once(&self, interchange: &Interchange) -> Result<usize, ImportError> {
+    async fn import_once(&self, interchange: &Interchange) -> Result<usize, TxError> {
         let by_validator = interchange.by_validator();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN).await?;
         let given = interchange.metadata.genesis_validators_root;
         // An import pins an unpinned database to its chain, in its own transaction; never
         // to the zero root.
@@ -386,10 +462,10 @@ impl PgStore {
         let pinned: Option<(Vec<u8>,)> = sqlx::query_as("SELECT genesis_validators_root FROM chain")
             .fetch_optional(&mut *tx)
             .await?;
-        let pinned = pinned.ok_or(ImportError::Refused(ProtectionError::ZeroChain))?;
-        let pinned = chain_from_db(&pinned.0).map_err(ImportError::Refused)?;
+        let pinned = pinned.ok_or(TxError::Refused(ProtectionError::ZeroChain))?;
+        let pinned = chain_from_db(&pinned.0).map_err(TxError::Refused)?;
         if pinned != given {
-            return Err(ImportError::Refused(ProtectionError::WrongChain { pinned, given }));
+            return Err(TxError::Refused(ProtectionError::WrongChain { pinned, given }));
         }
 
         let keys: Vec<Vec<u8>> = by_validator.keys().map(|p| p.0.to_vec()).collect();
@@ -409,7 +485,7 @@ impl PgStore {
         let mut atts = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for row in &rows {
             let id: i32 = row.try_get("id")?;
-            let pk = pubkey_from_db(row.try_get::<&[u8], _>("pubkey")?).map_err(ImportError::Refused)?;
+            let pk = pubkey_from_db(row.try_get::<&[u8], _>("pubkey")?).map_err(TxError::Refused)?;
             let imported = &by_validator[&pk];
             let mut w = watermarks_from_row(row)?;
             w.merge_import(imported.max_block, imported.max_source, imported.max_target);
@@ -468,10 +544,14 @@ impl PgStore {
     }
 
     pub async fn export(&self, pubkeys: Option<&[PublicKey]>) -> Result<Interchange, ProtectionError> {
-        let mut tx = self.pool.begin().await?;
+        retrying(|| self.export_once(pubkeys)).await
+    }
+
+    async fn export_once(&self, pubkeys: Option<&[PublicKey]>) -> Result<Interchange, TxError> {
         // One consistent snapshot for the three reads.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY")
             .await?;
         let (chain,): (Vec<u8>,) = sqlx::query_as("SELECT genesis_validators_root FROM chain")
             .fetch_optional(&mut *tx)
@@ -661,10 +741,14 @@ impl PgStore {
 
     /// Applies a repair in one transaction; see `repair.rs`.
     pub async fn repair(&self, req: &RepairRequest) -> Result<Vec<Repaired>, ProtectionError> {
+        retrying(|| self.repair_once(req)).await
+    }
+
+    async fn repair_once(&self, req: &RepairRequest) -> Result<Vec<Repaired>, TxError> {
         let mut keys: Vec<Vec<u8>> = req.pubkeys.iter().map(|p| p.0.to_vec()).collect();
         keys.sort();
         keys.dedup();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN).await?;
         let rows = sqlx::query(&format!(
             "SELECT id, pubkey, {WATERMARK_COLUMNS} FROM validators v
               WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE OF v NOWAIT"
@@ -672,11 +756,16 @@ impl PgStore {
         .bind(&keys)
         .fetch_all(&mut *tx)
         .await
-        .map_err(repair_lock_error)?;
+        .map_err(|e| match e {
+            // A serialization failure is retried like any other.
+            sqlx::Error::Database(ref db) if db.code().as_deref() != Some("55P03") => TxError::Db(e),
+            e => TxError::Refused(repair_lock_error(e)),
+        })?;
         if rows.len() < keys.len() {
             return Err(ProtectionError::InvalidRepair(
                 "a validator named is not in the slashing-protection database".into(),
-            ));
+            )
+            .into());
         }
         let new_block = req.block_slot.map(|s| to_db(s.0));
         let (new_source, new_target) = (
@@ -774,13 +863,26 @@ impl PgStore {
                 LIMIT 5000))"
         );
         let mut deleted = 0;
+        let mut conflicts = 0;
         loop {
-            let n = sqlx::query(&sql)
+            let n = match sqlx::query(&sql)
                 .bind(keep.min(i64::MAX as u64) as i64)
                 .bind(to_db(keep))
                 .execute(&self.pool)
-                .await?
-                .rows_affected();
+                .await
+            {
+                Ok(r) => r.rows_affected(),
+                // Pruning yields to signing: a serialization conflict is tried again later.
+                Err(e) => match classify(e) {
+                    Failure::Retry(_) if conflicts < MAX_CONFLICTS => {
+                        conflicts += 1;
+                        conflict_pause(conflicts).await;
+                        continue;
+                    }
+                    Failure::Retry(m) | Failure::Unavailable(m) => return Err(ProtectionError::Unavailable(m)),
+                    Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
+                },
+            };
             deleted += n;
             if n == 0 {
                 return Ok(deleted);
@@ -877,14 +979,45 @@ pub struct Durability {
     pub notes: Vec<String>,
 }
 
-enum ImportError {
+/// Why a transaction failed: the database (maybe worth a retry) or Palisade's own refusal.
+enum TxError {
     Db(sqlx::Error),
     Refused(ProtectionError),
 }
 
-impl From<sqlx::Error> for ImportError {
+impl From<ProtectionError> for TxError {
+    fn from(e: ProtectionError) -> Self {
+        TxError::Refused(e)
+    }
+}
+
+/// Runs a transaction until it commits, retrying serialization failures and deadlocks a
+/// bounded number of times; each attempt starts from scratch with a fresh snapshot.
+async fn retrying<T, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<T, ProtectionError>
+where
+    Fut: std::future::Future<Output = Result<T, TxError>>,
+{
+    let (mut conflicts, mut failures) = (0, 0);
+    loop {
+        match attempt().await {
+            Ok(t) => return Ok(t),
+            Err(TxError::Refused(e)) => return Err(e),
+            Err(TxError::Db(e)) => match classify(e) {
+                Failure::Retry(_) if conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                    conflict_pause(conflicts).await;
+                }
+                Failure::Unavailable(_) if failures + 1 < MAX_ATTEMPTS => failures += 1,
+                Failure::Retry(m) | Failure::Unavailable(m) => return Err(ProtectionError::Unavailable(m)),
+                Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
+            },
+        }
+    }
+}
+
+impl From<sqlx::Error> for TxError {
     fn from(e: sqlx::Error) -> Self {
-        ImportError::Db(e)
+        TxError::Db(e)
     }
 }
 

@@ -9,10 +9,24 @@ use super::repair::{DiscardedAttestation, DiscardedBlock};
 use super::rules::Watermarks;
 use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
 
-/// How often a transaction that lost a serialization race or deadlock is retried. A retry
-/// re-runs the same check on the same message, so it can never yield a second, conflicting
-/// signature.
+/// How often an operation is tried when the database is unreachable or the connection breaks.
 pub const MAX_ATTEMPTS: usize = 4;
+
+/// How often a transaction that lost a serialization race or a deadlock (40001, 40P01) is
+/// tried. Under SERIALIZABLE these are routine, not failures: PostgreSQL's predicate locks
+/// also abort some transactions that did not really conflict (small tables are scanned whole).
+/// A retry re-runs the same check on the same message with a fresh snapshot, so it can never
+/// yield a second, conflicting signature; the caller's timeout bounds the total.
+pub const MAX_CONFLICTS: usize = 30;
+
+/// Waits a little before retrying a serialization conflict: random, growing, at most 32 ms,
+/// so that transactions that collided do not collide again in lockstep.
+pub async fn conflict_pause(conflicts: usize) {
+    use rand::Rng;
+    let ceiling = 1u64 << conflicts.min(5);
+    let ms = rand::rng().random_range(0..=ceiling);
+    tokio::time::sleep(std::time::Duration::from_micros(ms * 1000 + 200)).await;
+}
 
 /// u64 -> i64 preserving order: u64 0 is i64::MIN, u64::MAX is i64::MAX. Every slot and epoch
 /// fits, comparisons in SQL keep their meaning, nothing wraps.

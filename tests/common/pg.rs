@@ -41,7 +41,7 @@ fn find_bindir() -> PathBuf {
     panic!("PostgreSQL server binaries (initdb, postgres) not found: install them or set PALISADE_PG_BIN");
 }
 
-fn postgres_user() -> (u32, u32) {
+pub fn postgres_user() -> (u32, u32) {
     let name = CString::new("postgres").unwrap();
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     assert!(
