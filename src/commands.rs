@@ -73,10 +73,10 @@ pub async fn export(database_url: &str, to: &Path, pubkeys: &[PublicKey]) -> any
         std::io::stdout().write_all(json.as_bytes())?;
         println!();
     } else {
-        // Written beside the target and renamed: a reader never sees half a file.
-        let tmp = to.with_extension("json.tmp");
-        std::fs::write(&tmp, &json).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, to).with_context(|| format!("cannot write {}", to.display()))?;
+        // Written under a fresh name beside the target and renamed: a reader never sees half a
+        // file, and a link planted at a temporary name is never followed.
+        crate::fsutil::write_private(to, json.as_bytes(), crate::fsutil::Existing::Replace)
+            .with_context(|| format!("cannot write {}", to.display()))?;
         eprintln!(
             "exported slashing-protection data for {} validators to {}",
             interchange.data.len(),
