@@ -165,8 +165,9 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
         ..Default::default()
     };
     let mut signed: HashMap<PublicKey, Vec<Signed>> = HashMap::new();
-    // When each message was last signed (a repeat after a restore must be recorded again).
-    let mut last_signed: HashMap<(PublicKey, Signed), f64> = HashMap::new();
+    // When each message was last signed, as (answered, asked): a repeat after a restore must be
+    // recorded again.
+    let mut last_signed: HashMap<(PublicKey, Signed), (f64, f64)> = HashMap::new();
     for (i, x) in responses.iter().enumerate() {
         *report.by_status.entry(x.status).or_default() += 1;
         *report
@@ -237,8 +238,10 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
             },
         };
         report.protected_signed += 1;
-        let at = last_signed.entry((pubkey, s)).or_insert(x.t1);
-        *at = at.max(x.t1);
+        let at = last_signed.entry((pubkey, s)).or_insert((x.t1, x.t0));
+        if x.t1 > at.0 {
+            *at = (x.t1, x.t0);
+        }
         let list = signed.entry(pubkey).or_default();
         if !list.contains(&s) {
             list.push(s);
@@ -290,7 +293,7 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
         .unwrap_or_default()
         .iter()
         .filter(|o| o.lost_history)
-        .map(|o| o.start)
+        .map(|o| o.end)
         .fold(f64::NEG_INFINITY, f64::max);
     let exported: HashMap<PublicKey, &palisade::protection::interchange::ValidatorData> =
         export.data.iter().map(|v| (v.pubkey, v)).collect();
@@ -306,7 +309,11 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
                     .iter()
                     .any(|a| a.source_epoch.0 == source && a.target_epoch.0 == target && a.signing_root == Some(root)),
             });
-            let lost = last_signed.get(&(*pk, *s)).is_some_and(|t| *t <= lost_before);
+            // A signing commits between its request and its answer: one asked before the restore
+            // ended may have committed into the database that the restore replaced.
+            let lost = last_signed
+                .get(&(*pk, *s))
+                .is_some_and(|(_, asked)| *asked <= lost_before);
             if lost && !found {
                 report.lost_in_rollback += 1;
             } else if !found {
