@@ -940,15 +940,35 @@ impl PgStore {
     /// replicas (heartbeats in the last 10 s, this one included).
     pub async fn probe(&self, replica: &str, limit: Duration) -> Result<u32, ProtectionError> {
         timed(limit, async {
+            // The heartbeat writes only this replica's row, and the count is read on its own:
+            // a transaction that read the others' rows and wrote its own would be a write skew
+            // under SERIALIZABLE, and replicas probing together would abort each other.
+            let mut conflicts = 0;
+            loop {
+                let beat = sqlx::query(
+                    "INSERT INTO replicas (id, version) VALUES ($1, $2)
+                     ON CONFLICT (id) DO UPDATE SET seen_at = now(), version = $2",
+                )
+                .bind(replica)
+                .bind(env!("CARGO_PKG_VERSION"))
+                .execute(&self.pool)
+                .await;
+                match beat {
+                    Ok(_) => break,
+                    Err(e) => match classify(e) {
+                        Failure::Retry(_) if conflicts < MAX_CONFLICTS => {
+                            conflicts += 1;
+                            conflict_pause(conflicts).await;
+                        }
+                        Failure::Retry(m) | Failure::Unavailable(m) => return Err(ProtectionError::Unavailable(m)),
+                        Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
+                    },
+                }
+            }
             let (n,): (i64,) = sqlx::query_as(
-                "WITH beat AS (
-                    INSERT INTO replicas (id, version) VALUES ($1, $2)
-                    ON CONFLICT (id) DO UPDATE SET seen_at = now(), version = $2 RETURNING id)
-                 SELECT count(*) FROM replicas r
-                  WHERE r.seen_at > now() - interval '10 seconds' AND r.id <> (SELECT id FROM beat)",
+                "SELECT count(*) FROM replicas WHERE seen_at > now() - interval '10 seconds' AND id <> $1",
             )
             .bind(replica)
-            .bind(env!("CARGO_PKG_VERSION"))
             .fetch_one(&self.pool)
             .await?;
             Ok(n as u32 + 1)
