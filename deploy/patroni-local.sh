@@ -270,6 +270,8 @@ partition_leader() {
         # fresh lease after a pause longer than the TTL (patroni/patroni#2689): for a moment two
         # primaries, and what the promoted node committed in between is rolled back.
         say "WARNING: node$((l + 1)) took the leader key back from node$((n + 1)) after its pause (Patroni $(patroni --version 2>/dev/null | awk '{print $2}'); fixed in 3.0.3): commits made on node$((n + 1)) since its promotion are lost; Palisade's replicas must write back what they signed there"
+        # For the fault harness: the database went back in time during this fault.
+        echo "history-lost"
     else
         say "node$((l + 1)) back: its Patroni finds it lost the lock and turns it into a replica"
     fi

@@ -445,7 +445,10 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
                     start: t0,
                     end: now_ms(),
                     replica: None,
-                    lost_history: false,
+                    // The command says when the database went back in time (a Patroni that
+                    // let an old leader take its key back): records committed meanwhile are
+                    // gone, and only the replicas' memory protects what they covered.
+                    lost_history: said.lines().any(|l| l.trim() == "history-lost"),
                 });
                 recoveries.push((name.to_string(), t0));
                 println!(
