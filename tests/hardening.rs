@@ -113,14 +113,7 @@ async fn the_signing_policy_refuses_exits_and_deposits() {
     assert!(m.to_string().contains("VOLUNTARY_EXIT"), "{m}");
     let (s, _) = common::http::post(&sign_url(&p, pk), randao(1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 200);
-    let metrics = client()
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::http::metrics_text(&p).await;
     assert!(
         metrics.contains(r#"palisade_signing_requests_total{type="VOLUNTARY_EXIT",outcome="not_permitted"} 1"#),
         "{metrics}"
@@ -284,14 +277,7 @@ async fn slow_and_idle_connections_are_closed_and_limited() {
         .count();
     assert!(refused >= 20, "only {refused} of 60 closed with a limit of 40");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let metrics = client()
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::http::metrics_text(&p).await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("palisade_http_connections_refused_total"))

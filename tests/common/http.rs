@@ -50,6 +50,18 @@ pub async fn get(url: &str) -> (u16, Value) {
     answer(client().get(url).send().await.unwrap()).await
 }
 
+/// The signer's Prometheus metrics, as text.
+pub async fn metrics_text(p: &Palisade) -> String {
+    client()
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// GET an admin endpoint with the signer's token; the JSON answer.
 pub async fn admin_get(p: &Palisade, path: &str) -> Value {
     let r = client().get(p.url(path)).bearer_auth(p.token()).send().await.unwrap();
