@@ -12,8 +12,10 @@ use palisade::protection::rules::Verdict;
 use palisade::protection::{
     DbOptions, Interchange, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase, Watermarks,
 };
-use palisade::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
+use palisade::types::{PublicKey, Root, SigningRoot};
 use serde_json::Value;
+
+use common::proposals::{att, block, pk, root};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -39,34 +41,6 @@ async fn fresh_with(backend: Backend, opts: DbOptions) -> (SlashingDatabase, Opt
             let url = format!("sqlite://{}", dir.path().join("p.sqlite").display());
             (SlashingDatabase::open(&url, &opts).await.unwrap(), Some(dir))
         }
-    }
-}
-
-/// Distinct, valid pubkeys (imports check that pubkeys are curve points).
-fn pk(i: u64) -> PublicKey {
-    let mut sk = zeroize::Zeroizing::new([0u8; 32]);
-    sk[24..].copy_from_slice(&(i + 1).to_be_bytes());
-    palisade::keys::SecretKey::from_bytes(&sk).unwrap().public_key()
-}
-
-fn root(b: u64) -> SigningRoot {
-    let mut r = [0u8; 32];
-    r[24..].copy_from_slice(&b.to_be_bytes());
-    SigningRoot(r)
-}
-
-fn att(s: u64, t: u64, r: u64) -> Proposal {
-    Proposal::Attestation {
-        source: Epoch(s),
-        target: Epoch(t),
-        root: root(r),
-    }
-}
-
-fn block(slot: u64, r: u64) -> Proposal {
-    Proposal::Block {
-        slot: Slot(slot),
-        root: root(r),
     }
 }
 

@@ -191,6 +191,25 @@ impl SlashingDatabase {
         dispatch!(self.check_and_record(pubkey, proposal, client))
     }
 
+    /// Checks and records several messages as one group (PostgreSQL: one batch of the group
+    /// commit; SQLite: one after the other), each decided as if they came in this order.
+    pub async fn check_together(
+        &self,
+        messages: &[(PublicKey, Proposal)],
+        client: &str,
+    ) -> Vec<Result<Checked, ProtectionError>> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.check_together(messages, client).await,
+            SlashingDatabase::Sqlite(s) => {
+                let mut out = Vec::with_capacity(messages.len());
+                for (pk, p) in messages {
+                    out.push(s.check_and_record(pk, p, client).await);
+                }
+                out
+            }
+        }
+    }
+
     /// Creates rows for validators not yet in the database (sorted, idempotent, safe to race).
     pub async fn register(&self, pubkeys: &[PublicKey]) -> Result<(), ProtectionError> {
         dispatch!(self.register(pubkeys))

@@ -28,6 +28,60 @@ pub async fn conflict_pause(conflicts: usize) {
     tokio::time::sleep(std::time::Duration::from_micros(ms * 1000 + 200)).await;
 }
 
+/// The retry policy of one database operation, in one place: serialization conflicts and
+/// deadlocks are tried again up to `MAX_CONFLICTS` times after a short pause; an unreachable
+/// database or a broken connection up to `failures` times in all; anything else is final.
+pub struct Retries {
+    conflicts: usize,
+    failures: usize,
+    max_failures: usize,
+}
+
+impl Retries {
+    pub fn new(max_failures: usize) -> Self {
+        Self {
+            conflicts: 0,
+            failures: 0,
+            max_failures: max_failures.max(1),
+        }
+    }
+
+    /// After a failed attempt: `Ok` to try again (a conflict has paused first), or the error
+    /// to give up with.
+    pub async fn again(&mut self, e: sqlx::Error) -> Result<(), ProtectionError> {
+        match classify(e) {
+            Failure::Retry(_) if self.conflicts < MAX_CONFLICTS => {
+                self.conflicts += 1;
+                conflict_pause(self.conflicts).await;
+                Ok(())
+            }
+            Failure::Unavailable(m) => self.unavailable(m),
+            Failure::Retry(m) => Err(self.give_up(m)),
+            Failure::Internal(m) => Err(ProtectionError::Internal(m)),
+        }
+    }
+
+    /// The database did not answer (or the operation could not go ahead for another
+    /// passing reason): counts as a failed attempt.
+    pub fn unavailable(&mut self, why: String) -> Result<(), ProtectionError> {
+        self.failures += 1;
+        if self.failures < self.max_failures {
+            Ok(())
+        } else {
+            Err(self.give_up(why))
+        }
+    }
+
+    fn give_up(&self, why: String) -> ProtectionError {
+        let tries = self.conflicts + self.failures;
+        if tries <= 1 {
+            ProtectionError::Unavailable(why)
+        } else {
+            ProtectionError::Unavailable(format!("gave up after {tries} attempts: {why}"))
+        }
+    }
+}
+
 /// u64 -> i64 preserving order: u64 0 is i64::MIN, u64::MAX is i64::MAX. Every slot and epoch
 /// fits, comparisons in SQL keep their meaning, nothing wraps.
 pub const fn to_db(v: u64) -> i64 {

@@ -5,6 +5,7 @@
 pub mod http;
 pub mod pg;
 pub mod procs;
+pub mod proposals;
 pub mod server;
 
 use std::path::PathBuf;

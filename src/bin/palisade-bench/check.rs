@@ -135,6 +135,11 @@ impl Report {
     }
 }
 
+/// The start of the 503 reason while blocks and attestations are held after a database change.
+const DATABASE_CHANGED: &str = "the database changed";
+/// How long after an outage a database-change hold is still explained by it.
+const HOLD_SLACK_MS: f64 = 60_000.0;
+
 const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
 fn slashable(a: &Signed, b: &Signed) -> bool {
@@ -181,10 +186,16 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
         {
             // Slack: a request sent just before the stop may answer after it, and the
             // first requests after it may find pooled connections broken.
+            // A replica finds the database changed (restored, failed over) only at its next
+            // connection, and Patroni may hand the leader back once more after the fault
+            // command returned (patroni#2689): the hold that follows is a designed 503, explained
+            // by any outage shortly before it, never by nothing.
+            let held = x.response.to_string().contains(DATABASE_CHANGED);
             let during = windows.iter().any(|o| {
+                let slack = if held { HOLD_SLACK_MS } else { 6000.0 };
                 o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r))
                     && x.t1 >= o.start - 1000.0
-                    && x.t0 <= o.end + 6000.0
+                    && x.t0 <= o.end + slack
             });
             if !during {
                 report
@@ -280,7 +291,14 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
             let last_5xx = responses
                 .iter()
                 .filter(mine)
-                .filter(|x| x.status >= 500 && x.t1 >= o.start - 1000.0 && x.t0 <= o.end + 6000.0)
+                .filter(|x| {
+                    let slack = if x.response.to_string().contains(DATABASE_CHANGED) {
+                        HOLD_SLACK_MS
+                    } else {
+                        6000.0
+                    };
+                    x.status >= 500 && x.t1 >= o.start - 1000.0 && x.t0 <= o.end + slack
+                })
                 // A 5xx inside another outage belongs to that one.
                 .filter(|x| !windows.iter().enumerate().any(|(j, w)| j != i && inside(x, w)))
                 .map(|x| x.t1 - o.end)
@@ -370,5 +388,40 @@ mod tests {
         let b = |s, x| Signed::Block { slot: s, root: r(x) };
         assert!(slashable(&b(5, 1), &b(5, 2)));
         assert!(!slashable(&b(5, 1), &b(6, 2)));
+    }
+
+    fn exchange(status: u16, response: serde_json::Value, t: f64) -> Exchange {
+        Exchange {
+            pubkey: String::new(),
+            request: serde_json::Value::Null,
+            status,
+            response,
+            t0: t,
+            t1: t + 5.0,
+            source: String::new(),
+            backend: None,
+        }
+    }
+
+    #[test]
+    fn a_database_change_hold_is_explained_only_near_an_outage() {
+        let network = Network::load("mainnet").expect("mainnet");
+        let export = Interchange::from_json(
+            r#"{"metadata":{"interchange_format_version":"5","genesis_validators_root":"0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"},"data":[]}"#,
+        )
+        .expect("export");
+        let outage = [Outage {
+            start: 1_000.0,
+            end: 2_000.0,
+            replica: None,
+            lost_history: true,
+        }];
+        let held = serde_json::json!({"error": "the database changed (restored or failed over): held"});
+        let other = serde_json::json!({"error": "database unavailable"});
+        let unexplained = |x: Exchange| check(&network, &[x], &export, Some(&outage)).unexplained_5xx.len();
+        assert_eq!(unexplained(exchange(503, held.clone(), 2_000.0 + 30_000.0)), 0);
+        assert_eq!(unexplained(exchange(503, held, 2_000.0 + 61_000.0)), 1);
+        assert_eq!(unexplained(exchange(503, other.clone(), 2_000.0 + 5_000.0)), 0);
+        assert_eq!(unexplained(exchange(503, other, 2_000.0 + 30_000.0)), 1);
     }
 }

@@ -24,57 +24,27 @@
 //! same.
 
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
+mod batch;
+
 use super::incarnation::{IDENTITY_QUERY, Incarnation};
 use super::interchange::Interchange;
 use super::repair::{RepairRequest, Repaired, plan};
-use super::rules::{Proposal, Verdict, Watermarks};
+use super::rules::{Proposal, Watermarks};
 use super::store::{
-    Failure, MAX_ATTEMPTS, MAX_CONFLICTS, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, classify,
-    conflict_pause, discarded_attestation, discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db,
-    root_to_db, timed, to_db, watermarks_from_row,
+    MAX_ATTEMPTS, Retries, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, discarded_attestation,
+    discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db, root_to_db, timed, to_db,
+    watermarks_from_row,
 };
-use super::{Checked, DbOptions, Mark, ProtectionError, Recorded, Seen, redact_url};
+use super::{Checked, DbOptions, ProtectionError, redact_url};
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
-
-// The UPDATE matches only a safe message below the high watermark in force. SET expressions
-// see the row as it was, so `prev_mark` keeps the watermark it held before this signing: the
-// replica's memory compares it with what it committed (a database that went back in time
-// holds less), at no extra cost.
-const SIGN_BLOCK: &str = "
-WITH v AS (
-    UPDATE validators
-       SET prev_mark = block_slot, block_slot = $2, block_root = $3, updated_at = now()
-     WHERE pubkey = $1 AND enabled AND current_setting('transaction_isolation') = 'serializable'
-       AND (block_slot IS NULL OR block_slot < $2)
-       AND NOT COALESCE($2 >= COALESCE(high_slot, (SELECT slot FROM high_watermark)), FALSE)
- RETURNING id, prev_mark, repairs),
-ins AS (
-    INSERT INTO signed_blocks (validator_id, slot, signing_root, client)
-    SELECT id, $2, $3, $4 FROM v)
-SELECT v.prev_mark, v.repairs, current_setting('transaction_isolation') FROM (SELECT 1) one LEFT JOIN v ON TRUE";
-
-const SIGN_ATTESTATION: &str = "
-WITH v AS (
-    UPDATE validators
-       SET prev_mark = att_target, att_source = $2, att_target = $3, att_root = $4, att_root_source = $2,
-           updated_at = now()
-     WHERE pubkey = $1 AND enabled AND $2 <= $3 AND current_setting('transaction_isolation') = 'serializable'
-       AND (att_target IS NULL OR att_target < $3)
-       AND (att_source IS NULL OR att_source <= $2)
-       AND NOT COALESCE($3 >= COALESCE(high_epoch, (SELECT epoch FROM high_watermark)), FALSE)
- RETURNING id, prev_mark, repairs),
-ins AS (
-    INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, client)
-    SELECT id, $2, $3, $4, $5 FROM v)
-SELECT v.prev_mark, v.repairs, current_setting('transaction_isolation') FROM (SELECT 1) one LEFT JOIN v ON TRUE";
 
 /// New watermarks of a repair ($2 block slot, $3/$4 attestation source/target; NULL keeps the
 /// current value). Roots are cleared: nothing below a repaired watermark is repeatable.
@@ -89,9 +59,6 @@ UPDATE validators
        repairs = repairs + 1, updated_at = now()
  WHERE id = $1";
 
-static READ_WATERMARKS: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {WATERMARK_COLUMNS} FROM validators v WHERE pubkey = $1"));
-
 /// How every multi-statement transaction starts: the level is in the statement itself, so no
 /// pooler or session setting can lower it.
 pub(super) const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
@@ -105,22 +72,6 @@ SELECT p FROM UNNEST($1::bytea[]) AS t(p)
  ORDER BY p
 ON CONFLICT (pubkey) DO NOTHING";
 
-/// What a signing statement returns: the previous mark and repair count of the matched row
-/// (none when nothing matched), and the isolation level it ran at.
-type SignedRow = (Option<i64>, Option<i32>, String);
-
-/// `Err(level)` when the statement did not run at SERIALIZABLE (and so wrote nothing).
-fn matched(row: SignedRow, mark: impl FnOnce(Option<i64>) -> Mark) -> Result<Option<Seen>, String> {
-    let (prev, repairs, level) = row;
-    if level != "serializable" {
-        return Err(level);
-    }
-    Ok(repairs.map(|r| Seen {
-        repairs: r as u32,
-        mark: mark(prev),
-    }))
-}
-
 pub(super) fn not_serializable(level: &str) -> String {
     format!(
         "the database ran a transaction at `{level}`, not SERIALIZABLE: something between Palisade and \
@@ -128,6 +79,47 @@ pub(super) fn not_serializable(level: &str) -> String {
          `ignore_startup_parameters = options`?). Connect Palisade to PostgreSQL directly, or through \
          session pooling that passes the `options` startup parameter"
     )
+}
+
+/// Blocks and attestations wait while the database was just found to be another one.
+fn refuse_while_held(incarnation: &Incarnation) -> Result<(), ProtectionError> {
+    match incarnation.held() {
+        Some(left) => Err(ProtectionError::Unavailable(format!(
+            "the database changed (restored or failed over): blocks and attestations are held for up to {} ms \
+             more while replicas check it against what they signed",
+            left.as_millis()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Gives every pubkey its row (idempotent; replicas may register the same keys at once).
+async fn register_keys(pool: &PgPool, timeout: Duration, pubkeys: &[PublicKey]) -> Result<(), ProtectionError> {
+    let mut sorted: Vec<Vec<u8>> = pubkeys.iter().map(|p| p.0.to_vec()).collect();
+    sorted.sort();
+    sorted.dedup();
+    // Known keys are left out first (in its own read-only statement), so that restarts do
+    // not burn identity values on inserts that conflict.
+    let known: Vec<(Vec<u8>,)> = timed(timeout * 4, async {
+        Ok(sqlx::query_as("SELECT pubkey FROM validators WHERE pubkey = ANY($1)")
+            .bind(&sorted)
+            .fetch_all(pool)
+            .await?)
+    })
+    .await?;
+    let known: std::collections::HashSet<Vec<u8>> = known.into_iter().map(|(k,)| k).collect();
+    sorted.retain(|k| !known.contains(k));
+    for chunk in sorted.chunks(5000) {
+        let mut retries = Retries::new(1);
+        while let Err(e) = timed(timeout, async {
+            Ok(sqlx::query(REGISTER).bind(chunk).execute(pool).await)
+        })
+        .await?
+        {
+            retries.again(e).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The innermost cause of a connection error ("Connection refused", a TLS or auth failure).
@@ -142,6 +134,8 @@ pub struct PgStore {
     pool: PgPool,
     timeout: Duration,
     pub incarnation: Arc<Incarnation>,
+    /// Blocks and attestations go through the group commit.
+    batcher: batch::Batcher,
 }
 
 impl PgStore {
@@ -180,10 +174,16 @@ impl PgStore {
             .test_before_acquire(false)
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(connect.clone());
+        let batcher = batch::Batcher::start(batch::Signer {
+            pool: pool.clone(),
+            timeout: opts.timeout,
+            incarnation: incarnation.clone(),
+        });
         let store = Self {
             pool,
             timeout: opts.timeout,
             incarnation,
+            batcher,
         };
         store.wait_until_reachable(url, &connect, opts.connect_timeout).await?;
         // Before anything is written: refuse a path to the database that loses the setting.
@@ -244,177 +244,24 @@ impl PgStore {
         proposal: &Proposal,
         client: &str,
     ) -> Result<Checked, ProtectionError> {
-        self.refuse_while_held()?;
-        timed(self.timeout, self.check_and_record_inner(pubkey, proposal, client)).await
+        refuse_while_held(&self.incarnation)?;
+        timed(self.timeout, self.batcher.check(*pubkey, *proposal, client)).await
     }
 
-    fn refuse_while_held(&self) -> Result<(), ProtectionError> {
-        match self.incarnation.held() {
-            Some(left) => Err(ProtectionError::Unavailable(format!(
-                "the database changed (restored or failed over): blocks and attestations are held for up to {} ms \
-                 more while replicas check it against what they signed",
-                left.as_millis()
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    async fn check_and_record_inner(
+    /// Decides `messages` as one group-commit batch (see `batch`).
+    pub async fn check_together(
         &self,
-        pubkey: &PublicKey,
-        proposal: &Proposal,
+        messages: &[(PublicKey, Proposal)],
         client: &str,
-    ) -> Result<Checked, ProtectionError> {
-        let mut last = String::new();
-        let (mut failures, mut conflicts) = (0, 0);
-        while failures < MAX_ATTEMPTS && conflicts <= MAX_CONFLICTS {
-            // The connection first: a new one may be the first to see a changed database,
-            // and then nothing may be signed on it yet.
-            let mut conn = match self.pool.acquire().await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = e.to_string();
-                    if matches!(classify(e), Failure::Internal(_)) {
-                        return Err(ProtectionError::Internal(last));
-                    }
-                    failures += 1;
-                    continue;
-                }
-            };
-            self.refuse_while_held()?;
-            let attempt = match *proposal {
-                Proposal::Block { slot, root } => sqlx::query_as::<_, SignedRow>(SIGN_BLOCK)
-                    .bind(&pubkey.0[..])
-                    .bind(to_db(slot.0))
-                    .bind(root_to_db(Some(root)))
-                    .bind(client)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map(|r| matched(r, |prev| Mark::Block(prev.map(|v| Slot(from_db(v)))))),
-                Proposal::Attestation { source, target, root } => sqlx::query_as::<_, SignedRow>(SIGN_ATTESTATION)
-                    .bind(&pubkey.0[..])
-                    .bind(to_db(source.0))
-                    .bind(to_db(target.0))
-                    .bind(root_to_db(Some(root)))
-                    .bind(client)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map(|r| matched(r, |t| Mark::AttestationTarget(t.map(|v| Epoch(from_db(v)))))),
-            };
-            let attempt = match attempt {
-                Ok(Err(level)) => return Err(ProtectionError::Internal(not_serializable(&level))),
-                Ok(Ok(seen)) => Ok(seen),
-                Err(e) => Err(e),
-            };
-            match attempt {
-                Ok(Some(seen)) => {
-                    return Ok(Checked {
-                        recorded: Recorded::New,
-                        seen,
-                    });
-                }
-                Ok(None) => {}
-                Err(e) => match classify(e) {
-                    // A connection that died mid-statement may or may not have committed;
-                    // running the same check again is safe either way (a committed record
-                    // turns into a Repeat of the same message).
-                    Failure::Retry(m) => {
-                        last = m;
-                        conflicts += 1;
-                        drop(conn);
-                        conflict_pause(conflicts).await;
-                        continue;
-                    }
-                    Failure::Unavailable(m) => {
-                        last = m;
-                        failures += 1;
-                        continue;
-                    }
-                    Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
-                },
-            }
-            // Nothing matched: a repeat, a refusal, or a validator without a row yet.
-            let row = match sqlx::query(&READ_WATERMARKS)
-                .bind(&pubkey.0[..])
-                .fetch_optional(&mut *conn)
-                .await
-            {
-                Ok(row) => row,
-                Err(e) => match classify(e) {
-                    Failure::Retry(m) => {
-                        (last, conflicts) = (m, conflicts + 1);
-                        continue;
-                    }
-                    Failure::Unavailable(m) => {
-                        (last, failures) = (m, failures + 1);
-                        continue;
-                    }
-                    Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
-                },
-            };
-            let Some(row) = row else {
-                drop(conn);
-                self.register(std::slice::from_ref(pubkey)).await?;
-                failures += 1;
-                continue;
-            };
-            let w = watermarks_from_row(&row)?;
-            match w.check(proposal) {
-                Verdict::Repeat => {
-                    return Ok(Checked {
-                        recorded: Recorded::Repeat,
-                        seen: Seen::of(&w, proposal),
-                    });
-                }
-                Verdict::Refused(r) => return Err(ProtectionError::Refused(r)),
-                // The row changed between the two statements (a re-enable): check again.
-                Verdict::New => failures += 1,
-            }
+    ) -> Vec<Result<Checked, ProtectionError>> {
+        if let Err(e) = refuse_while_held(&self.incarnation) {
+            return messages.iter().map(|_| Err(e.clone())).collect();
         }
-        Err(ProtectionError::Unavailable(format!(
-            "gave up after {} attempts: {last}",
-            failures + conflicts
-        )))
+        self.batcher.check_together(messages, client).await
     }
 
     pub async fn register(&self, pubkeys: &[PublicKey]) -> Result<(), ProtectionError> {
-        let mut sorted: Vec<Vec<u8>> = pubkeys.iter().map(|p| p.0.to_vec()).collect();
-        sorted.sort();
-        sorted.dedup();
-        // Known keys are left out first (in its own read-only statement), so that restarts do
-        // not burn identity values on inserts that conflict.
-        let known: Vec<(Vec<u8>,)> = timed(self.timeout * 4, async {
-            Ok(sqlx::query_as("SELECT pubkey FROM validators WHERE pubkey = ANY($1)")
-                .bind(&sorted)
-                .fetch_all(&self.pool)
-                .await?)
-        })
-        .await?;
-        let known: std::collections::HashSet<Vec<u8>> = known.into_iter().map(|(k,)| k).collect();
-        sorted.retain(|k| !known.contains(k));
-        for chunk in sorted.chunks(5000) {
-            let mut conflicts = 0;
-            loop {
-                let r = timed(self.timeout, async {
-                    Ok(sqlx::query(REGISTER).bind(chunk).execute(&self.pool).await)
-                })
-                .await?;
-                match r {
-                    Ok(_) => break,
-                    Err(e) => match classify(e) {
-                        Failure::Retry(_) if conflicts < MAX_CONFLICTS => {
-                            conflicts += 1;
-                            conflict_pause(conflicts).await;
-                        }
-                        Failure::Retry(m) | Failure::Unavailable(m) => {
-                            return Err(ProtectionError::Unavailable(m));
-                        }
-                        Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
-                    },
-                }
-            }
-        }
-        Ok(())
+        register_keys(&self.pool, self.timeout, pubkeys).await
     }
 
     pub async fn pinned_chain(&self) -> Result<Option<Root>, ProtectionError> {
@@ -863,7 +710,8 @@ impl PgStore {
                 LIMIT 5000))"
         );
         let mut deleted = 0;
-        let mut conflicts = 0;
+        // Pruning yields to signing: a serialization conflict is tried again later.
+        let mut retries = Retries::new(1);
         loop {
             let n = match sqlx::query(&sql)
                 .bind(keep.min(i64::MAX as u64) as i64)
@@ -872,16 +720,10 @@ impl PgStore {
                 .await
             {
                 Ok(r) => r.rows_affected(),
-                // Pruning yields to signing: a serialization conflict is tried again later.
-                Err(e) => match classify(e) {
-                    Failure::Retry(_) if conflicts < MAX_CONFLICTS => {
-                        conflicts += 1;
-                        conflict_pause(conflicts).await;
-                        continue;
-                    }
-                    Failure::Retry(m) | Failure::Unavailable(m) => return Err(ProtectionError::Unavailable(m)),
-                    Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
-                },
+                Err(e) => {
+                    retries.again(e).await?;
+                    continue;
+                }
             };
             deleted += n;
             if n == 0 {
@@ -943,7 +785,7 @@ impl PgStore {
             // The heartbeat writes only this replica's row, and the count is read on its own:
             // a transaction that read the others' rows and wrote its own would be a write skew
             // under SERIALIZABLE, and replicas probing together would abort each other.
-            let mut conflicts = 0;
+            let mut retries = Retries::new(1);
             loop {
                 let beat = sqlx::query(
                     "INSERT INTO replicas (id, version) VALUES ($1, $2)
@@ -955,14 +797,7 @@ impl PgStore {
                 .await;
                 match beat {
                     Ok(_) => break,
-                    Err(e) => match classify(e) {
-                        Failure::Retry(_) if conflicts < MAX_CONFLICTS => {
-                            conflicts += 1;
-                            conflict_pause(conflicts).await;
-                        }
-                        Failure::Retry(m) | Failure::Unavailable(m) => return Err(ProtectionError::Unavailable(m)),
-                        Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
-                    },
+                    Err(e) => retries.again(e).await?,
                 }
             }
             let (n,): (i64,) = sqlx::query_as(
@@ -1017,20 +852,12 @@ async fn retrying<T, Fut>(mut attempt: impl FnMut() -> Fut) -> Result<T, Protect
 where
     Fut: std::future::Future<Output = Result<T, TxError>>,
 {
-    let (mut conflicts, mut failures) = (0, 0);
+    let mut retries = Retries::new(MAX_ATTEMPTS);
     loop {
         match attempt().await {
             Ok(t) => return Ok(t),
             Err(TxError::Refused(e)) => return Err(e),
-            Err(TxError::Db(e)) => match classify(e) {
-                Failure::Retry(_) if conflicts < MAX_CONFLICTS => {
-                    conflicts += 1;
-                    conflict_pause(conflicts).await;
-                }
-                Failure::Unavailable(_) if failures + 1 < MAX_ATTEMPTS => failures += 1,
-                Failure::Retry(m) | Failure::Unavailable(m) => return Err(ProtectionError::Unavailable(m)),
-                Failure::Internal(m) => return Err(ProtectionError::Internal(m)),
-            },
+            Err(TxError::Db(e)) => retries.again(e).await?,
         }
     }
 }
