@@ -78,6 +78,8 @@ pub struct Metrics {
     /// Connections closed for a timeout (header, idle), by which.
     pub connections_timed_out: Family<StateLabels, Counter>,
     pub connections_open: Gauge,
+    /// The group commit's statements, what they decided, and their conflicts (PostgreSQL).
+    pub commits: crate::protection::CommitStats,
 }
 
 impl Default for Metrics {
@@ -103,6 +105,22 @@ impl Metrics {
         let connections_refused = Counter::default();
         let connections_timed_out = Family::<StateLabels, Counter>::default();
         let connections_open = Gauge::default();
+        let commits = crate::protection::CommitStats::default();
+        registry.register(
+            "database_statements",
+            "Check-and-record statements run on PostgreSQL (each one transaction of the group commit)",
+            commits.statements.clone(),
+        );
+        registry.register(
+            "database_decided",
+            "Blocks and attestations decided by those statements (decided / statements = mean batch size)",
+            commits.decided.clone(),
+        );
+        registry.register(
+            "database_conflicts",
+            "Check-and-record statements rolled back by a serialization conflict or deadlock and run again",
+            commits.conflicts.clone(),
+        );
         registry.register(
             "http_connections_refused",
             "Connections closed on arrival because --http-max-connections were open",
@@ -211,6 +229,7 @@ impl Metrics {
             database_pool_connections,
             database_rollbacks,
             replicas,
+            commits,
         }
     }
 

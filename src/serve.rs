@@ -88,11 +88,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(allowed = ?signing_types, "signing policy: only these types are signed");
     }
 
+    let metrics = Arc::new(Metrics::new());
     let db_options = DbOptions {
         pool_size: args.database_pool_size.unwrap_or_else(default_pool_size),
         timeout: Duration::from_millis(args.database_timeout_ms),
         connect_timeout: Duration::from_secs(args.database_connect_timeout_secs),
         change_hold: Duration::from_secs(args.database_change_hold_secs),
+        stats: metrics.commits.clone(),
     };
     let db = SlashingDatabase::open(&args.database_url, &db_options)
         .await
@@ -141,7 +143,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let registry = Arc::new(KeyRegistry::new());
     let sources = loader::announce(found, &registry);
 
-    let metrics = Arc::new(Metrics::new());
     let signer = Arc::new(Signer {
         network: network.clone(),
         keys: registry.clone(),

@@ -42,12 +42,18 @@ async fn a_signing_below_serializable_writes_nothing() {
     let SlashingDatabase::Postgres(store) = &db else {
         unreachable!("a postgres:// URL opens PostgreSQL")
     };
+    // Every connection the signings may use, held at once so that each is a different one.
     let set = |level: &'static str| async move {
-        let mut c = store.pool().acquire().await.unwrap();
-        sqlx::query(&format!("SET default_transaction_isolation = '{level}'"))
-            .execute(&mut *c)
-            .await
-            .unwrap();
+        let pool = store.signing_pool();
+        let mut held = Vec::new();
+        for _ in 0..pool.options().get_max_connections() {
+            let mut c = pool.acquire().await.unwrap();
+            sqlx::query(&format!("SET default_transaction_isolation = '{level}'"))
+                .execute(&mut *c)
+                .await
+                .unwrap();
+            held.push(c);
+        }
     };
 
     set("read committed").await;

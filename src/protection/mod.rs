@@ -103,6 +103,17 @@ pub struct Checked {
     pub seen: Seen,
 }
 
+/// What the PostgreSQL group commit did, shared with the metrics.
+#[derive(Clone, Debug, Default)]
+pub struct CommitStats {
+    /// Check-and-record statements run (each one transaction).
+    pub statements: prometheus_client::metrics::counter::Counter,
+    /// Blocks and attestations those statements decided (signed, repeats, refusals).
+    pub decided: prometheus_client::metrics::counter::Counter,
+    /// Statements rolled back by a serialization conflict or a deadlock and run again.
+    pub conflicts: prometheus_client::metrics::counter::Counter,
+}
+
 /// Connection settings.
 #[derive(Clone, Debug)]
 pub struct DbOptions {
@@ -115,6 +126,7 @@ pub struct DbOptions {
     /// How long blocks and attestations are held after the database is found to be another
     /// one than before (restored, failed over).
     pub change_hold: Duration,
+    pub stats: CommitStats,
 }
 
 impl Default for DbOptions {
@@ -124,6 +136,7 @@ impl Default for DbOptions {
             timeout: Duration::from_millis(1500),
             connect_timeout: Duration::from_secs(30),
             change_hold: Duration::from_secs(4),
+            stats: CommitStats::default(),
         }
     }
 }

@@ -72,6 +72,11 @@ impl Retries {
         }
     }
 
+    /// Serialization conflicts and deadlocks met so far.
+    pub fn conflicts(&self) -> usize {
+        self.conflicts
+    }
+
     fn give_up(&self, why: String) -> ProtectionError {
         let tries = self.conflicts + self.failures;
         if tries <= 1 {

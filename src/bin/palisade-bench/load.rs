@@ -142,6 +142,29 @@ pub fn attestation_loop(keys: &[palisade::types::PublicKey], connections: usize,
     })
 }
 
+/// A blocking GET with the body as sent (chunked transfer decoded).
+pub fn http_get_text(addr: &str, path: &str) -> anyhow::Result<String> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Ok(body.to_string());
+    }
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16)?;
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    Ok(out)
+}
+
 /// A minimal blocking GET for polling health endpoints: (status, body).
 pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = std::net::TcpStream::connect(addr)?;

@@ -24,6 +24,7 @@ mod procs;
 mod server;
 
 mod blst_bench;
+mod breakdown;
 mod check;
 mod failover;
 mod faults;
@@ -35,6 +36,16 @@ mod protection_bench;
 mod proxy;
 
 use clap::{Parser, Subcommand};
+
+/// Benchmark clusters keep their data on a disk (every commit pays a real fsync), outside the
+/// checkout and where the `postgres` user can reach it: `PALISADE_PG_SCRATCH`, else
+/// /var/tmp/palisade-bench-pg.
+fn bench_pg_scratch() {
+    if std::env::var_os("PALISADE_PG_SCRATCH").is_none() {
+        // SAFETY: called before any thread is started; the harness reads it when starting.
+        unsafe { std::env::set_var("PALISADE_PG_SCRATCH", "/var/tmp/palisade-bench-pg") };
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "palisade-bench", about = "Benchmarks for Palisade (numbers, not pass/fail)")]
@@ -102,7 +113,7 @@ enum Command {
     Failover(failover::Options),
     /// Protected attestations per second through the real signer on PostgreSQL.
     Protection {
-        /// A PostgreSQL URL; by default a throwaway cluster is started on disk under target/.
+        /// A PostgreSQL URL; by default a throwaway cluster is started on disk under /var/tmp/palisade-bench-pg (or PALISADE_PG_SCRATCH).
         #[arg(long)]
         database_url: Option<String>,
         #[arg(long, default_value_t = 1000)]

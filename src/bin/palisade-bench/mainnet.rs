@@ -26,6 +26,7 @@ use palisade::types::PublicKey;
 use tokio::sync::Semaphore;
 
 use crate::blst_bench;
+use crate::breakdown::{Breakdown, Commits, Cpu, database_alone};
 use crate::keys::raw_key_config;
 use crate::load::{attestation_loop, closed_loop, http_get, ms, percentile};
 use crate::messages::{self, FULU_EPOCH, root};
@@ -38,7 +39,7 @@ pub struct Options {
     /// Drive this running signer instead of starting one (it must sign for mainnet).
     #[arg(long)]
     pub url: Option<String>,
-    /// PostgreSQL for the signer started here (default: a throwaway cluster under target/).
+    /// PostgreSQL for the signer started here (default: a throwaway cluster under /var/tmp/palisade-bench-pg, or PALISADE_PG_SCRATCH).
     #[arg(long)]
     pub database_url: Option<String>,
     #[arg(long, default_value_t = 10_000)]
@@ -338,8 +339,7 @@ fn start_target(o: &Options) -> anyhow::Result<Target> {
     let (cluster, db_url) = match &o.database_url {
         Some(u) => (None, u.clone()),
         None => {
-            // SAFETY: single-threaded at this point; read when the cluster starts.
-            unsafe { std::env::set_var("PALISADE_PG_SCRATCH", "target/bench-pg") };
+            crate::bench_pg_scratch();
             let c = PgCluster::start_with(&["max_connections=300"]);
             let u = c.new_database();
             (Some(c), u)
@@ -353,6 +353,7 @@ fn start_target(o: &Options) -> anyhow::Result<Target> {
             // Synthetic duties run ahead of the clock (many epochs per second): no window.
             "--future-tolerance-secs",
             "off",
+            "--metrics",
             "--key-config-path",
             keys_dir.to_str().unwrap(),
             "--network",
@@ -502,7 +503,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         let addr = base.trim_start_matches("http://").to_string();
         let c = crate::load::loop_connections(32, keys.len());
         let make = attestation_loop(&keys, c, first_epoch);
-        let r = closed_loop(&addr, c, o.seconds, make);
+        // Warm up connections and caches (a running client's are).
+        closed_loop(&addr, c, 1.0, make.clone());
+        let (cpu_before, commits_before) = (Cpu::now(pid), Commits::scrape(&addr));
+        let r = closed_loop(&addr, c, o.seconds, attestation_loop(&keys, c, first_epoch + 1_000_000));
+        let (cpu_after, commits_after) = (Cpu::now(pid), Commits::scrape(&addr));
         let raw_after = blst_bench::rate(blst_bench::cores(), 3.0);
         let raw = (raw_before + raw_after) / 2.0;
         println!(
@@ -514,6 +519,22 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             blst_bench::cores(),
             100.0 * r.rate() / raw
         );
+        // The database alone, on validators and epochs the run did not touch.
+        let database_alone = target
+            .database_url
+            .as_deref()
+            .filter(|_| keys.len() >= 2 * c)
+            .map(|url| database_alone(url, &keys[keys.len() / 2..], c, first_epoch + 2_000_000, 5.0));
+        Breakdown {
+            signed: r.ok(),
+            seconds: r.elapsed.as_secs_f64(),
+            before: cpu_before,
+            after: cpu_after,
+            commits_before,
+            commits_after,
+            database_alone,
+        }
+        .print();
     } else {
         let first_slot = first_epoch * 32;
         let works = slot_schedule(&o, &keys, first_slot);

@@ -40,8 +40,7 @@ pub fn run(
         Some(u) => (u.clone(), u),
         None => {
             // On disk, not tmpfs: every commit pays a real fsync.
-            // SAFETY: single-threaded at this point; the harness reads it when starting.
-            unsafe { std::env::set_var("PALISADE_PG_SCRATCH", "target/bench-pg") };
+            crate::bench_pg_scratch();
             let c = PgCluster::start_with(&["max_connections=300"]);
             let urls = (c.new_database(), c.new_database());
             _cluster = c;

@@ -5,16 +5,18 @@
 //! checks the level it actually ran at (a pooler that drops the setting makes it write nothing
 //! and fail, never sign at a lower level).
 //!
-//! A signing is one statement, one round trip, one transaction: a conditional UPDATE of the
-//! validator's watermark row that matches only when the message is safe, chained with the
-//! history INSERT. Why two replicas can never both sign conflicting messages:
+//! Blocks and attestations are checked and recorded by the group commit (`batch`): one
+//! statement and one transaction for whatever arrived while the previous commit was in
+//! flight, each validator's part a conditional UPDATE of its watermark row that matches only
+//! when the message is safe, chained with the history INSERT. Why two replicas can never both
+//! sign conflicting messages:
 //! - The row lock serialises them: the second waits for the first to commit.
 //! - Under SERIALIZABLE the second then fails with a serialization error (40001) rather than
-//!   reading a row that changed after its snapshot; nothing of it is written. The retry takes a
-//!   fresh snapshot, sees the first one's commit and is either a repeat of the same message
-//!   (same root: the same signature again) or refused. A retry can never produce a second,
-//!   different signature, because the only write that allows a signature is the matched
-//!   UPDATE, and it is evaluated against the latest committed row.
+//!   reading a row that changed after its snapshot; nothing of its statement is written. The
+//!   retry takes a fresh snapshot, sees the first one's commit and is either a repeat of the
+//!   same message (same root: the same signature again) or refused. A retry can never produce a
+//!   second, different signature, because the only write that allows a signature is the
+//!   matched UPDATE, and it is evaluated against the latest committed row.
 //! - A connection that dies mid-statement may or may not have committed; running the same
 //!   check again is safe for the same reason (a committed record turns into a repeat).
 //!
@@ -79,6 +81,27 @@ pub(super) fn not_serializable(level: &str) -> String {
          `ignore_startup_parameters = options`?). Connect Palisade to PostgreSQL directly, or through \
          session pooling that passes the `options` startup parameter"
     )
+}
+
+/// A pool whose every new connection reports which database it reached.
+fn pool_options(incarnation: &Arc<Incarnation>, size: u32, timeout: Duration) -> PgPoolOptions {
+    let seen = incarnation.clone();
+    PgPoolOptions::new()
+        .after_connect(move |conn, _| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                let (identity,): (String,) = sqlx::query_as(IDENTITY_QUERY).fetch_one(&mut *conn).await?;
+                seen.observe(identity);
+                Ok(())
+            })
+        })
+        .max_connections(size)
+        .min_connections(1)
+        .acquire_timeout(timeout)
+        // A dead connection shows up as an error on use and is replaced, so no ping before
+        // every acquire.
+        .test_before_acquire(false)
+        .idle_timeout(Duration::from_secs(300))
 }
 
 /// Blocks and attestations wait while the database was just found to be another one.
@@ -156,28 +179,23 @@ impl PgStore {
                 ("default_transaction_isolation", "serializable"),
             ]);
         let incarnation = Arc::new(Incarnation::new(opts.change_hold));
-        let seen = incarnation.clone();
-        let pool = PgPoolOptions::new()
-            .after_connect(move |conn, _| {
-                let seen = seen.clone();
-                Box::pin(async move {
-                    let (identity,): (String,) = sqlx::query_as(IDENTITY_QUERY).fetch_one(&mut *conn).await?;
-                    seen.observe(identity);
-                    Ok(())
-                })
-            })
-            .max_connections(opts.pool_size)
-            .min_connections(1)
-            .acquire_timeout(opts.timeout)
-            // Each signing is one round trip; a dead connection shows up as an error on use
-            // and is replaced, so no ping before every acquire.
-            .test_before_acquire(false)
-            .idle_timeout(Duration::from_secs(300))
-            .connect_lazy_with(connect.clone());
+        let pool = pool_options(&incarnation, opts.pool_size, opts.timeout).connect_lazy_with(connect.clone());
+        // The group commit's own connections. Their statements look rows up by key only, so
+        // they are planned once and for index scans whatever the table's size: a sequential
+        // scan would also take a predicate lock on the whole table, and every concurrent
+        // signing would then conflict with it. No JIT: it costs more than these statements.
+        let sign_pool = pool_options(&incarnation, batch::WORKERS as u32 + 1, opts.timeout).connect_lazy_with(
+            connect.clone().options([
+                ("enable_seqscan", "off"),
+                ("jit", "off"),
+                ("plan_cache_mode", "force_generic_plan"),
+            ]),
+        );
         let batcher = batch::Batcher::start(batch::Signer {
-            pool: pool.clone(),
+            pool: sign_pool,
             timeout: opts.timeout,
             incarnation: incarnation.clone(),
+            stats: opts.stats.clone(),
         });
         let store = Self {
             pool,
@@ -461,12 +479,15 @@ impl PgStore {
     pub async fn set_enabled(&self, pubkeys: &[PublicKey], enabled: bool) -> Result<(), ProtectionError> {
         self.register(pubkeys).await?;
         let keys: Vec<Vec<u8>> = pubkeys.iter().map(|p| p.0.to_vec()).collect();
+        // Rows locked in pubkey order, as the signing statement locks them: no deadlock.
+        let sql = "WITH locked AS MATERIALIZED (
+                       SELECT id FROM validators WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE)
+                   UPDATE validators v SET enabled = $2, updated_at = now() FROM locked l WHERE v.id = l.id";
         timed(self.timeout, async {
-            sqlx::query("UPDATE validators SET enabled = $2, updated_at = now() WHERE pubkey = ANY($1)")
-                .bind(&keys)
-                .bind(enabled)
-                .execute(&self.pool)
-                .await?;
+            let mut retries = Retries::new(1);
+            while let Err(e) = sqlx::query(sql).bind(&keys).bind(enabled).execute(&self.pool).await {
+                retries.again(e).await?;
+            }
             Ok(())
         })
         .await
@@ -521,15 +542,16 @@ impl PgStore {
     pub async fn raise_repairs(&self, pairs: &[(PublicKey, u32)]) -> Result<(), ProtectionError> {
         let keys: Vec<Vec<u8>> = pairs.iter().map(|(p, _)| p.0.to_vec()).collect();
         let counts: Vec<i32> = pairs.iter().map(|(_, r)| (*r).min(i32::MAX as u32) as i32).collect();
+        let sql = "WITH locked AS MATERIALIZED (
+                       SELECT id, pubkey FROM validators WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE)
+                   UPDATE validators v SET repairs = GREATEST(v.repairs, u.r)
+                     FROM locked l, UNNEST($1::bytea[], $2::int[]) AS u(p, r)
+                    WHERE v.id = l.id AND l.pubkey = u.p";
         timed(self.timeout, async {
-            sqlx::query(
-                "UPDATE validators v SET repairs = GREATEST(v.repairs, u.r)
-                   FROM UNNEST($1::bytea[], $2::int[]) AS u(p, r) WHERE v.pubkey = u.p",
-            )
-            .bind(&keys)
-            .bind(&counts)
-            .execute(&self.pool)
-            .await?;
+            let mut retries = Retries::new(1);
+            while let Err(e) = sqlx::query(sql).bind(&keys).bind(&counts).execute(&self.pool).await {
+                retries.again(e).await?;
+            }
             Ok(())
         })
         .await
@@ -822,6 +844,11 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The group commit's connections.
+    pub fn signing_pool(&self) -> &PgPool {
+        self.batcher.pool()
     }
 }
 
