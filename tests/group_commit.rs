@@ -6,10 +6,10 @@ mod common;
 
 use std::sync::Arc;
 
-use palisade::protection::{DbOptions, Interchange, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
+use palisade::protection::{DbOptions, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use palisade::types::{PublicKey, Root};
 
-use common::proposals::{att, block, pk};
+use common::proposals::{att, block, in_export, pk};
 
 async fn replicas(n: usize) -> Vec<Arc<SlashingDatabase>> {
     let url = common::pg::shared().new_database();
@@ -27,22 +27,6 @@ type Outcome = Result<Recorded, ProtectionError>;
 
 fn outcomes(r: Vec<Result<palisade::protection::Checked, ProtectionError>>) -> Vec<Outcome> {
     r.into_iter().map(|c| c.map(|c| c.recorded)).collect()
-}
-
-fn in_export(export: &Interchange, key: &PublicKey, p: &Proposal) -> bool {
-    let Some(v) = export.data.iter().find(|v| v.pubkey == *key) else {
-        return false;
-    };
-    match *p {
-        Proposal::Block { slot, root } => v
-            .signed_blocks
-            .iter()
-            .any(|b| b.slot == slot && b.signing_root == Some(root)),
-        Proposal::Attestation { source, target, root } => v
-            .signed_attestations
-            .iter()
-            .any(|a| a.source_epoch == source && a.target_epoch == target && a.signing_root == Some(root)),
-    }
 }
 
 fn slashable(a: &Proposal, b: &Proposal) -> bool {

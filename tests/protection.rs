@@ -15,7 +15,7 @@ use palisade::protection::{
 use palisade::types::{PublicKey, Root, SigningRoot};
 use serde_json::Value;
 
-use common::proposals::{att, block, pk, root};
+use common::proposals::{att, block, in_export, pk, root};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -41,23 +41,6 @@ async fn fresh_with(backend: Backend, opts: DbOptions) -> (SlashingDatabase, Opt
             let url = format!("sqlite://{}", dir.path().join("p.sqlite").display());
             (SlashingDatabase::open(&url, &opts).await.unwrap(), Some(dir))
         }
-    }
-}
-
-/// Whether `export` holds exactly this message for `key`.
-fn in_export(export: &Interchange, key: &PublicKey, p: &Proposal) -> bool {
-    let Some(v) = export.data.iter().find(|v| v.pubkey == *key) else {
-        return false;
-    };
-    match *p {
-        Proposal::Block { slot, root } => v
-            .signed_blocks
-            .iter()
-            .any(|b| b.slot == slot && b.signing_root == Some(root)),
-        Proposal::Attestation { source, target, root } => v
-            .signed_attestations
-            .iter()
-            .any(|x| x.source_epoch == source && x.target_epoch == target && x.signing_root == Some(root)),
     }
 }
 

@@ -211,7 +211,7 @@ impl From<sqlx::Error> for ProtectionError {
     }
 }
 
-/// A row lock a repair could not take at once: a signing holds it.
+/// A row lock a repair could not take in time: signings keep holding it.
 pub fn repair_lock_error(e: sqlx::Error) -> ProtectionError {
     if let sqlx::Error::Database(db) = &e
         && db.code().as_deref() == Some("55P03")

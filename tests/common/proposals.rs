@@ -1,6 +1,6 @@
 //! Keys and messages for the slashing-protection tests.
 
-use palisade::protection::Proposal;
+use palisade::protection::{Interchange, Proposal};
 use palisade::types::{Epoch, PublicKey, SigningRoot, Slot};
 
 /// Distinct, valid pubkeys (imports check that pubkeys are curve points).
@@ -28,5 +28,22 @@ pub fn block(slot: u64, r: u64) -> Proposal {
     Proposal::Block {
         slot: Slot(slot),
         root: root(r),
+    }
+}
+
+/// Whether `export` holds exactly this message for `key`.
+pub fn in_export(export: &Interchange, key: &PublicKey, p: &Proposal) -> bool {
+    let Some(v) = export.data.iter().find(|v| v.pubkey == *key) else {
+        return false;
+    };
+    match *p {
+        Proposal::Block { slot, root } => v
+            .signed_blocks
+            .iter()
+            .any(|b| b.slot == slot && b.signing_root == Some(root)),
+        Proposal::Attestation { source, target, root } => v
+            .signed_attestations
+            .iter()
+            .any(|a| a.source_epoch == source && a.target_epoch == target && a.signing_root == Some(root)),
     }
 }

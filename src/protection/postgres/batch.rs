@@ -105,6 +105,21 @@ struct Job {
     rounds: usize,
 }
 
+impl Job {
+    /// A job and where its answer will arrive.
+    fn new(pubkey: PublicKey, proposal: Proposal, client: &str) -> (Job, oneshot::Receiver<Answer>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            pubkey,
+            proposal,
+            client: client.to_string(),
+            reply,
+            rounds: 0,
+        };
+        (job, answer)
+    }
+}
+
 /// What a round decided for one member.
 enum Outcome {
     Done(Answer),
@@ -147,17 +162,7 @@ impl Batcher {
     pub async fn check_together(&self, messages: &[(PublicKey, Proposal)], client: &str) -> Vec<Answer> {
         let (jobs, answers): (Vec<Job>, Vec<_>) = messages
             .iter()
-            .map(|&(pubkey, proposal)| {
-                let (reply, answer) = oneshot::channel();
-                let job = Job {
-                    pubkey,
-                    proposal,
-                    client: client.to_string(),
-                    reply,
-                    rounds: 0,
-                };
-                (job, answer)
-            })
+            .map(|&(pubkey, proposal)| Job::new(pubkey, proposal, client))
             .unzip();
         self.signer.run(jobs).await;
         let mut out = Vec::with_capacity(answers.len());
@@ -174,14 +179,7 @@ impl Batcher {
     /// request given up on is left out of any batch not yet started, and if its record was
     /// already committed, asking again is a repeat.
     pub async fn check(&self, pubkey: PublicKey, proposal: Proposal, client: &str) -> Answer {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            pubkey,
-            proposal,
-            client: client.to_string(),
-            reply,
-            rounds: 0,
-        };
+        let (job, answer) = Job::new(pubkey, proposal, client);
         self.queue
             .send(job)
             .await

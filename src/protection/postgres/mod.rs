@@ -618,9 +618,14 @@ impl PgStore {
         keys.sort();
         keys.dedup();
         let mut tx = self.pool.begin_with(BEGIN).await?;
+        // A signing holds a validator's row for one statement (a group-commit batch locks
+        // every member's row, refused ones too): wait that long, not for a stuck holder.
+        sqlx::query("SET LOCAL lock_timeout = '500ms'")
+            .execute(&mut *tx)
+            .await?;
         let rows = sqlx::query(&format!(
             "SELECT id, pubkey, {WATERMARK_COLUMNS} FROM validators v
-              WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE OF v NOWAIT"
+              WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE OF v"
         ))
         .bind(&keys)
         .fetch_all(&mut *tx)
