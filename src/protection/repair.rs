@@ -3,7 +3,8 @@
 //!
 //! A repair sets a validator's block watermark and/or attestation watermarks to given values,
 //! lowering included, and discards the history above them (kept in the audit record). It takes
-//! the validator's row lock without waiting: a key being signed for right now is refused. It
+//! the validator's row lock, waiting briefly for signings in flight (a key whose row stays
+//! locked is refused). It
 //! discards only messages beyond the wall clock unless told otherwise, because a message at a
 //! slot that has passed may have been broadcast: lowering below it allows a slashable pair.
 //! Every repair bumps the validator's repair count, so replicas drop their memory of the key.
