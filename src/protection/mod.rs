@@ -19,7 +19,6 @@ use std::time::Duration;
 
 pub use chain::ChainPin;
 pub use interchange::Interchange;
-pub use postgres::Durability;
 pub use rules::{Proposal, Refusal, Verdict, Watermarks};
 
 use crate::types::{Epoch, PublicKey, Root, Slot};
@@ -112,6 +111,15 @@ pub struct CommitStats {
     pub decided: prometheus_client::metrics::counter::Counter,
     /// Statements rolled back by a serialization conflict or a deadlock and run again.
     pub conflicts: prometheus_client::metrics::counter::Counter,
+}
+
+/// The outcome of the durability check at startup.
+#[derive(Clone, Debug, Default)]
+pub struct Durability {
+    /// Settings under which a committed record can be lost: Palisade refuses to start.
+    pub unsafe_settings: Vec<String>,
+    /// Worth knowing, not fatal.
+    pub notes: Vec<String>,
 }
 
 /// Connection settings.

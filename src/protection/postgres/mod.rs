@@ -43,7 +43,7 @@ use super::store::{
     discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db, root_to_db, timed, to_db,
     watermarks_from_row,
 };
-use super::{Checked, DbOptions, ProtectionError, redact_url};
+use super::{Checked, DbOptions, Durability, ProtectionError, redact_url};
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -855,15 +855,6 @@ impl PgStore {
     pub fn signing_pool(&self) -> &PgPool {
         self.batcher.pool()
     }
-}
-
-/// The outcome of the durability check at startup.
-#[derive(Clone, Debug, Default)]
-pub struct Durability {
-    /// Settings under which a committed record can be lost: Palisade refuses to start.
-    pub unsafe_settings: Vec<String>,
-    /// Worth knowing, not fatal.
-    pub notes: Vec<String>,
 }
 
 /// Why a transaction failed: the database (maybe worth a retry) or Palisade's own refusal.
