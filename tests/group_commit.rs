@@ -9,7 +9,7 @@ use std::sync::Arc;
 use palisade::protection::{DbOptions, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use palisade::types::{PublicKey, Root};
 
-use common::proposals::{att, block, in_export, pk};
+use common::proposals::{att, block, in_export, pk, slashable};
 
 async fn replicas(n: usize) -> Vec<Arc<SlashingDatabase>> {
     let url = common::pg::shared().new_database();
@@ -27,25 +27,6 @@ type Outcome = Result<Recorded, ProtectionError>;
 
 fn outcomes(r: Vec<Result<palisade::protection::Checked, ProtectionError>>) -> Vec<Outcome> {
     r.into_iter().map(|c| c.map(|c| c.recorded)).collect()
-}
-
-fn slashable(a: &Proposal, b: &Proposal) -> bool {
-    match (*a, *b) {
-        (Proposal::Block { slot: s1, root: r1 }, Proposal::Block { slot: s2, root: r2 }) => s1 == s2 && r1 != r2,
-        (
-            Proposal::Attestation {
-                source: s1,
-                target: t1,
-                root: r1,
-            },
-            Proposal::Attestation {
-                source: s2,
-                target: t2,
-                root: r2,
-            },
-        ) => (t1 == t2 && r1 != r2) || (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2),
-        _ => false,
-    }
 }
 
 /// One batch on one replica: a repeat, a refusal, a double vote against another member of

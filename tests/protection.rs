@@ -15,7 +15,7 @@ use palisade::protection::{
 use palisade::types::{PublicKey, Root, SigningRoot};
 use serde_json::Value;
 
-use common::proposals::{att, block, in_export, pk, root};
+use common::proposals::{att, block, in_export, pk, root, slashable};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -468,25 +468,7 @@ async fn online_import_while_replicas_sign() {
                 if k1 != k2 {
                     continue;
                 }
-                let slashable = match (*p1, *p2) {
-                    (Proposal::Block { slot: s1, root: r1 }, Proposal::Block { slot: s2, root: r2 }) => {
-                        s1 == s2 && r1 != r2
-                    }
-                    (
-                        Proposal::Attestation {
-                            source: s1,
-                            target: t1,
-                            root: r1,
-                        },
-                        Proposal::Attestation {
-                            source: s2,
-                            target: t2,
-                            root: r2,
-                        },
-                    ) => (t1 == t2 && r1 != r2) || (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2),
-                    _ => false,
-                };
-                assert!(!slashable, "{backend:?}: {k1} signed {p1:?} and {p2:?}");
+                assert!(!slashable(p1, p2), "{backend:?}: {k1} signed {p1:?} and {p2:?}");
             }
         }
         // The import really landed among the signings, in some round.

@@ -47,3 +47,23 @@ pub fn in_export(export: &Interchange, key: &PublicKey, p: &Proposal) -> bool {
             .any(|a| a.source_epoch == source && a.target_epoch == target && a.signing_root == Some(root)),
     }
 }
+
+/// Whether signing both would be slashable (a double proposal, a double vote or a surround).
+pub fn slashable(a: &Proposal, b: &Proposal) -> bool {
+    match (*a, *b) {
+        (Proposal::Block { slot: s1, root: r1 }, Proposal::Block { slot: s2, root: r2 }) => s1 == s2 && r1 != r2,
+        (
+            Proposal::Attestation {
+                source: s1,
+                target: t1,
+                root: r1,
+            },
+            Proposal::Attestation {
+                source: s2,
+                target: t2,
+                root: r2,
+            },
+        ) => (t1 == t2 && r1 != r2) || (s1 < s2 && t2 < t1) || (s2 < s1 && t1 < t2),
+        _ => false,
+    }
+}
