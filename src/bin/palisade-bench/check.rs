@@ -137,8 +137,22 @@ impl Report {
 
 /// The start of the 503 reason while blocks and attestations are held after a database change.
 const DATABASE_CHANGED: &str = "the database changed";
-/// How long after an outage a database-change hold is still explained by it.
+/// How long after an outage a database-change hold is still explained by it: a replica finds
+/// the database changed only at its next connection, and Patroni may hand the leader back once
+/// more after the fault command returned (patroni#2689).
 const HOLD_SLACK_MS: f64 = 60_000.0;
+
+/// Whether a 5xx falls in the window an outage explains: from just before it (a request sent
+/// before the stop may answer after it) to a few seconds after (the first requests may find
+/// pooled connections broken), or up to a minute for the hold after a database change.
+fn near(x: &Exchange, o: &Outage) -> bool {
+    let slack = if x.response.to_string().contains(DATABASE_CHANGED) {
+        HOLD_SLACK_MS
+    } else {
+        6000.0
+    };
+    x.t1 >= o.start - 1000.0 && x.t0 <= o.end + slack
+}
 
 const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
@@ -184,19 +198,9 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
         if x.status >= 500
             && let Some(windows) = outages
         {
-            // Slack: a request sent just before the stop may answer after it, and the
-            // first requests after it may find pooled connections broken.
-            // A replica finds the database changed (restored, failed over) only at its next
-            // connection, and Patroni may hand the leader back once more after the fault
-            // command returned (patroni#2689): the hold that follows is a designed 503, explained
-            // by any outage shortly before it, never by nothing.
-            let held = x.response.to_string().contains(DATABASE_CHANGED);
-            let during = windows.iter().any(|o| {
-                let slack = if held { HOLD_SLACK_MS } else { 6000.0 };
-                o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r))
-                    && x.t1 >= o.start - 1000.0
-                    && x.t0 <= o.end + slack
-            });
+            let during = windows
+                .iter()
+                .any(|o| o.replica.as_ref().is_none_or(|r| x.backend.as_ref() == Some(r)) && near(x, o));
             if !during {
                 report
                     .unexplained_5xx
@@ -291,14 +295,7 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
             let last_5xx = responses
                 .iter()
                 .filter(mine)
-                .filter(|x| {
-                    let slack = if x.response.to_string().contains(DATABASE_CHANGED) {
-                        HOLD_SLACK_MS
-                    } else {
-                        6000.0
-                    };
-                    x.status >= 500 && x.t1 >= o.start - 1000.0 && x.t0 <= o.end + slack
-                })
+                .filter(|x| x.status >= 500 && near(x, o))
                 // A 5xx inside another outage belongs to that one.
                 .filter(|x| !windows.iter().enumerate().any(|(j, w)| j != i && inside(x, w)))
                 .map(|x| x.t1 - o.end)

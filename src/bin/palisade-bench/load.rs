@@ -142,16 +142,17 @@ pub fn attestation_loop(keys: &[palisade::types::PublicKey], connections: usize,
     })
 }
 
-/// A blocking GET with the body as sent (chunked transfer decoded).
-pub fn http_get_text(addr: &str, path: &str) -> anyhow::Result<String> {
+/// A minimal blocking GET: (status, body as sent, chunked transfer decoded).
+fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let (head, mut body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Ok(body.to_string());
+        return Ok((status, body.to_string()));
     }
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
@@ -162,22 +163,17 @@ pub fn http_get_text(addr: &str, path: &str) -> anyhow::Result<String> {
         out.push_str(&rest[..n]);
         body = rest[n..].trim_start_matches("\r\n");
     }
-    Ok(out)
+    Ok((status, out))
 }
 
-/// A minimal blocking GET for polling health endpoints: (status, body).
+/// The body of a GET as sent (metrics text).
+pub fn http_get_text(addr: &str, path: &str) -> anyhow::Result<String> {
+    Ok(get(addr, path)?.1)
+}
+
+/// A GET for polling health endpoints: (status, the JSON value in the body).
 pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Chunked bodies: keep the JSON object between the first '{'/'[' and the last '}'/']'.
+    let (status, body) = get(addr, path)?;
     let body = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
         (Some(a), Some(b)) if b >= a => body[a..=b].to_string(),
         _ => body.trim().to_string(),
