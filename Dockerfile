@@ -12,16 +12,19 @@
 FROM rust:1.90-bookworm AS build
 WORKDIR /src
 # Dependencies first, in their own layer: a change to Palisade's code does not rebuild them.
+# The workspace's other members (bench, testkit) only need their manifests and stubs here.
 COPY Cargo.toml Cargo.lock build.rs ./
-RUN mkdir -p src/bin/palisade-bench \
+COPY bench/Cargo.toml bench/
+COPY testkit/Cargo.toml testkit/
+RUN mkdir -p src bench/src testkit/src \
     && echo 'fn main() {}' > src/main.rs \
-    && echo 'fn main() {}' > src/bin/palisade-bench/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked --bin palisade \
+    && echo 'fn main() {}' > bench/src/main.rs \
+    && touch src/lib.rs testkit/src/lib.rs \
+    && cargo build --release --locked -p palisade --bin palisade \
     && rm -rf src
 COPY src ./src
 COPY migrations ./migrations
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin palisade
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked -p palisade --bin palisade
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \

@@ -6,22 +6,14 @@
 //! whether it may be signed (one database transaction, committed), and only then has `keys`
 //! produce the signature.
 
-pub mod cli;
+pub mod app;
 pub mod commands;
 pub mod consensus;
 pub mod fsutil;
-pub mod health;
 pub mod http;
-pub mod keymanager;
 pub mod keys;
-pub mod metrics;
 pub mod network;
 pub mod process;
 pub mod protection;
-pub mod ratelimit;
-pub mod serve;
-pub mod server;
-pub mod service;
 pub mod signing;
-pub mod tls;
 pub mod types;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use palisade::cli::{Cli, Command, SlashingProtectionCommand};
+use palisade::commands::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -24,32 +24,7 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => palisade::serve::run(*args).await,
-            Command::SlashingProtection(SlashingProtectionCommand::Import {
-                database_url,
-                from,
-                network,
-                genesis_validators_root,
-            }) => palisade::commands::import(&database_url, &from, network.as_deref(), genesis_validators_root).await,
-            Command::SlashingProtection(SlashingProtectionCommand::Repair(args)) => {
-                palisade::commands::repair(&args).await
-            }
-            Command::SlashingProtection(SlashingProtectionCommand::HighWatermark {
-                database_url,
-                slot,
-                epoch,
-                clear,
-                pubkey,
-            }) => palisade::commands::high_watermark(&database_url, slot.zip(epoch), clear, &pubkey).await,
-            Command::SlashingProtection(SlashingProtectionCommand::Export {
-                database_url,
-                to,
-                pubkey,
-            }) => palisade::commands::export(&database_url, &to, &pubkey).await,
-        }
-    });
+    let result = runtime.block_on(palisade::commands::run(cli));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,13 +1,11 @@
 //! Health that tells the truth: readiness means "this replica can sign safely now", and a
 //! known outage is refused at once so that a client can try another replica in time.
 
-mod common;
-
 use std::time::Duration;
 
-use common::http::*;
-use common::pg::PgCluster;
-use common::server::Palisade;
+use testkit::http::*;
+use testkit::pg::PgCluster;
+use testkit::server::Palisade;
 
 async fn status(p: &Palisade, path: &str) -> (u16, String) {
     let r = client().get(p.url(path)).send().await.unwrap();
@@ -44,7 +42,7 @@ async fn losing_the_synchronous_standby_is_seen() {
     let url = pg.new_database();
     let (_k, p) = signer_with_interop_keys(&["--database-url", &url, "--genesis-validators-root", MINIMAL_GVR]);
     wait_for(&p, "/readyz", 200).await;
-    let sign = sign_url(&p, &common::interop_pubkeys()[0]);
+    let sign = sign_url(&p, &testkit::interop_pubkeys()[0]);
     assert_eq!(post(&sign, attestation(1, 2, 1, MINIMAL_GVR).to_string()).await.0, 200);
 
     // Every commit now waits for a standby that does not exist.
@@ -79,7 +77,7 @@ async fn losing_the_synchronous_standby_is_seen() {
 /// "ready" is logged only once keys are usable, apart from "listening".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_requires_usable_keys() {
-    let (dir, ks, _) = common::interop_keystores();
+    let (dir, ks, _) = testkit::interop_keystores();
     let wrong = dir.path().join("wrong.txt");
     std::fs::write(&wrong, "not the password").unwrap();
     let net = minimal_network();

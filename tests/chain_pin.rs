@@ -1,11 +1,9 @@
 //! The chain pin: only a legitimate request (a loaded key, a type whose domain uses the
 //! genesis validators root, a non-zero root) or a deliberate import pins a database.
 
-mod common;
-
-use common::http::*;
-use common::server::{Palisade, run};
 use serde_json::json;
+use testkit::http::*;
+use testkit::server::{Palisade, run};
 
 async fn pinned(p: &Palisade) -> serde_json::Value {
     get(&p.url("/healthcheck")).await.1["chain"].clone()
@@ -13,7 +11,7 @@ async fn pinned(p: &Palisade) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_legitimate_requests_pin_the_chain() {
-    let (guard, ks, pw) = common::interop_keystores();
+    let (guard, ks, pw) = testkit::interop_keystores();
     let mut args = key_args(&ks, &pw);
     // The built-in minimal network has no genesis validators root.
     args.extend(["--network", "minimal"]);
@@ -21,7 +19,7 @@ async fn only_legitimate_requests_pin_the_chain() {
     std::fs::create_dir(&workdir).unwrap();
     let mut p = Palisade::serve_in(&workdir, &args);
     keys_loaded(&p).await;
-    let keys = common::interop_pubkeys();
+    let keys = testkit::interop_pubkeys();
     let sign = sign_url(&p, &keys[0]);
     let zero = format!("0x{}", "00".repeat(32));
 
@@ -69,7 +67,7 @@ fn interchange(gvr: &str, pubkey: &str) -> String {
 fn the_import_command_checks_the_chain_and_says_when_it_pins() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path();
-    let key = &common::interop_pubkeys()[0];
+    let key = &testkit::interop_pubkeys()[0];
     let db = format!("sqlite://{}", w.join("p.sqlite").display());
     let zero = format!("0x{}", "00".repeat(32));
     std::fs::write(w.join("zero.json"), interchange(&zero, key)).unwrap();

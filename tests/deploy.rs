@@ -3,12 +3,10 @@
 //! what they are for (promtool). Needs `systemd-analyze` and `promtool` (Debian: systemd,
 //! prometheus); `.ci/run` installs them.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::server::Palisade;
+use testkit::server::Palisade;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

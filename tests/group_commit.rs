@@ -2,17 +2,15 @@
 //! in one statement. Each member is decided as if it came alone, in arrival order, on two
 //! replicas at once, and nothing signed is slashable.
 
-mod common;
-
 use std::sync::Arc;
 
 use palisade::protection::{DbOptions, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use palisade::types::{PublicKey, Root};
 
-use common::proposals::{att, block, in_export, pk, slashable};
+use testkit::proposals::{att, block, in_export, pk, slashable};
 
 async fn replicas(n: usize) -> Vec<Arc<SlashingDatabase>> {
-    let url = common::pg::shared().new_database();
+    let url = testkit::pg::shared().new_database();
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(Arc::new(

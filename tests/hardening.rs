@@ -3,15 +3,13 @@
 //! by unknown keys and trailing data are attacked in `http_api.rs`, `chain_pin.rs` and the
 //! parser's unit tests.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::http::{MINIMAL_GVR, attestation, client, get, key_args, minimal_network, randao, sign_url};
-use common::server::Palisade;
 use serde_json::{Value, json};
+use testkit::http::{MINIMAL_GVR, attestation, client, get, key_args, minimal_network, randao, sign_url};
+use testkit::server::Palisade;
 
 async fn send(req: reqwest::RequestBuilder) -> (u16, String) {
     let r = req.send().await.unwrap();
@@ -20,8 +18,8 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, String) {
 
 #[tokio::test]
 async fn a_web_page_cannot_make_it_sign() {
-    let (_keys, p) = common::http::signer_with_interop_keys(&[]);
-    let pk = &common::interop_pubkeys()[0];
+    let (_keys, p) = testkit::http::signer_with_interop_keys(&[]);
+    let pk = &testkit::interop_pubkeys()[0];
     let url = sign_url(&p, pk);
     let body = attestation(1, 2, 0xaa, MINIMAL_GVR).to_string();
 
@@ -63,19 +61,19 @@ async fn a_web_page_cannot_make_it_sign() {
     assert_eq!(s, 403);
 
     // None of them recorded anything: a different attestation for the same target signs.
-    let (s, m) = common::http::post(&url, attestation(1, 2, 0xbb, MINIMAL_GVR).to_string()).await;
+    let (s, m) = testkit::http::post(&url, attestation(1, 2, 0xbb, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 200, "{m}");
 }
 
 #[tokio::test]
 async fn named_origins_and_hosts_are_let_in() {
-    let (_keys, p) = common::http::signer_with_interop_keys(&[
+    let (_keys, p) = testkit::http::signer_with_interop_keys(&[
         "--http-cors-origins",
         "https://ops.example",
         "--http-host-allowlist",
         "signer.internal,127.0.0.1",
     ]);
-    let url = sign_url(&p, &common::interop_pubkeys()[0]);
+    let url = sign_url(&p, &testkit::interop_pubkeys()[0]);
     let r = client()
         .request(reqwest::Method::OPTIONS, &url)
         .header("origin", "https://ops.example")
@@ -102,18 +100,18 @@ async fn named_origins_and_hosts_are_let_in() {
 
 #[tokio::test]
 async fn the_signing_policy_refuses_exits_and_deposits() {
-    let (_keys, p) = common::http::signer_with_interop_keys(&["--deny-signing-types", "VOLUNTARY_EXIT,deposit"]);
-    let pk = &common::interop_pubkeys()[1];
+    let (_keys, p) = testkit::http::signer_with_interop_keys(&["--deny-signing-types", "VOLUNTARY_EXIT,deposit"]);
+    let pk = &testkit::interop_pubkeys()[1];
     let exit = json!({"type": "VOLUNTARY_EXIT",
         "fork_info": {"fork": {"previous_version": "0x00000001", "current_version": "0x00000001", "epoch": "0"},
                       "genesis_validators_root": MINIMAL_GVR},
         "voluntary_exit": {"epoch": "1", "validator_index": "1"}});
-    let (s, m) = common::http::post(&sign_url(&p, pk), exit.to_string()).await;
+    let (s, m) = testkit::http::post(&sign_url(&p, pk), exit.to_string()).await;
     assert_eq!(s, 403, "{m}");
     assert!(m.to_string().contains("VOLUNTARY_EXIT"), "{m}");
-    let (s, _) = common::http::post(&sign_url(&p, pk), randao(1, MINIMAL_GVR).to_string()).await;
+    let (s, _) = testkit::http::post(&sign_url(&p, pk), randao(1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 200);
-    let metrics = common::http::metrics_text(&p).await;
+    let metrics = testkit::http::metrics_text(&p).await;
     assert!(
         metrics.contains(r#"palisade_signing_requests_total{type="VOLUNTARY_EXIT",outcome="not_permitted"} 1"#),
         "{metrics}"
@@ -121,8 +119,8 @@ async fn the_signing_policy_refuses_exits_and_deposits() {
 
     // Per key, in its YAML definition: this key may only attest.
     let dir = tempfile::tempdir().unwrap();
-    let ks = common::interop_dir().join("keystore-2.json");
-    let pw = common::interop_dir().join("password.txt");
+    let ks = testkit::interop_dir().join("keystore-2.json");
+    let pw = testkit::interop_dir().join("password.txt");
     std::fs::write(
         dir.path().join("k.yaml"),
         format!(
@@ -134,19 +132,20 @@ async fn the_signing_policy_refuses_exits_and_deposits() {
     .unwrap();
     let net = minimal_network();
     let q = Palisade::serve(&["--network", &net, "--key-config-path", dir.path().to_str().unwrap()]);
-    common::http::keys_loaded(&q).await;
-    let pk2 = &common::interop_pubkeys()[2];
-    let (s, m) = common::http::post(&sign_url(&q, pk2), randao(1, MINIMAL_GVR).to_string()).await;
+    testkit::http::keys_loaded(&q).await;
+    let pk2 = &testkit::interop_pubkeys()[2];
+    let (s, m) = testkit::http::post(&sign_url(&q, pk2), randao(1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 403, "{m}");
     assert!(m.to_string().contains("k.yaml"), "{m}");
-    let (s, _) = common::http::post(&sign_url(&q, pk2), attestation(0, 1, 1, MINIMAL_GVR).to_string()).await;
+    let (s, _) = testkit::http::post(&sign_url(&q, pk2), attestation(0, 1, 1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 200);
 }
 
 /// An EIP-2335 keystore whose scrypt asks for `p` parallel lanes.
 fn keystore_with_p(p: u64) -> String {
     let mut ks: Value =
-        serde_json::from_str(&std::fs::read_to_string(common::interop_dir().join("keystore-0.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(testkit::interop_dir().join("keystore-0.json")).unwrap())
+            .unwrap();
     ks["crypto"]["kdf"]["function"] = "scrypt".into();
     ks["crypto"]["kdf"]["params"] = json!({"dklen": 32, "n": 2, "r": 1, "p": p, "salt": "00".repeat(32)});
     ks.to_string()
@@ -164,12 +163,12 @@ async fn a_hostile_keystore_is_refused_quickly_and_the_process_lives() {
     let mut args = key_args(&ks, &pw);
     args.extend(["--network", &net]);
     let p = Palisade::serve(&args);
-    let keys = common::http::keys_loaded(&p).await;
+    let keys = testkit::http::keys_loaded(&p).await;
     assert_eq!(keys["failed"], 1, "{keys}");
     // Which file failed, and why, only with the token.
     assert!(!keys.to_string().contains("hostile.json"), "{keys}");
     // Not ready (a key failed): 503, but the details are there with the token.
-    let r = common::http::client()
+    let r = testkit::http::client()
         .get(p.url("/healthcheck"))
         .bearer_auth(p.token())
         .send()
@@ -181,7 +180,7 @@ async fn a_hostile_keystore_is_refused_quickly_and_the_process_lives() {
 
     // Through the Key Manager API: an error for that keystore, answered at once.
     let started = Instant::now();
-    let (s, v) = common::http::admin(
+    let (s, v) = testkit::http::admin(
         &p,
         reqwest::Method::POST,
         "/eth/v1/keystores",
@@ -195,7 +194,7 @@ async fn a_hostile_keystore_is_refused_quickly_and_the_process_lives() {
     assert_eq!(s, 200);
     // Too many keystores in one import.
     let many = vec![keystore_with_p(1); 1001];
-    let (s, v) = common::http::admin(
+    let (s, v) = testkit::http::admin(
         &p,
         reqwest::Method::POST,
         "/eth/v1/keystores",
@@ -224,7 +223,7 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test]
 async fn slow_and_idle_connections_are_closed_and_limited() {
-    let (_keys, p) = common::http::signer_with_interop_keys(&[
+    let (_keys, p) = testkit::http::signer_with_interop_keys(&[
         "--http-header-timeout-secs",
         "2",
         "--http-body-timeout-secs",
@@ -234,9 +233,9 @@ async fn slow_and_idle_connections_are_closed_and_limited() {
         "--http-max-connections",
         "40",
     ]);
-    common::http::keys_loaded(&p).await;
+    testkit::http::keys_loaded(&p).await;
     let addr = p.base.trim_start_matches("http://").to_string();
-    let pk = common::interop_pubkeys()[0].clone();
+    let pk = testkit::interop_pubkeys()[0].clone();
     let mut held = Vec::new();
     for i in 0..30 {
         let mut s = TcpStream::connect(&addr).unwrap();
@@ -256,7 +255,7 @@ async fn slow_and_idle_connections_are_closed_and_limited() {
     }
     // A real signing is answered meanwhile, in time.
     let started = Instant::now();
-    let (s, m) = common::http::post(&sign_url(&p, &pk), randao(2, MINIMAL_GVR).to_string()).await;
+    let (s, m) = testkit::http::post(&sign_url(&p, &pk), randao(2, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 200, "{m}");
     assert!(started.elapsed() < Duration::from_secs(2));
     // All 30 are closed by the timeouts (2 s each, checked every 0.5 s).
@@ -277,7 +276,7 @@ async fn slow_and_idle_connections_are_closed_and_limited() {
         .count();
     assert!(refused >= 20, "only {refused} of 60 closed with a limit of 40");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let metrics = common::http::metrics_text(&p).await;
+    let metrics = testkit::http::metrics_text(&p).await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("palisade_http_connections_refused_total"))
@@ -296,7 +295,7 @@ fn files_and_secrets() {
     let token = dir.path().join("token.txt");
     let target = dir.path().join("attacker-owned");
     std::os::unix::fs::symlink(&target, &token).unwrap();
-    let (ok, _, err) = common::server::run(
+    let (ok, _, err) = testkit::server::run(
         &["serve", "--http-port", "0", "--api-token-file", token.to_str().unwrap()],
         dir.path(),
     );
@@ -305,7 +304,7 @@ fn files_and_secrets() {
     assert!(!target.exists(), "the token went through the link");
 
     // A database password is never printed, whether in the userinfo or a query parameter.
-    let (ok, _, err) = common::server::run(
+    let (ok, _, err) = testkit::server::run(
         &[
             "serve",
             "--http-port",

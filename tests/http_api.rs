@@ -1,17 +1,15 @@
 //! The real binary over real HTTP: signing vectors, bad input, slashing refusals, database
 //! outages, admin and Key Manager endpoints, key loading, CLI commands.
 
-mod common;
-
 use std::time::Duration;
 
-use common::http::*;
-use common::pg::PgCluster;
-use common::server::{Palisade, run};
 use serde_json::{Value, json};
+use testkit::http::*;
+use testkit::pg::PgCluster;
+use testkit::server::{Palisade, run};
 
 fn vectors(network: &str) -> Vec<Value> {
-    std::fs::read_to_string(common::data_dir().join("signing-vectors/sample.jsonl"))
+    std::fs::read_to_string(testkit::data_dir().join("signing-vectors/sample.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -26,7 +24,7 @@ fn vectors(network: &str) -> Vec<Value> {
 /// attestations older than the latest one signed for their key: those are refused (412).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_vectors_sign_to_the_recorded_signatures() {
-    let (_dir, ks, pw) = common::interop_keystores();
+    let (_dir, ks, pw) = testkit::interop_keystores();
     for (network, net_arg) in [("minimal", minimal_network()), ("mainnet", "mainnet".to_string())] {
         let mut args = key_args(&ks, &pw);
         args.extend(["--network", &net_arg]);
@@ -68,7 +66,7 @@ async fn signing_vectors_sign_to_the_recorded_signatures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let (_keys, p) = signer_with_interop_keys(&[]);
-    let pk = common::interop_pubkeys()[0].clone();
+    let pk = testkit::interop_pubkeys()[0].clone();
     let unknown = "0xb89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0c";
 
     let good = attestation(0, 1, 1, MINIMAL_GVR);
@@ -205,7 +203,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_412_repeats_return_the_same_signature() {
     let (_keys, p) = signer_with_interop_keys(&[]);
-    let pk = common::interop_pubkeys()[1].clone();
+    let pk = testkit::interop_pubkeys()[1].clone();
     let url = sign_url(&p, &pk);
 
     let (s, first) = post(&url, attestation(2, 3, 1, MINIMAL_GVR).to_string()).await;
@@ -257,7 +255,7 @@ async fn refusals_are_412_repeats_return_the_same_signature() {
 async fn database_outage_fails_closed_and_recovers_by_itself() {
     let pg = PgCluster::start_with(&[]);
     let url = pg.new_database();
-    let (_dir, ks, pw) = common::interop_keystores();
+    let (_dir, ks, pw) = testkit::interop_keystores();
     let net = minimal_network();
     let mut args = key_args(&ks, &pw);
     args.extend([
@@ -270,7 +268,7 @@ async fn database_outage_fails_closed_and_recovers_by_itself() {
     ]);
     let p = Palisade::serve(&args);
     keys_loaded(&p).await;
-    let pk = common::interop_pubkeys()[2].clone();
+    let pk = testkit::interop_pubkeys()[2].clone();
     let sign = sign_url(&p, &pk);
 
     let (s, b) = post(&sign, attestation(0, 1, 1, MINIMAL_GVR).to_string()).await;
@@ -347,7 +345,7 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
         assert_eq!(client().get(p.url(path)).send().await.unwrap().status(), 401);
     }
 
-    let keys = common::interop_pubkeys();
+    let keys = testkit::interop_pubkeys();
     let interchange = json!({
         "metadata": {"interchange_format_version": "5", "genesis_validators_root": MINIMAL_GVR},
         "data": [{"pubkey": keys[3], "signed_blocks": [{"slot": "100"}],
@@ -426,9 +424,9 @@ async fn admin_import_and_export_need_the_token_and_are_all_or_nothing() {
 /// protection data; DELETE on one replica disables the key for every replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_manager_import_and_delete_across_replicas() {
-    let db = common::pg::shared().new_database();
+    let db = testkit::pg::shared().new_database();
     let net = minimal_network();
-    let (_dir, ks, pw) = common::interop_keystores();
+    let (_dir, ks, pw) = testkit::interop_keystores();
     // Replica A: no keys at start, keeps imports in its folders. Replica B: all 8 keys.
     let a_dir = tempfile::tempdir().unwrap();
     let (a_ks, a_pw) = (a_dir.path().join("ks"), a_dir.path().join("pw"));
@@ -448,11 +446,11 @@ async fn key_manager_import_and_delete_across_replicas() {
     let mut b_args = key_args(&ks, &pw);
     b_args.extend(["--network", &net, "--database-url", &db]);
     let b = Palisade::serve(&b_args);
-    let keys = common::interop_pubkeys();
+    let keys = testkit::interop_pubkeys();
     let km = a.url("/eth/v1/keystores");
 
-    let keystore = std::fs::read_to_string(common::interop_dir().join("keystore-4.json")).unwrap();
-    let password = std::fs::read_to_string(common::interop_dir().join("password.txt")).unwrap();
+    let keystore = std::fs::read_to_string(testkit::interop_dir().join("keystore-4.json")).unwrap();
+    let password = std::fs::read_to_string(testkit::interop_dir().join("password.txt")).unwrap();
     let protection = json!({
         "metadata": {"interchange_format_version": "5", "genesis_validators_root": MINIMAL_GVR},
         "data": [{"pubkey": keys[4], "signed_blocks": [], "signed_attestations": [{"source_epoch": "9", "target_epoch": "10"}]}]
@@ -517,7 +515,7 @@ async fn key_manager_import_and_delete_across_replicas() {
     assert_eq!(r.json::<Value>().await.unwrap()["data"][0]["status"], "duplicate");
     let mut wrong = protection.clone();
     wrong["metadata"]["genesis_validators_root"] = format!("0x{}", "02".repeat(32)).into();
-    let five = std::fs::read_to_string(common::interop_dir().join("keystore-5.json")).unwrap();
+    let five = std::fs::read_to_string(testkit::interop_dir().join("keystore-5.json")).unwrap();
     let r = client()
         .post(&km)
         .bearer_auth(a.token())
@@ -636,10 +634,10 @@ async fn failing_keystores_are_named_and_the_rest_load() {
     let (ks, pw) = (dir.path().join("ks"), dir.path().join("pw"));
     std::fs::create_dir_all(&ks).unwrap();
     std::fs::create_dir_all(&pw).unwrap();
-    let password = std::fs::read_to_string(common::interop_dir().join("password.txt")).unwrap();
+    let password = std::fs::read_to_string(testkit::interop_dir().join("password.txt")).unwrap();
     for i in 0..8 {
         std::fs::copy(
-            common::interop_dir().join(format!("keystore-{i}.json")),
+            testkit::interop_dir().join(format!("keystore-{i}.json")),
             ks.join(format!("k{i}.json")),
         )
         .unwrap();
@@ -680,7 +678,7 @@ async fn failing_keystores_are_named_and_the_rest_load() {
     );
     let (_, list) = get(&p.url("/api/v1/eth2/publicKeys")).await;
     assert_eq!(list.as_array().unwrap().len(), 7);
-    let failed_key = &common::interop_pubkeys()[3];
+    let failed_key = &testkit::interop_pubkeys()[3];
     let (s, b) = post(&sign_url(&p, failed_key), randao(1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 404);
     assert!(b["error"].as_str().unwrap().contains("wrong password"), "{b}");
@@ -688,7 +686,7 @@ async fn failing_keystores_are_named_and_the_rest_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upcheck_public_keys_metrics_and_text_plain() {
-    let (_dir, ks, pw) = common::interop_keystores();
+    let (_dir, ks, pw) = testkit::interop_keystores();
     let mut args = key_args(&ks, &pw);
     let net = minimal_network();
     args.extend(["--network", &net]);
@@ -696,7 +694,7 @@ async fn upcheck_public_keys_metrics_and_text_plain() {
     assert_eq!(get(&p.url("/upcheck")).await, (200, Value::String("OK".into())));
     let (s, keys) = get(&p.url("/api/v1/eth2/publicKeys")).await;
     assert_eq!(s, 200);
-    let mut want = common::interop_pubkeys();
+    let mut want = testkit::interop_pubkeys();
     want.sort();
     let got: Vec<String> = keys
         .as_array()
@@ -706,7 +704,7 @@ async fn upcheck_public_keys_metrics_and_text_plain() {
         .collect();
     assert_eq!(got, want);
 
-    let pk = &common::interop_pubkeys()[0];
+    let pk = &testkit::interop_pubkeys()[0];
     let r = client()
         .post(sign_url(&p, pk))
         .header("accept", "text/plain")
@@ -744,13 +742,13 @@ async fn upcheck_public_keys_metrics_and_text_plain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chain_is_pinned() {
-    let (_dir, ks, pw) = common::interop_keystores();
+    let (_dir, ks, pw) = testkit::interop_keystores();
     let work = tempfile::tempdir().unwrap();
     // `minimal` has no genesis validators root: the first request pins it.
     let mut args = key_args(&ks, &pw);
     args.extend(["--network", "minimal"]);
     let mut p = Palisade::serve_in(work.path(), &args);
-    let pk = &common::interop_pubkeys()[0];
+    let pk = &testkit::interop_pubkeys()[0];
     let other = format!("0x{}", "05".repeat(32));
     assert_eq!(post(&sign_url(&p, pk), randao(1, MINIMAL_GVR).to_string()).await.0, 200);
     let (s, b) = post(&sign_url(&p, pk), randao(1, &other).to_string()).await;
@@ -782,7 +780,7 @@ async fn sqlite_refuses_a_second_palisade_process() {
 async fn cli_import_and_export() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let keys = common::interop_pubkeys();
+    let keys = testkit::interop_pubkeys();
     let file = w.join("in.json");
     std::fs::write(
         &file,
@@ -893,7 +891,7 @@ async fn cli_import_and_export() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_on_sigterm() {
-    let (_dir, ks, pw) = common::interop_keystores();
+    let (_dir, ks, pw) = testkit::interop_keystores();
     let mut args = key_args(&ks, &pw);
     args.extend(["--network", "minimal"]);
     let mut p = Palisade::serve(&args);
@@ -909,7 +907,7 @@ async fn requests_for_keys_still_decrypting_wait_or_get_503() {
     let dir = tempfile::tempdir().unwrap();
     let ks = dir.path().join("ks");
     std::fs::create_dir(&ks).unwrap();
-    let cost = common::data_dir().join("test-keys/standard-cost");
+    let cost = testkit::data_dir().join("test-keys/standard-cost");
     std::fs::copy(cost.join("keystore-8-scrypt.json"), ks.join("keystore-8-scrypt.json")).unwrap();
     let pw = cost.join("password.txt");
     let pk = "0xa6d310dbbfab9a22450f59993f87a4ce5db6223f3b5f1f30d2c4ec718922d400e0b3c7741de8e59960f72411a0ee10a7";

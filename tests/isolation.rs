@@ -2,8 +2,6 @@
 //! database can silently lower it: a connection that lost the setting writes nothing, and a
 //! pooler that drops it is refused at startup.
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -31,7 +29,7 @@ fn att(s: u64, t: u64) -> Proposal {
 /// says why; the same session at SERIALIZABLE signs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signing_below_serializable_writes_nothing() {
-    let url = common::pg::shared().new_database();
+    let url = testkit::pg::shared().new_database();
     let opts = DbOptions {
         pool_size: 1,
         ..Default::default()
@@ -75,13 +73,13 @@ async fn a_signing_below_serializable_writes_nothing() {
 /// start on it, naming the problem.
 #[test]
 fn a_pooler_that_drops_the_isolation_level_is_refused() {
-    let cluster = common::pg::shared();
+    let cluster = testkit::pg::shared();
     let url = cluster.new_database();
     let db = url.rsplit('/').next().unwrap().to_string();
     let bouncer = PgBouncer::start(cluster.port, &db);
     let through = format!("postgres://postgres@127.0.0.1:{}/{db}", bouncer.port);
     let work = tempfile::tempdir().unwrap();
-    let (ok, _, err) = common::server::run(
+    let (ok, _, err) = testkit::server::run(
         &[
             "serve",
             "--http-port",
@@ -117,7 +115,7 @@ impl PgBouncer {
             .prefix("palisade-pgbouncer")
             .tempdir_in("/tmp")
             .unwrap();
-        let port = common::procs::free_port();
+        let port = testkit::procs::free_port();
         let ini = dir.path().join("pgbouncer.ini");
         std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n").unwrap();
         std::fs::write(
@@ -133,13 +131,13 @@ impl PgBouncer {
         .unwrap();
         let mut cmd = Command::new(exe);
         cmd.arg(&ini).stdout(Stdio::null()).stderr(Stdio::piped());
-        if common::procs::is_root() {
+        if testkit::procs::is_root() {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-            let (uid, gid) = common::pg::postgres_user();
+            let (uid, gid) = testkit::pg::postgres_user();
             cmd.uid(uid).gid(gid);
         }
-        let child = common::procs::spawn_tied(cmd, libc::SIGKILL).expect("starting pgbouncer");
+        let child = testkit::procs::spawn_tied(cmd, libc::SIGKILL).expect("starting pgbouncer");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(start.elapsed() < Duration::from_secs(20), "pgbouncer did not start");

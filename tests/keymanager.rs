@@ -1,12 +1,10 @@
 //! The Key Manager API (`/eth/v1/keystores`) as the keymanager-APIs standard says, and
 //! deletions and imports that last across restarts.
 
-mod common;
-
-use common::http::*;
-use common::server::Palisade;
 use reqwest::Method;
 use serde_json::{Value, json};
+use testkit::http::*;
+use testkit::server::Palisade;
 
 const KM: &str = "/eth/v1/keystores";
 
@@ -16,11 +14,11 @@ const EIP2335_PUBKEY: &str =
     "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
 
 fn keystore(i: usize) -> String {
-    std::fs::read_to_string(common::interop_dir().join(format!("keystore-{i}.json"))).unwrap()
+    std::fs::read_to_string(testkit::interop_dir().join(format!("keystore-{i}.json"))).unwrap()
 }
 
 fn password() -> String {
-    std::fs::read_to_string(common::interop_dir().join("password.txt")).unwrap()
+    std::fs::read_to_string(testkit::interop_dir().join("password.txt")).unwrap()
 }
 
 fn statuses(v: &Value) -> Vec<String> {
@@ -74,7 +72,7 @@ async fn key_manager_errors_carry_message() {
 /// import survives a restart too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletions_and_imports_last_across_restarts() {
-    let (guard, ks, pw) = common::interop_keystores();
+    let (guard, ks, pw) = testkit::interop_keystores();
     let net = minimal_network();
     let mut args = key_args(&ks, &pw);
     args.extend(["--network", &net]);
@@ -82,7 +80,7 @@ async fn deletions_and_imports_last_across_restarts() {
     std::fs::create_dir(&workdir).unwrap();
     let mut p = Palisade::serve_in(&workdir, &args);
     keys_loaded(&p).await;
-    let key = common::interop_pubkeys()[0].clone();
+    let key = testkit::interop_pubkeys()[0].clone();
     assert_eq!(
         post(&sign_url(&p, &key), attestation(1, 2, 1, MINIMAL_GVR).to_string())
             .await
@@ -171,7 +169,7 @@ async fn deleting_an_unknown_key_records_nothing() {
     let (_k, p) = signer_with_interop_keys(&[]);
     assert_eq!(
         post(
-            &sign_url(&p, &common::interop_pubkeys()[1]),
+            &sign_url(&p, &testkit::interop_pubkeys()[1]),
             randao(1, MINIMAL_GVR).to_string()
         )
         .await

@@ -1,12 +1,10 @@
 //! `openapi.yaml` and the router must describe the same API.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::server::Palisade;
 use palisade::http::{Access, endpoint_table};
 use serde_yaml_ng::Value;
+use testkit::server::Palisade;
 
 fn spec() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
@@ -141,7 +139,7 @@ fn every_request_field_is_documented() {
     let s = spec();
     let schema =
         &s["paths"]["/api/v1/eth2/sign/{identifier}"]["post"]["requestBody"]["content"]["application/json"]["schema"];
-    let text = std::fs::read_to_string(common::data_dir().join("signing-vectors/sample.jsonl")).unwrap();
+    let text = std::fs::read_to_string(testkit::data_dir().join("signing-vectors/sample.jsonl")).unwrap();
     let mut n = 0;
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

@@ -1,25 +1,23 @@
 //! Running Palisade in production: database durability at startup, TLS with client
 //! certificates, readiness for load balancers, and alert rules that match the metrics.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::http::{MINIMAL_GVR, minimal_network};
-use common::pg::PgCluster;
-use common::server::Palisade;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use testkit::http::{MINIMAL_GVR, minimal_network};
+use testkit::pg::PgCluster;
+use testkit::server::Palisade;
 
 fn attestation(source: u64, target: u64) -> serde_json::Value {
-    common::http::attestation(source, target, 0x44, MINIMAL_GVR)
+    testkit::http::attestation(source, target, 0x44, MINIMAL_GVR)
 }
 
 // ---------------------------------------------------------------- durability
 
 #[test]
 fn refuses_to_start_when_the_database_can_lose_commits() {
-    let pg = common::pg::shared();
+    let pg = testkit::pg::shared();
     let url = pg.new_database();
     let db = url.rsplit('/').next().unwrap().to_string();
     pg.psql("postgres", &format!("ALTER DATABASE {db} SET synchronous_commit = off"));
@@ -114,8 +112,8 @@ impl Pki {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates_records_who_asked() {
     let pki = Pki::new();
-    let url = common::pg::shared().new_database();
-    let (_keys, ks, pw) = common::interop_keystores();
+    let url = testkit::pg::shared().new_database();
+    let (_keys, ks, pw) = testkit::interop_keystores();
     let p = Palisade::serve(&[
         "--network",
         &minimal_network(),
@@ -133,7 +131,7 @@ async fn tls_with_client_certificates_records_who_asked() {
         &pki.path("ca.pem"),
     ]);
     assert!(p.base.starts_with("https://"), "{}", p.base);
-    let pk = &common::interop_pubkeys()[0];
+    let pk = &testkit::interop_pubkeys()[0];
     let sign = p.url(&format!("/api/v1/eth2/sign/{pk}"));
 
     let ok = pki.client(Some("client.pem"));
@@ -166,7 +164,7 @@ async fn tls_with_client_certificates_records_who_asked() {
 
     // The history records the certificate subject of the client that asked.
     let db = url.rsplit('/').next().unwrap();
-    let who = common::pg::shared().psql(db, "SELECT client FROM signed_attestations");
+    let who = testkit::pg::shared().psql(db, "SELECT client FROM signed_attestations");
     assert!(who.contains("CN=vc-1"), "{who}");
 }
 

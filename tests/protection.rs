@@ -1,8 +1,6 @@
 //! Slashing protection against a real PostgreSQL (started by the tests) and a real SQLite
 //! file: one suite, both backends.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +13,7 @@ use palisade::protection::{
 use palisade::types::{PublicKey, Root, SigningRoot};
 use serde_json::Value;
 
-use common::proposals::{att, block, in_export, pk, root, slashable};
+use testkit::proposals::{att, block, in_export, pk, root, slashable};
 
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -33,7 +31,7 @@ async fn fresh(backend: Backend) -> (SlashingDatabase, Option<tempfile::TempDir>
 async fn fresh_with(backend: Backend, opts: DbOptions) -> (SlashingDatabase, Option<tempfile::TempDir>) {
     match backend {
         Backend::Postgres => {
-            let url = common::pg::shared().new_database();
+            let url = testkit::pg::shared().new_database();
             (SlashingDatabase::open(&url, &opts).await.unwrap(), None)
         }
         Backend::Sqlite => {
@@ -47,7 +45,7 @@ async fn fresh_with(backend: Backend, opts: DbOptions) -> (SlashingDatabase, Opt
 // ------------------------------------------------------------ EIP-3076 interchange tests
 
 fn interchange_tests() -> Vec<(String, Value)> {
-    let dir = common::data_dir().join("eip3076-interchange-tests/tests/generated");
+    let dir = testkit::data_dir().join("eip3076-interchange-tests/tests/generated");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     files
@@ -288,7 +286,7 @@ async fn exhaustive_sequences_never_sign_anything_slashable() {
 
 /// Two handles on one fresh PostgreSQL database, each with its own pool, like two replicas.
 async fn two_pg_replicas() -> (Arc<SlashingDatabase>, Arc<SlashingDatabase>) {
-    let url = common::pg::shared().new_database();
+    let url = testkit::pg::shared().new_database();
     let opts = DbOptions {
         pool_size: 8,
         ..Default::default()
@@ -765,7 +763,7 @@ async fn sqlite_refuses_a_second_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_starting_together_on_an_empty_database() {
-    let url = common::pg::shared().new_database();
+    let url = testkit::pg::shared().new_database();
     let keys: Vec<PublicKey> = (0..2000).map(pk).collect();
     let mut tasks = Vec::new();
     for i in 0..6 {
@@ -782,7 +780,7 @@ async fn replicas_starting_together_on_an_empty_database() {
     for t in tasks {
         t.await.unwrap();
     }
-    let n = common::pg::shared().psql(url.rsplit('/').next().unwrap(), "SELECT count(*) FROM validators");
+    let n = testkit::pg::shared().psql(url.rsplit('/').next().unwrap(), "SELECT count(*) FROM validators");
     assert_eq!(n.trim(), "2000");
 }
 

@@ -2,14 +2,12 @@
 //! the wall-clock window, audited repairs, the high watermark and each replica's memory of
 //! what it committed, against the real binary on both backends.
 
-mod common;
-
 use std::time::Duration;
 
-use common::http::*;
-use common::server::Palisade;
 use reqwest::Method;
 use serde_json::{Value, json};
+use testkit::http::*;
+use testkit::server::Palisade;
 
 const MAINNET_GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
 const MAINNET_GENESIS: u64 = 1_606_824_023;
@@ -64,7 +62,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let (guard, keys, pw) = common::interop_keystores();
+    let (guard, keys, pw) = testkit::interop_keystores();
     let work = guard.path().join("work");
     std::fs::create_dir(&work).unwrap();
     Setup {
@@ -87,7 +85,7 @@ async fn metric(p: &Palisade, name: &str) -> f64 {
 const BACKENDS: [&str; 2] = ["sqlite", "postgres"];
 
 fn database(backend: &str) -> Option<String> {
-    (backend == "postgres").then(|| common::pg::shared().new_database())
+    (backend == "postgres").then(|| testkit::pg::shared().new_database())
 }
 
 /// Far-future blocks and attestations are refused with their own reason, change nothing,
@@ -104,7 +102,7 @@ async fn messages_ahead_of_the_clock_are_refused() {
         let p = signer(&s.work, &s.keys, &s.pw, &extra);
         keys_loaded(&p).await;
         assert!(p.log().contains("clock window on"), "{}", p.log());
-        let sign = sign_url(&p, &common::interop_pubkeys()[0]);
+        let sign = sign_url(&p, &testkit::interop_pubkeys()[0]);
         assert_eq!(
             metric(
                 &p,
@@ -152,7 +150,7 @@ async fn messages_ahead_of_the_clock_are_refused() {
 async fn no_genesis_time_means_no_window() {
     let (_k, p) = signer_with_interop_keys(&[]);
     assert!(p.log().contains("clock window off"), "{}", p.log());
-    let sign = sign_url(&p, &common::interop_pubkeys()[0]);
+    let sign = sign_url(&p, &testkit::interop_pubkeys()[0]);
     assert_eq!(
         post(&sign, attestation(1, 1_000_000_000, 1, MINIMAL_GVR).to_string())
             .await
@@ -178,7 +176,7 @@ async fn a_bricked_key_is_repaired() {
         if let Some(u) = &url {
             extra.extend(["--database-url", u.as_str()]);
         }
-        let key = common::interop_pubkeys()[1].clone();
+        let key = testkit::interop_pubkeys()[1].clone();
         let e = now_epoch();
         let mut off = extra.clone();
         off.extend(["--future-tolerance-secs", "off"]);
@@ -244,14 +242,14 @@ async fn a_bricked_key_is_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repair_racing_signings_never_signs_a_slashable_pair() {
     let s = setup();
-    let url = common::pg::shared().new_database();
+    let url = testkit::pg::shared().new_database();
     let a = signer(&s.work, &s.keys, &s.pw, &["--database-url", &url]);
     let work_b = s.work.join("b");
     std::fs::create_dir(&work_b).unwrap();
     let b = signer(&work_b, &s.keys, &s.pw, &["--database-url", &url]);
     keys_loaded(&a).await;
     keys_loaded(&b).await;
-    let key = common::interop_pubkeys()[2].clone();
+    let key = testkit::interop_pubkeys()[2].clone();
     let e = now_epoch();
     // Bricked by an imported far-future attestation.
     let bogus = json!({"metadata": {"interchange_format_version": "5", "genesis_validators_root": MAINNET_GVR},
@@ -310,7 +308,7 @@ async fn the_high_watermark_bounds_signing_until_cleared() {
     let s = setup();
     let p = signer(&s.work, &s.keys, &s.pw, &[]);
     keys_loaded(&p).await;
-    let keys = common::interop_pubkeys();
+    let keys = testkit::interop_pubkeys();
     let (e, now) = (now_epoch(), now_slot());
     assert_eq!(get(&p.url("/api/v1/eth2/highWatermark")).await.1, json!({}));
     let (st, _) = admin(
@@ -357,7 +355,7 @@ async fn the_high_watermark_bounds_signing_until_cleared() {
 /// database is repaired by the replicas, so that even a replica that signed nothing is held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restored_from_a_backup_is_caught() {
-    let pg = common::pg::shared();
+    let pg = testkit::pg::shared();
     let s = setup();
     let url = pg.new_database();
     let args = ["--database-url", url.as_str()];
@@ -372,7 +370,7 @@ async fn a_database_restored_from_a_backup_is_caught() {
         0.0,
         "series missing at startup"
     );
-    let key = common::interop_pubkeys()[4].clone();
+    let key = testkit::interop_pubkeys()[4].clone();
     let t = now_epoch() - 10;
     assert_eq!(post(&sign_url(&a, &key), att(t - 1, t, 1)).await.0, 200);
     let dump = s.work.join("backup.dump");

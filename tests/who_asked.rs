@@ -2,16 +2,14 @@
 //! recorded with what it was signed, a request id in the answer and every log line, a debug
 //! line per signing, and JSON logs.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::http::*;
+use testkit::http::*;
 
 fn recorded_clients(url: &str) -> String {
     let db = url.rsplit('/').next().unwrap();
-    common::pg::shared().psql(db, "SELECT client FROM signed_attestations ORDER BY target_epoch")
+    testkit::pg::shared().psql(db, "SELECT client FROM signed_attestations ORDER BY target_epoch")
 }
 
 /// A raw HTTP/1.1 request over `stream`, after `prefix` bytes; the status line.
@@ -34,7 +32,7 @@ fn raw_post(addr: &str, prefix: &[u8], path: &str, body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_client_is_recorded_and_logged() {
-    let url = common::pg::shared().new_database();
+    let url = testkit::pg::shared().new_database();
     let (_k, p) = signer_with_interop_keys(&[
         "--database-url",
         &url,
@@ -43,7 +41,7 @@ async fn the_real_client_is_recorded_and_logged() {
         "--log-level",
         "palisade=debug,info",
     ]);
-    let key = &common::interop_pubkeys()[0];
+    let key = &testkit::interop_pubkeys()[0];
     let sign = sign_url(&p, key);
 
     // Through a trusted proxy that forwards: the right-most untrusted address is the client.
@@ -103,10 +101,10 @@ async fn the_real_client_is_recorded_and_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_is_ignored_from_untrusted_peers() {
-    let url = common::pg::shared().new_database();
+    let url = testkit::pg::shared().new_database();
     let (_k, p) = signer_with_interop_keys(&["--database-url", &url]);
     let r = client()
-        .post(sign_url(&p, &common::interop_pubkeys()[0]))
+        .post(sign_url(&p, &testkit::interop_pubkeys()[0]))
         .header("content-type", "application/json")
         .header("x-forwarded-for", "203.0.113.9")
         .body(attestation(1, 2, 1, MINIMAL_GVR).to_string())

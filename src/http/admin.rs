@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::error::{ApiError, KeyManagerApiError, body_rejection};
-use crate::keymanager::KeyManagerError;
+use crate::app::keymanager::KeyManagerError;
 use crate::protection::{Interchange, ProtectionError};
 use crate::types::PublicKey;
 

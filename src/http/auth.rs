@@ -135,7 +135,7 @@ async fn check(token: &ApiToken, what: &'static str, req: Request, next: Next) -
             return next.run(req).await;
         }
     };
-    static FAILURES: crate::ratelimit::RateLimit = crate::ratelimit::RateLimit::new();
+    static FAILURES: crate::http::ratelimit::RateLimit = crate::http::ratelimit::RateLimit::new();
     if let Some(suppressed) = FAILURES.allow() {
         tracing::warn!(%path, %client, reason = %error.message(), suppressed, "{what} authentication failed");
     }

@@ -6,8 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::app::signer::SignError;
 use crate::protection::ProtectionError;
-use crate::service::SignError;
 
 #[derive(Debug)]
 pub enum ApiError {

@@ -1,4 +1,5 @@
-//! The HTTP API: routes only; the work happens in `service` and `keymanager`.
+//! The HTTP API: the router, the accept loop (plain or TLS) and thin handlers; the work
+//! happens in `app` (the signer and the Key Manager operations).
 
 pub mod admin;
 pub mod auth;
@@ -7,7 +8,10 @@ pub mod client;
 pub mod error;
 pub mod guard;
 pub mod health;
+pub mod ratelimit;
+pub mod server;
 pub mod sign;
+pub mod tls;
 pub mod watermarks;
 
 use std::sync::Arc;
@@ -16,8 +20,8 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::routing::{MethodRouter, delete, get, post};
 
-use crate::keymanager::KeyManager;
-use crate::service::Signer;
+use crate::app::keymanager::KeyManager;
+use crate::app::signer::Signer;
 use auth::ApiToken;
 use error::ApiError;
 

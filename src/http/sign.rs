@@ -11,7 +11,7 @@ use serde_json::json;
 use super::AppState;
 use super::client::ClientInfo;
 use super::error::{ApiError, body_rejection};
-use crate::service::SignError;
+use crate::app::signer::SignError;
 use crate::signing::ParseError;
 use crate::types::PublicKey;
 

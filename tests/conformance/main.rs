@@ -6,8 +6,6 @@
 
 mod chain;
 mod clients;
-#[path = "../common/mod.rs"]
-mod common;
 mod messages;
 mod ssz;
 
@@ -17,8 +15,8 @@ use serde_json::{Value, json};
 
 use chain::{Chain, FORKS, hex0x};
 use clients::{Answer, Client, Outcome};
-use common::server::Palisade;
 use messages::Msg;
+use testkit::server::Palisade;
 
 const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
@@ -54,7 +52,7 @@ fn verify(pubkey: &str, root: &[u8; 32], sig: &[u8; 96]) -> bool {
 
 /// The interop keys, plus a signer for `chain` on `database` (`None`: the default SQLite file).
 fn signer(chain: &Chain, database: Option<&str>) -> (tempfile::TempDir, Palisade) {
-    let (dir, ks, pw) = common::interop_keystores();
+    let (dir, ks, pw) = testkit::interop_keystores();
     let mut args = vec![
         "--network",
         chain.name,
@@ -131,7 +129,7 @@ fn expected_unknown_key(client: &str, o: &Outcome) -> bool {
 
 /// Every client, every fork, every type it sends, on one signer.
 async fn run_clients(p: &Palisade, chain: &Chain) -> usize {
-    let keys = common::interop_pubkeys();
+    let keys = testkit::interop_pubkeys();
     let mut signed = 0;
     for (i, client) in clients::all().iter().enumerate() {
         eprintln!("{}: shapes from {}", client.name, client.sources);
@@ -200,7 +198,7 @@ async fn run_clients(p: &Palisade, chain: &Chain) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_signs_every_type_at_every_fork() {
-    let pg = common::pg::shared();
+    let pg = testkit::pg::shared();
     let mut total = 0;
     for chain in [chain::mainnet(), chain::sepolia()] {
         let url = pg.new_database();
@@ -223,7 +221,7 @@ async fn every_client_signs_every_type_at_every_fork() {
 /// vectors, so a bug in it cannot hide one in Palisade.
 #[test]
 fn the_oracle_reproduces_the_recorded_mainnet_roots() {
-    let text = std::fs::read_to_string(common::data_dir().join("signing-vectors/sample.jsonl")).unwrap();
+    let text = std::fs::read_to_string(testkit::data_dir().join("signing-vectors/sample.jsonl")).unwrap();
     let chain = chain::mainnet();
     let mut checked = 0;
     for line in text.lines() {
@@ -285,7 +283,7 @@ fn the_oracle_reproduces_the_recorded_mainnet_roots() {
 async fn aggregates_that_do_not_fit_their_fork_are_never_signed() {
     let chain = chain::mainnet();
     let (_keys, p) = signer(&chain, None);
-    let pubkey = &common::interop_pubkeys()[0];
+    let pubkey = &testkit::interop_pubkeys()[0];
     let lighthouse = clients::lighthouse::client();
     for (fork, offset) in [(5, 1), (6, 1), (4, 1)] {
         let epoch = chain.epoch_in(fork, offset);
@@ -355,7 +353,7 @@ async fn aggregates_that_do_not_fit_their_fork_are_never_signed() {
 async fn identifiers_in_any_case() {
     let chain = chain::mainnet();
     let (_keys, p) = signer(&chain, None);
-    let pubkey = &common::interop_pubkeys()[2];
+    let pubkey = &testkit::interop_pubkeys()[2];
     let teku = clients::teku::client();
     let msg = Msg::Randao(chain.epoch_in(6, 2));
     let body = (teku.request)(&chain, &msg).unwrap();

@@ -7,19 +7,19 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use tokio::net::TcpListener;
 
-use crate::cli::ServeArgs;
-use crate::health::PROBE_INTERVAL;
+use crate::app::health::PROBE_INTERVAL;
+use crate::app::keymanager::KeyManager;
+use crate::app::metrics::Metrics;
+use crate::app::signer::Signer;
+use crate::commands::cli::ServeArgs;
 use crate::http::client::TrustedProxies;
+use crate::http::server::ServerOptions;
 use crate::http::{self, AppState, auth::ApiToken};
-use crate::keymanager::KeyManager;
 use crate::keys::{KeyOptions, KeyRegistry, loader};
-use crate::metrics::Metrics;
 use crate::network::Network;
 use crate::network::clock::ClockWindow;
 use crate::protection::replica::ReplicaMemory;
 use crate::protection::{ChainPin, DbOptions, SlashingDatabase, default_pool_size, redact_url};
-use crate::server::ServerOptions;
-use crate::service::Signer;
 
 /// This replica's record of what it committed, under `--data-path`.
 pub const REPLICA_STATE_FILE: &str = "replica-state.bin";
@@ -185,7 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => Some(
-            crate::tls::server_config(&crate::tls::TlsOptions {
+            crate::http::tls::server_config(&crate::http::tls::TlsOptions {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: args.tls_client_ca_file.clone(),
@@ -243,7 +243,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(|e| anyhow!(e))?;
-    crate::server::serve(
+    crate::http::server::serve(
         listener,
         http::router(
             state,
@@ -256,12 +256,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ServerOptions {
             tls,
             trusted_proxies,
-            limits: crate::server::ConnectionLimits {
+            limits: crate::http::server::ConnectionLimits {
                 header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
                 idle_timeout: Duration::from_secs(args.http_idle_timeout_secs.max(1)),
                 max_connections: args
                     .http_max_connections
-                    .unwrap_or_else(crate::server::default_max_connections),
+                    .unwrap_or_else(crate::http::server::default_max_connections),
                 http2_max_streams: args.http2_max_streams.max(1),
             },
             metrics: Some(metrics.clone()),
@@ -404,12 +404,12 @@ fn spawn_database_monitor(signer: Arc<Signer>) {
                 signer
                     .metrics
                     .database_pool_connections
-                    .get_or_create(&crate::metrics::StateLabels { state: "open" })
+                    .get_or_create(&crate::app::metrics::StateLabels { state: "open" })
                     .set(open as i64);
                 signer
                     .metrics
                     .database_pool_connections
-                    .get_or_create(&crate::metrics::StateLabels { state: "idle" })
+                    .get_or_create(&crate::app::metrics::StateLabels { state: "idle" })
                     .set(idle as i64);
             }
             tokio::time::sleep(PROBE_INTERVAL).await;

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::health::{DbHealth, Readiness};
+use crate::app::health::{DbHealth, Readiness};
+use crate::app::metrics::Metrics;
+use crate::app::metrics::{RefusalLabels, TypeLabels};
 use crate::keys::{KeyRegistry, Lookup};
-use crate::metrics::Metrics;
-use crate::metrics::{RefusalLabels, TypeLabels};
 use crate::network::Network;
 use crate::network::clock::ClockWindow;
 use crate::protection::interchange::{FORMAT_VERSION, Metadata, SignedAttestation, SignedBlock, ValidatorData};
@@ -250,7 +250,7 @@ impl Signer {
     /// for readiness, health, metrics and fail-fast, and returns it.
     pub async fn probe_database(&self) -> bool {
         let started = Instant::now();
-        let result = self.db.probe(&self.replica_id, crate::health::PROBE_TIMEOUT).await;
+        let result = self.db.probe(&self.replica_id, crate::app::health::PROBE_TIMEOUT).await;
         let up = result.is_ok();
         match result {
             Ok(replicas) => {
@@ -476,7 +476,7 @@ mod outcome_tests {
             SignError::Internal(String::new()),
         ];
         for e in errors {
-            assert!(crate::metrics::OUTCOMES.contains(&e.outcome()), "{}", e.outcome());
+            assert!(crate::app::metrics::OUTCOMES.contains(&e.outcome()), "{}", e.outcome());
         }
     }
 }

@@ -13,16 +13,6 @@
 //! Build with `cargo build --release`; the signer under test is the `palisade` binary next to
 //! this one. Benchmarks print numbers; they assert nothing.
 
-#[allow(dead_code)]
-#[path = "../../../tests/common/pg.rs"]
-mod pg;
-#[allow(dead_code)]
-#[path = "../../../tests/common/procs.rs"]
-mod procs;
-#[allow(dead_code)]
-#[path = "../../../tests/common/server.rs"]
-mod server;
-
 mod blst_bench;
 mod breakdown;
 mod check;

@@ -8,14 +8,20 @@ use std::time::Duration;
 
 use super::procs::spawn_tied;
 
-/// The `palisade` binary: cargo's path in tests, else the one beside this executable.
+/// The `palisade` binary: `PALISADE_BIN` if set, else the one cargo built beside the running
+/// executable (a test runs from `target/<profile>/deps/`, the bench from `target/<profile>/`).
 pub fn bin() -> PathBuf {
-    match option_env!("CARGO_BIN_EXE_palisade") {
-        Some(p) => p.into(),
-        None => std::env::current_exe()
-            .expect("current executable")
-            .with_file_name("palisade"),
+    if let Some(p) = std::env::var_os("PALISADE_BIN") {
+        return p.into();
     }
+    let exe = std::env::current_exe().expect("current executable");
+    let dir = exe.parent().expect("executable's folder");
+    let candidates = [dir.join("palisade"), dir.join("../palisade")];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no palisade binary beside {}: run `cargo build` first", dir.display()))
+        .clone()
 }
 
 pub struct Palisade {

@@ -14,12 +14,12 @@ use rayon::prelude::*;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use crate::app::signer::Signer;
 use crate::fsutil::{Existing, move_aside, private_dir, write_private};
 use crate::keys::keystore::Keystore;
 use crate::keys::{Lookup, Origin, OriginKind, SecretKey};
 use crate::protection::interchange::{FORMAT_VERSION, Metadata};
 use crate::protection::{Interchange, ProtectionError};
-use crate::service::Signer;
 use crate::types::{PublicKey, Root};
 
 #[derive(Debug, thiserror::Error)]

@@ -30,9 +30,9 @@ use crate::breakdown::{Breakdown, Commits, Cpu, database_alone};
 use crate::keys::raw_key_config;
 use crate::load::{attestation_loop, closed_loop, http_get, ms, percentile};
 use crate::messages::{self, FULU_EPOCH, root};
-use crate::pg::PgCluster;
 use crate::protection_bench::wait_for_keys;
-use crate::server::Palisade;
+use testkit::pg::PgCluster;
+use testkit::server::Palisade;
 
 #[derive(clap::Args)]
 pub struct Options {

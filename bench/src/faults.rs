@@ -23,10 +23,10 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::check::{self, Exchange, Outage};
 use crate::keys::raw_key_config;
-use crate::pg::PgCluster;
-use crate::procs;
 use crate::proxy::Proxy;
-use crate::server::Palisade;
+use testkit::pg::PgCluster;
+use testkit::procs;
+use testkit::server::Palisade;
 
 const FORK: &str = r#"{"fork":{"previous_version":"0x05000000","current_version":"0x06000000","epoch":"0"},"genesis_validators_root":"0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"}"#;
 /// A client gives a replica this long before trying the next one.

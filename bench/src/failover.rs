@@ -16,11 +16,11 @@ use hyper_util::rt::TokioIo;
 use crate::keys::raw_key_config;
 use crate::load::{MakeRequest, attestation_loop, http_get, ms, percentile};
 use crate::messages;
-use crate::pg::PgCluster;
-use crate::procs::{free_port, spawn_tied};
 use crate::protection_bench::wait_for_keys;
 use crate::proxy::Proxy;
-use crate::server::Palisade;
+use testkit::pg::PgCluster;
+use testkit::procs::{free_port, spawn_tied};
+use testkit::server::Palisade;
 
 #[derive(clap::Args)]
 pub struct Options {

@@ -11,8 +11,8 @@ use crate::blst_bench::{self, cores};
 use crate::keys::{raw_key_config, secret};
 use crate::load::{attestation_loop, closed_loop_over, http_get, ms, percentile};
 use crate::messages;
-use crate::pg::PgCluster;
-use crate::server::Palisade;
+use testkit::pg::PgCluster;
+use testkit::server::Palisade;
 
 /// Waits until the signer has every key loaded.
 pub fn wait_for_keys(addr: &str, count: usize) -> anyhow::Result<()> {

@@ -26,9 +26,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::Instrument;
 
+use crate::app::metrics::{Metrics, StateLabels};
 use crate::http::client::{ClientInfo, RequestId, TrustedProxies};
-use crate::metrics::{Metrics, StateLabels};
-use crate::ratelimit::RateLimit;
+use crate::http::ratelimit::RateLimit;
 
 /// A client that does not finish the TLS handshake (or a proxy its PROXY header) in this time
 /// is dropped.
@@ -163,7 +163,7 @@ pub async fn serve(
                                     return;
                                 }
                             };
-                            client.certificate = crate::tls::client_certificate(tls.get_ref().1);
+                            client.certificate = crate::http::tls::client_certificate(tls.get_ref().1);
                             conn.serve(tls, client).await;
                         }
                     }

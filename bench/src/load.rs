@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::blst_bench;
 use crate::keys::raw_key_config;
-use crate::server::Palisade;
+use testkit::server::Palisade;
 
 /// Builds request number `seq` of connection `conn`: (path, JSON body).
 pub type MakeRequest = Arc<dyn Fn(usize, u64) -> (String, String) + Send + Sync>;

@@ -101,7 +101,7 @@ fn cli_actor() -> String {
 }
 
 /// `palisade slashing-protection repair`.
-pub async fn repair(a: &crate::cli::RepairArgs) -> anyhow::Result<()> {
+pub async fn repair(a: &crate::commands::cli::RepairArgs) -> anyhow::Result<()> {
     let mut network = Network::load(&a.network).map_err(|e| anyhow!(e))?;
     if let Some(t) = a.genesis_time {
         network.genesis_time = Some(t);

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::blst_bench::cores;
 use crate::load::http_get;
-use crate::server::Palisade;
+use testkit::server::Palisade;
 
 /// Deterministic benchmark keys (scalar i + 1): public, never for real funds.
 pub fn secret(i: usize) -> SecretKey {

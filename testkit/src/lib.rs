@@ -1,6 +1,6 @@
-//! Test harness shared by the integration tests: throwaway PostgreSQL clusters and the real
-//! `palisade` binary, both as child processes that die with the test process.
-#![allow(dead_code)]
+//! Palisade's test kit, shared by the integration tests and `palisade-bench`: throwaway
+//! PostgreSQL clusters and the real `palisade` binary, both as child processes that die with
+//! the process that started them, plus request builders and the test data's location.
 
 pub mod http;
 pub mod pg;
@@ -11,7 +11,7 @@ pub mod server;
 use std::path::PathBuf;
 
 pub fn data_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data"))
 }
 
 pub fn interop_dir() -> PathBuf {
