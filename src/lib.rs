@@ -11,6 +11,7 @@ pub mod commands;
 pub mod consensus;
 pub mod fsutil;
 pub mod http;
+pub mod json;
 pub mod keys;
 pub mod network;
 pub mod process;

@@ -253,6 +253,21 @@ impl fmt::Debug for Signature {
     }
 }
 
+/// A message that can get a validator slashed, as slashing protection decides on it: a block
+/// at a slot, or an attestation from a source to a target epoch, with its signing root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlashableMessage {
+    Block {
+        slot: Slot,
+        root: SigningRoot,
+    },
+    Attestation {
+        source: Epoch,
+        target: Epoch,
+        root: SigningRoot,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use palisade::protection::{DbOptions, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
+use palisade::protection::{DbOptions, ProtectionError, Recorded, Refusal, SlashableMessage, SlashingDatabase};
 use palisade::types::{PublicKey, Root};
 
 use testkit::proposals::{att, block, in_export, pk, slashable};
@@ -85,7 +85,7 @@ async fn each_member_of_a_batch_is_decided_alone_and_in_arrival_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_on_two_replicas_never_sign_a_slashable_pair() {
     let dbs = replicas(2).await;
-    let mut signed: Vec<(PublicKey, Proposal)> = Vec::new();
+    let mut signed: Vec<(PublicKey, SlashableMessage)> = Vec::new();
     for round in 0..25u64 {
         let k = |i: u64| pk(round * 10 + i);
         let (repeat, refuse, inner, contended, own_a, own_b) = (k(0), k(1), k(2), k(3), k(4), k(5));
@@ -124,7 +124,7 @@ async fn batches_on_two_replicas_never_sign_a_slashable_pair() {
                 );
             }
         }
-        let won: Vec<(PublicKey, Proposal)> = a
+        let won: Vec<(PublicKey, SlashableMessage)> = a
             .iter()
             .zip(&ra)
             .chain(b.iter().zip(&rb))
@@ -133,7 +133,7 @@ async fn batches_on_two_replicas_never_sign_a_slashable_pair() {
             .collect();
         let count = |key: PublicKey, blocks: bool| {
             won.iter()
-                .filter(|(k, p)| *k == key && matches!(p, Proposal::Block { .. }) == blocks)
+                .filter(|(k, p)| *k == key && matches!(p, SlashableMessage::Block { .. }) == blocks)
                 .count()
         };
         assert_eq!(count(inner, false), 1, "round {round}: {won:?}");

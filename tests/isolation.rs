@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade::protection::{DbOptions, Proposal, ProtectionError, SlashingDatabase};
+use palisade::protection::{DbOptions, ProtectionError, SlashableMessage, SlashingDatabase};
 use palisade::types::{Epoch, PublicKey, SigningRoot};
 
 fn pk(i: u64) -> PublicKey {
@@ -16,8 +16,8 @@ fn pk(i: u64) -> PublicKey {
     palisade::keys::SecretKey::from_bytes(&sk).unwrap().public_key()
 }
 
-fn att(s: u64, t: u64) -> Proposal {
-    Proposal::Attestation {
+fn att(s: u64, t: u64) -> SlashableMessage {
+    SlashableMessage::Attestation {
         source: Epoch(s),
         target: Epoch(t),
         root: SigningRoot([t as u8; 32]),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use palisade::protection::rules::Verdict;
 use palisade::protection::{
-    DbOptions, Interchange, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase, Watermarks,
+    DbOptions, Interchange, ProtectionError, Recorded, Refusal, SlashableMessage, SlashingDatabase, Watermarks,
 };
 use palisade::types::{PublicKey, Root, SigningRoot};
 use serde_json::Value;
@@ -78,7 +78,7 @@ async fn run_interchange_test(backend: Backend, name: &str, test: &Value) {
         );
         for b in step["blocks"].as_array().unwrap() {
             let pubkey: PublicKey = b["pubkey"].as_str().unwrap().parse().unwrap();
-            let p = Proposal::Block {
+            let p = SlashableMessage::Block {
                 slot: b["slot"].as_str().unwrap().parse().unwrap(),
                 root: parse_root(&b["signing_root"]),
             };
@@ -94,7 +94,7 @@ async fn run_interchange_test(backend: Backend, name: &str, test: &Value) {
         }
         for a in step["attestations"].as_array().unwrap() {
             let pubkey: PublicKey = a["pubkey"].as_str().unwrap().parse().unwrap();
-            let p = Proposal::Attestation {
+            let p = SlashableMessage::Attestation {
                 source: a["source_epoch"].as_str().unwrap().parse().unwrap(),
                 target: a["target_epoch"].as_str().unwrap().parse().unwrap(),
                 root: parse_root(&a["signing_root"]),
@@ -144,10 +144,10 @@ fn same(a: SigningRoot, b: SigningRoot) -> bool {
 }
 
 impl Model {
-    fn slashable(&self, p: &Proposal) -> bool {
+    fn slashable(&self, p: &SlashableMessage) -> bool {
         match *p {
-            Proposal::Block { slot, root } => self.blocks.iter().any(|&(s, r)| s == slot.0 && !same(r, root)),
-            Proposal::Attestation { source, target, root } => {
+            SlashableMessage::Block { slot, root } => self.blocks.iter().any(|&(s, r)| s == slot.0 && !same(r, root)),
+            SlashableMessage::Attestation { source, target, root } => {
                 let (s, t) = (source.0, target.0);
                 s > t
                     || self.atts.iter().any(|&(s2, t2, r2)| {
@@ -159,22 +159,22 @@ impl Model {
         }
     }
 
-    fn signed_before(&self, p: &Proposal) -> bool {
+    fn signed_before(&self, p: &SlashableMessage) -> bool {
         match *p {
-            Proposal::Block { slot, root } => self.blocks.contains(&(slot.0, root)),
-            Proposal::Attestation { source, target, root } => self.atts.contains(&(source.0, target.0, root)),
+            SlashableMessage::Block { slot, root } => self.blocks.contains(&(slot.0, root)),
+            SlashableMessage::Attestation { source, target, root } => self.atts.contains(&(source.0, target.0, root)),
         }
     }
 
-    fn add(&mut self, p: &Proposal) {
+    fn add(&mut self, p: &SlashableMessage) {
         match *p {
-            Proposal::Block { slot, root } => self.blocks.push((slot.0, root)),
-            Proposal::Attestation { source, target, root } => self.atts.push((source.0, target.0, root)),
+            SlashableMessage::Block { slot, root } => self.blocks.push((slot.0, root)),
+            SlashableMessage::Attestation { source, target, root } => self.atts.push((source.0, target.0, root)),
         }
     }
 }
 
-fn sequences(options: &[Proposal], len: usize) -> Vec<Vec<Proposal>> {
+fn sequences(options: &[SlashableMessage], len: usize) -> Vec<Vec<SlashableMessage>> {
     let mut out = vec![vec![]];
     for _ in 0..len {
         out = out
@@ -193,7 +193,7 @@ fn sequences(options: &[Proposal], len: usize) -> Vec<Vec<Proposal>> {
 
 /// Runs one sequence on its own validator. Asserts that the database agrees with the
 /// minimal rule kept in memory, and that nothing slashable is ever signed.
-async fn run_sequence(db: &SlashingDatabase, id: u64, seq: &[Proposal]) {
+async fn run_sequence(db: &SlashingDatabase, id: u64, seq: &[SlashableMessage]) {
     let key = pk(id);
     let mut rule = Watermarks {
         enabled: true,
@@ -218,7 +218,7 @@ async fn run_sequence(db: &SlashingDatabase, id: u64, seq: &[Proposal]) {
     }
 }
 
-async fn run_all(db: Arc<SlashingDatabase>, seqs: Vec<Vec<Proposal>>, first_id: u64) {
+async fn run_all(db: Arc<SlashingDatabase>, seqs: Vec<Vec<SlashableMessage>>, first_id: u64) {
     let seqs = Arc::new(seqs);
     let workers = 16;
     let mut tasks = Vec::new();
@@ -238,7 +238,7 @@ async fn run_all(db: Arc<SlashingDatabase>, seqs: Vec<Vec<Proposal>>, first_id: 
     }
 }
 
-fn attestation_options(max_epoch: u64, roots: &[u64], allow_inverted: bool) -> Vec<Proposal> {
+fn attestation_options(max_epoch: u64, roots: &[u64], allow_inverted: bool) -> Vec<SlashableMessage> {
     let mut v = Vec::new();
     for s in 0..=max_epoch {
         for t in 0..=max_epoch {
@@ -261,7 +261,7 @@ async fn exhaustive_sequences_never_sign_anything_slashable() {
     // for blocks, since it never equals anything.
     let atts3 = attestation_options(2, &[1, 2], true);
     let atts4 = attestation_options(2, &[1, 2], false);
-    let blocks: Vec<Proposal> = (0..=2).flat_map(|s| [block(s, 0), block(s, 1), block(s, 2)]).collect();
+    let blocks: Vec<SlashableMessage> = (0..=2).flat_map(|s| [block(s, 0), block(s, 1), block(s, 2)]).collect();
     let mut seqs = Vec::new();
     for len in 1..=3 {
         seqs.extend(sequences(&atts3, len));
@@ -308,7 +308,7 @@ async fn racing_conflicting_messages_exactly_one_wins() {
         .map(|c| c.recorded)
         .unwrap();
 
-    let mut winners: Vec<Proposal> = Vec::new();
+    let mut winners: Vec<SlashableMessage> = Vec::new();
     for round in 0..20u64 {
         let base = 10 * round + 1; // watermark is (base-1 or so, base)
         // Double votes at one target, a surrounding and a surrounded vote, and blocks at
@@ -318,7 +318,7 @@ async fn racing_conflicting_messages_exactly_one_wins() {
             candidates.push(att(base + 1, base + 4, 100 + r)); // A, surrounds B
             candidates.push(att(base + 2, base + 3, 200 + r)); // B
         }
-        let blocks: Vec<Proposal> = (0..16).map(|r| block(round, 300 + r)).collect();
+        let blocks: Vec<SlashableMessage> = (0..16).map(|r| block(round, 300 + r)).collect();
         let barrier = Arc::new(tokio::sync::Barrier::new(candidates.len() + blocks.len()));
         let mut tasks = Vec::new();
         for (i, p) in candidates.iter().chain(&blocks).enumerate() {
@@ -336,8 +336,8 @@ async fn racing_conflicting_messages_exactly_one_wins() {
             let (p, r) = t.await.unwrap();
             match r {
                 Ok(Recorded::New) => match p {
-                    Proposal::Block { .. } => block_wins.push(p),
-                    Proposal::Attestation { .. } => att_wins.push(p),
+                    SlashableMessage::Block { .. } => block_wins.push(p),
+                    SlashableMessage::Attestation { .. } => att_wins.push(p),
                 },
                 Ok(Recorded::Repeat) => panic!("no candidate repeats another"),
                 Err(ProtectionError::Refused(_)) => {}
@@ -381,7 +381,7 @@ async fn online_import_while_replicas_sign() {
         };
         a.pin_chain(Root::ZERO).await.unwrap();
         let keys: Vec<PublicKey> = (0..12).map(|i| pk(500 + i)).collect();
-        let mut signed: Vec<(PublicKey, Proposal)> = Vec::new();
+        let mut signed: Vec<(PublicKey, SlashableMessage)> = Vec::new();
         let (mut before, mut after) = (0, 0);
 
         for round in 0..6u64 {
@@ -446,10 +446,10 @@ async fn online_import_while_replicas_sign() {
                         after += 1;
                         // Signed after the import returned: nothing at or below what it brought.
                         match p {
-                            Proposal::Block { slot, .. } => {
+                            SlashableMessage::Block { slot, .. } => {
                                 assert!(slot.0 > imp_target, "{backend:?}: {p:?} after the import")
                             }
-                            Proposal::Attestation { source, target, .. } => assert!(
+                            SlashableMessage::Attestation { source, target, .. } => assert!(
                                 target.0 > imp_target && source.0 >= imp_source,
                                 "{backend:?}: {p:?} after the import"
                             ),

@@ -87,7 +87,7 @@ impl Commits {
 /// Microseconds of one core to parse an attestation request and compute its signing root.
 fn parse_us() -> f64 {
     let network = Network::load("mainnet").expect("mainnet");
-    let pubkey = PublicKey([0xa0; 48]);
+    let pubkey = PublicKey([0xa0; 48]).to_string();
     let bodies: Vec<Vec<u8>> = (0..256u64)
         .map(|i| {
             let epoch = messages::FULU_EPOCH + 10 + i;
@@ -97,7 +97,7 @@ fn parse_us() -> f64 {
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < Duration::from_millis(700) {
-        std::hint::black_box(parse_signing_request(&network, pubkey, &bodies[n as usize % bodies.len()]).is_ok());
+        std::hint::black_box(parse_signing_request(&network, &pubkey, &bodies[n as usize % bodies.len()]).is_ok());
         n += 1;
     }
     start.elapsed().as_secs_f64() * 1e6 / n as f64
@@ -135,7 +135,7 @@ pub fn database_alone(
                 while Instant::now() < deadline {
                     let key = mine[n as usize % mine.len()];
                     let epoch = first_epoch + n / mine.len() as u64;
-                    let p = palisade::protection::Proposal::Attestation {
+                    let p = palisade::protection::SlashableMessage::Attestation {
                         source: palisade::types::Epoch(epoch - 1),
                         target: palisade::types::Epoch(epoch),
                         root: palisade::types::SigningRoot([n as u8 | 1; 32]),

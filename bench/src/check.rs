@@ -13,7 +13,8 @@ use std::path::Path;
 
 use palisade::network::Network;
 use palisade::protection::Interchange;
-use palisade::signing::{SlashingCheck, parse_signing_request};
+use palisade::signing::parse_signing_request;
+use palisade::types::SlashableMessage;
 use palisade::types::{PublicKey, SigningRoot};
 use serde::Deserialize;
 
@@ -217,7 +218,7 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
             continue;
         };
         let body = serde_json::to_vec(&x.request).expect("JSON");
-        let job = match parse_signing_request(network, pubkey, &body) {
+        let job = match parse_signing_request(network, &x.pubkey, &body) {
             Ok(j) => j,
             Err(e) => {
                 report
@@ -240,16 +241,13 @@ pub fn check(network: &Network, responses: &[Exchange], export: &Interchange, ou
                 i + 1
             ));
         }
-        let s = match job.check {
-            SlashingCheck::None => continue,
-            SlashingCheck::Block { slot } => Signed::Block {
-                slot: slot.0,
-                root: job.signing_root,
-            },
-            SlashingCheck::Attestation { source, target } => Signed::Attestation {
+        let s = match job.slashable {
+            None => continue,
+            Some(SlashableMessage::Block { slot, root }) => Signed::Block { slot: slot.0, root },
+            Some(SlashableMessage::Attestation { source, target, root }) => Signed::Attestation {
                 source: source.0,
                 target: target.0,
-                root: job.signing_root,
+                root,
             },
         };
         report.protected_signed += 1;

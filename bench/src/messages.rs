@@ -107,7 +107,7 @@ mod tests {
             ("contribution", contribution(slot, 9, 2, &head)),
         ] {
             let body = serde_json::to_vec(&v).unwrap();
-            parse_signing_request(&net, pk, &body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            parse_signing_request(&net, &pk.to_string(), &body).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

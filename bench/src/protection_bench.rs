@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade::protection::{DbOptions, Proposal, SlashingDatabase};
+use palisade::protection::{DbOptions, SlashableMessage, SlashingDatabase};
 use palisade::types::{Epoch, PublicKey, SigningRoot};
 
 use crate::blst_bench::{self, cores};
@@ -167,7 +167,7 @@ fn history_latency(url: &str, validators: usize, rows: u64, seconds: f64) -> any
                                 break 'outer;
                             }
                             let t = start_target + round;
-                            let p = Proposal::Attestation {
+                            let p = SlashableMessage::Attestation {
                                 source: Epoch(t - 1),
                                 target: Epoch(t),
                                 root: SigningRoot([7; 32]),

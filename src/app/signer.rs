@@ -12,10 +12,10 @@ use crate::network::Network;
 use crate::network::clock::ClockWindow;
 use crate::protection::interchange::{FORMAT_VERSION, Metadata, SignedAttestation, SignedBlock, ValidatorData};
 use crate::protection::replica::{ReplicaMemory, Rollback};
-use crate::protection::{ChainPin, Interchange, Proposal, ProtectionError, Recorded, Refusal, SlashingDatabase};
+use crate::protection::{ChainPin, Interchange, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use crate::signing::policy::{Scope, TypeSet};
-use crate::signing::{ParseError, SigningJob, SlashingCheck, parse_signing_request};
-use crate::types::{PublicKey, Root, Signature};
+use crate::signing::{ParseError, SigningJob, parse_signing_request};
+use crate::types::{PublicKey, Root, Signature, SlashableMessage};
 
 /// Why a signing request did not produce a signature. `http::error` maps each to a status.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +62,10 @@ impl SignError {
 
 /// The message of a job, for a log line: slot or epochs.
 fn describe(job: &SigningJob) -> String {
-    match job.check {
-        SlashingCheck::Block { slot } => format!("slot {slot}"),
-        SlashingCheck::Attestation { source, target } => format!("source {source} target {target}"),
-        SlashingCheck::None => job.slot.map_or(String::new(), |s| format!("slot {s}")),
+    match job.slashable {
+        Some(SlashableMessage::Block { slot, .. }) => format!("slot {slot}"),
+        Some(SlashableMessage::Attestation { source, target, .. }) => format!("source {source} target {target}"),
+        None => job.slot.map_or(String::new(), |s| format!("slot {s}")),
     }
 }
 
@@ -305,157 +305,146 @@ impl Signer {
         keys
     }
 
-    /// Signs the request in `body` for `pubkey`, or says why not. Counts the outcome.
+    /// Signs the request for the key `identifier` (the URL's) with `body`, or says why not.
     /// `client` says who asked (recorded with blocks and attestations).
-    pub async fn sign(&self, pubkey: PublicKey, body: &[u8], client: &str) -> Result<Signature, SignError> {
+    pub async fn sign(&self, identifier: &str, body: &[u8], client: &str) -> Result<Signature, SignError> {
         let start = Instant::now();
-        let (job, result) = self.sign_inner(pubkey, body, client).await;
-        let type_label = job.as_ref().map_or("UNKNOWN", |j| j.sign_type.as_str());
+        let (job, result) = match parse_signing_request(&self.network, identifier, body) {
+            Ok(job) => {
+                let result = self.sign_job(&job, client).await;
+                (Some(job), result)
+            }
+            Err(e) => (None, Err(e.into())),
+        };
+        self.record_outcome(job.as_ref(), &result, start, client);
+        result.map(|(signature, _)| signature)
+    }
+
+    /// The one place a request's outcome is counted and logged.
+    fn record_outcome(
+        &self,
+        job: Option<&SigningJob>,
+        result: &Result<(Signature, Option<Recorded>), SignError>,
+        start: Instant,
+        client: &str,
+    ) {
+        let type_label = job.map_or("UNKNOWN", |j| j.sign_type.as_str());
+        let pubkey = job.map_or(String::new(), |j| j.pubkey.to_string());
+        // A repeat is the same message signed again (another client replica, a retry).
+        let outcome = match result {
+            Ok((_, Some(Recorded::Repeat))) => "repeat",
+            Ok(_) => "signed",
+            Err(e) => e.outcome(),
+        };
         tracing::debug!(
             %pubkey,
             r#type = type_label,
-            message = %job.as_ref().map_or(String::new(), describe),
-            outcome = match &result {
-                Ok((_, Some(Recorded::Repeat))) => "repeat",
-                Ok(_) => "signed",
-                Err(e) => e.outcome(),
-            },
+            message = %job.map_or(String::new(), describe),
+            outcome,
             client,
             ms = start.elapsed().as_secs_f64() * 1e3,
             "signing"
         );
-        match &result {
-            Ok((_, recorded)) => {
-                // A repeat is the same message signed again (another client replica, a retry).
-                let outcome = if *recorded == Some(Recorded::Repeat) {
-                    "repeat"
-                } else {
-                    "signed"
-                };
-                self.metrics.request(type_label, outcome);
+        self.metrics.request(type_label, outcome);
+        match result {
+            Ok(_) => {
                 self.metrics
                     .signing_seconds
                     .get_or_create(&TypeLabels { r#type: type_label })
                     .observe(start.elapsed().as_secs_f64());
             }
-            Err(e) => {
-                self.metrics.request(type_label, e.outcome());
-                if let SignError::Refused(r) = e {
-                    self.metrics
-                        .refusals
-                        .get_or_create(&RefusalLabels {
-                            r#type: type_label,
-                            reason: r.code(),
-                        })
-                        .inc();
-                    tracing::warn!(%pubkey, r#type = type_label, client = %client, reason = %r, "slashing protection refused to sign");
-                } else if matches!(e, SignError::ProtectionUnavailable(_) | SignError::Internal(_)) {
-                    tracing::error!(%pubkey, r#type = type_label, error = %e, "signing failed");
-                }
+            Err(SignError::Refused(r)) => {
+                self.metrics
+                    .refusals
+                    .get_or_create(&RefusalLabels {
+                        r#type: type_label,
+                        reason: r.code(),
+                    })
+                    .inc();
+                tracing::warn!(%pubkey, r#type = type_label, client = %client, reason = %r, "slashing protection refused to sign");
             }
+            Err(e @ (SignError::ProtectionUnavailable(_) | SignError::Internal(_))) => {
+                tracing::error!(%pubkey, r#type = type_label, error = %e, "signing failed");
+            }
+            Err(_) => {}
         }
-        result.map(|(signature, _)| signature)
     }
 
-    /// The signature, and for blocks and attestations whether it was new or a repeat.
-    async fn sign_inner(
-        &self,
-        pubkey: PublicKey,
-        body: &[u8],
-        client: &str,
-    ) -> (Option<SigningJob>, Result<(Signature, Option<Recorded>), SignError>) {
-        let job = match parse_signing_request(&self.network, pubkey, body) {
-            Ok(job) => job,
-            Err(e) => return (None, Err(e.into())),
-        };
-        let t = Some(job.clone());
-
+    /// The signature for `job`, and for blocks and attestations whether it was new or a
+    /// repeat; or why not.
+    async fn sign_job(&self, job: &SigningJob, client: &str) -> Result<(Signature, Option<Recorded>), SignError> {
+        let pubkey = job.pubkey;
         // The key is looked up before anything is pinned or recorded: a request for a key
         // this replica cannot sign with changes nothing.
         let key = match self.keys.wait_for(&pubkey, self.key_patience).await {
             Lookup::Ready(k) => k,
-            Lookup::Loading => return (t, Err(SignError::KeyLoading(pubkey))),
-            Lookup::Failed(reason) => return (t, Err(SignError::KeyFailed(pubkey, reason))),
-            Lookup::Unknown => return (t, Err(SignError::UnknownKey(pubkey))),
+            Lookup::Loading => return Err(SignError::KeyLoading(pubkey)),
+            Lookup::Failed(reason) => return Err(SignError::KeyFailed(pubkey, reason)),
+            Lookup::Unknown => return Err(SignError::UnknownKey(pubkey)),
         };
 
-        if let Err(scope) = self.permits(&pubkey, job.sign_type) {
-            return (
-                t,
-                Err(SignError::NotPermitted {
-                    sign_type: job.sign_type,
-                    scope,
-                }),
-            );
-        }
+        self.permits(&pubkey, job.sign_type)
+            .map_err(|scope| SignError::NotPermitted {
+                sign_type: job.sign_type,
+                scope,
+            })?;
 
         // Deleted on some replica: refused for every type, not only the protected ones.
         if self.is_disabled(&pubkey) {
-            return (t, Err(SignError::Refused(Refusal::Disabled)));
+            return Err(SignError::Refused(Refusal::Disabled));
         }
 
-        if let (Some(clock), Some(slot)) = (&self.clock, job.slot)
-            && let Err(ahead) = clock.check(slot, job.sign_type.epochs_ahead(), std::time::SystemTime::now())
-        {
-            return (
-                t,
-                Err(SignError::Refused(Refusal::AheadOfClock {
-                    slot: ahead.slot,
-                    limit: ahead.limit,
-                })),
-            );
+        if let (Some(clock), Some(slot)) = (&self.clock, job.slot) {
+            clock
+                .check(slot, job.sign_type.epochs_ahead(), std::time::SystemTime::now())
+                .map_err(|ahead| {
+                    SignError::Refused(Refusal::AheadOfClock {
+                        slot: ahead.slot,
+                        limit: ahead.limit,
+                    })
+                })?;
         }
 
-        if let Some(given) = job.chain
-            && let Err(e) = self.chain.admit(&self.db, given).await
-        {
-            return (t, Err(e.into()));
+        if let Some(given) = job.chain {
+            self.chain.admit(&self.db, given).await?;
         }
 
-        let proposal = match job.check {
-            SlashingCheck::None => None,
-            SlashingCheck::Block { slot } => Some(Proposal::Block {
-                slot,
-                root: job.signing_root,
-            }),
-            SlashingCheck::Attestation { source, target } => Some(Proposal::Attestation {
-                source,
-                target,
-                root: job.signing_root,
-            }),
-        };
         let mut recorded = None;
-        if let Some(p) = proposal {
-            // Never at or below what this replica committed itself, whatever the database says.
-            if let Some(r) = self.memory.check(&pubkey, &p) {
-                tracing::warn!(%pubkey, reason = %r, "refused by this replica's own record of what it signed");
-                return (t, Err(SignError::Refused(r)));
-            }
-            // Known down: refuse at once, so the client can try another replica in time. A
-            // stale verdict is not trusted: then the database is tried, and recovery is quick.
-            if let Some(why) = self.db_health.known_down() {
-                return (
-                    t,
-                    Err(SignError::ProtectionUnavailable(format!(
-                        "slashing-protection database unavailable (its last check failed: {why}); refused without waiting"
-                    ))),
-                );
-            }
-            let started = Instant::now();
-            let r = self.db.check_and_record(&pubkey, &p, client).await;
-            self.metrics.protection_seconds.observe(started.elapsed().as_secs_f64());
-            match r {
-                Ok(checked) => {
-                    if let Some(rollback) = self.memory.committed(&pubkey, &p, &checked.seen) {
-                        self.rollback_detected(&rollback);
-                    }
-                    recorded = Some(checked.recorded);
-                }
-                Err(e) => return (t, Err(e.into())),
-            }
+        if let Some(message) = &job.slashable {
+            recorded = Some(self.protect(&pubkey, message, client).await?);
         }
         // Only now, with the record committed, does the signature exist.
-        (t, Ok((key.sign(&job.signing_root), recorded)))
+        Ok((key.sign(&job.signing_root), recorded))
+    }
+
+    /// Checks `message` against this replica's record and the database, and records it
+    /// (committed) when it may be signed.
+    async fn protect(
+        &self,
+        pubkey: &PublicKey,
+        message: &SlashableMessage,
+        client: &str,
+    ) -> Result<Recorded, SignError> {
+        // Never at or below what this replica committed itself, whatever the database says.
+        if let Some(r) = self.memory.check(pubkey, message) {
+            tracing::warn!(%pubkey, reason = %r, "refused by this replica's own record of what it signed");
+            return Err(SignError::Refused(r));
+        }
+        // Known down: refuse at once, so the client can try another replica in time. A stale
+        // verdict is not trusted: then the database is tried, and recovery is quick.
+        if let Some(why) = self.db_health.known_down() {
+            return Err(SignError::ProtectionUnavailable(format!(
+                "slashing-protection database unavailable (its last check failed: {why}); refused without waiting"
+            )));
+        }
+        let started = Instant::now();
+        let checked = self.db.check_and_record(pubkey, message, client).await;
+        self.metrics.protection_seconds.observe(started.elapsed().as_secs_f64());
+        let checked = checked?;
+        if let Some(rollback) = self.memory.committed(pubkey, message, &checked.seen) {
+            self.rollback_detected(&rollback);
+        }
+        Ok(checked.recorded)
     }
 }
 

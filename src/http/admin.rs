@@ -11,35 +11,26 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::error::{ApiError, KeyManagerApiError, body_rejection};
-use crate::app::keymanager::KeyManagerError;
+use crate::json::{body_text, parse_body};
 use crate::protection::{Interchange, ProtectionError};
 use crate::types::PublicKey;
 
-fn utf8(body: &Bytes) -> Result<&str, ApiError> {
-    std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("request body is not UTF-8".into()))
-}
-
 /// `POST /api/v1/eth2/slashing-protection/import`: all or nothing.
-pub async fn import(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let result: Result<usize, ApiError> = async {
-        let body = body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))?;
-        let interchange = Interchange::from_json(utf8(&body)?)
-            .map_err(|e| ApiError::Protection(ProtectionError::InvalidInterchange(e)))?;
-        let signer = &state.signer;
-        signer
-            .chain
-            .admit(&signer.db, interchange.metadata.genesis_validators_root)
-            .await?;
-        Ok(signer.db.import(&interchange).await?)
-    }
-    .await;
-    match result {
-        Ok(n) => {
-            tracing::info!(validators = n, "slashing-protection data imported");
-            Json(json!({ "imported_validators": n })).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
+pub async fn import(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))?;
+    let interchange = Interchange::from_json(body_text(&body).map_err(ApiError::BadRequest)?)
+        .map_err(|e| ApiError::Protection(ProtectionError::InvalidInterchange(e)))?;
+    let signer = &state.signer;
+    signer
+        .chain
+        .admit(&signer.db, interchange.metadata.genesis_validators_root)
+        .await?;
+    let n = signer.db.import(&interchange).await?;
+    tracing::info!(validators = n, "slashing-protection data imported");
+    Ok(Json(json!({ "imported_validators": n })))
 }
 
 /// `pubkey=0x..` parameters of a query string (may repeat).
@@ -61,25 +52,9 @@ fn pubkeys_of(query: Option<&str>) -> Result<Option<Vec<PublicKey>>, ApiError> {
 }
 
 /// `GET /api/v1/eth2/slashing-protection/export[?pubkey=0x..]`
-pub async fn export(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let result: Result<Interchange, ApiError> = async {
-        let keys = pubkeys_of(query.as_deref())?;
-        Ok(state.signer.db.export(keys.as_deref()).await?)
-    }
-    .await;
-    match result {
-        Ok(i) => Json(i).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-impl From<KeyManagerError> for ApiError {
-    fn from(e: KeyManagerError) -> Self {
-        match e {
-            KeyManagerError::BadRequest(m) => ApiError::BadRequest(m),
-            KeyManagerError::Protection(p) => ApiError::Protection(p),
-        }
-    }
+pub async fn export(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<Interchange>, ApiError> {
+    let keys = pubkeys_of(query.as_deref())?;
+    Ok(Json(state.signer.db.export(keys.as_deref()).await?))
 }
 
 /// `GET /eth/v1/keystores`
@@ -101,7 +76,7 @@ pub async fn import_keystores(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, KeyManagerApiError> {
     let body = body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))?;
-    let parsed = crate::signing::request::parse_at::<ImportKeystores>("", utf8(&body)?);
+    let parsed = parse_body::<ImportKeystores>(&body);
     super::body::zeroize_body(body);
     let req = parsed.map_err(|e| ApiError::BadRequest(redact_passwords(e)))?;
     let passwords = req.passwords.into_iter().map(Zeroizing::new).collect();
@@ -134,7 +109,7 @@ pub async fn delete_keystores(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, KeyManagerApiError> {
     let body = body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))?;
-    let req: DeleteKeystores = crate::signing::request::parse_at("", utf8(&body)?).map_err(ApiError::BadRequest)?;
+    let req: DeleteKeystores = parse_body(&body).map_err(ApiError::BadRequest)?;
     let (statuses, interchange) = state.keymanager.delete(req.pubkeys).await.map_err(ApiError::from)?;
     Ok(Json(json!({
         "data": statuses,

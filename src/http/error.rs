@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::app::keymanager::KeyManagerError;
 use crate::app::signer::SignError;
 use crate::protection::ProtectionError;
 
@@ -29,6 +30,15 @@ pub enum ApiError {
 impl From<SignError> for ApiError {
     fn from(e: SignError) -> Self {
         ApiError::Sign(e)
+    }
+}
+
+impl From<KeyManagerError> for ApiError {
+    fn from(e: KeyManagerError) -> Self {
+        match e {
+            KeyManagerError::BadRequest(m) => ApiError::BadRequest(m),
+            KeyManagerError::Protection(p) => ApiError::Protection(p),
+        }
     }
 }
 

@@ -11,41 +11,27 @@ use serde_json::json;
 use super::AppState;
 use super::client::ClientInfo;
 use super::error::{ApiError, body_rejection};
-use crate::app::signer::SignError;
-use crate::signing::ParseError;
-use crate::types::PublicKey;
 
-/// `POST /api/v1/eth2/sign/{pubkey}`
+/// `POST /api/v1/eth2/sign/{identifier}`
 pub async fn sign(
     State(state): State<AppState>,
     Path(identifier): Path<String>,
     client: Option<Extension<ClientInfo>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let client = client.map(|Extension(c)| c).unwrap_or_default();
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => return body_rejection(r, super::MAX_BODY_BYTES).into_response(),
-    };
-    let pubkey: PublicKey = match identifier.parse() {
-        Ok(pk) => pk,
-        Err(e) => {
-            let e = SignError::BadRequest(ParseError::Malformed(format!("invalid public key in the URL: {e}")));
-            state.signer.metrics.request("UNKNOWN", e.outcome());
-            return ApiError::from(e).into_response();
-        }
-    };
-    match state.signer.sign(pubkey, &body, &client.to_string()).await {
-        Ok(sig) => {
-            if wants_text(&headers) {
-                ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], sig.to_string()).into_response()
-            } else {
-                Json(json!({ "signature": sig.to_string() })).into_response()
-            }
-        }
-        Err(e) => ApiError::from(e).into_response(),
-    }
+    let body = body.map_err(|r| body_rejection(r, super::MAX_BODY_BYTES))?;
+    let signature = state.signer.sign(&identifier, &body, &client.to_string()).await?;
+    Ok(if wants_text(&headers) {
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            signature.to_string(),
+        )
+            .into_response()
+    } else {
+        Json(json!({ "signature": signature.to_string() })).into_response()
+    })
 }
 
 /// Bare hex only when the client asks for text/plain and not for JSON.

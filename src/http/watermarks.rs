@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::client::ClientInfo;
 use super::error::{ApiError, body_rejection};
+use crate::json::parse_body;
 use crate::protection::repair::{RepairRequest, Repaired};
-use crate::signing::request::parse_at;
 use crate::types::{Epoch, PublicKey, Slot};
 
 fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -43,7 +43,7 @@ pub async fn repair(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body_of(body)?;
-    let r: Repair = parse_at("", std::str::from_utf8(&body).unwrap_or("")).map_err(ApiError::BadRequest)?;
+    let r: Repair = parse_body(&body).map_err(ApiError::BadRequest)?;
     if !r.confirm {
         return Err(ApiError::BadRequest(
             "a repair changes slashing protection: send \"confirm\": true to apply it".into(),
@@ -114,7 +114,7 @@ pub async fn set_high_watermark(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body_of(body)?;
-    let h: HighWatermark = parse_at("", std::str::from_utf8(&body).unwrap_or("")).map_err(ApiError::BadRequest)?;
+    let h: HighWatermark = parse_body(&body).map_err(ApiError::BadRequest)?;
     let who = actor(&client);
     state
         .signer
@@ -132,11 +132,10 @@ pub async fn clear_high_watermark(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body_of(body)?;
-    let text = std::str::from_utf8(&body).unwrap_or("");
-    let k: Keys = if text.trim().is_empty() {
+    let k: Keys = if body.trim_ascii().is_empty() {
         Keys::default()
     } else {
-        parse_at("", text).map_err(ApiError::BadRequest)?
+        parse_body(&body).map_err(ApiError::BadRequest)?
     };
     let who = actor(&client);
     state

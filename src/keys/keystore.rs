@@ -99,7 +99,7 @@ fn unhex(field: &str, s: &str) -> Result<Vec<u8>, KeystoreError> {
 impl Keystore {
     /// Parses keystore JSON; `Format` errors mean "this file is not a keystore".
     pub fn from_json(json: &str) -> Result<Self, KeystoreError> {
-        let ks: Keystore = crate::signing::request::parse_at("", json).map_err(KeystoreError::Format)?;
+        let ks: Keystore = crate::json::parse_at("", json).map_err(KeystoreError::Format)?;
         if ks.version != 4 {
             return Err(KeystoreError::Unsupported(format!(
                 "version {} (only version 4 is defined)",

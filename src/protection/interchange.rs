@@ -78,7 +78,7 @@ fn nonzero(r: Option<SigningRoot>) -> Option<SigningRoot> {
 impl Interchange {
     /// Parses and checks an interchange file. Errors name the field (`data.3.pubkey: ...`).
     pub fn from_json(json: &str) -> Result<Interchange, String> {
-        let i: Interchange = crate::signing::request::parse_at("", json)?;
+        let i: Interchange = crate::json::parse_at("", json)?;
         i.validate()?;
         Ok(i)
     }

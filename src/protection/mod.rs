@@ -17,9 +17,10 @@ mod store;
 
 use std::time::Duration;
 
+pub use crate::types::SlashableMessage;
 pub use chain::ChainPin;
 pub use interchange::Interchange;
-pub use rules::{Proposal, Refusal, Verdict, Watermarks};
+pub use rules::{Refusal, Verdict, Watermarks};
 
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
@@ -81,12 +82,12 @@ pub enum Mark {
 }
 
 impl Seen {
-    pub fn of(w: &Watermarks, p: &Proposal) -> Seen {
+    pub fn of(w: &Watermarks, p: &SlashableMessage) -> Seen {
         Seen {
             repairs: w.repairs,
             mark: match p {
-                Proposal::Block { .. } => Mark::Block(w.block_slot),
-                Proposal::Attestation { .. } => Mark::Attestation {
+                SlashableMessage::Block { .. } => Mark::Block(w.block_slot),
+                SlashableMessage::Attestation { .. } => Mark::Attestation {
                     source: w.att_source,
                     target: w.att_target,
                 },
@@ -206,7 +207,7 @@ impl SlashingDatabase {
     pub async fn check_and_record(
         &self,
         pubkey: &PublicKey,
-        proposal: &Proposal,
+        proposal: &SlashableMessage,
         client: &str,
     ) -> Result<Checked, ProtectionError> {
         dispatch!(self.check_and_record(pubkey, proposal, client))
@@ -216,7 +217,7 @@ impl SlashingDatabase {
     /// commit; SQLite: one after the other), each decided as if they came in this order.
     pub async fn check_together(
         &self,
-        messages: &[(PublicKey, Proposal)],
+        messages: &[(PublicKey, SlashableMessage)],
         client: &str,
     ) -> Vec<Result<Checked, ProtectionError>> {
         match self {
@@ -312,13 +313,8 @@ impl SlashingDatabase {
     pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
         let keep_slots = keep_epochs.saturating_mul(slots_per_epoch);
         Ok(PruneReport {
-            attestations: dispatch!(self.prune_table(
-                "signed_attestations",
-                "target_epoch",
-                "att_target",
-                keep_epochs
-            ))?,
-            blocks: dispatch!(self.prune_table("signed_blocks", "slot", "block_slot", keep_slots))?,
+            attestations: dispatch!(self.prune_history(store::History::Attestations, keep_epochs))?,
+            blocks: dispatch!(self.prune_history(store::History::Blocks, keep_slots))?,
         })
     }
 

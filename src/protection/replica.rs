@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::rules::{Proposal, Refusal, Verdict, Watermarks};
+use super::rules::{Refusal, Verdict, Watermarks};
 use super::{Mark, Seen};
+use crate::types::SlashableMessage;
 use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
 
 /// What this replica committed for one validator.
@@ -48,14 +49,14 @@ impl Floor {
         }
     }
 
-    fn record(&mut self, p: &Proposal) {
+    fn record(&mut self, p: &SlashableMessage) {
         match *p {
-            Proposal::Block { slot, root } => {
+            SlashableMessage::Block { slot, root } => {
                 if self.block.is_none_or(|(s, _)| slot >= s) {
                     self.block = Some((slot, Some(root)));
                 }
             }
-            Proposal::Attestation { source, target, root } => {
+            SlashableMessage::Attestation { source, target, root } => {
                 if self.attestation.is_none_or(|(_, t, _)| target >= t) {
                     let source = self.attestation.map_or(source, |(s, _, _)| s.max(source));
                     self.attestation = Some((source, target, Some(root)));
@@ -161,7 +162,7 @@ impl ReplicaMemory {
     /// Refuses what this replica's own record refuses (never signing at or below what it
     /// committed, whatever the database says now). Exact repeats pass, for the database to
     /// answer.
-    pub fn check(&self, pk: &PublicKey, p: &Proposal) -> Option<Refusal> {
+    pub fn check(&self, pk: &PublicKey, p: &SlashableMessage) -> Option<Refusal> {
         let floor = *self.floors.lock().expect("replica memory").get(pk)?;
         match floor.watermarks().check(p) {
             Verdict::Refused(r) => Some(r),
@@ -171,7 +172,7 @@ impl ReplicaMemory {
 
     /// After a passed check: compares what the database held before it with this replica's
     /// record, then remembers the message (one lock for both, on the hot path).
-    pub fn committed(&self, pk: &PublicKey, p: &Proposal, seen: &Seen) -> Option<Rollback> {
+    pub fn committed(&self, pk: &PublicKey, p: &SlashableMessage, seen: &Seen) -> Option<Rollback> {
         let mut floors = self.floors.lock().expect("replica memory");
         let rollback = Self::observe_locked(&mut floors, pk, seen);
         let floor = floors.entry(*pk).or_default();
@@ -231,7 +232,7 @@ impl ReplicaMemory {
     }
 
     /// Remembers a message this replica has committed (or found committed).
-    pub fn record(&self, pk: &PublicKey, p: &Proposal, repairs: u32) {
+    pub fn record(&self, pk: &PublicKey, p: &SlashableMessage, repairs: u32) {
         let mut floors = self.floors.lock().expect("replica memory");
         let floor = floors.entry(*pk).or_default();
         floor.repairs = floor.repairs.max(repairs);
@@ -401,8 +402,8 @@ mod tests {
     fn pk(b: u8) -> PublicKey {
         PublicKey([b; 48])
     }
-    fn att(s: u64, t: u64, r: u8) -> Proposal {
-        Proposal::Attestation {
+    fn att(s: u64, t: u64, r: u8) -> SlashableMessage {
+        SlashableMessage::Attestation {
             source: Epoch(s),
             target: Epoch(t),
             root: SigningRoot([r; 32]),
@@ -448,7 +449,7 @@ mod tests {
             m.record(&pk(1), &att(4, 5, 1), 2);
             m.record(
                 &pk(2),
-                &Proposal::Block {
+                &SlashableMessage::Block {
                     slot: Slot(9),
                     root: SigningRoot([3; 32]),
                 },

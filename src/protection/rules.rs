@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::types::{Epoch, SigningRoot, Slot};
+use crate::types::{Epoch, SigningRoot, SlashableMessage, Slot};
 
 /// What slashing protection knows about one validator.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,20 +32,6 @@ pub struct Watermarks {
     pub high_epoch: Option<Epoch>,
     /// How many times the key's watermarks were repaired (lowered or set) by an operator.
     pub repairs: u32,
-}
-
-/// A message slashing protection must decide on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proposal {
-    Block {
-        slot: Slot,
-        root: SigningRoot,
-    },
-    Attestation {
-        source: Epoch,
-        target: Epoch,
-        root: SigningRoot,
-    },
 }
 
 /// Why slashing protection refused to sign.
@@ -159,7 +145,7 @@ fn nonzero(root: SigningRoot) -> Option<SigningRoot> {
 }
 
 impl Watermarks {
-    pub fn check(&self, p: &Proposal) -> Verdict {
+    pub fn check(&self, p: &SlashableMessage) -> Verdict {
         if !self.enabled {
             return Verdict::Refused(Refusal::Disabled);
         }
@@ -167,13 +153,13 @@ impl Watermarks {
             return Verdict::Refused(r);
         }
         match *p {
-            Proposal::Block { slot, root } => match self.block_slot {
+            SlashableMessage::Block { slot, root } => match self.block_slot {
                 None => Verdict::New,
                 Some(h) if slot > h => Verdict::New,
                 Some(h) if slot == h && nonzero(root).is_some() && self.block_root == Some(root) => Verdict::Repeat,
                 Some(h) => Verdict::Refused(Refusal::BlockSlotNotAbove { slot, highest: h }),
             },
-            Proposal::Attestation { source, target, root } => {
+            SlashableMessage::Attestation { source, target, root } => {
                 if source > target {
                     return Verdict::Refused(Refusal::SourceAfterTarget { source, target });
                 }
@@ -197,9 +183,9 @@ impl Watermarks {
         }
     }
 
-    fn above_high_watermark(&self, p: &Proposal) -> Option<Refusal> {
+    fn above_high_watermark(&self, p: &SlashableMessage) -> Option<Refusal> {
         match *p {
-            Proposal::Block { slot, .. } => {
+            SlashableMessage::Block { slot, .. } => {
                 self.high_slot
                     .filter(|h| slot >= *h)
                     .map(|h| Refusal::AboveHighWatermark {
@@ -208,7 +194,7 @@ impl Watermarks {
                         high: h.0,
                     })
             }
-            Proposal::Attestation { target, .. } => {
+            SlashableMessage::Attestation { target, .. } => {
                 self.high_epoch
                     .filter(|h| target >= *h)
                     .map(|h| Refusal::AboveHighWatermark {
@@ -221,13 +207,13 @@ impl Watermarks {
     }
 
     /// The watermarks after signing `p` (a `Verdict::New`).
-    pub fn record(&mut self, p: &Proposal) {
+    pub fn record(&mut self, p: &SlashableMessage) {
         match *p {
-            Proposal::Block { slot, root } => {
+            SlashableMessage::Block { slot, root } => {
                 self.block_slot = Some(slot);
                 self.block_root = nonzero(root);
             }
-            Proposal::Attestation { source, target, root } => {
+            SlashableMessage::Attestation { source, target, root } => {
                 self.att_source = Some(source);
                 self.att_target = Some(target);
                 self.att_root = nonzero(root);
@@ -289,15 +275,15 @@ mod tests {
     fn r(b: u8) -> SigningRoot {
         SigningRoot([b; 32])
     }
-    fn att(s: u64, t: u64, root: u8) -> Proposal {
-        Proposal::Attestation {
+    fn att(s: u64, t: u64, root: u8) -> SlashableMessage {
+        SlashableMessage::Attestation {
             source: Epoch(s),
             target: Epoch(t),
             root: r(root),
         }
     }
-    fn block(slot: u64, root: u8) -> Proposal {
-        Proposal::Block {
+    fn block(slot: u64, root: u8) -> SlashableMessage {
+        SlashableMessage::Block {
             slot: Slot(slot),
             root: r(root),
         }

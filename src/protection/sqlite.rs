@@ -18,12 +18,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::interchange::Interchange;
 use super::repair::{RepairRequest, Repaired, plan};
-use super::rules::{Proposal, Verdict, Watermarks};
+use super::rules::{Verdict, Watermarks};
 use super::store::{
-    StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, discarded_attestation, discarded_block, from_db,
-    pubkey_from_db, root_from_db, root_to_db, timed, to_db, watermarks_from_row,
+    History, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, discarded_attestation, discarded_block,
+    from_db, pubkey_from_db, root_from_db, root_to_db, timed, to_db, watermarks_from_row,
 };
 use super::{Checked, DbOptions, ProtectionError, Recorded, Seen};
+use crate::types::SlashableMessage;
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -33,7 +34,7 @@ const MAX_BATCH: usize = 512;
 
 struct Check {
     pubkey: PublicKey,
-    proposal: Proposal,
+    proposal: SlashableMessage,
     client: String,
     reply: oneshot::Sender<Result<Checked, ProtectionError>>,
 }
@@ -81,7 +82,7 @@ impl SqliteStore {
     pub async fn check_and_record(
         &self,
         pubkey: &PublicKey,
-        proposal: &Proposal,
+        proposal: &SlashableMessage,
         client: &str,
     ) -> Result<Checked, ProtectionError> {
         let (reply, answer) = oneshot::channel();
@@ -454,15 +455,10 @@ impl SqliteStore {
         finish(&mut conn, result).await
     }
 
-    /// Deletes rows of `table` whose `column` is more than `keep` below the validator's
-    /// `watermark` (which cannot underflow: below `to_db(keep)` nothing is old enough).
-    pub async fn prune_table(
-        &self,
-        table: &str,
-        column: &str,
-        watermark: &str,
-        keep: u64,
-    ) -> Result<u64, ProtectionError> {
+    /// Deletes the `history` rows more than `keep` below their validator's watermark (which
+    /// cannot underflow: below `to_db(keep)` nothing is old enough).
+    pub async fn prune_history(&self, history: History, keep: u64) -> Result<u64, ProtectionError> {
+        let (table, column, watermark) = history.columns();
         let sql = format!(
             "DELETE FROM {table} WHERE EXISTS (
                SELECT 1 FROM validators v WHERE v.id = {table}.validator_id
@@ -635,7 +631,7 @@ async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Checked, Prote
             w.record(&c.proposal);
             write_watermarks(conn, id, &w).await?;
             match c.proposal {
-                Proposal::Block { slot, root } => {
+                SlashableMessage::Block { slot, root } => {
                     sqlx::query(
                         "INSERT INTO signed_blocks (validator_id, slot, signing_root, client) VALUES (?, ?, ?, ?)",
                     )
@@ -646,7 +642,7 @@ async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Checked, Prote
                     .execute(&mut *conn)
                     .await?;
                 }
-                Proposal::Attestation { source, target, root } => {
+                SlashableMessage::Attestation { source, target, root } => {
                     sqlx::query(
                         "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, client)
                          VALUES (?, ?, ?, ?, ?)",

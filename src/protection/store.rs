@@ -9,6 +9,24 @@ use super::repair::{DiscardedAttestation, DiscardedBlock};
 use super::rules::Watermarks;
 use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
 
+/// The two history tables, for pruning: each row's position and the validator's watermark
+/// it is measured against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum History {
+    Blocks,
+    Attestations,
+}
+
+impl History {
+    /// (table, the row's slot or epoch column, the validator's watermark column)
+    pub fn columns(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            History::Blocks => ("signed_blocks", "slot", "block_slot"),
+            History::Attestations => ("signed_attestations", "target_epoch", "att_target"),
+        }
+    }
+}
+
 /// How often an operation is tried when the database is unreachable or the connection breaks.
 pub const MAX_ATTEMPTS: usize = 4;
 

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
+use crate::types::{PublicKey, Root, SigningRoot, SlashableMessage, Slot};
 
 /// The Web3Signer eth2 request types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,27 +93,14 @@ impl FromStr for SignType {
     }
 }
 
-/// What slashing protection must check before this job may be signed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlashingCheck {
-    /// Not a slashable message (randao, aggregates, sync committee, exits, ...).
-    None,
-    Block {
-        slot: Slot,
-    },
-    Attestation {
-        source: Epoch,
-        target: Epoch,
-    },
-}
-
-/// A parsed, validated signing request.
+/// A parsed, validated signing request: the one value that travels the sign path.
 #[derive(Clone, Debug)]
 pub struct SigningJob {
     pub pubkey: PublicKey,
     pub sign_type: SignType,
     pub signing_root: SigningRoot,
-    pub check: SlashingCheck,
+    /// For blocks and attestations, what slashing protection must decide on first.
+    pub slashable: Option<SlashableMessage>,
     /// The chain the signature is bound to (`fork_info.genesis_validators_root`), checked
     /// against the chain pin; `None` for DEPOSIT and VALIDATOR_REGISTRATION, whose domains do
     /// not use the genesis validators root.

@@ -5,5 +5,5 @@ pub mod parse;
 pub mod policy;
 pub mod request;
 
-pub use job::{SignType, SigningJob, SlashingCheck};
+pub use job::{SignType, SigningJob};
 pub use parse::{ParseError, parse_signing_request};

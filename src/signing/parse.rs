@@ -13,18 +13,19 @@
 use serde_json::value::RawValue;
 use tree_hash::TreeHash;
 
-use super::job::{SignType, SigningJob, SlashingCheck};
+use super::job::{SignType, SigningJob};
 use super::request::{
     AggregateForm, AggregateSlotProbe, AggregationSlot, BlockV2, DepositRequest, Envelope, ForkInfo, RandaoReveal,
-    SlotProbe, SyncCommitteeMessage, VersionedAggregate, parse_at,
+    SlotProbe, SyncCommitteeMessage, VersionedAggregate,
 };
 use crate::consensus::containers::{
     AggregateAndProof, AggregateAndProofElectra, AttestationData, BeaconBlockAltair, BeaconBlockPhase0,
     ContributionAndProof, DepositMessage, SyncAggregatorSelectionData, ValidatorRegistration, VoluntaryExit,
 };
 use crate::consensus::{DomainType, Mainnet, Minimal, Preset, compute_domain, compute_signing_root};
+use crate::json::parse_at;
 use crate::network::{ForkName, Network, PresetKind};
-use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
+use crate::types::{Epoch, PublicKey, Root, SigningRoot, SlashableMessage, Slot};
 
 /// Why a request body could not become a signing job. Always the client's fault (HTTP 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,9 +45,12 @@ impl From<String> for ParseError {
     }
 }
 
-/// Parses and checks a sign request for `pubkey` on `network`.
-pub fn parse_signing_request(network: &Network, pubkey: PublicKey, body: &[u8]) -> Result<SigningJob, ParseError> {
-    let body = std::str::from_utf8(body).map_err(|_| ParseError::Malformed("request body is not UTF-8".into()))?;
+/// Parses and checks a sign request on `network`: the URL's key identifier and the body.
+pub fn parse_signing_request(network: &Network, identifier: &str, body: &[u8]) -> Result<SigningJob, ParseError> {
+    let pubkey: PublicKey = identifier
+        .parse()
+        .map_err(|e| ParseError::Malformed(format!("invalid public key in the URL: {e}")))?;
+    let body = crate::json::body_text(body)?;
     if body.trim().is_empty() {
         return Err(ParseError::Malformed("request body is empty".into()));
     }
@@ -78,7 +82,7 @@ pub fn parse_signing_request(network: &Network, pubkey: PublicKey, body: &[u8]) 
         pubkey,
         sign_type: env.sign_type,
         signing_root,
-        check: message.check,
+        slashable: message.protect.with_root(signing_root),
         chain: message.chain,
         slot: message.slot,
     })
@@ -115,12 +119,34 @@ fn only_own_payload(env: &Envelope) -> Result<(), String> {
     }
 }
 
+/// Which kind of slashable message a request is, before its signing root is known.
+#[derive(Clone, Copy)]
+enum Protect {
+    /// Not slashable (RANDAO, aggregates, sync committee, exits, ...).
+    No,
+    Block(Slot),
+    Attestation {
+        source: Epoch,
+        target: Epoch,
+    },
+}
+
+impl Protect {
+    fn with_root(self, root: SigningRoot) -> Option<SlashableMessage> {
+        match self {
+            Protect::No => None,
+            Protect::Block(slot) => Some(SlashableMessage::Block { slot, root }),
+            Protect::Attestation { source, target } => Some(SlashableMessage::Attestation { source, target, root }),
+        }
+    }
+}
+
 /// The object's root, the domain it is signed in, what slashing protection must check and
 /// the chain the domain binds it to.
 struct Message {
     object_root: Root,
     domain: Root,
-    check: SlashingCheck,
+    protect: Protect,
     chain: Option<Root>,
     slot: Option<Slot>,
 }
@@ -196,12 +222,12 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
     let spe = network.slots_per_epoch();
     let t = env.sign_type;
     // Every type but DEPOSIT and VALIDATOR_REGISTRATION is signed in a domain of its chain.
-    let on_chain = |object_root: Root, domain_type: DomainType, epoch: Epoch, slot: Slot, check: SlashingCheck| {
+    let on_chain = |object_root: Root, domain_type: DomainType, epoch: Epoch, slot: Slot, protect: Protect| {
         let fi = fork_info(env)?;
         Ok::<_, String>(Message {
             object_root,
             domain: domain_at(&fi, domain_type, epoch),
-            check,
+            protect,
             chain: Some(fi.genesis_validators_root),
             slot: Some(slot),
         })
@@ -212,11 +238,11 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             DomainType::BEACON_PROPOSER,
             slot.epoch(spe),
             slot,
-            SlashingCheck::Block { slot },
+            Protect::Block(slot),
         )
     };
     let unprotected = |object_root: Root, domain_type: DomainType, slot: Slot| {
-        on_chain(object_root, domain_type, slot.epoch(spe), slot, SlashingCheck::None)
+        on_chain(object_root, domain_type, slot.epoch(spe), slot, Protect::No)
     };
     let first_slot = |epoch: Epoch| Slot(epoch.0.saturating_mul(spe));
 
@@ -284,7 +310,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
                 DomainType::BEACON_ATTESTER,
                 a.target.epoch,
                 a.slot.max(first_slot(a.target.epoch)),
-                SlashingCheck::Attestation {
+                Protect::Attestation {
                     source: a.source.epoch,
                     target: a.target.epoch,
                 },
@@ -312,7 +338,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             Ok(Message {
                 object_root: message.tree_hash_root(),
                 domain: compute_domain(DomainType::DEPOSIT, d.genesis_fork_version, Root::ZERO),
-                check: SlashingCheck::None,
+                protect: Protect::No,
                 chain: None,
                 slot: None,
             })
@@ -324,7 +350,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
                 DomainType::RANDAO,
                 r.epoch,
                 first_slot(r.epoch),
-                SlashingCheck::None,
+                Protect::No,
             )
         }
         SignType::VoluntaryExit => {
@@ -333,7 +359,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             Ok(Message {
                 object_root: e.tree_hash_root(),
                 domain: exit_domain(network, &fi, e.epoch)?,
-                check: SlashingCheck::None,
+                protect: Protect::No,
                 chain: Some(fi.genesis_validators_root),
                 // Exits may be signed ahead on purpose (pre-signed exits): no clock window.
                 slot: None,
@@ -368,7 +394,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             Ok(Message {
                 object_root: r.tree_hash_root(),
                 domain,
-                check: SlashingCheck::None,
+                protect: Protect::No,
                 chain: None,
                 slot: None,
             })
@@ -461,7 +487,7 @@ mod tests {
             let net = network_for(v["network"].as_str().unwrap());
             let pk: PublicKey = v["pubkey"].as_str().unwrap().parse().unwrap();
             let body = serde_json::to_vec(&v["request"]).unwrap();
-            let job = parse_signing_request(&net, pk, &body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let job = parse_signing_request(&net, &pk.to_string(), &body).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(
                 job.signing_root.to_string(),
                 v["signing_root"].as_str().unwrap(),
@@ -505,7 +531,7 @@ mod tests {
     }
 
     fn parse(v: &Value) -> Result<SigningJob, ParseError> {
-        parse_signing_request(&mainnet(), pk(), v.to_string().as_bytes())
+        parse_signing_request(&mainnet(), &pk().to_string(), v.to_string().as_bytes())
     }
 
     fn error(v: &Value) -> String {
@@ -538,7 +564,7 @@ mod tests {
         assert_eq!(parse(&proofs).unwrap().signing_root, parse(&good).unwrap().signing_root);
         // Trailing data after the document.
         let trailing = format!("{good} x");
-        assert!(parse_signing_request(&mainnet(), pk(), trailing.as_bytes()).is_err());
+        assert!(parse_signing_request(&mainnet(), &pk().to_string(), trailing.as_bytes()).is_err());
     }
 
     #[test]

@@ -158,25 +158,3 @@ pub struct DepositRequest {
     pub amount: u64,
     pub genesis_fork_version: Version,
 }
-
-/// Parses one JSON document and reports a failure with the path of the offending field,
-/// under `prefix` (`attestation.source.epoch: invalid type ...`). Anything after the document
-/// but whitespace is refused: `{...} x` is not a request.
-pub fn parse_at<'a, T: Deserialize<'a>>(prefix: &str, json: &'a str) -> Result<T, String> {
-    let de = &mut serde_json::Deserializer::from_str(json);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match (prefix.is_empty(), path.as_str()) {
-            (true, ".") => inner.to_string(),
-            (true, p) => format!("{p}: {inner}"),
-            (false, ".") => format!("{prefix}: {inner}"),
-            (false, p) => format!("{prefix}.{p}: {inner}"),
-        }
-    })?;
-    de.end().map_err(|e| match prefix {
-        "" => format!("data after the JSON document: {e}"),
-        p => format!("{p}: data after the JSON value: {e}"),
-    })?;
-    Ok(value)
-}

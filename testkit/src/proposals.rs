@@ -1,6 +1,6 @@
 //! Keys and messages for the slashing-protection tests.
 
-use palisade::protection::{Interchange, Proposal};
+use palisade::protection::{Interchange, SlashableMessage};
 use palisade::types::{Epoch, PublicKey, SigningRoot, Slot};
 
 /// Distinct, valid pubkeys (imports check that pubkeys are curve points).
@@ -16,32 +16,32 @@ pub fn root(b: u64) -> SigningRoot {
     SigningRoot(r)
 }
 
-pub fn att(s: u64, t: u64, r: u64) -> Proposal {
-    Proposal::Attestation {
+pub fn att(s: u64, t: u64, r: u64) -> SlashableMessage {
+    SlashableMessage::Attestation {
         source: Epoch(s),
         target: Epoch(t),
         root: root(r),
     }
 }
 
-pub fn block(slot: u64, r: u64) -> Proposal {
-    Proposal::Block {
+pub fn block(slot: u64, r: u64) -> SlashableMessage {
+    SlashableMessage::Block {
         slot: Slot(slot),
         root: root(r),
     }
 }
 
 /// Whether `export` holds exactly this message for `key`.
-pub fn in_export(export: &Interchange, key: &PublicKey, p: &Proposal) -> bool {
+pub fn in_export(export: &Interchange, key: &PublicKey, p: &SlashableMessage) -> bool {
     let Some(v) = export.data.iter().find(|v| v.pubkey == *key) else {
         return false;
     };
     match *p {
-        Proposal::Block { slot, root } => v
+        SlashableMessage::Block { slot, root } => v
             .signed_blocks
             .iter()
             .any(|b| b.slot == slot && b.signing_root == Some(root)),
-        Proposal::Attestation { source, target, root } => v
+        SlashableMessage::Attestation { source, target, root } => v
             .signed_attestations
             .iter()
             .any(|a| a.source_epoch == source && a.target_epoch == target && a.signing_root == Some(root)),
@@ -49,16 +49,18 @@ pub fn in_export(export: &Interchange, key: &PublicKey, p: &Proposal) -> bool {
 }
 
 /// Whether signing both would be slashable (a double proposal, a double vote or a surround).
-pub fn slashable(a: &Proposal, b: &Proposal) -> bool {
+pub fn slashable(a: &SlashableMessage, b: &SlashableMessage) -> bool {
     match (*a, *b) {
-        (Proposal::Block { slot: s1, root: r1 }, Proposal::Block { slot: s2, root: r2 }) => s1 == s2 && r1 != r2,
+        (SlashableMessage::Block { slot: s1, root: r1 }, SlashableMessage::Block { slot: s2, root: r2 }) => {
+            s1 == s2 && r1 != r2
+        }
         (
-            Proposal::Attestation {
+            SlashableMessage::Attestation {
                 source: s1,
                 target: t1,
                 root: r1,
             },
-            Proposal::Attestation {
+            SlashableMessage::Attestation {
                 source: s2,
                 target: t2,
                 root: r2,

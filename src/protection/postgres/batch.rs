@@ -26,11 +26,12 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::register_keys;
 use crate::protection::incarnation::Incarnation;
-use crate::protection::rules::{Proposal, Verdict};
+use crate::protection::rules::Verdict;
 use crate::protection::store::{
     MAX_ATTEMPTS, Retries, WATERMARK_COLUMNS, from_db, root_to_db, to_db, watermarks_from_row,
 };
 use crate::protection::{Checked, CommitStats, Mark, ProtectionError, Recorded, Seen};
+use crate::types::SlashableMessage;
 use crate::types::{Epoch, PublicKey, Slot};
 
 /// Most validators in one statement: large enough to absorb a slot's burst in a few
@@ -97,7 +98,7 @@ type Answer = Result<Checked, ProtectionError>;
 
 struct Job {
     pubkey: PublicKey,
-    proposal: Proposal,
+    proposal: SlashableMessage,
     client: String,
     reply: oneshot::Sender<Answer>,
     /// Rounds this job went through without an answer (its row changed between the
@@ -107,7 +108,7 @@ struct Job {
 
 impl Job {
     /// A job and where its answer will arrive.
-    fn new(pubkey: PublicKey, proposal: Proposal, client: &str) -> (Job, oneshot::Receiver<Answer>) {
+    fn new(pubkey: PublicKey, proposal: SlashableMessage, client: &str) -> (Job, oneshot::Receiver<Answer>) {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             pubkey,
@@ -159,7 +160,7 @@ impl Batcher {
 
     /// Decides `messages` as one batch, in this order, exactly as a worker decides what it
     /// took from the queue (for tests and benchmarks that need to know what was batched).
-    pub async fn check_together(&self, messages: &[(PublicKey, Proposal)], client: &str) -> Vec<Answer> {
+    pub async fn check_together(&self, messages: &[(PublicKey, SlashableMessage)], client: &str) -> Vec<Answer> {
         let (jobs, answers): (Vec<Job>, Vec<_>) = messages
             .iter()
             .map(|&(pubkey, proposal)| Job::new(pubkey, proposal, client))
@@ -178,7 +179,7 @@ impl Batcher {
     /// Queues one check and waits for its committed answer. The caller bounds the wait; a
     /// request given up on is left out of any batch not yet started, and if its record was
     /// already committed, asking again is a repeat.
-    pub async fn check(&self, pubkey: PublicKey, proposal: Proposal, client: &str) -> Answer {
+    pub async fn check(&self, pubkey: PublicKey, proposal: SlashableMessage, client: &str) -> Answer {
         let (job, answer) = Job::new(pubkey, proposal, client);
         self.queue
             .send(job)
@@ -337,8 +338,8 @@ impl Signer {
                 }
                 let i = (n - 1) as usize;
                 let mark = match members[i].proposal {
-                    Proposal::Block { .. } => Mark::Block(prev.map(|v| Slot(from_db(v)))),
-                    Proposal::Attestation { .. } => Mark::AttestationTarget(prev.map(|v| Epoch(from_db(v)))),
+                    SlashableMessage::Block { .. } => Mark::Block(prev.map(|v| Slot(from_db(v)))),
+                    SlashableMessage::Attestation { .. } => Mark::AttestationTarget(prev.map(|v| Epoch(from_db(v)))),
                 };
                 outcomes[i] = Some(Outcome::Done(Ok(Checked {
                     recorded: Recorded::New,
@@ -435,13 +436,13 @@ fn sign_statement(members: &[Job]) -> sqlx::query::Query<'static, sqlx::Postgres
         keys.push(m.pubkey.0.to_vec());
         clients.push(m.client.clone());
         match m.proposal {
-            Proposal::Block { slot, root } => {
+            SlashableMessage::Block { slot, root } => {
                 blk.push(true);
                 a.push(to_db(slot.0));
                 t.push(to_db(0));
                 roots.push(root_to_db(Some(root)));
             }
-            Proposal::Attestation { source, target, root } => {
+            SlashableMessage::Attestation { source, target, root } => {
                 blk.push(false);
                 a.push(to_db(source.0));
                 t.push(to_db(target.0));

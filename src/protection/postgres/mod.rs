@@ -37,13 +37,14 @@ mod batch;
 use super::incarnation::{IDENTITY_QUERY, Incarnation};
 use super::interchange::Interchange;
 use super::repair::{RepairRequest, Repaired, plan};
-use super::rules::{Proposal, Watermarks};
+use super::rules::Watermarks;
 use super::store::{
-    MAX_ATTEMPTS, Retries, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, discarded_attestation,
-    discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db, root_to_db, timed, to_db,
-    watermarks_from_row,
+    History, MAX_ATTEMPTS, Retries, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db,
+    discarded_attestation, discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db, root_to_db,
+    timed, to_db, watermarks_from_row,
 };
 use super::{Checked, DbOptions, Durability, ProtectionError, redact_url};
+use crate::types::SlashableMessage;
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -259,7 +260,7 @@ impl PgStore {
     pub async fn check_and_record(
         &self,
         pubkey: &PublicKey,
-        proposal: &Proposal,
+        proposal: &SlashableMessage,
         client: &str,
     ) -> Result<Checked, ProtectionError> {
         refuse_while_held(&self.incarnation)?;
@@ -269,7 +270,7 @@ impl PgStore {
     /// Decides `messages` as one group-commit batch (see `batch`).
     pub async fn check_together(
         &self,
-        messages: &[(PublicKey, Proposal)],
+        messages: &[(PublicKey, SlashableMessage)],
         client: &str,
     ) -> Vec<Result<Checked, ProtectionError>> {
         if let Err(e) = refuse_while_held(&self.incarnation) {
@@ -720,15 +721,10 @@ impl PgStore {
         Ok(done)
     }
 
-    /// Deletes rows of `table` whose `column` is more than `keep` below the validator's
-    /// `watermark`, in small batches so that no DELETE blocks signing for long.
-    pub async fn prune_table(
-        &self,
-        table: &str,
-        column: &str,
-        watermark: &str,
-        keep: u64,
-    ) -> Result<u64, ProtectionError> {
+    /// Deletes the `history` rows more than `keep` below their validator's watermark, in
+    /// small batches so that no DELETE blocks signing for long.
+    pub async fn prune_history(&self, history: History, keep: u64) -> Result<u64, ProtectionError> {
+        let (table, column, watermark) = history.columns();
         // `watermark - keep` cannot underflow: below `to_db(keep)` nothing is old enough.
         let sql = format!(
             "DELETE FROM {table} WHERE ctid = ANY(ARRAY(
