@@ -7,7 +7,7 @@ use std::sync::Arc;
 use palisade::protection::{DbOptions, ProtectionError, Recorded, Refusal, SlashableMessage, SlashingDatabase};
 use palisade::types::{PublicKey, Root};
 
-use testkit::proposals::{att, block, in_export, pk, slashable};
+use testkit::slashable::{att, block, in_export, pk, slashable};
 
 async fn replicas(n: usize) -> Vec<Arc<SlashingDatabase>> {
     let url = testkit::pg::shared().new_database();

@@ -12,8 +12,8 @@ pub mod postgres;
 pub mod repair;
 pub mod replica;
 pub mod rules;
+mod sql;
 mod sqlite;
-mod store;
 
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ pub struct Seen {
     pub mark: Mark,
 }
 
-/// The watermarks of the proposal's kind.
+/// The watermarks of the message's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mark {
     Block(Option<Slot>),
@@ -201,16 +201,16 @@ impl SlashingDatabase {
         }
     }
 
-    /// The one call on the signing path: checks `proposal` against the validator's
+    /// The one call on the signing path: checks `message` against the validator's
     /// watermarks and, if it is new, records it, in one committed transaction. Only after
     /// this returns `Ok` may a signature be made.
     pub async fn check_and_record(
         &self,
         pubkey: &PublicKey,
-        proposal: &SlashableMessage,
+        message: &SlashableMessage,
         client: &str,
     ) -> Result<Checked, ProtectionError> {
-        dispatch!(self.check_and_record(pubkey, proposal, client))
+        dispatch!(self.check_and_record(pubkey, message, client))
     }
 
     /// Checks and records several messages as one group (PostgreSQL: one batch of the group
@@ -313,8 +313,8 @@ impl SlashingDatabase {
     pub async fn prune(&self, keep_epochs: u64, slots_per_epoch: u64) -> Result<PruneReport, ProtectionError> {
         let keep_slots = keep_epochs.saturating_mul(slots_per_epoch);
         Ok(PruneReport {
-            attestations: dispatch!(self.prune_history(store::History::Attestations, keep_epochs))?,
-            blocks: dispatch!(self.prune_history(store::History::Blocks, keep_slots))?,
+            attestations: dispatch!(self.prune_history(sql::History::Attestations, keep_epochs))?,
+            blocks: dispatch!(self.prune_history(sql::History::Blocks, keep_slots))?,
         })
     }
 

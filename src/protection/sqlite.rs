@@ -19,9 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::interchange::Interchange;
 use super::repair::{RepairRequest, Repaired, plan};
 use super::rules::{Verdict, Watermarks};
-use super::store::{
-    History, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db, discarded_attestation, discarded_block,
-    from_db, pubkey_from_db, root_from_db, root_to_db, timed, to_db, watermarks_from_row,
+use super::sql::{
+    AUDIT_COLUMNS, History, StoredValidator, WATERMARK_COLUMNS, bind_audit, build_export, chain_from_db,
+    discarded_attestation, discarded_block, from_db, pubkey_from_db, root_from_db, root_to_db, timed, to_db,
+    watermarks_from_row,
 };
 use super::{Checked, DbOptions, ProtectionError, Recorded, Seen};
 use crate::types::SlashableMessage;
@@ -34,7 +35,7 @@ const MAX_BATCH: usize = 512;
 
 struct Check {
     pubkey: PublicKey,
-    proposal: SlashableMessage,
+    message: SlashableMessage,
     client: String,
     reply: oneshot::Sender<Result<Checked, ProtectionError>>,
 }
@@ -82,13 +83,13 @@ impl SqliteStore {
     pub async fn check_and_record(
         &self,
         pubkey: &PublicKey,
-        proposal: &SlashableMessage,
+        message: &SlashableMessage,
         client: &str,
     ) -> Result<Checked, ProtectionError> {
         let (reply, answer) = oneshot::channel();
         let check = Check {
             pubkey: *pubkey,
-            proposal: *proposal,
+            message: *message,
             client: client.to_string(),
             reply,
         };
@@ -429,24 +430,11 @@ impl SqliteStore {
                 .bind(new_target)
                 .execute(&mut *conn)
                 .await?;
-                let (b, a) = (repaired.before, repaired.after);
-                sqlx::query(
-                    "INSERT INTO watermark_repairs (validator_id, actor, reason, old_block_slot, old_att_source,
-                            old_att_target, new_block_slot, new_att_source, new_att_target, discarded)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(id)
-                .bind(&req.actor)
-                .bind(&req.reason)
-                .bind(b.block_slot.map(|s| to_db(s.0)))
-                .bind(b.attestation_source.map(|e| to_db(e.0)))
-                .bind(b.attestation_target.map(|e| to_db(e.0)))
-                .bind(a.block_slot.map(|s| to_db(s.0)))
-                .bind(a.attestation_source.map(|e| to_db(e.0)))
-                .bind(a.attestation_target.map(|e| to_db(e.0)))
-                .bind(repaired.discarded_json())
-                .execute(&mut *conn)
-                .await?;
+                let insert =
+                    format!("INSERT INTO watermark_repairs ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                bind_audit(sqlx::query(&insert), id, req, &repaired)
+                    .execute(&mut *conn)
+                    .await?;
                 done.push(repaired);
             }
             Ok(done)
@@ -620,17 +608,17 @@ async fn finish<T>(conn: &mut SqliteConnection, result: Result<T, ProtectionErro
 /// Decides one check inside the writer's open transaction.
 async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Checked, ProtectionError> {
     let (id, mut w) = row_for(conn, &c.pubkey).await?;
-    let seen = Seen::of(&w, &c.proposal);
-    match w.check(&c.proposal) {
+    let seen = Seen::of(&w, &c.message);
+    match w.check(&c.message) {
         Verdict::Refused(r) => Err(ProtectionError::Refused(r)),
         Verdict::Repeat => Ok(Checked {
             recorded: Recorded::Repeat,
             seen,
         }),
         Verdict::New => {
-            w.record(&c.proposal);
+            w.record(&c.message);
             write_watermarks(conn, id, &w).await?;
-            match c.proposal {
+            match c.message {
                 SlashableMessage::Block { slot, root } => {
                     sqlx::query(
                         "INSERT INTO signed_blocks (validator_id, slot, signing_root, client) VALUES (?, ?, ?, ?)",

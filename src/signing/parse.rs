@@ -205,6 +205,15 @@ fn parse_for_fork<'a, T: serde::Deserialize<'a>>(
     })
 }
 
+/// The root of a full block of BLOCK_V2 (`beacon_block.block`), parsed as container `T`.
+fn full_block_root<'a, T: serde::Deserialize<'a> + TreeHash>(
+    raw: &'a str,
+    network: &Network,
+    slot: Slot,
+) -> Result<Root, String> {
+    parse_for_fork::<T>("beacon_block.block", raw, network, slot, "BeaconBlock").map(|b| b.tree_hash_root())
+}
+
 /// A `version` field must name the fork the message's slot is in.
 fn check_version(field: &str, version: ForkName, network: &Network, slot: Slot) -> Result<(), String> {
     let actual = fork_of(network, slot);
@@ -273,22 +282,8 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
                     let SlotProbe { slot } = parse_at("beacon_block.block", raw.get())?;
                     check_version("beacon_block.version", v.version, network, slot)?;
                     let root = match v.version {
-                        ForkName::Phase0 => parse_for_fork::<BeaconBlockPhase0>(
-                            "beacon_block.block",
-                            raw.get(),
-                            network,
-                            slot,
-                            "BeaconBlock",
-                        )?
-                        .tree_hash_root(),
-                        ForkName::Altair => parse_for_fork::<BeaconBlockAltair<P>>(
-                            "beacon_block.block",
-                            raw.get(),
-                            network,
-                            slot,
-                            "BeaconBlock",
-                        )?
-                        .tree_hash_root(),
+                        ForkName::Phase0 => full_block_root::<BeaconBlockPhase0>(raw.get(), network, slot)?,
+                        ForkName::Altair => full_block_root::<BeaconBlockAltair<P>>(raw.get(), network, slot)?,
                         later => {
                             return Err(format!(
                                 "beacon_block: a full `block` is accepted for PHASE0 and ALTAIR only; send `block_header` for {later}"

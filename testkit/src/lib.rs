@@ -5,8 +5,8 @@
 pub mod http;
 pub mod pg;
 pub mod procs;
-pub mod proposals;
 pub mod server;
+pub mod slashable;
 
 use std::path::PathBuf;
 

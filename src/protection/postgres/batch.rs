@@ -27,7 +27,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::register_keys;
 use crate::protection::incarnation::Incarnation;
 use crate::protection::rules::Verdict;
-use crate::protection::store::{
+use crate::protection::sql::{
     MAX_ATTEMPTS, Retries, WATERMARK_COLUMNS, from_db, root_to_db, to_db, watermarks_from_row,
 };
 use crate::protection::{Checked, CommitStats, Mark, ProtectionError, Recorded, Seen};
@@ -98,7 +98,7 @@ type Answer = Result<Checked, ProtectionError>;
 
 struct Job {
     pubkey: PublicKey,
-    proposal: SlashableMessage,
+    message: SlashableMessage,
     client: String,
     reply: oneshot::Sender<Answer>,
     /// Rounds this job went through without an answer (its row changed between the
@@ -108,11 +108,11 @@ struct Job {
 
 impl Job {
     /// A job and where its answer will arrive.
-    fn new(pubkey: PublicKey, proposal: SlashableMessage, client: &str) -> (Job, oneshot::Receiver<Answer>) {
+    fn new(pubkey: PublicKey, message: SlashableMessage, client: &str) -> (Job, oneshot::Receiver<Answer>) {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             pubkey,
-            proposal,
+            message,
             client: client.to_string(),
             reply,
             rounds: 0,
@@ -163,7 +163,7 @@ impl Batcher {
     pub async fn check_together(&self, messages: &[(PublicKey, SlashableMessage)], client: &str) -> Vec<Answer> {
         let (jobs, answers): (Vec<Job>, Vec<_>) = messages
             .iter()
-            .map(|&(pubkey, proposal)| Job::new(pubkey, proposal, client))
+            .map(|&(pubkey, message)| Job::new(pubkey, message, client))
             .unzip();
         self.signer.run(jobs).await;
         let mut out = Vec::with_capacity(answers.len());
@@ -179,8 +179,8 @@ impl Batcher {
     /// Queues one check and waits for its committed answer. The caller bounds the wait; a
     /// request given up on is left out of any batch not yet started, and if its record was
     /// already committed, asking again is a repeat.
-    pub async fn check(&self, pubkey: PublicKey, proposal: SlashableMessage, client: &str) -> Answer {
-        let (job, answer) = Job::new(pubkey, proposal, client);
+    pub async fn check(&self, pubkey: PublicKey, message: SlashableMessage, client: &str) -> Answer {
+        let (job, answer) = Job::new(pubkey, message, client);
         self.queue
             .send(job)
             .await
@@ -337,7 +337,7 @@ impl Signer {
                     continue;
                 }
                 let i = (n - 1) as usize;
-                let mark = match members[i].proposal {
+                let mark = match members[i].message {
                     SlashableMessage::Block { .. } => Mark::Block(prev.map(|v| Slot(from_db(v)))),
                     SlashableMessage::Attestation { .. } => Mark::AttestationTarget(prev.map(|v| Epoch(from_db(v)))),
                 };
@@ -395,10 +395,10 @@ impl Signer {
                     continue;
                 }
             };
-            outcomes[i] = match w.check(&m.proposal) {
+            outcomes[i] = match w.check(&m.message) {
                 Verdict::Repeat => Some(Outcome::Done(Ok(Checked {
                     recorded: Recorded::Repeat,
-                    seen: Seen::of(&w, &m.proposal),
+                    seen: Seen::of(&w, &m.message),
                 }))),
                 Verdict::Refused(r) => Some(Outcome::Done(Err(ProtectionError::Refused(r)))),
                 // The row changed between the two statements (a re-enable): next round.
@@ -435,7 +435,7 @@ fn sign_statement(members: &[Job]) -> sqlx::query::Query<'static, sqlx::Postgres
     for m in members {
         keys.push(m.pubkey.0.to_vec());
         clients.push(m.client.clone());
-        match m.proposal {
+        match m.message {
             SlashableMessage::Block { slot, root } => {
                 blk.push(true);
                 a.push(to_db(slot.0));

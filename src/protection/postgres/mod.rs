@@ -38,10 +38,10 @@ use super::incarnation::{IDENTITY_QUERY, Incarnation};
 use super::interchange::Interchange;
 use super::repair::{RepairRequest, Repaired, plan};
 use super::rules::Watermarks;
-use super::store::{
-    History, MAX_ATTEMPTS, Retries, StoredValidator, WATERMARK_COLUMNS, build_export, chain_from_db,
-    discarded_attestation, discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db, root_to_db,
-    timed, to_db, watermarks_from_row,
+use super::sql::{
+    AUDIT_COLUMNS, History, MAX_ATTEMPTS, Retries, StoredValidator, WATERMARK_COLUMNS, bind_audit, build_export,
+    chain_from_db, discarded_attestation, discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db,
+    root_to_db, timed, to_db, watermarks_from_row,
 };
 use super::{Checked, DbOptions, Durability, ProtectionError, redact_url};
 use crate::types::SlashableMessage;
@@ -260,11 +260,11 @@ impl PgStore {
     pub async fn check_and_record(
         &self,
         pubkey: &PublicKey,
-        proposal: &SlashableMessage,
+        message: &SlashableMessage,
         client: &str,
     ) -> Result<Checked, ProtectionError> {
         refuse_while_held(&self.incarnation)?;
-        timed(self.timeout, self.batcher.check(*pubkey, *proposal, client)).await
+        timed(self.timeout, self.batcher.check(*pubkey, *message, client)).await
     }
 
     /// Decides `messages` as one group-commit batch (see `batch`).
@@ -697,24 +697,12 @@ impl PgStore {
                 .bind(new_target)
                 .execute(&mut *tx)
                 .await?;
-            let (b, a) = (repaired.before, repaired.after);
-            sqlx::query(
-                "INSERT INTO watermark_repairs (validator_id, actor, reason, old_block_slot, old_att_source,
-                        old_att_target, new_block_slot, new_att_source, new_att_target, discarded)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(id)
-            .bind(&req.actor)
-            .bind(&req.reason)
-            .bind(b.block_slot.map(|s| to_db(s.0)))
-            .bind(b.attestation_source.map(|e| to_db(e.0)))
-            .bind(b.attestation_target.map(|e| to_db(e.0)))
-            .bind(a.block_slot.map(|s| to_db(s.0)))
-            .bind(a.attestation_source.map(|e| to_db(e.0)))
-            .bind(a.attestation_target.map(|e| to_db(e.0)))
-            .bind(repaired.discarded_json())
-            .execute(&mut *tx)
-            .await?;
+            let insert = format!(
+                "INSERT INTO watermark_repairs ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            );
+            bind_audit(sqlx::query(&insert), id, req, &repaired)
+                .execute(&mut *tx)
+                .await?;
             done.push(repaired);
         }
         tx.commit().await?;
