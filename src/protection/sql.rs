@@ -322,6 +322,38 @@ pub fn build_export(chain: Root, validators: Vec<StoredValidator>) -> Interchang
     }
 }
 
+/// The columns of a repair's audit row, in the order `bind_audit` binds them.
+pub const AUDIT_COLUMNS: &str = "validator_id, actor, reason, old_block_slot, old_att_source, old_att_target, \
+     new_block_slot, new_att_source, new_att_target, discarded";
+
+/// Binds a repair's audit row to `insert` (the backend's INSERT of `AUDIT_COLUMNS`).
+pub fn bind_audit<'q, DB, Id>(
+    insert: Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    id: Id,
+    req: &'q RepairRequest,
+    repaired: &Repaired,
+) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    Id: Encode<'q, DB> + Type<DB> + 'q,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
+{
+    let (b, a) = (repaired.before, repaired.after);
+    insert
+        .bind(id)
+        .bind(req.actor.as_str())
+        .bind(req.reason.as_str())
+        .bind(b.block_slot.map(|s| to_db(s.0)))
+        .bind(b.attestation_source.map(|e| to_db(e.0)))
+        .bind(b.attestation_target.map(|e| to_db(e.0)))
+        .bind(a.block_slot.map(|s| to_db(s.0)))
+        .bind(a.attestation_source.map(|e| to_db(e.0)))
+        .bind(a.attestation_target.map(|e| to_db(e.0)))
+        .bind(repaired.discarded_json())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,36 +420,4 @@ mod tests {
                 .any(|a| a.source_epoch == Epoch(7) && a.target_epoch == Epoch(9))
         );
     }
-}
-
-/// The columns of a repair's audit row, in the order `bind_audit` binds them.
-pub const AUDIT_COLUMNS: &str = "validator_id, actor, reason, old_block_slot, old_att_source, old_att_target, \
-     new_block_slot, new_att_source, new_att_target, discarded";
-
-/// Binds a repair's audit row to `insert` (the backend's INSERT of `AUDIT_COLUMNS`).
-pub fn bind_audit<'q, DB, Id>(
-    insert: Query<'q, DB, <DB as Database>::Arguments<'q>>,
-    id: Id,
-    req: &'q RepairRequest,
-    repaired: &Repaired,
-) -> Query<'q, DB, <DB as Database>::Arguments<'q>>
-where
-    DB: Database,
-    Id: Encode<'q, DB> + Type<DB> + 'q,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    String: Encode<'q, DB> + Type<DB>,
-    Option<i64>: Encode<'q, DB> + Type<DB>,
-{
-    let (b, a) = (repaired.before, repaired.after);
-    insert
-        .bind(id)
-        .bind(req.actor.as_str())
-        .bind(req.reason.as_str())
-        .bind(b.block_slot.map(|s| to_db(s.0)))
-        .bind(b.attestation_source.map(|e| to_db(e.0)))
-        .bind(b.attestation_target.map(|e| to_db(e.0)))
-        .bind(a.block_slot.map(|s| to_db(s.0)))
-        .bind(a.attestation_source.map(|e| to_db(e.0)))
-        .bind(a.attestation_target.map(|e| to_db(e.0)))
-        .bind(repaired.discarded_json())
 }
