@@ -1,9 +1,17 @@
 //! What health, readiness and fail-fast decide on: the last database probe (a durable
 //! heartbeat committed as a signing is), and whether this replica can sign safely now.
+//! `Health` is the handle the health endpoints and the probe loop use; the signer reads
+//! only the verdict.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::app::metrics::Metrics;
+use crate::keys::KeyRegistry;
+use crate::keys::registry::{KeyCounts, LoadFailure};
+use crate::protection::{ChainPin, SlashingDatabase};
+use crate::types::Root;
 
 /// How often the database is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -77,6 +85,132 @@ impl DbHealth {
 
     pub fn replicas(&self) -> u32 {
         self.replicas.load(Relaxed)
+    }
+}
+
+/// Health, readiness and the database probe of one replica.
+pub struct Health {
+    db: Arc<SlashingDatabase>,
+    keys: Arc<KeyRegistry>,
+    chain: Arc<ChainPin>,
+    metrics: Arc<Metrics>,
+    /// This replica's name in the database's heartbeats.
+    replica_id: String,
+    /// Ready with at least this many usable keys; `None`: every configured key must load.
+    ready_min_keys: Option<usize>,
+    verdict: Arc<DbHealth>,
+}
+
+impl Health {
+    pub fn new(
+        db: Arc<SlashingDatabase>,
+        keys: Arc<KeyRegistry>,
+        chain: Arc<ChainPin>,
+        metrics: Arc<Metrics>,
+        replica_id: String,
+        ready_min_keys: Option<usize>,
+    ) -> Self {
+        Health {
+            db,
+            keys,
+            chain,
+            metrics,
+            replica_id,
+            ready_min_keys,
+            verdict: Default::default(),
+        }
+    }
+
+    /// The database verdict, shared with the signer for fail-fast.
+    pub fn verdict(&self) -> &Arc<DbHealth> {
+        &self.verdict
+    }
+
+    pub fn replica_id(&self) -> &str {
+        &self.replica_id
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.db.backend_name()
+    }
+
+    pub fn chain(&self) -> Option<Root> {
+        self.chain.get()
+    }
+
+    /// The keys' counts (also set in the metrics).
+    pub fn key_counts(&self) -> KeyCounts {
+        let counts = self.keys.counts();
+        self.metrics.set_keys(counts);
+        counts
+    }
+
+    pub fn key_failures(&self) -> Vec<LoadFailure> {
+        self.keys.failures()
+    }
+
+    /// The metrics in Prometheus text format, key counts refreshed.
+    pub fn metrics_text(&self) -> String {
+        self.key_counts();
+        self.metrics.encode()
+    }
+
+    /// Probes the database (a durable heartbeat within `PROBE_TIMEOUT`), records the verdict
+    /// for readiness, health, metrics and fail-fast, and returns it.
+    pub async fn probe(&self) -> bool {
+        let started = Instant::now();
+        let result = self.db.probe(&self.replica_id, PROBE_TIMEOUT).await;
+        let up = result.is_ok();
+        match result {
+            Ok(replicas) => {
+                let latency = started.elapsed();
+                self.metrics.database_latency_seconds.set(latency.as_secs_f64());
+                self.metrics.replicas.set(replicas as i64);
+                self.verdict.record(Ok((latency, replicas)));
+            }
+            Err(e) => self.verdict.record(Err(e.to_string())),
+        }
+        self.metrics.database_up.set(up as i64);
+        up
+    }
+
+    /// Probes again when the verdict is older than `max_age`.
+    pub async fn probe_if_older(&self, max_age: Duration) {
+        if self.verdict.age().is_none_or(|a| a > max_age) {
+            self.probe().await;
+        }
+    }
+
+    /// Whether this replica can sign blocks and attestations safely now, and if not why.
+    pub fn readiness(&self) -> Readiness {
+        let mut reasons = Vec::new();
+        if !self.verdict.up_and_fresh() {
+            reasons.push(match self.verdict.error() {
+                Some(e) => format!("slashing-protection database check failing: {e}"),
+                None => "slashing-protection database not checked yet".into(),
+            });
+        }
+        if self.chain.get().is_none() {
+            reasons.push(
+                "no chain pinned: configure --network with a genesis validators root, or --genesis-validators-root"
+                    .into(),
+            );
+        }
+        let k = self.keys.counts();
+        match self.ready_min_keys {
+            Some(min) if k.loaded < min => {
+                reasons.push(format!("{} keys usable, {min} needed (--ready-min-keys)", k.loaded));
+            }
+            Some(_) => {}
+            None if k.loading > 0 => reasons.push(format!("{} keys still being decrypted", k.loading)),
+            None if k.failed > 0 => reasons.push(format!(
+                "{} of {} keys failed to load (see /healthcheck; or accept fewer with --ready-min-keys)",
+                k.failed,
+                k.failed + k.loaded
+            )),
+            None => {}
+        }
+        Readiness { reasons }
     }
 }
 

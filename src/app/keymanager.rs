@@ -14,12 +14,12 @@ use rayon::prelude::*;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::app::signer::Signer;
+use crate::app::disabled::DisabledKeys;
 use crate::fsutil::{Existing, move_aside, private_dir, write_private};
 use crate::keys::keystore::Keystore;
-use crate::keys::{Lookup, Origin, OriginKind, SecretKey};
+use crate::keys::{KeyRegistry, Lookup, Origin, OriginKind, SecretKey};
 use crate::protection::interchange::{FORMAT_VERSION, Metadata};
-use crate::protection::{Interchange, ProtectionError};
+use crate::protection::{ChainPin, Interchange, ProtectionError, SlashingDatabase};
 use crate::types::{PublicKey, Root};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,10 @@ pub struct Listed {
 }
 
 pub struct KeyManager {
-    pub signer: Arc<Signer>,
+    keys: Arc<KeyRegistry>,
+    db: Arc<SlashingDatabase>,
+    chain: Arc<ChainPin>,
+    disabled: Arc<DisabledKeys>,
     /// Where imported keystores and their passwords are stored (loaded again at startup).
     pub dir: PathBuf,
     /// One import or deletion at a time: two concurrent imports of one key cannot both
@@ -65,28 +68,32 @@ pub struct KeyManager {
 }
 
 impl KeyManager {
-    pub fn new(signer: Arc<Signer>, dir: PathBuf) -> Self {
+    pub fn new(
+        keys: Arc<KeyRegistry>,
+        db: Arc<SlashingDatabase>,
+        chain: Arc<ChainPin>,
+        disabled: Arc<DisabledKeys>,
+        dir: PathBuf,
+    ) -> Self {
         Self {
-            signer,
+            keys,
+            db,
+            chain,
+            disabled,
             dir,
             busy: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn list(&self) -> Vec<Listed> {
-        self.signer
-            .keys
+        self.keys
             .ready_pubkeys()
             .into_iter()
-            .filter(|pk| !self.signer.is_disabled(pk))
+            .filter(|pk| !self.disabled.contains(pk))
             .map(|pk| Listed {
                 validating_pubkey: pk,
                 derivation_path: String::new(),
-                readonly: self
-                    .signer
-                    .keys
-                    .origin(&pk)
-                    .is_some_and(|o| o.read_only_reason().is_some()),
+                readonly: self.keys.origin(&pk).is_some_and(|o| o.read_only_reason().is_some()),
             })
             .collect()
     }
@@ -146,11 +153,7 @@ impl KeyManager {
         .map_err(|e| KeyManagerError::BadRequest(format!("decryption task failed: {e}")))?;
 
         if let Some(i) = &interchange {
-            self.signer
-                .chain
-                .admit(&self.signer.db, i.metadata.genesis_validators_root)
-                .await?;
-            self.signer.db.import(i).await?;
+            self.chain.import(&self.db, i).await?;
         }
 
         let pubkeys: Vec<PublicKey> = decrypted
@@ -158,7 +161,6 @@ impl KeyManager {
             .filter_map(|d| d.as_ref().ok().map(|i| i.key.public_key()))
             .collect();
         let disabled: std::collections::HashSet<PublicKey> = self
-            .signer
             .db
             .key_states(&pubkeys)
             .await?
@@ -177,7 +179,7 @@ impl KeyManager {
                 Err(reason) => statuses.push(Status::new("error", reason)),
                 Ok(imported) => {
                     let pk = imported.key.public_key();
-                    let loaded = matches!(self.signer.keys.lookup(&pk), Lookup::Ready(_) | Lookup::Loading);
+                    let loaded = matches!(self.keys.lookup(&pk), Lookup::Ready(_) | Lookup::Loading);
                     if !seen.insert(pk) || (loaded && !disabled.contains(&pk)) {
                         statuses.push(Status::new("duplicate", ""));
                     } else {
@@ -189,18 +191,18 @@ impl KeyManager {
         }
 
         let fresh_keys: Vec<PublicKey> = fresh.iter().map(|(_, i)| i.key.public_key()).collect();
-        self.signer.db.set_enabled(&fresh_keys, true).await?;
-        self.signer.forget_disabled(&fresh_keys);
+        self.db.set_enabled(&fresh_keys, true).await?;
+        self.disabled.remove(&fresh_keys);
 
         for (i, imported) in fresh {
             let pk = imported.key.public_key();
-            if matches!(self.signer.keys.lookup(&pk), Lookup::Ready(_)) {
+            if matches!(self.keys.lookup(&pk), Lookup::Ready(_)) {
                 tracing::info!(pubkey = %pk, "key imported again through the Key Manager API: enabled");
                 continue;
             }
             match self.store(&imported) {
                 Ok(origin) => {
-                    self.signer.keys.insert_ready(imported.key, &origin);
+                    self.keys.insert_ready(imported.key, &origin);
                     tracing::info!(pubkey = %pk, "key imported through the Key Manager API");
                 }
                 Err(e) => {
@@ -230,7 +232,6 @@ impl KeyManager {
     pub async fn delete(&self, pubkeys: Vec<PublicKey>) -> Result<(Vec<Status>, Interchange), KeyManagerError> {
         let _busy = self.busy.lock().await;
         let known: std::collections::HashSet<PublicKey> = self
-            .signer
             .db
             .key_states(&pubkeys)
             .await?
@@ -241,7 +242,7 @@ impl KeyManager {
         let mut plan = Vec::with_capacity(pubkeys.len());
         let mut to_disable = Vec::new();
         for pk in &pubkeys {
-            let step = match self.signer.keys.origin(pk) {
+            let step = match self.keys.origin(pk) {
                 Some(origin) => match origin.read_only_reason() {
                     Some(reason) => Step::ReadOnly(reason),
                     None => Step::Unload(origin),
@@ -256,16 +257,16 @@ impl KeyManager {
         }
         // Disable first: from here on every replica refuses these keys. Unknown keys are
         // not recorded at all.
-        self.signer.db.set_enabled(&to_disable, false).await?;
-        self.signer.remember_disabled(&to_disable);
+        self.db.set_enabled(&to_disable, false).await?;
+        self.disabled.add(&to_disable);
 
-        let chain = self.signer.db.pinned_chain().await?;
+        let chain = self.db.pinned_chain().await?;
         let interchange = match chain {
-            Some(_) if !to_disable.is_empty() => self.signer.db.export(Some(&to_disable)).await?,
+            Some(_) if !to_disable.is_empty() => self.db.export(Some(&to_disable)).await?,
             _ => Interchange {
                 metadata: Metadata {
                     interchange_format_version: FORMAT_VERSION.into(),
-                    genesis_validators_root: chain.or(self.signer.chain.get()).unwrap_or(Root::ZERO),
+                    genesis_validators_root: chain.or(self.chain.get()).unwrap_or(Root::ZERO),
                 },
                 data: vec![],
             },
@@ -278,7 +279,7 @@ impl KeyManager {
                 Step::NotFound => Status::new("not_found", ""),
                 Step::Inactive => Status::new("not_active", ""),
                 Step::Unload(origin) => {
-                    self.signer.keys.remove(pk);
+                    self.keys.remove(pk);
                     tracing::info!(pubkey = %pk, source = %origin, "key deleted through the Key Manager API");
                     match set_aside(&origin) {
                         Ok(()) => Status::new("deleted", ""),

@@ -1,6 +1,7 @@
 //! The application: the signer (parse, protect, sign, record the outcome), the Key Manager
 //! operations, the health verdicts and the metrics they keep. No HTTP and no SQL here.
 
+pub mod disabled;
 pub mod health;
 pub mod keymanager;
 pub mod metrics;

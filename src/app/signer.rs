@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app::health::{DbHealth, Readiness};
+use crate::app::disabled::DisabledKeys;
+use crate::app::health::DbHealth;
 use crate::app::metrics::Metrics;
 use crate::app::metrics::{RefusalLabels, TypeLabels};
 use crate::keys::{KeyRegistry, Lookup};
 use crate::network::Network;
 use crate::network::clock::ClockWindow;
 use crate::protection::interchange::{FORMAT_VERSION, Metadata, SignedAttestation, SignedBlock, ValidatorData};
+use crate::protection::repair::{RepairRequest, Repaired};
 use crate::protection::replica::{ReplicaMemory, Rollback};
 use crate::protection::{ChainPin, Interchange, ProtectionError, Recorded, Refusal, SlashingDatabase};
 use crate::signing::policy::{Scope, TypeSet};
@@ -84,34 +86,63 @@ impl From<ProtectionError> for SignError {
     }
 }
 
-pub struct Signer {
+/// What a signer is made of; `commands::serve` builds the shared pieces and hands them over.
+pub struct SignerParts {
     pub network: Network,
     pub keys: Arc<KeyRegistry>,
     pub db: Arc<SlashingDatabase>,
-    pub chain: ChainPin,
+    pub chain: Arc<ChainPin>,
     pub metrics: Arc<Metrics>,
+    /// The last database probe's verdict (kept by `Health`), for fail-fast.
+    pub db_health: Arc<DbHealth>,
+    pub disabled: Arc<DisabledKeys>,
     /// How long a request for a key that is still being decrypted waits for it.
     pub key_patience: Duration,
-    pub db_health: DbHealth,
-    /// This replica's name in the database's heartbeats.
-    pub replica_id: String,
-    /// Ready with at least this many usable keys; `None`: every configured key must load.
-    pub ready_min_keys: Option<usize>,
-    /// Keys disabled in the database (deleted through the Key Manager API on any replica),
-    /// refreshed with every database probe: refused for every type, and not listed.
-    pub disabled: std::sync::RwLock<std::collections::HashSet<PublicKey>>,
     /// Slots further ahead of the wall clock are refused; `None` when the genesis time is
     /// unknown or the window is turned off.
     pub clock: Option<ClockWindow>,
     /// What this replica committed itself (see `protection::replica`).
     pub memory: ReplicaMemory,
-    /// Woken when the database is found behind this replica's record: write the record back.
-    pub write_back_wanted: tokio::sync::Notify,
     /// The signing types this signer signs at all; a key's definition may narrow it.
     pub signing_types: TypeSet,
 }
 
+/// The signing path and the replica's own record. Its parts are its own: other modules get
+/// narrow handles (`Health`, `KeyManager`) built from the same shared pieces.
+pub struct Signer {
+    network: Network,
+    keys: Arc<KeyRegistry>,
+    db: Arc<SlashingDatabase>,
+    chain: Arc<ChainPin>,
+    metrics: Arc<Metrics>,
+    db_health: Arc<DbHealth>,
+    disabled: Arc<DisabledKeys>,
+    key_patience: Duration,
+    clock: Option<ClockWindow>,
+    memory: ReplicaMemory,
+    signing_types: TypeSet,
+    /// Woken when the database is found behind this replica's record: write the record back.
+    write_back_wanted: tokio::sync::Notify,
+}
+
 impl Signer {
+    pub fn new(p: SignerParts) -> Self {
+        Signer {
+            network: p.network,
+            keys: p.keys,
+            db: p.db,
+            chain: p.chain,
+            metrics: p.metrics,
+            db_health: p.db_health,
+            disabled: p.disabled,
+            key_patience: p.key_patience,
+            clock: p.clock,
+            memory: p.memory,
+            signing_types: p.signing_types,
+            write_back_wanted: Default::default(),
+        }
+    }
+
     /// Whether the signing policy lets this key sign this type; if not, which policy refused.
     fn permits(&self, pubkey: &PublicKey, t: crate::signing::SignType) -> Result<(), Scope> {
         if !self.signing_types.contains(t) {
@@ -123,30 +154,40 @@ impl Signer {
         }
     }
 
-    pub fn is_disabled(&self, pk: &PublicKey) -> bool {
-        self.disabled.read().expect("disabled keys lock").contains(pk)
+    /// This replica's record of what it committed (saved to its state file by `serve`).
+    pub fn record(&self) -> &ReplicaMemory {
+        &self.memory
     }
 
-    pub fn remember_disabled(&self, pks: &[PublicKey]) {
-        self.disabled.write().expect("disabled keys lock").extend(pks);
+    /// Waits until the database was found behind this replica's record.
+    pub async fn write_back_wanted(&self) {
+        self.write_back_wanted.notified().await
     }
 
-    pub fn forget_disabled(&self, pks: &[PublicKey]) {
-        let mut d = self.disabled.write().expect("disabled keys lock");
-        for pk in pks {
-            d.remove(pk);
+    /// Asks for the record to be written back again (after a failed attempt).
+    pub fn want_write_back(&self) {
+        self.write_back_wanted.notify_one();
+    }
+
+    /// Sets validators' watermarks to the operator's values (see `protection::repair`);
+    /// this replica then forgets its own record of those keys, or it would refuse what the
+    /// repair allows.
+    pub async fn repair(&self, mut req: RepairRequest) -> Result<Vec<Repaired>, ProtectionError> {
+        req.clock = self
+            .clock
+            .map(|c| (c.limit(std::time::SystemTime::now(), 0), self.network.slots_per_epoch()));
+        let done = self.db.repair(&req).await?;
+        self.memory.forget(&req.pubkeys);
+        for d in &done {
+            tracing::warn!(pubkey = %d.pubkey, actor = %req.actor, reason = %req.reason, before = ?d.before,
+                after = ?d.after, discarded_blocks = d.discarded_blocks.len(),
+                discarded_attestations = d.discarded_attestations.len(), "watermarks repaired");
         }
-    }
-
-    /// Replaces the cached set with the database's.
-    pub async fn refresh_disabled(&self) -> Result<(), ProtectionError> {
-        let keys = self.db.disabled_keys().await?;
-        *self.disabled.write().expect("disabled keys lock") = keys.into_iter().collect();
-        Ok(())
+        Ok(done)
     }
 
     /// The database holds less than this replica committed: it went back in time.
-    pub fn rollback_detected(&self, r: &Rollback) {
+    fn rollback_detected(&self, r: &Rollback) {
         self.metrics.database_rollbacks.inc();
         tracing::error!(
             pubkey = %r.pubkey,
@@ -246,63 +287,9 @@ impl Signer {
         Ok(n)
     }
 
-    /// Probes the database (a durable heartbeat within `PROBE_TIMEOUT`), records the verdict
-    /// for readiness, health, metrics and fail-fast, and returns it.
-    pub async fn probe_database(&self) -> bool {
-        let started = Instant::now();
-        let result = self.db.probe(&self.replica_id, crate::app::health::PROBE_TIMEOUT).await;
-        let up = result.is_ok();
-        match result {
-            Ok(replicas) => {
-                let latency = started.elapsed();
-                self.metrics.database_latency_seconds.set(latency.as_secs_f64());
-                self.metrics.replicas.set(replicas as i64);
-                self.db_health.record(Ok((latency, replicas)));
-            }
-            Err(e) => self.db_health.record(Err(e.to_string())),
-        }
-        self.metrics.database_up.set(up as i64);
-        up
-    }
-
-    /// Whether this replica can sign blocks and attestations safely now, and if not why.
-    pub fn readiness(&self) -> Readiness {
-        let mut reasons = Vec::new();
-        if !self.db_health.up_and_fresh() {
-            reasons.push(match self.db_health.error() {
-                Some(e) => format!("slashing-protection database check failing: {e}"),
-                None => "slashing-protection database not checked yet".into(),
-            });
-        }
-        if self.chain.get().is_none() {
-            reasons.push(
-                "no chain pinned: configure --network with a genesis validators root, or --genesis-validators-root"
-                    .into(),
-            );
-        }
-        let k = self.keys.counts();
-        match self.ready_min_keys {
-            Some(min) if k.loaded < min => {
-                reasons.push(format!("{} keys usable, {min} needed (--ready-min-keys)", k.loaded));
-            }
-            Some(_) => {}
-            None if k.loading > 0 => reasons.push(format!("{} keys still being decrypted", k.loading)),
-            None if k.failed > 0 => reasons.push(format!(
-                "{} of {} keys failed to load (see /healthcheck; or accept fewer with --ready-min-keys)",
-                k.failed,
-                k.failed + k.loaded
-            )),
-            None => {}
-        }
-        Readiness { reasons }
-    }
-
     /// Keys that can sign (or will, once decrypted), without the disabled ones.
     pub fn listed_pubkeys(&self) -> Vec<PublicKey> {
-        let disabled = self.disabled.read().expect("disabled keys lock");
-        let mut keys = self.keys.known_pubkeys();
-        keys.retain(|k| !disabled.contains(k));
-        keys
+        self.disabled.filter(self.keys.known_pubkeys())
     }
 
     /// Signs the request for the key `identifier` (the URL's) with `body`, or says why not.
@@ -390,7 +377,7 @@ impl Signer {
             })?;
 
         // Deleted on some replica: refused for every type, not only the protected ones.
-        if self.is_disabled(&pubkey) {
+        if self.disabled.contains(&pubkey) {
             return Err(SignError::Refused(Refusal::Disabled));
         }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use tokio::net::TcpListener;
 
-use crate::app::health::PROBE_INTERVAL;
+use crate::app::disabled::DisabledKeys;
+use crate::app::health::{Health, PROBE_INTERVAL};
 use crate::app::keymanager::KeyManager;
 use crate::app::metrics::Metrics;
-use crate::app::signer::Signer;
+use crate::app::signer::{Signer, SignerParts};
 use crate::commands::cli::ServeArgs;
 use crate::http::client::TrustedProxies;
 use crate::http::server::ServerOptions;
@@ -30,11 +31,22 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// Where Key Manager imports are kept, under `--data-path`.
 pub const KEYMANAGER_DIR: &str = "keymanager-keystores";
 
+/// The pieces the signer, the handles and the background duties below share.
+struct Replica {
+    signer: Arc<Signer>,
+    health: Arc<Health>,
+    db: Arc<SlashingDatabase>,
+    keys: Arc<KeyRegistry>,
+    chain: Arc<ChainPin>,
+    disabled: Arc<DisabledKeys>,
+    metrics: Arc<Metrics>,
+}
+
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut network = Network::load(&args.network).map_err(|e| anyhow!(e))?;
+    let mut network = Network::load(&args.network)?;
     if let Some(t) = args.genesis_time {
         network.genesis_time = Some(t);
     }
@@ -143,42 +155,68 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let registry = Arc::new(KeyRegistry::new());
     let sources = loader::announce(found, &registry);
 
-    let signer = Arc::new(Signer {
+    let db = Arc::new(db);
+    let chain = Arc::new(ChainPin::new(chain));
+    let disabled = Arc::new(DisabledKeys::default());
+    let health = Arc::new(Health::new(
+        db.clone(),
+        registry.clone(),
+        chain.clone(),
+        metrics.clone(),
+        replica_id(&args.data_path, args.http_port)?,
+        args.ready_min_keys,
+    ));
+    let signer = Arc::new(Signer::new(SignerParts {
         network: network.clone(),
         keys: registry.clone(),
-        db: Arc::new(db),
-        chain: ChainPin::new(chain),
+        db: db.clone(),
+        chain: chain.clone(),
         metrics: metrics.clone(),
+        db_health: health.verdict().clone(),
+        disabled: disabled.clone(),
         key_patience: Duration::from_millis(args.key_wait_ms),
-        db_health: Default::default(),
-        replica_id: replica_id(&args.data_path, args.http_port)?,
-        ready_min_keys: args.ready_min_keys,
-        disabled: Default::default(),
         clock,
         memory,
-        write_back_wanted: Default::default(),
         signing_types,
-    });
-    if let (Some(i), Some(saved)) = (signer.db.incarnation(), signer.memory.database()) {
+    }));
+    let replica = Replica {
+        signer: signer.clone(),
+        health: health.clone(),
+        db: db.clone(),
+        keys: registry.clone(),
+        chain: chain.clone(),
+        disabled: disabled.clone(),
+        metrics: metrics.clone(),
+    };
+    if let (Some(i), Some(saved)) = (db.incarnation(), signer.record().database()) {
         i.compare_saved(&saved);
     }
-    if !signer.memory.is_empty() {
+    if !signer.record().is_empty() {
         match signer.sweep().await {
             Ok(0) => tracing::info!(
-                validators = signer.memory.len(),
+                validators = signer.record().len(),
                 "the slashing-protection database holds everything this replica remembers committing"
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "comparing the database with this replica's record (retried)"),
         }
     }
-    if let Err(e) = signer.refresh_disabled().await {
+    if let Err(e) = disabled.refresh(&db).await {
         tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database (retried)");
     }
-    let keymanager = Arc::new(KeyManager::new(signer.clone(), args.data_path.join(KEYMANAGER_DIR)));
+    let keymanager = Arc::new(KeyManager::new(
+        registry.clone(),
+        db.clone(),
+        chain.clone(),
+        disabled.clone(),
+        args.data_path.join(KEYMANAGER_DIR),
+    ));
     let state = AppState {
         signer: signer.clone(),
         keymanager,
+        health: health.clone(),
+        db: db.clone(),
+        chain: chain.clone(),
         token: Arc::new(token),
         signing_token,
     };
@@ -202,9 +240,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(
         network = %network.name,
-        chain = %chain.map_or("pinned on first request".to_string(), |r| r.to_string()),
-        database = %signer.db.backend_name(),
-        replica = %signer.replica_id,
+        chain = %chain.get().map_or("pinned on first request".to_string(), |r| r.to_string()),
+        database = %db.backend_name(),
+        replica = %health.replica_id(),
         keys_to_load = sources.len(),
         "Palisade {} started",
         env!("CARGO_PKG_VERSION")
@@ -231,12 +269,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => tracing::info!("answering requests for any host name (--http-host-allowlist *)"),
     }
 
-    spawn_key_loading(sources, signer.clone());
-    spawn_replica_memory(signer.clone());
-    spawn_database_monitor(signer.clone());
+    let replica = Arc::new(replica);
+    spawn_key_loading(sources, replica.clone());
+    spawn_replica_memory(replica.clone());
+    spawn_database_monitor(replica.clone());
     if args.prune_epochs_to_keep > 0 {
         spawn_pruning(
-            signer.clone(),
+            replica.clone(),
+            network.slots_per_epoch(),
             args.prune_epochs_to_keep,
             Duration::from_secs(args.prune_interval_secs.max(1)),
         );
@@ -270,7 +310,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         SHUTDOWN_GRACE,
     )
     .await;
-    if let Err(e) = signer.memory.flush(signer.chain.get()) {
+    if let Err(e) = signer.record().flush(chain.get()) {
         tracing::error!(error = %e, "saving this replica's record");
     }
     Ok(())
@@ -278,10 +318,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Registers the keys in the database and decrypts them in the background: the server
 /// answers at once. (A signing for a key not registered yet registers it itself.)
-fn spawn_key_loading(sources: Vec<loader::KeySource>, signer: Arc<Signer>) {
-    let registry = signer.keys.clone();
+fn spawn_key_loading(sources: Vec<loader::KeySource>, r: Arc<Replica>) {
+    let registry = r.keys.clone();
     tokio::spawn(async move {
-        if let Err(e) = signer.db.register(&signer.keys.known_pubkeys()).await {
+        if let Err(e) = r.db.register(&r.keys.known_pubkeys()).await {
             tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
         }
         let report = tokio::task::spawn_blocking(move || loader::decrypt_all(sources, &registry)).await;
@@ -289,17 +329,17 @@ fn spawn_key_loading(sources: Vec<loader::KeySource>, signer: Arc<Signer>) {
             tracing::error!(error = %e, "key loading stopped");
         }
         // Keystores without a `pubkey` field are known only now.
-        if let Err(e) = signer.db.register(&signer.keys.ready_pubkeys()).await {
+        if let Err(e) = r.db.register(&r.keys.ready_pubkeys()).await {
             tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
         }
-        signer.metrics.set_keys(signer.keys.counts());
+        r.metrics.set_keys(r.keys.counts());
     });
 }
 
 /// Saves the replica's record every second when it changed, writes it back into the database
 /// when the database is found behind it, and compares the two every `SWEEP_INTERVAL`.
-fn spawn_replica_memory(signer: Arc<Signer>) {
-    let s = signer.clone();
+fn spawn_replica_memory(r: Arc<Replica>) {
+    let s = r.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -307,25 +347,25 @@ fn spawn_replica_memory(signer: Arc<Signer>) {
             if let Some(i) = s.db.incarnation()
                 && i.held().is_none()
             {
-                s.memory.set_database(i.identity());
+                s.signer.record().set_database(i.identity());
             }
             // File writes and fsync off the async workers: signings never wait on them.
             let saver = s.clone();
-            match tokio::task::spawn_blocking(move || saver.memory.flush(saver.chain.get())).await {
+            match tokio::task::spawn_blocking(move || saver.signer.record().flush(saver.chain.get())).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "saving this replica's record"),
                 Err(e) => tracing::error!(error = %e, "saving this replica's record"),
             }
         }
     });
-    let s = signer.clone();
+    let signer = r.signer.clone();
     tokio::spawn(async move {
         loop {
-            s.write_back_wanted.notified().await;
-            if let Err(e) = s.write_back().await {
+            signer.write_back_wanted().await;
+            if let Err(e) = signer.write_back().await {
                 tracing::error!(error = %e, "writing this replica's record back into the database (retried)");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                s.write_back_wanted.notify_one();
+                signer.want_write_back();
             }
         }
     });
@@ -333,7 +373,7 @@ fn spawn_replica_memory(signer: Arc<Signer>) {
         loop {
             // Every SWEEP_INTERVAL, and at once when the database turns out to be another one:
             // then again and again until it succeeds (a restore may still be filling it).
-            let changed = match signer.db.incarnation() {
+            let changed = match r.db.incarnation() {
                 Some(i) => tokio::time::timeout(SWEEP_INTERVAL, i.changed.notified()).await.is_ok(),
                 None => {
                     tokio::time::sleep(SWEEP_INTERVAL).await;
@@ -341,9 +381,9 @@ fn spawn_replica_memory(signer: Arc<Signer>) {
                 }
             };
             loop {
-                match signer.sweep().await {
+                match r.signer.sweep().await {
                     Ok(_) => {
-                        if let Some(i) = signer.db.incarnation() {
+                        if let Some(i) = r.db.incarnation() {
                             i.checked();
                         }
                         break;
@@ -364,35 +404,35 @@ fn spawn_replica_memory(signer: Arc<Signer>) {
 
 /// Probes the database every `PROBE_INTERVAL` and logs readiness changes (once each, not per
 /// balancer probe).
-fn spawn_database_monitor(signer: Arc<Signer>) {
+fn spawn_database_monitor(r: Arc<Replica>) {
     tokio::spawn(async move {
         let mut was_up = true;
         let mut was_ready: Option<bool> = None;
         loop {
-            let up = signer.probe_database().await;
+            let up = r.health.probe().await;
             if !up && was_up {
                 tracing::error!(
-                    error = %signer.db_health.error().unwrap_or_default(),
+                    error = %r.health.verdict().error().unwrap_or_default(),
                     "slashing-protection database check failed: refusing blocks and attestations at once until it passes"
                 );
             }
             if up && !was_up {
                 tracing::info!("slashing-protection database check passes again: signing resumes");
                 // It may have come back from a backup: compare it with this replica's record now.
-                if let Err(e) = signer.sweep().await {
+                if let Err(e) = r.signer.sweep().await {
                     tracing::warn!(error = %e, "comparing the database with this replica's record");
                 }
             }
-            if up && let Err(e) = signer.refresh_disabled().await {
+            if up && let Err(e) = r.disabled.refresh(&r.db).await {
                 tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database");
             }
             was_up = up;
-            let readiness = signer.readiness();
+            let readiness = r.health.readiness();
             if was_ready != Some(readiness.ready()) {
                 if readiness.ready() {
                     tracing::info!(
-                        keys = signer.keys.counts().loaded,
-                        replicas = signer.db_health.replicas(),
+                        keys = r.keys.counts().loaded,
+                        replicas = r.health.verdict().replicas(),
                         "ready: blocks and attestations can be signed"
                     );
                 } else {
@@ -400,14 +440,12 @@ fn spawn_database_monitor(signer: Arc<Signer>) {
                 }
                 was_ready = Some(readiness.ready());
             }
-            if let Some((open, idle)) = signer.db.pool_state() {
-                signer
-                    .metrics
+            if let Some((open, idle)) = r.db.pool_state() {
+                r.metrics
                     .database_pool_connections
                     .get_or_create(&crate::app::metrics::StateLabels { state: "open" })
                     .set(open as i64);
-                signer
-                    .metrics
+                r.metrics
                     .database_pool_connections
                     .get_or_create(&crate::app::metrics::StateLabels { state: "idle" })
                     .set(idle as i64);
@@ -417,11 +455,11 @@ fn spawn_database_monitor(signer: Arc<Signer>) {
     });
 }
 
-fn spawn_pruning(signer: Arc<Signer>, keep_epochs: u64, every: Duration) {
+fn spawn_pruning(r: Arc<Replica>, slots_per_epoch: u64, keep_epochs: u64, every: Duration) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
-            match signer.db.prune(keep_epochs, signer.network.slots_per_epoch()).await {
+            match r.db.prune(keep_epochs, slots_per_epoch).await {
                 Ok(r) if r.blocks + r.attestations > 0 => tracing::info!(
                     blocks = r.blocks,
                     attestations = r.attestations,

@@ -24,7 +24,7 @@ pub async fn import(
     let given = interchange.metadata.genesis_validators_root;
     let configured = match network {
         Some(n) => {
-            let network = Network::load(n).map_err(|e| anyhow!(e))?;
+            let network = Network::load(n)?;
             genesis_validators_root
                 .or(network.genesis_validators_root)
                 .map(|root| (root, network.name))

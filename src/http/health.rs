@@ -19,7 +19,7 @@ pub async fn upcheck() -> &'static str {
 /// call): 200 only when this replica can sign blocks and attestations safely now (a durable
 /// commit went through within a second, the chain is pinned, the keys are loaded).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let r = state.signer.readiness();
+    let r = state.health.readiness();
     if r.ready() {
         (StatusCode::OK, "READY").into_response()
     } else {
@@ -38,14 +38,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// the database's error text, describe the host to whoever asks.
 pub async fn healthcheck(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let details = super::auth::is_admin(&state, &headers);
-    let signer = &state.signer;
-    if signer.db_health.age().is_none_or(|a| a > Duration::from_millis(500)) {
-        signer.probe_database().await;
-    }
-    let db = &signer.db_health;
+    let health = &state.health;
+    health.probe_if_older(Duration::from_millis(500)).await;
+    let db = health.verdict();
     let db_check = match db.error() {
         None if db.up_and_fresh() => json!({"id": "slashing-protection-database", "status": "UP",
-            "data": {"backend": signer.db.backend_name(), "latency_ms": db.latency().as_secs_f64() * 1e3,
+            "data": {"backend": health.backend(), "latency_ms": db.latency().as_secs_f64() * 1e3,
                      "replicas": db.replicas()}}),
         e => {
             let error = if details {
@@ -54,17 +52,16 @@ pub async fn healthcheck(State(state): State<AppState>, headers: axum::http::Hea
                 "unavailable (details with the admin token)".into()
             };
             json!({"id": "slashing-protection-database", "status": "DOWN",
-                "data": {"backend": signer.db.backend_name(), "error": error}})
+                "data": {"backend": health.backend(), "error": error}})
         }
     };
-    let counts = signer.keys.counts();
-    signer.metrics.set_keys(counts);
+    let counts = health.key_counts();
     let failures = if details {
-        json!(signer.keys.failures())
+        json!(health.key_failures())
     } else {
         json!("hidden: send the admin token to see them")
     };
-    let readiness = signer.readiness();
+    let readiness = health.readiness();
     let keys_status = if counts.loading > 0 {
         "LOADING"
     } else if readiness.reasons.iter().any(|r| r.contains("keys")) {
@@ -83,7 +80,7 @@ pub async fn healthcheck(State(state): State<AppState>, headers: axum::http::Hea
         "status": status,
         "outcome": status,
         "checks": [db_check, keys_check],
-        "chain": signer.chain.get().map(|r| r.to_string()),
+        "chain": health.chain().map(|r| r.to_string()),
         "reasons": readiness.reasons,
     });
     let code = if readiness.ready() {
@@ -96,14 +93,12 @@ pub async fn healthcheck(State(state): State<AppState>, headers: axum::http::Hea
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.signer.metrics;
-    m.set_keys(state.signer.keys.counts());
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        m.encode(),
+        state.health.metrics_text(),
     )
         .into_response()
 }

@@ -20,8 +20,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::routing::{MethodRouter, delete, get, post};
 
+use crate::app::health::Health;
 use crate::app::keymanager::KeyManager;
 use crate::app::signer::Signer;
+use crate::protection::{ChainPin, SlashingDatabase};
 use auth::ApiToken;
 use error::ApiError;
 
@@ -35,6 +37,10 @@ pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub struct AppState {
     pub signer: Arc<Signer>,
     pub keymanager: Arc<KeyManager>,
+    pub health: Arc<Health>,
+    /// For the slashing-protection admin endpoints (import, export, high watermark).
+    pub db: Arc<SlashingDatabase>,
+    pub chain: Arc<ChainPin>,
     pub token: Arc<ApiToken>,
     /// Required on the signing routes when set (`--signing-token-file`).
     pub signing_token: Option<Arc<ApiToken>>,

@@ -58,35 +58,23 @@ pub async fn repair(
             ));
         }
     };
-    let signer = &state.signer;
     let req = RepairRequest {
         pubkeys: r.pubkeys,
         block_slot: r.block_slot,
         attestation,
         reason: r.reason,
         actor: actor(&client),
-        clock: signer.clock.map(|c| {
-            (
-                c.limit(std::time::SystemTime::now(), 0),
-                signer.network.slots_per_epoch(),
-            )
-        }),
+        clock: None,
         discard_past: r.discard_past_messages,
     };
-    let done: Vec<Repaired> = signer.db.repair(&req).await?;
-    signer.memory.forget(&req.pubkeys);
-    for d in &done {
-        tracing::warn!(pubkey = %d.pubkey, actor = %req.actor, reason = %req.reason, before = ?d.before,
-            after = ?d.after, discarded_blocks = d.discarded_blocks.len(),
-            discarded_attestations = d.discarded_attestations.len(), "watermarks repaired");
-    }
+    let done: Vec<Repaired> = state.signer.repair(req).await?;
     Ok(Json(json!({ "data": done })))
 }
 
 /// `GET /api/v1/eth2/highWatermark`: `{"slot", "epoch"}`, or `{}` when none is set
 /// (Web3Signer's answer).
 pub async fn high_watermark(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(match state.signer.db.high_watermark().await? {
+    Ok(Json(match state.db.high_watermark().await? {
         Some((slot, epoch)) => json!({"slot": slot, "epoch": epoch}),
         None => json!({}),
     }))
@@ -117,7 +105,6 @@ pub async fn set_high_watermark(
     let h: HighWatermark = parse_body(&body).map_err(ApiError::BadRequest)?;
     let who = actor(&client);
     state
-        .signer
         .db
         .set_high_watermark(Some((h.slot, h.epoch)), h.pubkeys.as_deref(), &who)
         .await?;
@@ -138,11 +125,7 @@ pub async fn clear_high_watermark(
         parse_body(&body).map_err(ApiError::BadRequest)?
     };
     let who = actor(&client);
-    state
-        .signer
-        .db
-        .set_high_watermark(None, k.pubkeys.as_deref(), &who)
-        .await?;
+    state.db.set_high_watermark(None, k.pubkeys.as_deref(), &who).await?;
     tracing::warn!(keys = ?k.pubkeys.as_ref().map(Vec::len), actor = %who, "high watermark cleared");
     Ok(Json(json!({})))
 }

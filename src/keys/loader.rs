@@ -247,17 +247,30 @@ fn read_keystore(path: &Path) -> Result<Option<Keystore>, String> {
     }
 }
 
+/// Why a discovered key could not be decrypted.
+#[derive(Debug, thiserror::Error)]
+pub enum DecryptError {
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// Its password file could not be read.
+    #[error("{0}")]
+    Password(String),
+    /// A raw secret key in a key definition that is not one.
+    #[error("{0}")]
+    RawKey(String),
+}
+
 impl KeySource {
     /// The expensive step: run the KDF and decrypt.
-    pub fn decrypt(&self) -> Result<SecretKey, String> {
+    pub fn decrypt(&self) -> Result<SecretKey, DecryptError> {
         match &self.material {
-            Material::Raw(hex) => SecretKey::from_hex(hex),
+            Material::Raw(hex) => SecretKey::from_hex(hex).map_err(DecryptError::RawKey),
             Material::Keystore { keystore, password } => {
                 let pw = match password {
                     Password::Shared(p) => p.clone(),
-                    Password::File(path) => Arc::new(read_password(path)?),
+                    Password::File(path) => Arc::new(read_password(path).map_err(DecryptError::Password)?),
                 };
-                keystore.decrypt(&pw).map_err(|e: KeystoreError| e.to_string())
+                Ok(keystore.decrypt(&pw)?)
             }
         }
     }
@@ -317,7 +330,7 @@ pub fn decrypt_all(sources: Vec<KeySource>, registry: &KeyRegistry) -> LoadRepor
             Err(reason) => {
                 failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(source = %s.origin, %reason, "key failed to load");
-                registry.fail(s.declared, &s.origin, reason);
+                registry.fail(s.declared, &s.origin, reason.to_string());
             }
         }
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{FAR_FUTURE_EPOCH, Fork, ForkName, Network, PresetKind};
+use super::{FAR_FUTURE_EPOCH, Fork, ForkName, Network, NetworkError, PresetKind};
 use crate::types::{Epoch, Root, Version, parse_hex_array, parse_u64_decimal};
 
 /// Values are read as raw scalar text: YAML would otherwise turn `0x00000001` into the
@@ -36,10 +36,15 @@ struct RawConfig {
     FULU_FORK_EPOCH: Option<String>,
 }
 
-pub fn load(path: &Path) -> Result<Network, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read network config {}: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("network config {}: {e}", path.display()))
+pub fn load(path: &Path) -> Result<Network, NetworkError> {
+    let text = std::fs::read_to_string(path).map_err(|source| NetworkError::Read {
+        path: path.into(),
+        source,
+    })?;
+    parse(&text).map_err(|reason| NetworkError::Invalid {
+        path: path.into(),
+        reason,
+    })
 }
 
 fn parse(text: &str) -> Result<Network, String> {

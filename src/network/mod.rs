@@ -124,9 +124,27 @@ pub struct Network {
     pub seconds_per_slot: u64,
 }
 
+/// Why a network could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(
+        "unknown network `{0}`: expected one of {names} or the path of a consensus-specs config YAML",
+        names = builtin::NAMES.join(", ")
+    )]
+    Unknown(String),
+    #[error("cannot read network config {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A field missing or wrong; `reason` names it.
+    #[error("network config {}: {reason}", path.display())]
+    Invalid { path: std::path::PathBuf, reason: String },
+}
+
 impl Network {
     /// `mainnet`, `hoodi`, `sepolia`, `holesky`, `minimal`, or a path to a config YAML.
-    pub fn load(name_or_path: &str) -> Result<Network, String> {
+    pub fn load(name_or_path: &str) -> Result<Network, NetworkError> {
         if let Some(n) = builtin::by_name(name_or_path) {
             return Ok(n);
         }
@@ -134,10 +152,7 @@ impl Network {
         if path.exists() {
             return config_file::load(path);
         }
-        Err(format!(
-            "unknown network `{name_or_path}`: expected one of {} or the path of a consensus-specs config YAML",
-            builtin::NAMES.join(", ")
-        ))
+        Err(NetworkError::Unknown(name_or_path.to_string()))
     }
 
     pub fn slots_per_epoch(&self) -> u64 {

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use super::{ProtectionError, SlashingDatabase};
+use super::{Interchange, ProtectionError, SlashingDatabase};
 use crate::types::Root;
 
 pub struct ChainPin {
@@ -47,5 +47,11 @@ impl ChainPin {
         } else {
             Err(ProtectionError::WrongChain { pinned, given })
         }
+    }
+
+    /// Imports `interchange` (all or nothing) once its chain is admitted.
+    pub async fn import(&self, db: &SlashingDatabase, interchange: &Interchange) -> Result<usize, ProtectionError> {
+        self.admit(db, interchange.metadata.genesis_validators_root).await?;
+        db.import(interchange).await
     }
 }
