@@ -8,12 +8,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
-use crate::keys::raw_key_config;
+use crate::fixtures::raw_key_config;
 use crate::load::{MakeRequest, attestation_loop, http_get, ms, percentile};
 use crate::messages;
 use crate::protection_bench::wait_for_keys;
@@ -239,11 +237,7 @@ async fn client(addr: String, conn: usize, make: MakeRequest, start: Instant, to
         while start.elapsed() < total {
             let (path, body) = make(conn, seq);
             seq += 1;
-            let req = Request::post(path)
-                .header("host", &addr)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .unwrap();
+            let req = crate::load::post(&addr, &path, body);
             let sent = start.elapsed();
             let sample = |status, server: &str| Sample {
                 sent,

@@ -5,6 +5,9 @@
 //! connections cut mid-transaction (through a proxy), a replica paused with SIGSTOP and
 //! resumed, the database restored from a backup taken at the start. The independent checker
 //! then reads every response and the database's export.
+//!
+//! (Past 500 lines on purpose: the scenario, its fault schedule and the client loop are one
+//! experiment and read best in one place; the checker is its own module.)
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,7 +25,7 @@ use palisade::types::PublicKey;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::check::{self, Exchange, Outage};
-use crate::keys::raw_key_config;
+use crate::fixtures::raw_key_config;
 use crate::proxy::Proxy;
 use testkit::pg::PgCluster;
 use testkit::procs;

@@ -1,4 +1,4 @@
-//! Key material for benchmarks, and the keystore-loading benchmark.
+//! The keystore-loading benchmark.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,33 +8,11 @@ use palisade::keys::SecretKey;
 use palisade::keys::keystore::{KdfChoice, Keystore};
 use palisade::types::PublicKey;
 use rayon::prelude::*;
-use zeroize::Zeroizing;
 
 use crate::blst_bench::cores;
+use crate::fixtures::secret;
 use crate::load::http_get;
 use testkit::server::Palisade;
-
-/// Deterministic benchmark keys (scalar i + 1): public, never for real funds.
-pub fn secret(i: usize) -> SecretKey {
-    let mut b = Zeroizing::new([0u8; 32]);
-    b[24..].copy_from_slice(&(i as u64 + 1).to_be_bytes());
-    SecretKey::from_bytes(&b).expect("small scalars are valid keys")
-}
-
-/// Writes `n` Web3Signer `file-raw` key definitions (instant to load) and returns the pubkeys.
-pub fn raw_key_config(dir: &Path, n: usize) -> anyhow::Result<Vec<PublicKey>> {
-    std::fs::create_dir_all(dir)?;
-    let keys: Vec<SecretKey> = (0..n).into_par_iter().map(secret).collect();
-    let mut yaml = String::new();
-    for k in &keys {
-        yaml.push_str(&format!(
-            "---\ntype: file-raw\nkeyType: BLS\nprivateKey: '0x{}'\n",
-            hex::encode(*k.to_bytes())
-        ));
-    }
-    std::fs::write(dir.join("bench-keys.yaml"), yaml)?;
-    Ok(keys.iter().map(|k| k.public_key()).collect())
-}
 
 const PASSWORD: &str = "palisade-bench-password";
 
@@ -162,7 +140,7 @@ pub fn keystore_loading(count: usize, kdf: &str, root: &Path, load_seconds: f64)
         let c = crate::load::loop_connections(16, pubkeys.len());
         let make = crate::load::attestation_loop(&pubkeys, c, crate::messages::FULU_EPOCH + 10);
         let r = crate::load::closed_loop(&addr, c, load_seconds, make);
-        let (rss, peak) = crate::mainnet::memory_mib(p.pid()).unwrap_or((0.0, 0.0));
+        let (rss, peak) = crate::breakdown::memory_mib(p.pid()).unwrap_or((0.0, 0.0));
         println!(
             "  under load ({:.0} protected attestations/s, statuses {:?}): {rss:.1} MiB resident (target < 150 MiB), {peak:.1} MiB peak (the KDF's buffers while decrypting)",
             r.rate(),

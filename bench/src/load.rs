@@ -12,7 +12,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use crate::blst_bench;
-use crate::keys::raw_key_config;
+use crate::fixtures::raw_key_config;
 use testkit::server::Palisade;
 
 /// Builds request number `seq` of connection `conn`: (path, JSON body).
@@ -38,6 +38,15 @@ impl LoadResult {
     pub fn percentile(&self, p: f64) -> Duration {
         percentile(&self.latencies, p)
     }
+}
+
+/// A JSON POST of `body` to `path` on `addr`, for a hyper client connection.
+pub fn post(addr: &str, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::post(path)
+        .header("host", addr)
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .expect("a valid request")
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -83,11 +92,7 @@ pub fn closed_loop_over(addrs: &[String], connections: usize, seconds: f64, make
                 while Instant::now() < deadline {
                     let (path, body) = make(conn, seq);
                     seq += 1;
-                    let req = Request::post(path)
-                        .header("host", &addr)
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from(body)))
-                        .unwrap();
+                    let req = post(&addr, &path, body);
                     let sent = Instant::now();
                     match sender.send_request(req).await {
                         Ok(resp) => {

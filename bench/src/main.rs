@@ -16,8 +16,10 @@
 mod blst_bench;
 mod breakdown;
 mod check;
+mod dispatch;
 mod failover;
 mod faults;
+mod fixtures;
 mod keys;
 mod load;
 mod mainnet;

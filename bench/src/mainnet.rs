@@ -12,22 +12,14 @@
 //! attestations), `--saturate` (as many protected attestations as the signer takes, against
 //! raw blst on the same cores).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use indicatif::{ProgressBar, ProgressStyle};
 use palisade::types::PublicKey;
-use tokio::sync::Semaphore;
 
 use crate::blst_bench;
-use crate::breakdown::{Breakdown, Commits, Cpu, database_alone};
-use crate::keys::raw_key_config;
+use crate::breakdown::{Breakdown, Commits, Cpu, database_alone, memory_mib};
+use crate::dispatch::{Work, dispatch, http_client, print_stats};
+use crate::fixtures::raw_key_config;
 use crate::load::{attestation_loop, closed_loop, http_get, ms, percentile};
 use crate::messages::{self, FULU_EPOCH, root};
 use crate::protection_bench::wait_for_keys;
@@ -71,23 +63,6 @@ pub struct Options {
     #[arg(long, default_value_t = 512)]
     pub max_in_flight: usize,
 }
-
-/// One request due at `at` (relative to the start).
-struct Work {
-    at: Duration,
-    kind: &'static str,
-    pubkey: PublicKey,
-    body: serde_json::Value,
-}
-
-#[derive(Default)]
-struct TypeStats {
-    latencies: Vec<Duration>,
-    statuses: BTreeMap<u16, u64>,
-    errors: u64,
-}
-
-type Stats = BTreeMap<&'static str, TypeStats>;
 
 fn slot_schedule(o: &Options, keys: &[PublicKey], first_slot: u64) -> Vec<Work> {
     let v = keys.len();
@@ -181,129 +156,6 @@ fn slot_schedule(o: &Options, keys: &[PublicKey], first_slot: u64) -> Vec<Work> 
     }
     works.sort_by_key(|w| w.at);
     works
-}
-
-/// Sends every work at its time, at most `max_in_flight` at once; latency from the due time.
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// One client per run, so that a warm-up leaves its connections open for the measured part,
-/// as a validator client's are.
-fn http_client(max_in_flight: usize) -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(max_in_flight)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build_http()
-}
-
-async fn dispatch(client: &HttpClient, base: &str, works: Vec<Work>, max_in_flight: usize) -> (Stats, Duration) {
-    let stats: Arc<Mutex<Stats>> = Arc::default();
-    let permits = Arc::new(Semaphore::new(max_in_flight));
-    let bar = ProgressBar::new(works.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
-            .unwrap()
-            .progress_chars("=> "),
-    );
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(works.len());
-    for w in works {
-        tokio::time::sleep_until((start + w.at).into()).await;
-        let permit = permits.clone().acquire_owned().await.unwrap();
-        let (client, stats, bar) = (client.clone(), stats.clone(), bar.clone());
-        let url = format!("{base}/api/v1/eth2/sign/{}", w.pubkey);
-        let due = start + w.at;
-        tasks.push(tokio::spawn(async move {
-            let req = hyper::Request::post(url)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(serde_json::to_vec(&w.body).unwrap())))
-                .unwrap();
-            let answer = tokio::time::timeout(Duration::from_secs(30), async {
-                let resp = client.request(req).await.ok()?;
-                let status = resp.status().as_u16();
-                resp.into_body().collect().await.ok()?;
-                Some(status)
-            })
-            .await;
-            let latency = due.elapsed();
-            drop(permit);
-            let mut s = stats.lock().unwrap();
-            let t = s.entry(w.kind).or_default();
-            match answer {
-                Ok(Some(status)) => {
-                    t.latencies.push(latency);
-                    *t.statuses.entry(status).or_default() += 1;
-                }
-                _ => t.errors += 1,
-            }
-            let (ok, refused, other): (u64, u64, u64) = s.values().fold((0, 0, 0), |acc, t| {
-                let ok = t.statuses.get(&200).copied().unwrap_or(0);
-                let refused = t.statuses.get(&412).copied().unwrap_or(0);
-                let all: u64 = t.statuses.values().sum::<u64>() + t.errors;
-                (acc.0 + ok, acc.1 + refused, acc.2 + all - ok - refused)
-            });
-            drop(s);
-            bar.inc(1);
-            bar.set_message(format!("200: {ok}  412: {refused}  other: {other}"));
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    bar.finish();
-    let elapsed = start.elapsed();
-    let mut stats = std::mem::take(&mut *stats.lock().unwrap());
-    for t in stats.values_mut() {
-        t.latencies.sort();
-    }
-    (stats, elapsed)
-}
-
-fn print_stats(stats: &Stats, elapsed: Duration) {
-    println!(
-        "  {:<40} {:>7} {:>7} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8} {:>9}",
-        "type", "sent", "200", "412", "5xx", "errors", "p50 ms", "p99 ms", "max ms", "per s"
-    );
-    let mut all = Vec::new();
-    for (kind, t) in stats {
-        let sent: u64 = t.statuses.values().sum::<u64>() + t.errors;
-        let five: u64 = t.statuses.iter().filter(|(s, _)| **s >= 500).map(|(_, n)| n).sum();
-        println!(
-            "  {:<40} {:>7} {:>7} {:>6} {:>6} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>9.1}",
-            kind,
-            sent,
-            t.statuses.get(&200).unwrap_or(&0),
-            t.statuses.get(&412).unwrap_or(&0),
-            five,
-            t.errors,
-            ms(percentile(&t.latencies, 0.5)),
-            ms(percentile(&t.latencies, 0.99)),
-            ms(percentile(&t.latencies, 1.0)),
-            t.statuses.get(&200).copied().unwrap_or(0) as f64 / elapsed.as_secs_f64()
-        );
-        all.extend(&t.latencies);
-    }
-    all.sort();
-    println!(
-        "  {:<40} {:>7} {:>50.2} {:>8.2}",
-        "all",
-        all.len(),
-        ms(percentile(&all, 0.99)),
-        ms(percentile(&all, 1.0))
-    );
-}
-
-/// Resident and peak memory of a process, in MiB.
-pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// The signer under test: the given URL, or a `palisade` started here with `validators`

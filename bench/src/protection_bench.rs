@@ -8,7 +8,7 @@ use palisade::protection::{DbOptions, SlashableMessage, SlashingDatabase};
 use palisade::types::{Epoch, PublicKey, SigningRoot};
 
 use crate::blst_bench::{self, cores};
-use crate::keys::{raw_key_config, secret};
+use crate::fixtures::{raw_key_config, secret};
 use crate::load::{attestation_loop, closed_loop_over, http_get, ms, percentile};
 use crate::messages;
 use testkit::pg::PgCluster;

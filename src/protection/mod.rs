@@ -294,6 +294,10 @@ impl SlashingDatabase {
         pubkeys: Option<&[PublicKey]>,
         actor: &str,
     ) -> Result<(), ProtectionError> {
+        // The named keys need a row of their own to carry it.
+        if let Some(keys) = pubkeys {
+            self.register(keys).await?;
+        }
         dispatch!(self.set_high_watermark(value, pubkeys, actor))
     }
 

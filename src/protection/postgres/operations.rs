@@ -218,9 +218,6 @@ impl PgStore {
         pubkeys: Option<&[PublicKey]>,
         actor: &str,
     ) -> Result<(), ProtectionError> {
-        if let Some(keys) = pubkeys {
-            self.register(keys).await?;
-        }
         let (slot, epoch) = (value.map(|v| to_db(v.0.0)), value.map(|v| to_db(v.1.0)));
         timed(self.timeout, async {
             match (pubkeys, value) {

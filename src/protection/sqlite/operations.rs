@@ -127,9 +127,6 @@ impl SqliteStore {
         pubkeys: Option<&[PublicKey]>,
         actor: &str,
     ) -> Result<(), ProtectionError> {
-        if let Some(keys) = pubkeys {
-            self.register(keys).await?;
-        }
         let (slot, epoch) = (value.map(|v| to_db(v.0.0)), value.map(|v| to_db(v.1.0)));
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
