@@ -74,7 +74,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         key_config_path: args.key_config_path.clone(),
         keymanager_path: Some(args.data_path.join(KEYMANAGER_DIR)),
     };
-    let found = loader::discover(&key_options).map_err(|e| anyhow!(e))?;
+    let found = loader::discover(&key_options)?;
     let (token, created) = ApiToken::load_or_create(&args.api_token_file).map_err(|e| anyhow!(e))?;
     if created {
         tracing::info!(file = %args.api_token_file.display(), "created an API token for the admin and Key Manager endpoints");

@@ -77,8 +77,30 @@ fn read_password(path: &Path) -> Result<Zeroizing<String>, String> {
         .map_err(|_| format!("password file {} is not UTF-8", path.display()))
 }
 
-fn sorted_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+/// A key configuration that stops startup (a bad individual keystore does not).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyConfigError {
+    #[error("give --keystores-passwords-path or --keystores-password-file, not both")]
+    TwoPasswordOptions,
+    #[error(
+        "--keystores-path needs --keystores-passwords-path (one <name>.txt per keystore) or \
+         --keystores-password-file (one password for all)"
+    )]
+    NoPasswordOption,
+    #[error("{option} {} is not a directory", path.display())]
+    NotADirectory { option: &'static str, path: PathBuf },
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    /// The shared password file (`--keystores-password-file`).
+    #[error("{0}")]
+    Password(String),
+}
+
+fn sorted_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, KeyConfigError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| KeyConfigError::Unreadable {
+        path: dir.into(),
+        source,
+    })?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
@@ -94,31 +116,17 @@ fn sorted_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, String> {
 
 /// Configuration errors (a missing folder, no password option) stop startup; a bad
 /// individual keystore does not.
-pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
+pub fn discover(opts: &KeyOptions) -> Result<Discovered, KeyConfigError> {
     let mut found = Discovered::default();
 
     if let Some(dir) = &opts.keystores_path {
         let passwords = match (&opts.keystores_passwords_path, &opts.keystores_password_file) {
-            (Some(_), Some(_)) => {
-                return Err("give --keystores-passwords-path or --keystores-password-file, not both".into());
-            }
-            (None, None) => {
-                return Err("--keystores-path needs --keystores-passwords-path (one <name>.txt per keystore) or --keystores-password-file (one password for all)".into());
-            }
-            (Some(pw_dir), None) => {
-                if !pw_dir.is_dir() {
-                    return Err(format!(
-                        "--keystores-passwords-path {} is not a directory",
-                        pw_dir.display()
-                    ));
-                }
-                Passwords::PerKey(pw_dir.clone())
-            }
-            (None, Some(file)) => Passwords::Shared(Arc::new(read_password(file)?)),
+            (Some(_), Some(_)) => return Err(KeyConfigError::TwoPasswordOptions),
+            (None, None) => return Err(KeyConfigError::NoPasswordOption),
+            (Some(pw_dir), None) => Passwords::PerKey(directory("--keystores-passwords-path", pw_dir)?.into()),
+            (None, Some(file)) => Passwords::Shared(Arc::new(read_password(file).map_err(KeyConfigError::Password)?)),
         };
-        if !dir.is_dir() {
-            return Err(format!("--keystores-path {} is not a directory", dir.display()));
-        }
+        directory("--keystores-path", dir)?;
         discover_folder(&mut found, dir, &passwords)?;
     }
 
@@ -130,10 +138,7 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
     }
 
     if let Some(dir) = &opts.key_config_path {
-        if !dir.is_dir() {
-            return Err(format!("--key-config-path {} is not a directory", dir.display()));
-        }
-        for file in sorted_files(dir, &["yaml", "yml"])? {
+        for file in sorted_files(directory("--key-config-path", dir)?, &["yaml", "yml"])? {
             let label = file.display().to_string();
             match definitions::read_file(&file) {
                 Err(reason) => found.failures.push((label, reason)),
@@ -175,6 +180,18 @@ pub fn discover(opts: &KeyOptions) -> Result<Discovered, String> {
     Ok(found)
 }
 
+/// `path`, if it is a directory (`option` names where it was configured).
+fn directory<'a>(option: &'static str, path: &'a Path) -> Result<&'a Path, KeyConfigError> {
+    if path.is_dir() {
+        Ok(path)
+    } else {
+        Err(KeyConfigError::NotADirectory {
+            option,
+            path: path.into(),
+        })
+    }
+}
+
 /// How the keystores of one folder are unlocked.
 enum Passwords {
     /// `<keystore file stem>.txt` in this folder.
@@ -184,7 +201,7 @@ enum Passwords {
 
 /// Every `*.json` keystore of `dir`. A key from here is deletable through the Key Manager API:
 /// its keystore and its own password file are what a deletion moves aside.
-fn discover_folder(found: &mut Discovered, dir: &Path, passwords: &Passwords) -> Result<(), String> {
+fn discover_folder(found: &mut Discovered, dir: &Path, passwords: &Passwords) -> Result<(), KeyConfigError> {
     // Reading and parsing thousands of small files is worth doing on every core: the server
     // listens only after this.
     let files = sorted_files(dir, &["json"])?;
@@ -435,12 +452,17 @@ mod tests {
             keystores_path: Some(INTEROP.into()),
             ..Default::default()
         };
-        assert!(discover(&opts).unwrap_err().contains("--keystores-password"));
+        assert!(
+            discover(&opts)
+                .unwrap_err()
+                .to_string()
+                .contains("--keystores-password")
+        );
         let opts = KeyOptions {
             keystores_path: Some("/nonexistent".into()),
             keystores_password_file: Some(format!("{INTEROP}/password.txt").into()),
             ..Default::default()
         };
-        assert!(discover(&opts).unwrap_err().contains("/nonexistent"));
+        assert!(discover(&opts).unwrap_err().to_string().contains("/nonexistent"));
     }
 }
