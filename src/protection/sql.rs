@@ -6,7 +6,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 
 use super::ProtectionError;
 use super::interchange::{FORMAT_VERSION, Interchange, Metadata, SignedAttestation, SignedBlock, ValidatorData};
-use super::repair::{DiscardedAttestation, DiscardedBlock, RepairRequest, Repaired};
+use super::repair::{DiscardedAttestation, DiscardedBlock, RepairRequest, Repaired, plan};
 use super::rules::Watermarks;
 use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
 
@@ -242,19 +242,43 @@ pub fn repair_lock_error(e: sqlx::Error) -> ProtectionError {
     e.into()
 }
 
-pub fn discarded_block((slot, root): (i64, Option<Vec<u8>>)) -> DiscardedBlock {
-    DiscardedBlock {
-        slot: Slot(from_db(slot)),
-        signing_root: root_from_db(root),
-    }
-}
+/// A block row (slot, root) as read for a repair.
+pub type BlockRow = (i64, Option<Vec<u8>>);
+/// An attestation row (source, target, root) as read for a repair.
+pub type AttestationRow = (i64, i64, Option<Vec<u8>>);
 
-pub fn discarded_attestation((s, t, root): (i64, i64, Option<Vec<u8>>)) -> DiscardedAttestation {
-    DiscardedAttestation {
-        source_epoch: Epoch(from_db(s)),
-        target_epoch: Epoch(from_db(t)),
-        signing_root: root_from_db(root),
-    }
+/// The repair of one validator (`repair::plan`) from its row and the history rows above the
+/// new watermarks, as both backends read them.
+pub fn plan_from_rows<R: Row>(
+    req: &RepairRequest,
+    pubkey: PublicKey,
+    row: &R,
+    blocks: Vec<BlockRow>,
+    attestations: Vec<AttestationRow>,
+) -> Result<Repaired, ProtectionError>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let blocks = blocks
+        .into_iter()
+        .map(|(slot, root)| DiscardedBlock {
+            slot: Slot(from_db(slot)),
+            signing_root: root_from_db(root),
+        })
+        .collect();
+    let attestations = attestations
+        .into_iter()
+        .map(|(s, t, root)| DiscardedAttestation {
+            source_epoch: Epoch(from_db(s)),
+            target_epoch: Epoch(from_db(t)),
+            signing_root: root_from_db(root),
+        })
+        .collect();
+    plan(req, pubkey, &watermarks_from_row(row)?, blocks, attestations)
 }
 
 /// One validator's stored state, as read for an export.

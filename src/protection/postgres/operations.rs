@@ -9,11 +9,11 @@ use sqlx::postgres::PgRow;
 use super::{BEGIN, PgStore, REGISTER, TxError, retrying};
 use crate::protection::ProtectionError;
 use crate::protection::interchange::Interchange;
-use crate::protection::repair::{RepairRequest, Repaired, plan};
+use crate::protection::repair::{RepairRequest, Repaired};
 use crate::protection::rules::Watermarks;
 use crate::protection::sql::{
-    AUDIT_COLUMNS, History, Retries, StoredValidator, WATERMARK_COLUMNS, bind_audit, build_export, chain_from_db,
-    discarded_attestation, discarded_block, from_db, pubkey_from_db, repair_lock_error, root_from_db, root_to_db,
+    AUDIT_COLUMNS, AttestationRow, BlockRow, History, Retries, StoredValidator, WATERMARK_COLUMNS, bind_audit,
+    build_export, chain_from_db, from_db, plan_from_rows, pubkey_from_db, repair_lock_error, root_from_db, root_to_db,
     timed, to_db, watermarks_from_row,
 };
 use crate::types::{Epoch, PublicKey, Root, Slot};
@@ -292,7 +292,7 @@ impl PgStore {
         for row in &rows {
             let id: i32 = row.try_get("id")?;
             let pubkey = pubkey_from_db(row.try_get::<&[u8], _>("pubkey")?)?;
-            let blocks: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+            let blocks: Vec<BlockRow> = sqlx::query_as(
                 "SELECT slot, signing_root FROM signed_blocks
                   WHERE validator_id = $1 AND $2::bigint IS NOT NULL AND slot > $2 ORDER BY slot",
             )
@@ -300,7 +300,7 @@ impl PgStore {
             .bind(new_block)
             .fetch_all(&mut *tx)
             .await?;
-            let atts: Vec<(i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+            let atts: Vec<AttestationRow> = sqlx::query_as(
                 "SELECT source_epoch, target_epoch, signing_root FROM signed_attestations
                   WHERE validator_id = $1 AND $3::bigint IS NOT NULL AND (target_epoch > $3 OR source_epoch > $2)
                   ORDER BY target_epoch",
@@ -310,13 +310,7 @@ impl PgStore {
             .bind(new_target)
             .fetch_all(&mut *tx)
             .await?;
-            let repaired = plan(
-                req,
-                pubkey,
-                &watermarks_from_row(row)?,
-                blocks.into_iter().map(discarded_block).collect(),
-                atts.into_iter().map(discarded_attestation).collect(),
-            )?;
+            let repaired = plan_from_rows(req, pubkey, row, blocks, atts)?;
             sqlx::query("DELETE FROM signed_blocks WHERE validator_id = $1 AND $2::bigint IS NOT NULL AND slot > $2")
                 .bind(id)
                 .bind(new_block)

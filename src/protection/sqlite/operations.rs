@@ -6,11 +6,10 @@ use sqlx::{Connection, Row};
 use super::{SqliteStore, finish, pin_chain, pinned_chain, row_for, write_watermarks};
 use crate::protection::ProtectionError;
 use crate::protection::interchange::Interchange;
-use crate::protection::repair::{RepairRequest, Repaired, plan};
+use crate::protection::repair::{RepairRequest, Repaired};
 use crate::protection::sql::{
-    AUDIT_COLUMNS, History, StoredValidator, WATERMARK_COLUMNS, bind_audit, build_export, chain_from_db,
-    discarded_attestation, discarded_block, from_db, pubkey_from_db, root_from_db, root_to_db, to_db,
-    watermarks_from_row,
+    AUDIT_COLUMNS, AttestationRow, BlockRow, History, StoredValidator, WATERMARK_COLUMNS, bind_audit, build_export,
+    chain_from_db, from_db, plan_from_rows, pubkey_from_db, root_from_db, root_to_db, to_db, watermarks_from_row,
 };
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
@@ -85,12 +84,12 @@ impl SqliteStore {
                 continue;
             }
             let id: i64 = row.try_get("id")?;
-            let blocks: Vec<(i64, Option<Vec<u8>>)> =
+            let blocks: Vec<BlockRow> =
                 sqlx::query_as("SELECT slot, signing_root FROM signed_blocks WHERE validator_id = ? ORDER BY slot")
                     .bind(id)
                     .fetch_all(&mut *tx)
                     .await?;
-            let atts: Vec<(i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+            let atts: Vec<AttestationRow> = sqlx::query_as(
                 "SELECT source_epoch, target_epoch, signing_root FROM signed_attestations
                   WHERE validator_id = ? ORDER BY target_epoch",
             )
@@ -186,7 +185,7 @@ impl SqliteStore {
                         ProtectionError::InvalidRepair(format!("{pk} is not in the slashing-protection database"))
                     })?;
                 let id: i64 = row.try_get("id")?;
-                let blocks: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+                let blocks: Vec<BlockRow> = sqlx::query_as(
                     "SELECT slot, signing_root FROM signed_blocks
                       WHERE validator_id = ?1 AND ?2 IS NOT NULL AND slot > ?2 ORDER BY slot",
                 )
@@ -194,7 +193,7 @@ impl SqliteStore {
                 .bind(new_block)
                 .fetch_all(&mut *conn)
                 .await?;
-                let atts: Vec<(i64, i64, Option<Vec<u8>>)> = sqlx::query_as(
+                let atts: Vec<AttestationRow> = sqlx::query_as(
                     "SELECT source_epoch, target_epoch, signing_root FROM signed_attestations
                       WHERE validator_id = ?1 AND ?3 IS NOT NULL AND (target_epoch > ?3 OR source_epoch > ?2)
                       ORDER BY target_epoch",
@@ -204,13 +203,7 @@ impl SqliteStore {
                 .bind(new_target)
                 .fetch_all(&mut *conn)
                 .await?;
-                let repaired = plan(
-                    req,
-                    *pk,
-                    &watermarks_from_row(&row)?,
-                    blocks.into_iter().map(discarded_block).collect(),
-                    atts.into_iter().map(discarded_attestation).collect(),
-                )?;
+                let repaired = plan_from_rows(req, *pk, &row, blocks, atts)?;
                 sqlx::query("DELETE FROM signed_blocks WHERE validator_id = ?1 AND ?2 IS NOT NULL AND slot > ?2")
                     .bind(id)
                     .bind(new_block)
