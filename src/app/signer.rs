@@ -1,5 +1,6 @@
-//! The signing path, in one direction: body -> `SigningJob` (root computed, nothing secret
-//! touched) -> chain pin -> key -> slashing protection (committed) -> signature.
+//! The signing path, in one direction: identifier and body -> `SigningJob` (root computed,
+//! nothing secret touched) -> key lookup, signing policy, disabled keys, clock window, chain
+//! pin -> slashing protection (committed) -> signature -> the outcome counted and logged.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
