@@ -75,7 +75,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         keymanager_path: Some(args.data_path.join(KEYMANAGER_DIR)),
     };
     let found = loader::discover(&key_options)?;
-    let (token, created) = ApiToken::load_or_create(&args.api_token_file).map_err(|e| anyhow!(e))?;
+    let (token, created) = ApiToken::load_or_create(&args.api_token_file)?;
     if created {
         tracing::info!(file = %args.api_token_file.display(), "created an API token for the admin and Key Manager endpoints");
     }
@@ -85,7 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let signing_token = match &args.signing_token_file {
         None => None,
         Some(file) => {
-            let t = ApiToken::load(file).map_err(|e| anyhow!(e))?;
+            let t = ApiToken::load(file)?;
             for warning in t.weaknesses(file) {
                 tracing::warn!("{warning}");
             }
@@ -151,7 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // Before anything can be signed: what this replica committed itself, and whether the
     // database still holds it.
-    let memory = ReplicaMemory::open(&args.data_path.join(REPLICA_STATE_FILE), chain).map_err(|e| anyhow!(e))?;
+    let memory = ReplicaMemory::open(&args.data_path.join(REPLICA_STATE_FILE), chain)?;
     let registry = Arc::new(KeyRegistry::new());
     let sources = loader::announce(found, &registry);
 

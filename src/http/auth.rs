@@ -25,10 +25,27 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
+/// Why a token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read token file {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("token file {} is empty", .0.display())]
+    Empty(std::path::PathBuf),
+    #[error("cannot create API token file {}: {source}", path.display())]
+    Create {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 impl ApiToken {
     /// Reads the token file (surrounding whitespace trimmed), or creates it with a random
     /// token and mode 0600. Returns the token and whether the file was created.
-    pub fn load_or_create(path: &Path) -> Result<(ApiToken, bool), String> {
+    pub fn load_or_create(path: &Path) -> Result<(ApiToken, bool), TokenFileError> {
         match Self::load(path) {
             Ok(t) => Ok((t, false)),
             Err(_) if !path.exists() && std::fs::symlink_metadata(path).is_err() => {
@@ -39,7 +56,10 @@ impl ApiToken {
                 match crate::fsutil::write_private(path, token.as_bytes(), crate::fsutil::Existing::Keep) {
                     Ok(()) => Ok((ApiToken(token), true)),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((Self::load(path)?, false)),
-                    Err(e) => Err(format!("cannot create API token file {}: {e}", path.display())),
+                    Err(source) => Err(TokenFileError::Create {
+                        path: path.into(),
+                        source,
+                    }),
                 }
             }
             Err(e) => Err(e),
@@ -47,13 +67,14 @@ impl ApiToken {
     }
 
     /// Reads a token file that must exist.
-    pub fn load(path: &Path) -> Result<ApiToken, String> {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?,
-        );
+    pub fn load(path: &Path) -> Result<ApiToken, TokenFileError> {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+            path: path.into(),
+            source,
+        })?);
         let token = text.trim();
         if token.is_empty() {
-            return Err(format!("token file {} is empty", path.display()));
+            return Err(TokenFileError::Empty(path.into()));
         }
         Ok(ApiToken(Zeroizing::new(token.to_string())))
     }

@@ -17,7 +17,7 @@ use super::definitions::{self, KeyDefinition};
 use super::keystore::{Keystore, KeystoreError};
 use super::origin::Origin;
 use super::registry::KeyRegistry;
-use super::secret::SecretKey;
+use super::secret::{SecretKey, SecretKeyError};
 use crate::types::PublicKey;
 
 /// Where keys come from (`serve` options).
@@ -273,15 +273,15 @@ pub enum DecryptError {
     #[error("{0}")]
     Password(String),
     /// A raw secret key in a key definition that is not one.
-    #[error("{0}")]
-    RawKey(String),
+    #[error(transparent)]
+    RawKey(#[from] SecretKeyError),
 }
 
 impl KeySource {
     /// The expensive step: run the KDF and decrypt.
     pub fn decrypt(&self) -> Result<SecretKey, DecryptError> {
         match &self.material {
-            Material::Raw(hex) => SecretKey::from_hex(hex).map_err(DecryptError::RawKey),
+            Material::Raw(hex) => Ok(SecretKey::from_hex(hex)?),
             Material::Keystore { keystore, password } => {
                 let pw = match password {
                     Password::Shared(p) => p.clone(),

@@ -16,25 +16,32 @@ pub struct SecretKey {
     public: PublicKey,
 }
 
+/// Why bytes are not a secret key. Never carries the bytes themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SecretKeyError {
+    #[error("private key must be 32 bytes of hex")]
+    NotHex,
+    #[error("not a valid BLS12-381 secret key")]
+    OutOfRange,
+}
+
 impl SecretKey {
     /// From the 32-byte big-endian scalar; refuses zero and values not below the group order.
-    pub fn from_bytes(bytes: &Zeroizing<[u8; 32]>) -> Result<Self, String> {
-        let inner = Box::new(
-            blst::min_pk::SecretKey::from_bytes(bytes.as_ref())
-                .map_err(|_| "not a valid BLS12-381 secret key".to_string())?,
-        );
+    pub fn from_bytes(bytes: &Zeroizing<[u8; 32]>) -> Result<Self, SecretKeyError> {
+        let inner =
+            Box::new(blst::min_pk::SecretKey::from_bytes(bytes.as_ref()).map_err(|_| SecretKeyError::OutOfRange)?);
         crate::process::lock_in_memory(inner.as_ref());
         let public = PublicKey(inner.sk_to_pk().to_bytes());
         Ok(Self { inner, public })
     }
 
     /// From `0x`-prefixed hex (Web3Signer `file-raw` key definitions).
-    pub fn from_hex(hex_str: &str) -> Result<Self, String> {
+    pub fn from_hex(hex_str: &str) -> Result<Self, SecretKeyError> {
         let h = hex_str.trim();
         let h = h.strip_prefix("0x").unwrap_or(h);
         let mut bytes = Zeroizing::new([0u8; 32]);
         if h.len() != 64 || hex::decode_to_slice(h, bytes.as_mut()).is_err() {
-            return Err("private key must be 32 bytes of hex".into());
+            return Err(SecretKeyError::NotHex);
         }
         Self::from_bytes(&bytes)
     }

@@ -103,26 +103,21 @@ impl ReplicaMemory {
 
     /// Loads `path` (if it exists) for `chain`, holding `path.lock` so that no second process
     /// shares the file. A file for another chain is set aside with a warning.
-    pub fn open(path: &Path, chain: Option<Root>) -> Result<Self, String> {
+    pub fn open(path: &Path, chain: Option<Root>) -> Result<Self, StateFileError> {
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::fsutil::private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            crate::fsutil::private_dir(dir).map_err(|e| StateFileError::io("create", dir, e))?;
         }
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+            .map_err(|e| StateFileError::io("create", &lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(format!(
-                    "{} is in use by another Palisade process: give every replica its own --data-path",
-                    path.display()
-                ));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", lock_path.display())),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StateFileError::InUse(path.into())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(StateFileError::io("lock", &lock_path, e)),
         }
         let (floors, database) = match std::fs::read(path) {
             Ok(bytes) => match decode(&bytes) {
@@ -137,7 +132,7 @@ impl ReplicaMemory {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => return Err(StateFileError::io("read", path, e)),
         };
         Ok(Self {
             floors: Mutex::new(floors),
@@ -276,7 +271,7 @@ impl ReplicaMemory {
     }
 
     /// Writes the state file if anything changed (atomically, mode 0600).
-    pub fn flush(&self, chain: Option<Root>) -> Result<(), String> {
+    pub fn flush(&self, chain: Option<Root>) -> Result<(), StateFileError> {
         let Some(file) = &self.file else { return Ok(()) };
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
@@ -288,8 +283,31 @@ impl ReplicaMemory {
         );
         crate::fsutil::write_private(&file.path, &bytes, crate::fsutil::Existing::Replace).map_err(|e| {
             self.dirty.store(true, Ordering::Relaxed);
-            format!("cannot write {}: {e}", file.path.display())
+            StateFileError::io("write", &file.path, e)
         })
+    }
+}
+
+/// Why this replica's state file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("{} is in use by another Palisade process: give every replica its own --data-path", .0.display())]
+    InUse(PathBuf),
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StateFileError {
+    fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        StateFileError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -445,7 +463,8 @@ mod tests {
         {
             let m = ReplicaMemory::open(&path, Some(chain)).unwrap();
             let second = ReplicaMemory::open(&path, Some(chain)).err().unwrap();
-            assert!(second.contains("another Palisade process"), "{second}");
+            assert!(matches!(second, StateFileError::InUse(_)), "{second}");
+            assert!(second.to_string().contains("another Palisade process"), "{second}");
             m.record(&pk(1), &att(4, 5, 1), 2);
             m.record(
                 &pk(2),
