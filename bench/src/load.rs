@@ -49,6 +49,20 @@ pub fn post(addr: &str, path: &str, body: impl Into<Bytes>) -> Request<Full<Byte
         .expect("a valid request")
 }
 
+impl LoadResult {
+    /// `p50 .. p99 .. max .. statuses .. errors`, as every closed-loop benchmark prints it.
+    pub fn summary(&self) -> String {
+        format!(
+            "p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  statuses {:?}  transport errors {}",
+            ms(self.percentile(0.50)),
+            ms(self.percentile(0.99)),
+            ms(self.percentile(1.0)),
+            self.statuses,
+            self.transport_errors
+        )
+    }
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -222,15 +236,7 @@ pub fn http_randao(seconds: f64, connections: usize, keys: usize) -> anyhow::Res
     closed_loop(&addr, connections, 1.0, make.clone());
     let r = closed_loop(&addr, connections, seconds, make);
     println!("HTTP RANDAO_REVEAL, {connections} connections, load generator on the same machine:");
-    println!(
-        "  {:>9.0} signatures/s   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  statuses {:?}  transport errors {}",
-        r.rate(),
-        ms(r.percentile(0.50)),
-        ms(r.percentile(0.99)),
-        ms(r.percentile(1.0)),
-        r.statuses,
-        r.transport_errors
-    );
+    println!("  {:>9.0} signatures/s   {}", r.rate(), r.summary());
     drop(p);
     // This machine's all-core rate drifts; compare with the mean of before and after.
     let raw_after = blst_bench::rate(blst_bench::cores(), seconds.min(5.0));

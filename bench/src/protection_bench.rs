@@ -94,13 +94,9 @@ pub fn run(
             let make = attestation_loop(&pubkeys, c, messages::FULU_EPOCH + 1_000_000 * run);
             let r = closed_loop_over(&addrs, c, seconds, make);
             println!(
-                "  {c:>2} clients: {:>6.0} attestations/s  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms  statuses {:?}  errors {}  ({:.0}% of raw blst)",
+                "  {c:>2} clients: {:>6.0} attestations/s  {}  ({:.0}% of raw blst)",
                 r.rate(),
-                ms(r.percentile(0.5)),
-                ms(r.percentile(0.99)),
-                ms(r.percentile(1.0)),
-                r.statuses,
-                r.transport_errors,
+                r.summary(),
                 100.0 * r.rate() / raw
             );
         }

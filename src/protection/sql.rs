@@ -247,22 +247,15 @@ pub type BlockRow = (i64, Option<Vec<u8>>);
 /// An attestation row (source, target, root) as read for a repair.
 pub type AttestationRow = (i64, i64, Option<Vec<u8>>);
 
-/// The repair of one validator (`repair::plan`) from its row and the history rows above the
-/// new watermarks, as both backends read them.
-pub fn plan_from_rows<R: Row>(
+/// The repair of one validator (`repair::plan`) from its watermarks and the history rows
+/// above the new watermarks, as both backends read them.
+pub fn plan_from_rows(
     req: &RepairRequest,
     pubkey: PublicKey,
-    row: &R,
+    w: &Watermarks,
     blocks: Vec<BlockRow>,
     attestations: Vec<AttestationRow>,
-) -> Result<Repaired, ProtectionError>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
-{
+) -> Result<Repaired, ProtectionError> {
     let blocks = blocks
         .into_iter()
         .map(|(slot, root)| DiscardedBlock {
@@ -278,7 +271,7 @@ where
             signing_root: root_from_db(root),
         })
         .collect();
-    plan(req, pubkey, &watermarks_from_row(row)?, blocks, attestations)
+    plan(req, pubkey, w, blocks, attestations)
 }
 
 /// One validator's stored state, as read for an export.

@@ -310,7 +310,7 @@ impl PgStore {
             .bind(new_target)
             .fetch_all(&mut *tx)
             .await?;
-            let repaired = plan_from_rows(req, pubkey, row, blocks, atts)?;
+            let repaired = plan_from_rows(req, pubkey, &watermarks_from_row(row)?, blocks, atts)?;
             sqlx::query("DELETE FROM signed_blocks WHERE validator_id = $1 AND $2::bigint IS NOT NULL AND slot > $2")
                 .bind(id)
                 .bind(new_block)

@@ -203,7 +203,7 @@ impl SqliteStore {
                 .bind(new_target)
                 .fetch_all(&mut *conn)
                 .await?;
-                let repaired = plan_from_rows(req, *pk, &row, blocks, atts)?;
+                let repaired = plan_from_rows(req, *pk, &watermarks_from_row(&row)?, blocks, atts)?;
                 sqlx::query("DELETE FROM signed_blocks WHERE validator_id = ?1 AND ?2 IS NOT NULL AND slot > ?2")
                     .bind(id)
                     .bind(new_block)
