@@ -10,6 +10,7 @@
 #   deploy/ha-local.sh smoke    sign through the balancer; check the record reached a standby
 #                               and survives losing one of them
 #   deploy/ha-local.sh status   what runs
+#   deploy/ha-local.sh logs     the tail of every log
 #   deploy/ha-local.sh down     stop everything and delete its data
 #
 # Every path and port can be set: HA_DIR (default /tmp/palisade-ha: everything it creates,
@@ -89,7 +90,10 @@ EOF
             --keystores-path "$ROOT/keystores" --keystores-password-file "$ROOT/keystores/password.txt" \
             --api-token-file "$DIR/api-token.txt" --data-path "$DIR/palisade-$name") > "$DIR/palisade-$name.log" 2>&1 &
         echo $! > "$DIR/palisade-$name.pid"
-        for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break; sleep 0.1; done
+        # Keys decrypt in the background: wait for readiness (60 s: a loaded debug build is slow).
+        for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break; sleep 0.1; done
+        curl -sf "http://127.0.0.1:$port/readyz" > /dev/null \
+            || { say "FAIL: replica $name is not ready after 60 s: $(curl -s "http://127.0.0.1:$port/readyz")"; exit 1; }
         say "Palisade replica $name on $port: $(curl -s "http://127.0.0.1:$port/readyz")"
     done
 
@@ -97,7 +101,8 @@ EOF
         --backend "127.0.0.1:$REPLICA_A" --backend "127.0.0.1:$REPLICA_B" \
         --log "$DIR/lb-responses.jsonl" --stats "$DIR/lb-stats.json" > "$DIR/lb.log" 2>&1 &
     echo $! > "$DIR/lb.pid"
-    for _ in $(seq 50); do curl -sf "http://127.0.0.1:$LB/upcheck" > /dev/null && break; sleep 0.1; done
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$LB/upcheck" > /dev/null && break; sleep 0.1; done
+    curl -sf "http://127.0.0.1:$LB/upcheck" > /dev/null || { say "FAIL: the load balancer does not answer"; exit 1; }
     say "load balancer on $LB -> $REPLICA_A, $REPLICA_B"
     say "point validator clients at http://127.0.0.1:$LB"
     say "logs: $DIR/*.log; admin token: $DIR/api-token.txt"
@@ -116,13 +121,20 @@ smoke() {
         code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
             --data "$body" "http://127.0.0.1:$replica/api/v1/eth2/sign/$pk")
         say "attestation through replica $replica: HTTP $code"
+        [ "$code" = 200 ] || { say "FAIL: replica $replica did not sign"; exit 1; }
     done
     # The same message twice (one per replica): recorded once, signed twice with one signature.
-    local rows
-    rows=$(psql_at $STANDBY palisade "SELECT count(*) FROM signed_attestations")
-    rows2=$(psql_at $STANDBY2 palisade "SELECT count(*) FROM signed_attestations")
-    say "records on the standbys: $rows and $rows2 (a commit waits for at least one)"
-    [ $((rows + rows2)) -ge 1 ] || { say "FAIL: no standby has the record"; exit 1; }
+    # A commit waits until one standby has flushed it; replaying it there may take a moment more.
+    local rows rows2 lsn
+    lsn=$(psql_at $PRIMARY palisade "SELECT pg_current_wal_lsn()")
+    for _ in $(seq 100); do
+        rows=$(psql_at $STANDBY palisade "SELECT count(*) FROM signed_attestations" 2>/dev/null || echo 0)
+        rows2=$(psql_at $STANDBY2 palisade "SELECT count(*) FROM signed_attestations" 2>/dev/null || echo 0)
+        [ $((rows + rows2)) -ge 1 ] && break
+        sleep 0.1
+    done
+    say "records on the standbys: $rows and $rows2 (a commit waits for at least one; primary at $lsn)"
+    [ $((rows + rows2)) -ge 1 ] || { say "FAIL: no standby has the record after 10 s"; exit 1; }
     # Losing one synchronous standby stops nothing: the other confirms commits.
     as_pg "$PG_BIN/pg_ctl" -D "$DIR/standby2" -m immediate -w stop > /dev/null
     next=$(att 413437 413438)
@@ -149,15 +161,40 @@ status() {
     done
 }
 
+running() { # processes of this deployment still alive (not zombies): pid, state, command
+    ps -eo pid=,stat=,args= | awk -v dir="$DIR/" 'index($0, dir) && $2 !~ /^Z/ && !/awk -v dir/'
+}
+
+logs() { # the tail of every log of the deployment (for a failed CI run)
+    [ -d "$DIR" ] || return 0
+    local f
+    for f in "$DIR"/*.log; do
+        [ -s "$f" ] || continue
+        printf '\n----- %s (last 40 lines) -----\n' "$f"
+        tail -n 40 "$f"
+    done
+}
+
 down() {
     [ -d "$DIR" ] || { say "nothing to stop"; return 0; }
     for f in "$DIR"/*.pid; do
         [ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
     done
     for d in standby1 standby2 primary; do
-        [ -d "$DIR/$d" ] && as_pg "$PG_BIN/pg_ctl" -D "$DIR/$d" -m fast -w stop > /dev/null 2>&1 || true
+        [ -d "$DIR/$d" ] && as_pg "$PG_BIN/pg_ctl" -D "$DIR/$d" -m immediate -w stop > /dev/null 2>&1 || true
     done
-    sleep 1
+    for f in "$DIR"/*.pid; do
+        for _ in $(seq 50); do kill -0 "$(cat "$f")" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$(cat "$f")" 2>/dev/null || true
+    done
+    for _ in $(seq 50); do
+        [ -z "$(running)" ] && break
+        running | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null
+        sleep 0.1
+    done
+    if [ -n "$(running)" ]; then
+        say "FAIL: still running after the stop:"; running; return 1
+    fi
     rm -rf "$DIR"
     say "stopped and removed $DIR"
 }
@@ -166,6 +203,7 @@ case "${1:-}" in
     up) up ;;
     smoke) smoke ;;
     status) status ;;
+    logs) logs ;;
     down) down ;;
-    *) echo "usage: $0 up|smoke|status|down"; exit 2 ;;
+    *) echo "usage: $0 up|smoke|status|logs|down"; exit 2 ;;
 esac

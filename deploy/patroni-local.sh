@@ -15,7 +15,7 @@
 #                                              node dies); returns once writes go through again
 #   deploy/patroni-local.sh partition-leader   stop the leader's Patroni (SIGSTOP): its lock
 #                                              expires, a standby is promoted; resume it after
-#   deploy/patroni-local.sh status | down
+#   deploy/patroni-local.sh status | logs | down
 #
 # The fault commands print `fault-at-ms <unix ms>` when they inject the fault (after waiting
 # for the cluster to be healthy), for the harness to time recovery from.
@@ -43,7 +43,8 @@ PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$PG_BIN" ] || PG_BIN=$(dirname "$(command -v initdb)")
 
 say() { printf '[patroni %s] %s\n' "$(date +%T)" "$*"; }
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+AS_PG=(); [ "$(id -u)" = 0 ] && AS_PG=(runuser -u postgres --)
+as_pg() { "${AS_PG[@]}" "$@"; }
 now_ms() { date +%s%3N; }
 psql_ha() { PGCONNECT_TIMEOUT=2 "$PG_BIN/psql" -h 127.0.0.1 -p "$HAPROXY" -U postgres -At -v ON_ERROR_STOP=1 -d postgres -c "$1"; }
 
@@ -97,12 +98,14 @@ postgresql:
 EOF
 }
 
-start_node() { # n
+start_node() { # n: Patroni in a session of its own, so that its whole process group (runuser,
+    # Patroni, its helpers) can be frozen, resumed and stopped as one; the pid file holds the group
     local i=$1
     mkdir -p "$DIR/sock$((i + 1))"
     [ "$(id -u)" = 0 ] && chown postgres "$DIR/sock$((i + 1))"
-    (as_pg patroni "$DIR/node$((i + 1)).yml" >> "$DIR/patroni$((i + 1)).log" 2>&1 &
-     echo $! > "$DIR/patroni$((i + 1)).pid")
+    (setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$DIR/patroni$((i + 1)).pid" \
+        "${AS_PG[@]}" patroni "$DIR/node$((i + 1)).yml" >> "$DIR/patroni$((i + 1)).log" 2>&1 &)
+    for _ in $(seq 50); do [ -s "$DIR/patroni$((i + 1)).pid" ] && return 0; sleep 0.02; done
 }
 
 leader() { # prints the index of the node whose Patroni says it is the primary
@@ -114,10 +117,25 @@ leader() { # prints the index of the node whose Patroni says it is the primary
     return 1
 }
 
-patroni_pid() { # n: the Patroni process of node n (runuser's child when run as root)
-    local p
-    for p in $(pgrep -f "patroni $DIR/node$(($1 + 1)).yml" || true); do
-        if [ "$(ps -o comm= -p "$p" 2>/dev/null)" = patroni ]; then echo "$p"; return 0; fi
+patroni_group() { # n: the process group of node n's Patroni (runuser, Patroni, its helpers)
+    local f="$DIR/patroni$(($1 + 1)).pid"
+    [ -s "$f" ] && cat "$f"
+    return 0
+}
+
+postgres_group() { # n: the process group of node n's PostgreSQL (Patroni starts the postmaster
+    # in a session of its own; its backends share the postmaster's group)
+    local f="$DIR/node$(($1 + 1))/postmaster.pid" pm
+    [ -s "$f" ] || return 0
+    pm=$(head -1 "$f")
+    ps -o pgid= -p "$pm" 2>/dev/null | tr -d ' '
+    return 0
+}
+
+signal_node() { # signal n: Patroni's and PostgreSQL's whole process groups
+    local g
+    for g in $(patroni_group "$2") $(postgres_group "$2"); do
+        [ "$g" -gt 1 ] && kill "-$1" -- "-$g" 2>/dev/null
     done
     return 0
 }
@@ -220,34 +238,26 @@ kill_leader() {
     l=$(leader) || { say "no leader to kill"; exit 1; }
     t0=$(now_ms)
     echo "fault-at-ms $t0"
-    kill -KILL "$(patroni_pid "$l")" 2>/dev/null || true
-    kill -KILL "$(head -1 "$DIR/node$((l + 1))/postmaster.pid")" 2>/dev/null || true
-    say "SIGKILL node$((l + 1)) (the leader): Patroni and PostgreSQL"
+    signal_node KILL "$l"
+    say "SIGKILL node$((l + 1)) (the leader): Patroni and PostgreSQL, every process of both"
     wait_writable 60 || { say "FAIL: no new leader within 60 s"; exit 1; }
     say "node$(( $(leader) + 1 )) promoted by Patroni: writes go through HAProxy again $(( $(now_ms) - t0 )) ms after the kill"
+    rm -f "$DIR/patroni$((l + 1)).pid"
     start_node "$l"
     say "node$((l + 1)) restarted: it rejoins as a replica"
 }
 
-node_pids() { # n: Patroni, the postmaster and its children (a node frozen as a whole)
-    local pm
-    patroni_pid "$1"
-    if [ -f "$DIR/node$(($1 + 1))/postmaster.pid" ]; then
-        pm=$(head -1 "$DIR/node$(($1 + 1))/postmaster.pid")
-        echo "$pm"
-        ps -o pid= --ppid "$pm"
-    fi
-}
-
 partition_leader() {
-    local l t0 pids n
+    local l t0 n
     wait_healthy
     l=$(leader) || { say "no leader to cut off"; exit 1; }
-    pids=$(node_pids "$l")
+    # Whatever happens next (a failure, the harness killing this command), the node is resumed.
+    FROZEN=$l
+    trap 'signal_node CONT "$FROZEN"' EXIT
+    trap 'exit 1' INT TERM HUP
     t0=$(now_ms)
     echo "fault-at-ms $t0"
-    # shellcheck disable=SC2086
-    kill -STOP $pids
+    signal_node STOP "$l"
     say "froze node$((l + 1)) (the leader): Patroni and PostgreSQL answer nobody, as behind a partition"
     local deadline=$(( $(date +%s) + 60 ))
     while [ "$(date +%s)" -lt "$deadline" ]; do
@@ -256,14 +266,11 @@ partition_leader() {
         sleep 0.2
     done
     if ! wait_writable 60 || [ -z "$n" ] || [ "$n" = "$l" ]; then
-        # shellcheck disable=SC2086
-        kill -CONT $pids
         say "FAIL: no other leader within 60 s"
         exit 1
     fi
     say "node$((n + 1)) promoted: writes go through HAProxy again $(( $(now_ms) - t0 )) ms after the cut"
-    # shellcheck disable=SC2086
-    kill -CONT $pids
+    signal_node CONT "$l"
     sleep 3
     if [ "$(leader 2>/dev/null || true)" = "$l" ]; then
         # Patroni before 3.0.3 (Debian 12 ships 3.0.2) may overwrite the new leader's key with a
@@ -294,18 +301,40 @@ status() {
     l=$(leader 2>/dev/null) && say "leader: node$((l + 1))"
 }
 
+running() { # processes of this deployment still alive (not zombies): pid, state, command
+    ps -eo pid=,stat=,args= | awk -v dir="$DIR/" 'index($0, dir) && $2 !~ /^Z/ && !/awk -v dir/'
+}
+
+logs() { # the tail of every log of the deployment (for a failed CI run)
+    [ -d "$DIR" ] || return 0
+    local f
+    for f in "$DIR"/etcd.log "$DIR"/haproxy.log "$DIR"/patroni*.log "$DIR"/node*/log/*.log; do
+        [ -s "$f" ] || continue
+        printf '\n----- %s (last 40 lines) -----\n' "$f"
+        tail -n 40 "$f"
+    done
+}
+
 down() {
     [ -d "$DIR" ] || { say "nothing to stop"; return 0; }
     for i in "${!PG_PORTS[@]}"; do
-        p=$(patroni_pid "$i")
-        [ -n "$p" ] && { kill -CONT "$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; } || true
-        [ -f "$DIR/node$((i + 1))/postmaster.pid" ] && kill -KILL "$(head -1 "$DIR/node$((i + 1))/postmaster.pid")" 2>/dev/null || true
+        signal_node CONT "$i"
+        signal_node KILL "$i"
     done
-    for f in "$DIR"/*.pid; do
-        [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+    for f in "$DIR"/etcd.pid "$DIR"/haproxy.pid; do
+        [ -s "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
     done
-    sleep 1
-    pkill -KILL -f "postgres -D $DIR/" 2>/dev/null || true
+    # Anything else still naming the folder (a PostgreSQL Patroni restarted meanwhile), resumed
+    # first so that a frozen process does not outlive the kill.
+    for _ in $(seq 50); do
+        [ -z "$(running)" ] && break
+        running | awk '{print $1}' | xargs -r kill -CONT 2>/dev/null
+        running | awk '{print $1}' | xargs -r kill -KILL 2>/dev/null
+        sleep 0.1
+    done
+    if [ -n "$(running)" ]; then
+        say "FAIL: still running after the stop:"; running; return 1
+    fi
     rm -rf "$DIR"
     say "stopped and removed $DIR"
 }
@@ -316,6 +345,7 @@ case "${1:-}" in
     kill-leader) kill_leader ;;
     partition-leader) partition_leader ;;
     status) status ;;
+    logs) logs ;;
     down) down ;;
-    *) echo "usage: $0 up|drill [SECONDS]|kill-leader|partition-leader|status|down"; exit 2 ;;
+    *) echo "usage: $0 up|drill [SECONDS]|kill-leader|partition-leader|status|logs|down"; exit 2 ;;
 esac

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use palisade::protection::{DbOptions, ProtectionError, Recorded, Refusal, SlashableMessage, SlashingDatabase};
+use palisade::protection::{ProtectionError, Recorded, Refusal, SlashableMessage, SlashingDatabase};
 use palisade::types::{PublicKey, Root};
 
 use testkit::slashable::{att, block, in_export, pk, slashable};
@@ -14,7 +14,7 @@ async fn replicas(n: usize) -> Vec<Arc<SlashingDatabase>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(Arc::new(
-            SlashingDatabase::open(&url, &DbOptions::default()).await.unwrap(),
+            SlashingDatabase::open(&url, &testkit::db_options()).await.unwrap(),
         ));
     }
     out[0].pin_chain(Root::ZERO).await.unwrap();

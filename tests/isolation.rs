@@ -32,7 +32,7 @@ async fn a_signing_below_serializable_writes_nothing() {
     let url = testkit::pg::shared().new_database();
     let opts = DbOptions {
         pool_size: 1,
-        ..Default::default()
+        ..testkit::db_options()
     };
     let db = SlashingDatabase::open(&url, &opts).await.unwrap();
     let key = pk(1);
@@ -100,6 +100,7 @@ fn a_pooler_that_drops_the_isolation_level_is_refused() {
 
 struct PgBouncer {
     port: u16,
+    _lease: testkit::procs::PortLease,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -115,7 +116,8 @@ impl PgBouncer {
             .prefix("palisade-pgbouncer")
             .tempdir_in("/tmp")
             .unwrap();
-        let port = testkit::procs::free_port();
+        let lease = testkit::procs::lease_port();
+        let port = lease.port;
         let ini = dir.path().join("pgbouncer.ini");
         std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n").unwrap();
         std::fs::write(
@@ -143,7 +145,12 @@ impl PgBouncer {
             assert!(start.elapsed() < Duration::from_secs(20), "pgbouncer did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        PgBouncer { port, child, _dir: dir }
+        PgBouncer {
+            port,
+            _lease: lease,
+            child,
+            _dir: dir,
+        }
     }
 }
 

@@ -211,13 +211,11 @@ async fn readiness_follows_the_database() {
     ]);
     let ready = || async { reqwest::get(p.url("/readyz")).await.unwrap().status().as_u16() };
     let wait_for = |want: u16| async move {
-        for _ in 0..100 {
-            if ready().await == want {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
+        testkit::wait::within(&format!("/readyz is {want}"), Duration::from_secs(60), || async {
+            (ready().await == want).then_some(())
+        })
+        .await
+        .is_some()
     };
     assert!(wait_for(200).await, "not ready with the database up");
     pg.stop_immediate();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade::network::Network;
-use palisade::protection::{DbOptions, SlashingDatabase};
+use palisade::protection::SlashingDatabase;
 use palisade::signing::parse_signing_request;
 use palisade::types::PublicKey;
 
@@ -119,7 +119,7 @@ pub fn database_alone(
         .unwrap();
     rt.block_on(async {
         let db = Arc::new(
-            SlashingDatabase::open(url, &DbOptions::default())
+            SlashingDatabase::open(url, &testkit::db_options())
                 .await
                 .expect("database"),
         );

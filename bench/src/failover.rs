@@ -17,7 +17,7 @@ use crate::messages;
 use crate::protection_bench::wait_for_keys;
 use crate::proxy::Proxy;
 use testkit::pg::PgCluster;
-use testkit::procs::{free_port, spawn_tied};
+use testkit::procs::{lease_port, spawn_tied};
 use testkit::server::Palisade;
 
 #[derive(clap::Args)]
@@ -56,6 +56,9 @@ defaults
   timeout connect 1s
   timeout client 30s
   timeout server 10s
+  # /readyz answers from memory; without this the check's whole budget is `inter` (250 ms),
+  # which a loaded machine can miss for a healthy replica.
+  timeout check 2s
   # A replica that refuses with 503 signed nothing: the same request on the other is safe.
   retries 2
   option redispatch 1
@@ -120,15 +123,16 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     for a in &addrs {
         wait_for_keys(a, keys.len())?;
     }
-    let front = free_port();
+    let front_lease = lease_port();
+    let front = front_lease.port;
     let port = |a: &str| a.rsplit(':').next().unwrap().parse::<u16>().unwrap();
     let cfg = work.path().join("haproxy.cfg");
     std::fs::write(&cfg, haproxy_config(front, port(&addrs[0]), port(&addrs[1])))?;
     let mut cmd = Command::new("haproxy");
     cmd.arg("-db").arg("-q").arg("-f").arg(&cfg);
     let mut haproxy = spawn_tied(cmd, libc::SIGKILL)?;
-    std::thread::sleep(Duration::from_millis(1500)); // both servers up (rise 2 x 250 ms)
     let front = format!("127.0.0.1:{front}");
+    wait_both_served(&front)?;
 
     // A's own readiness, as HAProxy sees it, polled every 20 ms.
     let start = Instant::now();
@@ -167,6 +171,19 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
         all
     });
+    // A is ready again only at its first database check after the last fault: watch for it
+    // even when the clients stopped before (a short calm on a slow machine).
+    let last_fault_end = faults[faults.len() - 1].1 + fault;
+    let watch_until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < watch_until
+        && !readiness
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, r)| *t >= last_fault_end && *r)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     poller.join().unwrap();
     let _ = haproxy.kill();
@@ -197,6 +214,37 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     drop(replicas);
+    Ok(())
+}
+
+/// Until HAProxy has passed a ready answer from each replica (its first checks done): a fixed
+/// pause would be too short on a loaded machine.
+fn wait_both_served(front: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "HAProxy did not serve from both replicas within 30 s (seen: {seen:?})"
+        );
+        let answer = std::net::TcpStream::connect(front).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET /readyz HTTP/1.1\r\nHost: {front}\r\nConnection: close\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        if let Ok(text) = answer
+            && text.starts_with("HTTP/1.1 200")
+            && let Some(server) = text
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-served-by: ").map(str::to_string))
+        {
+            seen.insert(server.trim().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use palisade::network::Network;
-use palisade::protection::{DbOptions, SlashingDatabase};
+use palisade::protection::SlashingDatabase;
 use palisade::types::PublicKey;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -172,10 +172,17 @@ impl Run {
 /// a random source and target just above the last round's, and every other round a block;
 /// sometimes with the common head (so that replicas of one client repeat each other),
 /// mostly with its own (so that clients conflict).
-async fn client(run: Arc<Run>, id: usize, keys: Arc<Vec<PublicKey>>, start: Instant, deadline: Instant, seed: u64) {
+async fn client(
+    run: Arc<Run>,
+    id: usize,
+    keys: Arc<Vec<PublicKey>>,
+    start: Instant,
+    deadline: Arc<Mutex<Instant>>,
+    seed: u64,
+) {
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64 * 0x9e37_79b9));
     let mut round = 0u64;
-    while Instant::now() < deadline {
+    while Instant::now() < *deadline.lock().unwrap() {
         let tick = start + ROUND * round as u32;
         tokio::time::sleep_until(tick.into()).await;
         let mut sends = Vec::new();
@@ -296,7 +303,12 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         opts.replicas
     );
     // Keys load in the background: wait until every replica can sign.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    for r in &replicas {
+        let addr = r.base.read().unwrap().clone().expect("started above");
+        let addr = addr.trim_start_matches("http://").to_string();
+        let n = opts.validators;
+        tokio::task::spawn_blocking(move || crate::protection_bench::wait_for_keys(&addr, n)).await??;
+    }
 
     let run = Arc::new(Run {
         replicas: replicas.clone(),
@@ -308,9 +320,10 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     });
     let start = Instant::now();
     let load_for = Duration::from_secs(opts.seconds);
-    let deadline = start + load_for;
+    // Extended when a slow machine needs longer to inject every kind of fault once.
+    let deadline = Arc::new(Mutex::new(start + load_for));
     let clients: Vec<_> = (0..opts.clients)
-        .map(|c| tokio::spawn(client(run.clone(), c, keys.clone(), start, deadline, opts.seed)))
+        .map(|c| tokio::spawn(client(run.clone(), c, keys.clone(), start, deadline.clone(), opts.seed)))
         .collect();
 
     // The schedule: kill, database restart, connection cut, pause, in turn, until 8 s
@@ -350,7 +363,8 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         println!("faults: {:>5.1}s pg_dump taken", start.elapsed().as_secs_f64());
     }
     let mut recoveries: Vec<(String, f64)> = Vec::new();
-    while start.elapsed() + Duration::from_secs(14) < load_for {
+    // Each kind at least once whatever the machine's speed, then in turn while time is left.
+    while i < kinds.len() || start.elapsed() + Duration::from_secs(14) < load_for {
         let kind = kinds[i % kinds.len()].clone();
         let k = rng.random_range(0..replicas.len());
         let r = replicas[k].clone();
@@ -362,10 +376,19 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
                     if let Some(mut p) = r.process.lock().unwrap().take() {
                         p.stop(libc::SIGKILL);
                     }
+                    let t0 = now_ms();
                     println!("faults: {:>5.1}s SIGKILL {}", start.elapsed().as_secs_f64(), r.name);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     let again = r.clone();
                     tokio::task::spawn_blocking(move || again.start()).await?;
+                    // A restarted replica may refuse while its keys decrypt and its first
+                    // database check runs: an outage of that replica, not of the database.
+                    outages.push(Outage {
+                        start: t0,
+                        end: now_ms(),
+                        replica: Some(r.name.clone()),
+                        lost_history: false,
+                    });
                     println!("faults: {:>5.1}s {} restarted", start.elapsed().as_secs_f64(), r.name);
                 }
             }
@@ -462,10 +485,19 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
             }
             _ => {
                 if let Some(pid) = r.pid() {
+                    let t0 = now_ms();
                     procs::signal(pid, libc::SIGSTOP);
                     println!("faults: {:>5.1}s SIGSTOP {}", start.elapsed().as_secs_f64(), r.name);
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     procs::signal(pid, libc::SIGCONT);
+                    // Resumed, the replica finds the database check it was running overdue and
+                    // refuses at once until the next one passes: its own outage.
+                    outages.push(Outage {
+                        start: t0,
+                        end: now_ms(),
+                        replica: Some(r.name.clone()),
+                        lost_history: false,
+                    });
                     println!("faults: {:>5.1}s SIGCONT {}", start.elapsed().as_secs_f64(), r.name);
                 }
             }
@@ -474,12 +506,17 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
         i += 1;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    // Time after the last fault for signing to resume and be seen.
+    {
+        let mut d = deadline.lock().unwrap();
+        *d = (*d).max(Instant::now() + Duration::from_secs(12));
+    }
     for c in clients {
         let _ = c.await;
     }
 
     // Read the database directly (not through a replica) for the checker.
-    let db = SlashingDatabase::open(&url, &DbOptions::default()).await?;
+    let db = SlashingDatabase::open(&url, &testkit::db_options()).await?;
     let export = db.export(None).await?;
     let registered = export.data.len().to_string();
     let log = std::mem::take(&mut *run.log.lock().unwrap());
@@ -520,6 +557,15 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     }
     let registered_ok = registered.trim() == opts.validators.to_string();
     if !report.ok() || !every_kind || !registered_ok {
+        // What each replica said, in the output of the failed run.
+        for r in &replicas {
+            if let Some(p) = r.process.lock().unwrap().as_ref() {
+                let log = p.log();
+                let lines: Vec<&str> = log.lines().collect();
+                println!("----- replica {} (last 40 log lines) -----", r.name);
+                println!("{}", lines[lines.len().saturating_sub(40)..].join("\n"));
+            }
+        }
         let kept = work.keep();
         anyhow::bail!(
             "fault run failed (every fault kind injected: {every_kind}, validators registered once: {registered_ok}); files kept in {}",

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade::protection::{DbOptions, SlashableMessage, SlashingDatabase};
+use palisade::protection::{SlashableMessage, SlashingDatabase};
 use palisade::types::{Epoch, PublicKey, SigningRoot};
 
 use crate::blst_bench::{self, cores};
@@ -113,7 +113,7 @@ pub fn run(
 fn history_latency(url: &str, validators: usize, rows: u64, seconds: f64) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let db = Arc::new(SlashingDatabase::open(url, &DbOptions::default()).await?);
+        let db = Arc::new(SlashingDatabase::open(url, &testkit::db_options()).await?);
         db.pin_chain(messages::MAINNET_GVR.parse()?).await?;
         let keys: Vec<PublicKey> = (0..validators).map(|i| secret(100_000 + i).public_key()).collect();
         db.register(&keys).await?;

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::app::metrics::Metrics;
 use crate::keys::KeyRegistry;
@@ -15,29 +15,34 @@ use crate::types::Root;
 
 /// How often the database is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a probe may take: a commit that cannot complete in this time (no synchronous
-/// standby, a saturated disk) means protected signing does not work now.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// A verdict older than this is not trusted, neither for readiness nor to refuse at once.
-pub const STALE_AFTER: Duration = Duration::from_secs(3);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The last database probe's verdict.
-#[derive(Default)]
 pub struct DbHealth {
+    /// A verdict older than this is not trusted, neither for readiness nor to refuse at once:
+    /// a probe interval plus a probe's longest time, plus a margin.
+    stale_after: Duration,
     up: AtomicBool,
-    checked_at_ms: AtomicU64,
+    /// When the last probe ended, on the monotonic clock: an age must not jump when the wall
+    /// clock is stepped.
+    checked_at: Mutex<Option<Instant>>,
     latency_us: AtomicU64,
     replicas: AtomicU32,
     error: Mutex<Option<String>>,
 }
 
 impl DbHealth {
+    /// For probes that each take at most `probe_timeout`.
+    pub fn new(probe_timeout: Duration) -> Self {
+        DbHealth {
+            stale_after: PROBE_INTERVAL + probe_timeout + Duration::from_millis(500),
+            up: AtomicBool::new(false),
+            checked_at: Mutex::new(None),
+            latency_us: AtomicU64::new(0),
+            replicas: AtomicU32::new(0),
+            error: Mutex::new(None),
+        }
+    }
+
     pub fn record(&self, result: Result<(Duration, u32), String>) {
         match result {
             Ok((latency, replicas)) => {
@@ -51,16 +56,15 @@ impl DbHealth {
                 self.up.store(false, Relaxed);
             }
         }
-        self.checked_at_ms.store(now_ms(), Relaxed);
+        *self.checked_at.lock().expect("health") = Some(Instant::now());
     }
 
     pub fn age(&self) -> Option<Duration> {
-        let at = self.checked_at_ms.load(Relaxed);
-        (at > 0).then(|| Duration::from_millis(now_ms().saturating_sub(at)))
+        self.checked_at.lock().expect("health").map(|at| at.elapsed())
     }
 
     fn fresh(&self) -> bool {
-        self.age().is_some_and(|a| a <= STALE_AFTER)
+        self.age().is_some_and(|a| a <= self.stale_after)
     }
 
     pub fn up_and_fresh(&self) -> bool {
@@ -98,6 +102,10 @@ pub struct Health {
     replica_id: String,
     /// Ready with at least this many usable keys; `None`: every configured key must load.
     ready_min_keys: Option<usize>,
+    /// How long a probe may take: a commit that cannot complete in the time a signing is given
+    /// (`--database-timeout-ms`; no synchronous standby, a saturated disk) means protected
+    /// signing does not work now. A shorter bound would refuse signings that would succeed.
+    probe_timeout: Duration,
     verdict: Arc<DbHealth>,
 }
 
@@ -109,6 +117,7 @@ impl Health {
         metrics: Arc<Metrics>,
         replica_id: String,
         ready_min_keys: Option<usize>,
+        probe_timeout: Duration,
     ) -> Self {
         Health {
             db,
@@ -117,7 +126,8 @@ impl Health {
             metrics,
             replica_id,
             ready_min_keys,
-            verdict: Default::default(),
+            probe_timeout,
+            verdict: Arc::new(DbHealth::new(probe_timeout)),
         }
     }
 
@@ -155,11 +165,11 @@ impl Health {
         self.metrics.encode()
     }
 
-    /// Probes the database (a durable heartbeat within `PROBE_TIMEOUT`), records the verdict
+    /// Probes the database (a durable heartbeat within the probe timeout), records the verdict
     /// for readiness, health, metrics and fail-fast, and returns it.
     pub async fn probe(&self) -> bool {
         let started = Instant::now();
-        let result = self.db.probe(&self.replica_id, PROBE_TIMEOUT).await;
+        let result = self.db.probe(&self.replica_id, self.probe_timeout).await;
         let up = result.is_ok();
         match result {
             Ok(replicas) => {
@@ -232,11 +242,11 @@ mod tests {
 
     #[test]
     fn a_fresh_failure_refuses_at_once_a_stale_one_does_not() {
-        let h = DbHealth::default();
+        let h = DbHealth::new(Duration::from_millis(1500));
         assert!(h.known_down().is_none() && !h.up_and_fresh(), "unchecked");
         h.record(Err("connection refused".into()));
         assert_eq!(h.known_down().as_deref(), Some("connection refused"));
-        h.checked_at_ms.store(now_ms() - 10_000, Relaxed);
+        *h.checked_at.lock().unwrap() = Instant::now().checked_sub(Duration::from_secs(10));
         assert!(h.known_down().is_none(), "a stale verdict must not refuse");
         h.record(Ok((Duration::from_millis(2), 3)));
         assert!(h.up_and_fresh() && h.known_down().is_none());

@@ -165,6 +165,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
         replica_id(&args.data_path, args.http_port)?,
         args.ready_min_keys,
+        Duration::from_millis(args.database_timeout_ms),
     ));
     let signer = Arc::new(Signer::new(SignerParts {
         network: network.clone(),

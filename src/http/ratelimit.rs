@@ -18,9 +18,10 @@ impl RateLimit {
     /// `Some(held back)` when this event may be logged.
     pub fn allow(&self) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        // A monotonic clock: a stepped wall clock must neither mute nor flood the log. Its
+        // origin is a second back, so that the first event passes.
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1000;
         let last = self.last_ms.load(Relaxed);
         if now.saturating_sub(last) >= 1000 && self.last_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
             Some(self.held.swap(0, Relaxed))

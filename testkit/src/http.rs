@@ -85,14 +85,12 @@ pub async fn admin(p: &Palisade, method: reqwest::Method, path: &str, body: &Val
 
 /// Waits until no key is still being decrypted; returns the keys check of /healthcheck.
 pub async fn keys_loaded(p: &Palisade) -> Value {
-    for _ in 0..200 {
+    let keys = super::wait::within("keys decrypted", Duration::from_secs(60), || async {
         let (_, health) = get(&p.url("/healthcheck")).await;
-        if health["checks"][1]["data"]["loading"] == 0 {
-            return health["checks"][1]["data"].clone();
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("keys still loading after 5 s:\n{}", p.log());
+        (health["checks"][1]["data"]["loading"] == 0).then(|| health["checks"][1]["data"].clone())
+    })
+    .await;
+    keys.unwrap_or_else(|| panic!("keys still loading after 60 s:\n{}", p.log()))
 }
 
 pub fn sign_url(p: &Palisade, pubkey: &str) -> String {

@@ -7,6 +7,7 @@ pub mod pg;
 pub mod procs;
 pub mod server;
 pub mod slashable;
+pub mod wait;
 
 use std::path::PathBuf;
 
@@ -45,4 +46,15 @@ pub fn interop_pubkeys() -> Vec<String> {
         .iter()
         .map(|k| k["pubkey"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Database options for tests that drive the protection library directly: the product's
+/// defaults, but with room for a loaded test machine. The 1.5 s a signing may take in
+/// production is there so a client can try another replica; a test that is not about that
+/// limit must not fail because a 2-core machine stalled one commit.
+pub fn db_options() -> palisade::protection::DbOptions {
+    palisade::protection::DbOptions {
+        timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    }
 }

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::procs::{free_port, is_root, spawn_tied};
+use super::procs::{PortLease, is_root, lease_port, spawn_tied};
 
 pub struct PgCluster {
     pub port: u16,
+    _lease: PortLease,
     data: PathBuf,
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
@@ -104,8 +105,10 @@ impl PgCluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let lease = lease_port();
         let cluster = PgCluster {
-            port: free_port(),
+            port: lease.port,
+            _lease: lease,
             data,
             bin,
             run_as,
@@ -133,7 +136,13 @@ impl PgCluster {
         for e in &self.extra {
             cmd.args(["-c", e]);
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // Its log beside the data (appended across restarts), shown when a test fails.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("opening the PostgreSQL log");
+        cmd.stdout(Stdio::null()).stderr(log);
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid).gid(gid);
         }
@@ -144,19 +153,21 @@ impl PgCluster {
     }
 
     fn wait_ready(&self) {
-        let start = Instant::now();
-        loop {
-            let out = Command::new(self.bin.join("pg_isready"))
+        super::wait::until_blocking("postgres accepts connections", Duration::from_secs(60), || {
+            if let Some(child) = self.child.lock().unwrap().as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                panic!("postgres exited at startup ({status}) on port {}:\n{log}", self.port);
+            }
+            Command::new(self.bin.join("pg_isready"))
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .status();
-            if out.is_ok_and(|s| s.success()) {
-                return;
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "postgres did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                .status()
+                .is_ok_and(|s| s.success())
+                .then_some(())
+        });
     }
 
     /// `pg_ctl stop -m immediate`: no checkpoint, backends killed at once.
@@ -180,6 +191,10 @@ impl PgCluster {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             let _ = child.wait();
         }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data.with_extension("log")
     }
 
     pub fn admin_url(&self) -> String {
@@ -273,7 +288,19 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         self.stop_immediate();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "----- PostgreSQL on port {} (last {} log lines) -----\n{}",
+                self.port,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         let _ = std::fs::remove_dir_all(&self.data);
+        let _ = std::fs::remove_file(self.log_path());
     }
 }
 
@@ -296,7 +323,9 @@ fn sweep_stale() {
         if let Some(rest) = name.strip_prefix("palisade-test-pg-") {
             let pid: i32 = rest.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
             if pid > 0 && unsafe { libc::kill(pid, 0) } != 0 {
+                // The data folder, and its log beside it.
                 let _ = std::fs::remove_dir_all(e.path());
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }

@@ -34,8 +34,21 @@ pub struct Palisade {
 }
 
 /// Spawns the binary and collects its log, returning the child and the log buffer.
-fn spawn(args: &[String], workdir: &Path) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<String>) {
+fn spawn(
+    args: &[String],
+    workdir: &Path,
+) -> (
+    Child,
+    Arc<Mutex<String>>,
+    mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
     let mut cmd = Command::new(bin());
+    if !args.iter().any(|a| a == "--database-timeout-ms") {
+        // Room for a loaded test machine: the production limit (1.5 s) exists so that a client
+        // can try another replica, and the tests about it set it themselves.
+        cmd.env("PALISADE_DATABASE_TIMEOUT_MS", "10000");
+    }
     cmd.args(args)
         .current_dir(workdir)
         .env("PALISADE_LOG_LEVEL", "info")
@@ -46,7 +59,7 @@ fn spawn(args: &[String], workdir: &Path) -> (Child, Arc<Mutex<String>>, mpsc::R
     let log = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = mpsc::channel();
     let sink = log.clone();
-    std::thread::spawn(move || {
+    let collector = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(i) = line.find("listening on http") {
@@ -61,7 +74,7 @@ fn spawn(args: &[String], workdir: &Path) -> (Child, Arc<Mutex<String>>, mpsc::R
             l.push('\n');
         }
     });
-    (child, log, rx)
+    (child, log, rx, collector)
 }
 
 impl Palisade {
@@ -86,7 +99,7 @@ impl Palisade {
     pub fn try_serve_in(workdir: &Path, args: &[&str]) -> Result<Palisade, String> {
         let mut all: Vec<String> = vec!["serve".into(), "--http-port".into(), "0".into()];
         all.extend(args.iter().map(|s| s.to_string()));
-        let (mut child, log, rx) = spawn(&all, workdir);
+        let (mut child, log, rx, collector) = spawn(&all, workdir);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {
@@ -99,7 +112,8 @@ impl Palisade {
                 });
             }
             if let Ok(Some(_)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
+                // Every line it wrote: the collector ends when the process's stderr closes.
+                let _ = collector.join();
                 return Err(log.lock().unwrap().clone());
             }
             if std::time::Instant::now() > deadline {
@@ -115,6 +129,18 @@ impl Palisade {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The log once it holds `needle` (lines are collected by a thread as the process writes
+    /// them, so a line logged just now may not be there yet); panics with the log after 30 s.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let what = format!("log line {needle:?}");
+        let found = super::wait::within(&what, Duration::from_secs(30), || async {
+            let log = self.log();
+            log.contains(needle).then_some(log)
+        })
+        .await;
+        found.unwrap_or_else(|| panic!("no {what} within 30 s:\n{}", self.log()))
     }
 
     pub fn token(&self) -> String {
@@ -142,8 +168,25 @@ impl Drop for Palisade {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A failing test shows what each signer it started said (the harness prints a failed
+        // test's captured output, so a passing test stays quiet).
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "----- palisade at {} (last {} of {} log lines) -----\n{}",
+                self.base,
+                tail.len(),
+                lines.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// Log lines of each signer a failing test prints.
+const LOG_TAIL: usize = 60;
 
 /// Runs `palisade ARGS` to completion: (success, stdout, stderr).
 pub fn run(args: &[&str], workdir: &Path) -> (bool, String, String) {

@@ -41,6 +41,7 @@ check() { # condition message: collects failures so that every check runs
 }
 
 cleanup() {
+    local rc=$?
     set +e
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
     sleep 2
@@ -50,6 +51,14 @@ cleanup() {
     # PG_PID may be runuser's, which does not pass signals on: ask pg_ctl.
     [ -n "$PG_PID" ] && as_postgres "$PG_BIN/pg_ctl" -D "$WORK/pg" stop -m immediate -w > /dev/null 2>&1
     wait 2>/dev/null
+    if [ "$rc" -ne 0 ]; then
+        # The cause of a failure belongs in the CI output, not only in a folder that may be gone.
+        for f in "$WORK"/*.log; do
+            [ -s "$f" ] || continue
+            printf '\n----- %s (last 40 lines) -----\n' "$f"
+            tail -n 40 "$f"
+        done
+    fi
     log "stopped everything; logs are in $WORK"
 }
 as_postgres() {
@@ -83,7 +92,7 @@ as_postgres "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --lo
 as_postgres "$PG_BIN/postgres" -D "$WORK/pg" -p "$PG_PORT" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories= > "$WORK/postgres.log" 2>&1 &
 PG_PID=$!
-for _ in $(seq 100); do "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.1; done
+for _ in $(seq 600); do "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.1; done
 "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE palisade" postgres
 DB_URL="postgres://postgres@127.0.0.1:$PG_PORT/palisade"
 log "PostgreSQL on port $PG_PORT"
@@ -97,8 +106,9 @@ start_replica() { # name port
         --keystores-path "$WORK/keys" --keystores-password-file "$WORK/password.txt" \
         --api-token-file "$WORK/api-token.txt" --data-path "$WORK/replica-$1") > "$WORK/palisade-$1.log" 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/upcheck" > /dev/null && return 0; sleep 0.1; done
-    fail "replica $1 did not start: $(tail -5 "$WORK/palisade-$1.log")"
+    # Ready, not just alive: Lodestar fetches the key list once, and keys decrypt in the background.
+    for _ in $(seq 600); do curl -sf "http://127.0.0.1:$2/readyz" > /dev/null && return 0; sleep 0.1; done
+    fail "replica $1 was not ready within 60 s: $(tail -5 "$WORK/palisade-$1.log")"
 }
 start_replica A 9001
 REPLICA_A=${PIDS[-1]}
@@ -109,7 +119,8 @@ python3 "$HERE/lb.py" --listen 127.0.0.1:9000=vc1 --listen 127.0.0.1:9003=vc2 \
     --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 \
     --log "$WORK/responses.jsonl" --stats "$WORK/lb-stats.json" --replay-from vc1 > "$WORK/lb.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 50); do curl -sf http://127.0.0.1:9000/upcheck > /dev/null && break; sleep 0.1; done
+for _ in $(seq 300); do curl -sf http://127.0.0.1:9000/upcheck > /dev/null && break; sleep 0.1; done
+curl -sf http://127.0.0.1:9000/upcheck > /dev/null || fail "the load balancer did not start: $(tail -5 "$WORK/lb.log")"
 
 # ---------------------------------------------------------------- Lodestar
 PARAMS=(--params.SECONDS_PER_SLOT 3 --params.ALTAIR_FORK_EPOCH 1 --params.BELLATRIX_FORK_EPOCH 2

@@ -123,6 +123,8 @@ async fn key_manager_import_and_delete_across_replicas() {
     let mut b_args = key_args(&ks, &pw);
     b_args.extend(["--network", &net, "--database-url", &db]);
     let b = Palisade::serve(&b_args);
+    // B's keys registered in the database and usable (the DELETE below relies on both).
+    keys_loaded(&b).await;
     let keys = testkit::interop_pubkeys();
     let km = a.url("/eth/v1/keystores");
 
@@ -252,19 +254,18 @@ async fn key_manager_import_and_delete_across_replicas() {
         412
     );
     // Other types learn of the deletion with B's next database probe (every 2 s).
-    let mut refused = false;
-    for _ in 0..40 {
-        if post(&sign_url(&b, &keys[6]), randao(1, MINIMAL_GVR).to_string())
-            .await
-            .0
-            == 412
-        {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-    assert!(refused, "B still signs RANDAO for a key deleted on A");
+    let refused = testkit::wait::within(
+        "B refuses RANDAO for the deleted key",
+        Duration::from_secs(30),
+        || async {
+            let s = post(&sign_url(&b, &keys[6]), randao(1, MINIMAL_GVR).to_string())
+                .await
+                .0;
+            (s == 412).then_some(())
+        },
+    )
+    .await;
+    assert!(refused.is_some(), "B still signs RANDAO for a key deleted on A");
     let (_, listed) = get(&b.url("/api/v1/eth2/publicKeys")).await;
     assert!(
         !listed.to_string().contains(&keys[6][2..]),

@@ -186,7 +186,8 @@ async fn requests_for_keys_still_decrypting_wait_or_get_503() {
         ]
     };
 
-    let a = args("10000");
+    // Long enough for scrypt (n = 2^18) on a loaded machine.
+    let a = args("60000");
     let p = Palisade::serve(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let (s, keys) = get(&p.url("/api/v1/eth2/publicKeys")).await;
     assert_eq!((s, keys), (200, json!([pk])), "a key being decrypted is listed");
@@ -196,10 +197,11 @@ async fn requests_for_keys_still_decrypting_wait_or_get_503() {
 
     let a = args("1");
     let p = Palisade::serve(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // Both asked while scrypt still runs (about a second of CPU).
     let (s, b) = post(&sign_url(&p, pk), randao(1, MINIMAL_GVR).to_string()).await;
+    let (_, h) = get(&p.url("/healthcheck")).await;
     assert_eq!(s, 503, "{b}");
     assert!(b["error"].as_str().unwrap().contains("still being decrypted"), "{b}");
-    let (_, h) = get(&p.url("/healthcheck")).await;
     assert_eq!(h["checks"][1]["data"]["loading"], 1, "{h}");
     assert_eq!(h["checks"][1]["status"], "LOADING", "{h}");
 }

@@ -267,14 +267,14 @@ async fn chain_pin_is_kept() {
 async fn sqlite_refuses_a_second_process() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("p.sqlite").display());
-    let first = SlashingDatabase::open(&url, &DbOptions::default()).await.unwrap();
-    let second = SlashingDatabase::open(&url, &DbOptions::default()).await;
+    let first = SlashingDatabase::open(&url, &testkit::db_options()).await.unwrap();
+    let second = SlashingDatabase::open(&url, &testkit::db_options()).await;
     let err = second.err().expect("a second open must fail").to_string();
     assert!(err.contains("in use by another Palisade process"), "{err}");
     drop(first);
     // Once the first is gone, the file opens again.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(SlashingDatabase::open(&url, &DbOptions::default()).await.is_ok());
+    assert!(SlashingDatabase::open(&url, &testkit::db_options()).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +288,7 @@ async fn replicas_starting_together_on_an_empty_database() {
         // Different orders, as different replicas would list their keys.
         keys.rotate_left(i * 300);
         tasks.push(tokio::spawn(async move {
-            let db = SlashingDatabase::open(&url, &DbOptions::default()).await.unwrap();
+            let db = SlashingDatabase::open(&url, &testkit::db_options()).await.unwrap();
             db.register(&keys).await.unwrap();
             db.pin_chain(Root::ZERO).await.unwrap();
         }));

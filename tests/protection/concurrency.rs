@@ -7,7 +7,7 @@ async fn two_pg_replicas() -> (Arc<SlashingDatabase>, Arc<SlashingDatabase>) {
     let url = testkit::pg::shared().new_database();
     let opts = DbOptions {
         pool_size: 8,
-        ..Default::default()
+        ..testkit::db_options()
     };
     let a = Arc::new(SlashingDatabase::open(&url, &opts).await.unwrap());
     let b = Arc::new(SlashingDatabase::open(&url, &opts).await.unwrap());
@@ -83,7 +83,7 @@ async fn racing_conflicting_messages_exactly_one_wins() {
 /// every signature given is in the export.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_import_while_replicas_sign() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     for backend in BACKENDS {
         let (a, b, _g) = match backend {
             Backend::Postgres => {
@@ -117,25 +117,39 @@ async fn online_import_while_replicas_sign() {
             .unwrap();
 
             let imported = Arc::new(AtomicBool::new(false));
+            let progress = Arc::new(AtomicU64::new(0));
             let mut tasks = Vec::new();
             // Two replicas per key on different heads (roots 1 and 2), climbing from base+1,
-            // with a surround attempt of the imported vote at each step.
+            // with a surround attempt of the imported vote at each step; once the import has
+            // returned, one step past it (so that every round signs on both sides of it,
+            // however the machine schedules the tasks).
             for key in &keys {
                 for (replica, r) in [(a.clone(), 1u64), (b.clone(), 2u64)] {
-                    let (key, imported) = (*key, imported.clone());
+                    let (key, imported, progress) = (*key, imported.clone(), progress.clone());
                     tasks.push(tokio::spawn(async move {
                         let mut out = Vec::new();
+                        let sign = async |p: SlashableMessage, out: &mut Vec<(SlashableMessage, bool)>| {
+                            let after_import = imported.load(Ordering::SeqCst);
+                            match replica.check_and_record(&key, &p, "online").await.map(|c| c.recorded) {
+                                Ok(Recorded::New) => out.push((p, after_import)),
+                                Ok(Recorded::Repeat) => panic!("nothing here repeats: {p:?}"),
+                                Err(ProtectionError::Refused(_)) => {}
+                                Err(e) => panic!("signing during an import failed: {e:?}"),
+                            }
+                            progress.fetch_add(1, Ordering::SeqCst);
+                        };
                         for t in base + 1..=base + 9 {
                             for p in [att(t - 1, t, r), att(base, t, r + 10), block(t, r)] {
-                                let after_import = imported.load(Ordering::SeqCst);
-                                match replica.check_and_record(&key, &p, "online").await.map(|c| c.recorded) {
-                                    Ok(Recorded::New) => out.push((p, after_import)),
-                                    Ok(Recorded::Repeat) => panic!("nothing here repeats: {p:?}"),
-                                    Err(ProtectionError::Refused(_)) => {}
-                                    Err(e) => panic!("signing during an import failed: {e:?}"),
-                                }
+                                sign(p, &mut out).await;
                             }
                             tokio::task::yield_now().await;
+                        }
+                        testkit::wait::until("the import returns", Duration::from_secs(120), || async {
+                            imported.load(Ordering::SeqCst).then_some(())
+                        })
+                        .await;
+                        for p in [att(base + 9, base + 10, r), block(base + 10, r)] {
+                            sign(p, &mut out).await;
                         }
                         (key, out)
                     }));
@@ -143,8 +157,13 @@ async fn online_import_while_replicas_sign() {
             }
             let importer = {
                 let (db, imported) = (if round % 2 == 0 { a.clone() } else { b.clone() }, imported.clone());
+                let progress = progress.clone();
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    // Among the signings: once some have been answered.
+                    testkit::wait::until("signings under way", Duration::from_secs(60), || async {
+                        (progress.load(Ordering::SeqCst) >= 6).then_some(())
+                    })
+                    .await;
                     let n = db.import(&interchange).await;
                     imported.store(true, Ordering::SeqCst);
                     n

@@ -30,7 +30,7 @@ const BACKENDS: [Backend; 2] = [Backend::Postgres, Backend::Sqlite];
 
 /// A fresh, empty database; the guard keeps a SQLite file alive.
 async fn fresh(backend: Backend) -> (SlashingDatabase, Option<tempfile::TempDir>) {
-    fresh_with(backend, DbOptions::default()).await
+    fresh_with(backend, testkit::db_options()).await
 }
 
 async fn fresh_with(backend: Backend, opts: DbOptions) -> (SlashingDatabase, Option<tempfile::TempDir>) {
