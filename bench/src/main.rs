@@ -3,6 +3,8 @@
 //!   palisade-bench blst         raw blst signatures per second, one core and all cores
 //!   palisade-bench http         HTTP signing throughput (RANDAO_REVEAL) vs raw blst
 //!   palisade-bench keystores    keystore loading time vs the ideal (N x one-key cost / cores)
+//!   palisade-bench stores       startup of N keys from AWS Secrets Manager (moto) vs local keys
+//!   palisade-bench reload       N keystores reloaded while a client signs: time, latency
 //!   palisade-bench protection   protected attestations per second on PostgreSQL, and the
 //!                               check's latency with 1,000 vs 1,000,000 rows of history
 //!   palisade-bench load         mainnet-shaped load, slot bursts, steady rates, saturation
@@ -20,6 +22,7 @@ mod dispatch;
 mod failover;
 mod faults;
 mod fixtures;
+mod key_sources;
 mod keys;
 mod load;
 mod mainnet;
@@ -77,6 +80,25 @@ enum Command {
         /// Then drive protected attestations this long and report the signer's memory.
         #[arg(long, default_value_t = 10.0)]
         load_seconds: f64,
+    },
+    /// Startup of N keys from AWS Secrets Manager (moto, bulk loading) vs the same keys as
+    /// local file-raw definitions and as local pbkdf2 keystores.
+    Stores {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// The local keystores' pbkdf2 iterations (EIP-2335's default is 262144).
+        #[arg(long, default_value_t = 16_384)]
+        pbkdf2_c: u32,
+    },
+    /// N new keystores reloaded (POST /reload) while a client signs protected attestations
+    /// with other keys: the reload's time and the signing latency before and during it.
+    Reload {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        #[arg(long, default_value_t = 16_384)]
+        pbkdf2_c: u32,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
     },
     /// Checks a run: signatures valid, nothing slashable signed, everything signed recorded.
     Check {
@@ -151,6 +173,12 @@ fn main() -> anyhow::Result<()> {
             dir,
             load_seconds,
         } => keys::keystore_loading(count, &kdf, &dir, load_seconds),
+        Command::Stores { count, pbkdf2_c } => key_sources::stores(count, pbkdf2_c),
+        Command::Reload {
+            count,
+            pbkdf2_c,
+            connections,
+        } => key_sources::reload(count, pbkdf2_c, connections),
         Command::Protection {
             database_url,
             validators,

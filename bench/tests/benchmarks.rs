@@ -181,3 +181,23 @@ fn failover_mode_answers_every_request_through_haproxy() {
     assert_eq!(out.matches("A's /readyz: 503 after ").count(), 2, "{out}");
     assert!(!out.contains("never"), "{out}");
 }
+
+#[test]
+fn stores_mode_loads_keys_from_moto_and_locally() {
+    // Needs moto (pip install 'moto[server]'; .ci/run installs it).
+    let out = bench(&["stores", "--count", "20", "--pbkdf2-c", "1024"]);
+    for source in [
+        "AWS Secrets Manager (moto), bulk:",
+        "local file-raw definitions:",
+        "local keystores",
+    ] {
+        assert!(out.contains(source), "{source}: {out}");
+    }
+}
+
+#[test]
+fn reload_mode_reloads_while_signing() {
+    let out = bench(&["reload", "--count", "40", "--pbkdf2-c", "1024", "--connections", "2"]);
+    assert!(out.contains("all keys usable: true"), "{out}");
+    only_200s(&out);
+}

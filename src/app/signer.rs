@@ -33,7 +33,9 @@ pub enum SignError {
     UnknownKey(PublicKey),
     #[error("key {0} failed to load: {1}")]
     KeyFailed(PublicKey, Arc<str>),
-    #[error("key {0} is still being decrypted; try again shortly")]
+    #[error(
+        "key {0} is not loaded yet (its keystore is being decrypted, or its key source is still being read); try again shortly"
+    )]
     KeyLoading(PublicKey),
     #[error("refused by slashing protection: {0}")]
     Refused(Refusal),
@@ -82,7 +84,9 @@ impl From<ProtectionError> for SignError {
             ProtectionError::InvalidInterchange(m)
             | ProtectionError::Internal(m)
             | ProtectionError::InvalidRepair(m)
-            | ProtectionError::RepairRefused(m) => SignError::Internal(format!("slashing protection: {m}")),
+            | ProtectionError::RepairRefused(m)
+            | ProtectionError::NotShared(m) => SignError::Internal(format!("slashing protection: {m}")),
+            ProtectionError::FleetSecretMismatch { .. } => SignError::Internal(e.to_string()),
         }
     }
 }
@@ -402,7 +406,11 @@ impl Signer {
             recorded = Some(self.protect(&pubkey, message, client).await?);
         }
         // Only now, with the record committed, does the signature exist.
-        Ok((key.sign(&job.signing_root), recorded))
+        let signature = key
+            .sign(&job.signing_root)
+            .await
+            .map_err(|e| SignError::Internal(format!("the key gave no signature: {e}")))?;
+        Ok((signature, recorded))
     }
 
     /// Checks `message` against this replica's record and the database, and records it

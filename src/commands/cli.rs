@@ -58,10 +58,71 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_KEYSTORES_PASSWORD_FILE", value_name = "FILE")]
     pub keystores_password_file: Option<PathBuf>,
 
-    /// Folder of Web3Signer-style YAML key definitions (`type: file-keystore` with
-    /// `keystoreFile` and `keystorePasswordFile`, or `type: file-raw` with `privateKey`).
+    /// Folder of Web3Signer-style YAML key definitions: `file-keystore`, `file-raw`,
+    /// `aws-secret`, `hashicorp` (Vault KV v2), `azure-secret`.
     #[arg(long, env = "PALISADE_KEY_CONFIG_PATH", value_name = "DIR")]
     pub key_config_path: Option<PathBuf>,
+
+    /// The fleet secret (at least 32 bytes; `openssl rand -hex 32`), the same on every replica
+    /// of a PostgreSQL fleet: Key Manager imports are kept in the database for every replica,
+    /// their passwords sealed with it. Never written to the database.
+    #[arg(long, env = "PALISADE_SHARED_KEYSTORE_SECRET_FILE", value_name = "FILE")]
+    pub shared_keystore_secret_file: Option<PathBuf>,
+
+    /// Reload every key source this often (as `POST /reload` and SIGHUP do); off by default.
+    #[arg(long, env = "PALISADE_KEYS_REFRESH_SECS", value_name = "SECS")]
+    pub keys_refresh_secs: Option<u64>,
+
+    /// Load every AWS Secrets Manager secret matching the filters below (Web3Signer's bulk
+    /// loading): one key per secret, or several, one per line.
+    #[arg(long, env = "PALISADE_AWS_SECRETS_ENABLED", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub aws_secrets_enabled: bool,
+
+    /// `SPECIFIED` (the access key options below) or `ENVIRONMENT` (the AWS SDKs' default
+    /// chain: environment, profile, container, instance role).
+    #[arg(long, env = "PALISADE_AWS_SECRETS_AUTH_MODE", default_value = "SPECIFIED", value_name = "MODE",
+          value_parser = ["SPECIFIED", "ENVIRONMENT"], ignore_case = true)]
+    pub aws_secrets_auth_mode: String,
+
+    #[arg(long, env = "PALISADE_AWS_SECRETS_ACCESS_KEY_ID", value_name = "ID")]
+    pub aws_secrets_access_key_id: Option<String>,
+
+    /// Prefer the environment variable (the command line is visible to every local user).
+    #[arg(
+        long,
+        env = "PALISADE_AWS_SECRETS_SECRET_ACCESS_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub aws_secrets_secret_access_key: Option<String>,
+
+    #[arg(long, env = "PALISADE_AWS_SECRETS_REGION", value_name = "REGION")]
+    pub aws_secrets_region: Option<String>,
+
+    /// Another endpoint than `https://secretsmanager.<region>.amazonaws.com` (a VPC endpoint,
+    /// LocalStack, moto).
+    #[arg(long, env = "PALISADE_AWS_ENDPOINT_OVERRIDE", value_name = "URL")]
+    pub aws_endpoint_override: Option<String>,
+
+    /// Only secrets whose name starts with one of these (comma separated).
+    #[arg(
+        long,
+        env = "PALISADE_AWS_SECRETS_PREFIXES_FILTER",
+        value_delimiter = ',',
+        value_name = "PREFIX,.."
+    )]
+    pub aws_secrets_prefixes_filter: Vec<String>,
+
+    /// Only secrets with this tag (`NAME=VALUE`, or `NAME` for any value); repeatable, or
+    /// several separated by `|`.
+    #[arg(
+        long = "aws-secrets-tag",
+        env = "PALISADE_AWS_SECRETS_TAG",
+        value_delimiter = '|',
+        value_name = "NAME=VALUE"
+    )]
+    pub aws_secrets_tags: Vec<String>,
 
     /// Slashing-protection database: `postgres://...` for shared (multi-replica) protection,
     /// `sqlite://PATH` for one host.

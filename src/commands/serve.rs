@@ -9,14 +9,21 @@ use tokio::net::TcpListener;
 
 use crate::app::disabled::DisabledKeys;
 use crate::app::health::{Health, PROBE_INTERVAL};
-use crate::app::keymanager::KeyManager;
+use crate::app::keymanager::{ImportStore, KeyManager};
 use crate::app::metrics::Metrics;
+use crate::app::reload::Reloads;
+use crate::app::shared_keystores::SharedKeystores;
 use crate::app::signer::{Signer, SignerParts};
 use crate::commands::cli::ServeArgs;
 use crate::http::client::TrustedProxies;
 use crate::http::server::ServerOptions;
 use crate::http::{self, AppState, auth::ApiToken};
-use crate::keys::{KeyOptions, KeyRegistry, loader};
+use crate::keys::fleet::FleetSecret;
+use crate::keys::loader::{Cores, KeyLoader};
+use crate::keys::sources::aws_bulk::AwsBulk;
+use crate::keys::sources::{KeyOptions, configure};
+use crate::keys::stores::aws::{CredentialSource, Credentials};
+use crate::keys::{KeyRegistry, KeySource};
 use crate::network::Network;
 use crate::network::clock::ClockWindow;
 use crate::protection::replica::ReplicaMemory;
@@ -34,6 +41,9 @@ pub const KEYMANAGER_DIR: &str = "keymanager-keystores";
 /// The pieces the signer, the handles and the background duties below share.
 struct Replica {
     signer: Arc<Signer>,
+    loader: Arc<KeyLoader>,
+    /// The database's shared keystores, when this replica reads them (PostgreSQL).
+    shared: Option<Arc<dyn KeySource>>,
     health: Arc<Health>,
     db: Arc<SlashingDatabase>,
     keys: Arc<KeyRegistry>,
@@ -73,8 +83,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         keystores_password_file: args.keystores_password_file.clone(),
         key_config_path: args.key_config_path.clone(),
         keymanager_path: Some(args.data_path.join(KEYMANAGER_DIR)),
+        aws_bulk: aws_bulk(&args)?,
     };
-    let found = loader::discover(&key_options)?;
+    let configured = configure(&key_options)?;
+    let fleet_secret = match &args.shared_keystore_secret_file {
+        Some(file) => Some(Arc::new(FleetSecret::load(file)?)),
+        None => None,
+    };
     let (token, created) = ApiToken::load_or_create(&args.api_token_file)?;
     if created {
         tracing::info!(file = %args.api_token_file.display(), "created an API token for the admin and Key Manager endpoints");
@@ -153,9 +168,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // database still holds it.
     let memory = ReplicaMemory::open(&args.data_path.join(REPLICA_STATE_FILE), chain)?;
     let registry = Arc::new(KeyRegistry::new());
-    let sources = loader::announce(found, &registry);
-
     let db = Arc::new(db);
+    let mut sources = configured.sources;
+    let shared: Option<Arc<dyn KeySource>> = if db.shares_keystores() {
+        let s: Arc<dyn KeySource> = Arc::new(SharedKeystores::new(db.clone(), fleet_secret.clone()));
+        sources.push(s.clone());
+        Some(s)
+    } else {
+        if fleet_secret.is_some() {
+            tracing::warn!(
+                "--shared-keystore-secret-file is ignored with SQLite: Key Manager imports stay in this host's folder"
+            );
+        }
+        None
+    };
+    let loader = Arc::new(KeyLoader::new(registry.clone(), sources));
+    // The local sources are listed (and their declared keys announced) before the server
+    // listens; secret stores are read in the background, and until they are, a request for
+    // a key not known yet waits for them.
+    let local = loader.list_and_prepare(&loader.local_sources()).await;
+    registry.sources_pending(loader.remote_sources().len());
+
     let chain = Arc::new(ChainPin::new(chain));
     let disabled = Arc::new(DisabledKeys::default());
     let health = Arc::new(Health::new(
@@ -182,6 +215,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }));
     let replica = Replica {
         signer: signer.clone(),
+        loader: loader.clone(),
+        shared: shared.clone(),
         health: health.clone(),
         db: db.clone(),
         keys: registry.clone(),
@@ -205,16 +240,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(e) = disabled.refresh(&db).await {
         tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database (retried)");
     }
+    let import_store = match (&shared, &configured.keymanager_source) {
+        (Some(s), _) => ImportStore::Shared {
+            secret: fleet_secret.clone(),
+            source: s.name().clone(),
+            replica: health.replica_id().to_string(),
+        },
+        (None, Some(source)) => ImportStore::Folder {
+            dir: args.data_path.join(KEYMANAGER_DIR),
+            source: source.clone(),
+        },
+        (None, None) => unreachable!("configure always adds the Key Manager folder"),
+    };
     let keymanager = Arc::new(KeyManager::new(
         registry.clone(),
         db.clone(),
         chain.clone(),
         disabled.clone(),
-        args.data_path.join(KEYMANAGER_DIR),
+        import_store,
+        loader.changes.clone(),
     ));
+    let reloads = Reloads::new(loader.clone());
     let state = AppState {
         signer: signer.clone(),
         keymanager,
+        reloads: reloads.clone(),
         health: health.clone(),
         db: db.clone(),
         chain: chain.clone(),
@@ -244,7 +294,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         chain = %chain.get().map_or("pinned on first request".to_string(), |r| r.to_string()),
         database = %db.backend_name(),
         replica = %health.replica_id(),
-        keys_to_load = sources.len(),
+        keys = registry.known_pubkeys().len(),
         "Palisade {} started",
         env!("CARGO_PKG_VERSION")
     );
@@ -271,7 +321,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let replica = Arc::new(replica);
-    spawn_key_loading(sources, replica.clone());
+    spawn_key_loading(local, replica.clone());
+    spawn_reload_triggers(reloads, args.keys_refresh_secs);
     spawn_replica_memory(replica.clone());
     spawn_database_monitor(replica.clone());
     if args.prune_epochs_to_keep > 0 {
@@ -317,23 +368,98 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Registers the keys in the database and decrypts them in the background: the server
-/// answers at once. (A signing for a key not registered yet registers it itself.)
-fn spawn_key_loading(sources: Vec<loader::KeySource>, r: Arc<Replica>) {
-    let registry = r.keys.clone();
+/// Registers the keys in the database and unlocks them in the background (the server answers
+/// at once), then reads the secret stores. A signing for a key not registered yet registers it
+/// itself.
+fn spawn_key_loading(local: crate::keys::loader::Prepared, r: Arc<Replica>) {
     tokio::spawn(async move {
         if let Err(e) = r.db.register(&r.keys.known_pubkeys()).await {
             tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
         }
-        let report = tokio::task::spawn_blocking(move || loader::decrypt_all(sources, &registry)).await;
-        if let Err(e) = report {
-            tracing::error!(error = %e, "key loading stopped");
+        let mut report = r.loader.unlock(local, Cores::All).await;
+        let remote = r.loader.remote_sources();
+        let loads = remote.iter().map(|s| {
+            let r = r.clone();
+            let s = s.clone();
+            async move {
+                let report = r.loader.load(std::slice::from_ref(&s), Cores::All).await;
+                r.keys.source_listed();
+                report
+            }
+        });
+        for other in futures::future::join_all(loads).await {
+            report.added.extend(other.added);
+            report.failed.extend(other.failed);
         }
-        // Keystores without a `pubkey` field are known only now.
         if let Err(e) = r.db.register(&r.keys.ready_pubkeys()).await {
             tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
         }
-        r.metrics.set_keys(r.keys.counts());
+        let counts = r.keys.counts();
+        r.metrics.set_keys(counts);
+        tracing::info!(loaded = counts.loaded, failed = counts.failed, "keys loaded");
+    });
+}
+
+/// SIGHUP and `--keys-refresh-secs` reload every key source (as `POST /reload` does).
+fn spawn_reload_triggers(reloads: Arc<Reloads>, refresh_secs: Option<u64>) {
+    let on_hup = reloads.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reload keys with POST /reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Err(e) = on_hup.start("SIGHUP") {
+                tracing::warn!("SIGHUP: {e}");
+            }
+        }
+    });
+    if let Some(secs) = refresh_secs.filter(|s| *s > 0) {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(secs));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Err(e) = reloads.start("refresh") {
+                    tracing::debug!("--keys-refresh-secs: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// Rereads the database's shared keystores when their generation moved (an import or a
+/// deletion on some replica): checked with every database probe, so a key imported on one
+/// replica signs on the others within about a probe interval.
+async fn follow_shared_keystores(r: &Arc<Replica>, seen: &mut Option<i64>, busy: &Arc<std::sync::atomic::AtomicBool>) {
+    let Some(shared) = &r.shared else { return };
+    let Ok(generation) = r.db.keystore_generation().await else {
+        return;
+    };
+    if *seen == Some(generation) || busy.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let first = seen.is_none();
+    *seen = Some(generation);
+    if first {
+        // Read at startup already.
+        busy.store(false, std::sync::atomic::Ordering::SeqCst);
+        return;
+    }
+    let (r, shared, busy) = (r.clone(), shared.clone(), busy.clone());
+    tokio::spawn(async move {
+        let report = r.loader.load(std::slice::from_ref(&shared), Cores::Half).await;
+        if !report.added.is_empty() || !report.removed.is_empty() || !report.failed.is_empty() {
+            crate::keys::loader::log_report("shared keystores reread", &report);
+            if let Err(e) =
+                r.db.register(&report.added.iter().map(|c| c.pubkey).collect::<Vec<_>>())
+                    .await
+            {
+                tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
+            }
+        }
+        busy.store(false, std::sync::atomic::Ordering::SeqCst);
     });
 }
 
@@ -409,6 +535,8 @@ fn spawn_database_monitor(r: Arc<Replica>) {
     tokio::spawn(async move {
         let mut was_up = true;
         let mut was_ready: Option<bool> = None;
+        let mut shared_generation: Option<i64> = None;
+        let shared_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             let up = r.health.probe().await;
             if !up && was_up {
@@ -426,6 +554,9 @@ fn spawn_database_monitor(r: Arc<Replica>) {
             }
             if up && let Err(e) = r.disabled.refresh(&r.db).await {
                 tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database");
+            }
+            if up {
+                follow_shared_keystores(&r, &mut shared_generation, &shared_busy).await;
             }
             was_up = up;
             let readiness = r.health.readiness();
@@ -481,6 +612,54 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+/// `--aws-secrets-*`: the bulk loading's settings, or `None` when it is off.
+fn aws_bulk(args: &ServeArgs) -> anyhow::Result<Option<AwsBulk>> {
+    if !args.aws_secrets_enabled {
+        return Ok(None);
+    }
+    let credentials = if args.aws_secrets_auth_mode.eq_ignore_ascii_case("ENVIRONMENT") {
+        CredentialSource::Environment
+    } else {
+        match (&args.aws_secrets_access_key_id, &args.aws_secrets_secret_access_key) {
+            (Some(id), Some(key)) => CredentialSource::Specified(Credentials {
+                access_key_id: id.clone(),
+                secret_access_key: zeroize::Zeroizing::new(key.clone()),
+                session_token: None,
+            }),
+            _ => bail!(
+                "--aws-secrets-auth-mode=SPECIFIED needs --aws-secrets-access-key-id and \
+                 --aws-secrets-secret-access-key (or use ENVIRONMENT for the AWS default credential chain)"
+            ),
+        }
+    };
+    let region = match &args.aws_secrets_region {
+        Some(r) => r.clone(),
+        None => crate::keys::stores::aws::credentials::default_region()
+            .ok_or_else(|| anyhow!("--aws-secrets-enabled needs --aws-secrets-region (or AWS_REGION)"))?,
+    };
+    let tags = args
+        .aws_secrets_tags
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| match t.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (t.clone(), String::new()),
+        })
+        .collect();
+    Ok(Some(AwsBulk {
+        credentials,
+        region,
+        endpoint_override: args.aws_endpoint_override.clone(),
+        prefixes: args
+            .aws_secrets_prefixes_filter
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect(),
+        tags,
+    }))
 }
 
 /// This replica's name in the database's heartbeats: kept in `--data-path` so that a restart

@@ -68,7 +68,8 @@ impl ApiError {
                 | ProtectionError::ZeroChain
                 | ProtectionError::InvalidInterchange(_)
                 | ProtectionError::InvalidRepair(_) => StatusCode::BAD_REQUEST,
-                ProtectionError::RepairRefused(_) => StatusCode::CONFLICT,
+                ProtectionError::RepairRefused(_) | ProtectionError::FleetSecretMismatch { .. } => StatusCode::CONFLICT,
+                ProtectionError::NotShared(_) => StatusCode::BAD_REQUEST,
                 ProtectionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

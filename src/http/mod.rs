@@ -22,6 +22,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::app::health::Health;
 use crate::app::keymanager::KeyManager;
+use crate::app::reload::Reloads;
 use crate::app::signer::Signer;
 use crate::protection::{ChainPin, SlashingDatabase};
 use auth::ApiToken;
@@ -37,6 +38,7 @@ pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub struct AppState {
     pub signer: Arc<Signer>,
     pub keymanager: Arc<KeyManager>,
+    pub reloads: Arc<Reloads>,
     pub health: Arc<Health>,
     /// For the slashing-protection admin endpoints (import, export, high watermark).
     pub db: Arc<SlashingDatabase>,
@@ -115,6 +117,8 @@ fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
             ep("DELETE", "/eth/v1/keystores", Admin),
             delete(admin::delete_keystores),
         ),
+        (ep("POST", "/reload", Admin), post(admin::reload)),
+        (ep("GET", "/reload", Admin), get(admin::reload_status)),
     ];
     if metrics {
         v.push((ep("GET", "/metrics", Public), get(health::metrics)));

@@ -50,6 +50,32 @@ pub enum ProtectionError {
     /// The repair would be unsafe or could not take its lock: nothing changed.
     #[error("repair refused: {0}")]
     RepairRefused(String),
+    /// The database's shared keystores are sealed with another fleet secret than this
+    /// replica's: storing more would split the fleet's key set.
+    #[error(
+        "this replica's --shared-keystore-secret-file (id {ours}) is not the fleet secret this database's shared \
+         keystores are sealed with (id {pinned}): give every replica the same secret"
+    )]
+    FleetSecretMismatch { pinned: String, ours: String },
+    /// The backend keeps no shared keystores (SQLite: one host).
+    #[error("{0}")]
+    NotShared(String),
+}
+
+/// A keystore shared through the database: the EIP-2335 JSON as imported, and its password
+/// sealed with the fleet secret (named by `sealed_with`). Opaque to the database.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKeystore {
+    pub pubkey: PublicKey,
+    pub keystore: String,
+    pub sealed_password: Vec<u8>,
+    pub sealed_with: String,
+}
+
+impl std::fmt::Debug for StoredKeystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "StoredKeystore({}, sealed with {})", self.pubkey, self.sealed_with)
+    }
 }
 
 /// A check that passed: the message is recorded (or was, by this signer, before).
@@ -356,6 +382,60 @@ impl SlashingDatabase {
     /// A round trip to the database; its latency.
     pub async fn ping(&self) -> Result<Duration, ProtectionError> {
         dispatch!(self.ping())
+    }
+
+    /// Whether keystores imported on one replica are kept here for all (PostgreSQL).
+    pub fn shares_keystores(&self) -> bool {
+        matches!(self, SlashingDatabase::Postgres(_))
+    }
+
+    fn not_shared() -> ProtectionError {
+        ProtectionError::NotShared("an SQLite database is one host's: it keeps no shared keystores".into())
+    }
+
+    /// A number that changes with every change to the shared keystores.
+    pub async fn keystore_generation(&self) -> Result<i64, ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.keystore_generation().await,
+            SlashingDatabase::Sqlite(_) => Ok(0),
+        }
+    }
+
+    /// The fleet secret the shared keystores are sealed with (its id), once pinned.
+    pub async fn fleet_secret_id(&self) -> Result<Option<String>, ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.fleet_secret_id().await,
+            SlashingDatabase::Sqlite(_) => Ok(None),
+        }
+    }
+
+    pub async fn stored_keystores(&self) -> Result<Vec<StoredKeystore>, ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.stored_keystores().await,
+            SlashingDatabase::Sqlite(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Stores keystores for every replica, sealed with the fleet secret `secret_id` (pinned
+    /// by the first such call; another one is refused and nothing is stored).
+    pub async fn store_keystores(
+        &self,
+        rows: &[StoredKeystore],
+        secret_id: &str,
+        replica: &str,
+    ) -> Result<(), ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.store_keystores(rows, secret_id, replica).await,
+            SlashingDatabase::Sqlite(_) => Err(Self::not_shared()),
+        }
+    }
+
+    /// Removes stored keystores (a Key Manager deletion); how many there were.
+    pub async fn delete_stored_keystores(&self, pubkeys: &[PublicKey]) -> Result<u64, ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.delete_stored_keystores(pubkeys).await,
+            SlashingDatabase::Sqlite(_) => Ok(0),
+        }
     }
 }
 

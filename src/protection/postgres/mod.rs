@@ -33,6 +33,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
 
 mod batch;
+mod keystores;
 mod operations;
 
 use super::incarnation::{IDENTITY_QUERY, Incarnation};
