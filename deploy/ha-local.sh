@@ -33,7 +33,8 @@ LB=${HA_LB:-9200}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$PG_BIN" ] || PG_BIN=$(dirname "$(command -v initdb)")
 
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# From / : the checkout may sit in a folder the postgres user cannot enter.
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 psql_at() { "$PG_BIN/psql" -h 127.0.0.1 -p "$1" -U postgres -At -v ON_ERROR_STOP=1 -d "$2" -c "$3"; }
 say() { printf '[ha] %s\n' "$*"; }
 

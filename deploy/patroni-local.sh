@@ -44,7 +44,8 @@ PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 
 say() { printf '[patroni %s] %s\n' "$(date +%T)" "$*"; }
 AS_PG=(); [ "$(id -u)" = 0 ] && AS_PG=(runuser -u postgres --)
-as_pg() { "${AS_PG[@]}" "$@"; }
+# From / : the checkout may sit in a folder the postgres user cannot enter.
+as_pg() { (cd / && "${AS_PG[@]}" "$@"); }
 now_ms() { date +%s%3N; }
 psql_ha() { PGCONNECT_TIMEOUT=2 "$PG_BIN/psql" -h 127.0.0.1 -p "$HAPROXY" -U postgres -At -v ON_ERROR_STOP=1 -d postgres -c "$1"; }
 
@@ -103,8 +104,11 @@ start_node() { # n: Patroni in a session of its own, so that its whole process g
     local i=$1
     mkdir -p "$DIR/sock$((i + 1))"
     [ "$(id -u)" = 0 ] && chown postgres "$DIR/sock$((i + 1))"
-    (setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$DIR/patroni$((i + 1)).pid" \
-        "${AS_PG[@]}" patroni "$DIR/node$((i + 1)).yml" >> "$DIR/patroni$((i + 1)).log" 2>&1 &)
+    # From / (the checkout may sit in a folder the postgres user cannot enter); the subshell
+    # becomes the session, so nothing else holds this script's output open.
+    (cd / || exit 1
+     exec setsid bash -c 'echo $$ > "$1"; shift; exec "$@"' _ "$DIR/patroni$((i + 1)).pid" \
+        "${AS_PG[@]}" patroni "$DIR/node$((i + 1)).yml" >> "$DIR/patroni$((i + 1)).log" 2>&1 < /dev/null) &
     for _ in $(seq 50); do [ -s "$DIR/patroni$((i + 1)).pid" ] && return 0; sleep 0.02; done
 }
 

@@ -14,6 +14,9 @@
 # slashed, Palisade answered no 5xx, and the independent checker finds every signature valid,
 # nothing slashable signed, and everything signed recorded in the database.
 #
+# `tests/e2e/lodestar.sh install` only installs Lodestar (CI starts it early, in the
+# background).
+#
 # Environment: PALISADE_E2E_LODESTAR (npm install cache, default /tmp/palisade-e2e-lodestar),
 # PALISADE_E2E_WORK (run folder, default a new temp dir), PALISADE_E2E_BUDGET (seconds for the
 # chain to finalize, default 300).
@@ -43,9 +46,11 @@ check() { # condition message: collects failures so that every check runs
 cleanup() {
     local rc=$?
     set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    sleep 2
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    if [ ${#PIDS[@]} -gt 0 ]; then
+        for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+        sleep 2
+        for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    fi
     # Lodestar forks helpers: make sure nothing of it survives.
     pkill -KILL -f "$LODESTAR_DIR/node_modules" 2>/dev/null
     # PG_PID may be runuser's, which does not pass signals on: ask pg_ctl.
@@ -62,7 +67,8 @@ cleanup() {
     log "stopped everything; logs are in $WORK"
 }
 as_postgres() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    # From / : the checkout may sit in a folder the postgres user cannot enter.
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -n "$PG_BIN" ] || PG_BIN=$(dirname "$(command -v initdb)")
@@ -71,16 +77,27 @@ trap cleanup EXIT
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # ---------------------------------------------------------------- build and install
+install_lodestar() { # into a fresh folder, moved into place only when complete
+    [ -x "$LODESTAR_DIR/node_modules/.bin/lodestar" ] && return 0
+    log "installing Lodestar 1.5.1 from npm into $LODESTAR_DIR"
+    local tmp="$LODESTAR_DIR.partial.$$"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    cp "$HERE/lodestar/package.json" "$HERE/lodestar/polyfill.cjs" "$tmp/"
+    if ! (cd "$tmp" && npm install --no-audit --no-fund --foreground-scripts > "$WORK/npm.log" 2>&1); then
+        tail -20 "$WORK/npm.log"; rm -rf "$tmp"; fail "npm install"
+    fi
+    rm -rf "$LODESTAR_DIR" && mv "$tmp" "$LODESTAR_DIR"
+    # npm wrote absolute paths nowhere that matters; the .bin links are relative.
+}
+if [ "${1:-}" = install ]; then
+    # Only the npm install (CI runs it in the background while it builds).
+    install_lodestar
+    log "Lodestar installed"
+    exit 0
+fi
 log "building palisade and palisade-bench"
 (cd "$ROOT" && cargo build --quiet --bin palisade --bin palisade-bench)
-
-if [ ! -x "$LODESTAR_DIR/node_modules/.bin/lodestar" ]; then
-    log "installing Lodestar 1.5.1 from npm into $LODESTAR_DIR"
-    mkdir -p "$LODESTAR_DIR"
-    cp "$HERE/lodestar/package.json" "$HERE/lodestar/polyfill.cjs" "$LODESTAR_DIR/"
-    (cd "$LODESTAR_DIR" && npm install --no-audit --no-fund --foreground-scripts > "$WORK/npm.log" 2>&1) \
-        || { tail -20 "$WORK/npm.log"; fail "npm install"; }
-fi
+install_lodestar
 export NODE_OPTIONS="--require $LODESTAR_DIR/polyfill.cjs"
 LODESTAR="$LODESTAR_DIR/node_modules/.bin/lodestar"
 
