@@ -20,11 +20,12 @@ fn password() -> String {
     std::fs::read_to_string(testkit::interop_dir().join("password.txt")).unwrap()
 }
 
-/// A fleet secret file (mode 0600) with `fill` repeated.
-fn fleet_secret(dir: &Path, name: &str, fill: &str) -> PathBuf {
+/// A fleet secret file (mode 0600): 32 distinct bytes from `seed`, as hex.
+fn fleet_secret(dir: &Path, name: &str, seed: u8) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let f = dir.join(name);
-    std::fs::write(&f, fill.repeat(64 / fill.len())).unwrap();
+    let bytes: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(seed)).collect();
+    std::fs::write(&f, hex::encode(bytes)).unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
     f
 }
@@ -89,7 +90,7 @@ async fn an_import_on_one_replica_signs_everywhere_and_survives_restarts() {
         .prefix("palisade-fleet")
         .tempdir_in("/tmp")
         .unwrap();
-    let secret = fleet_secret(dir.path(), "fleet-secret", "5e");
+    let secret = fleet_secret(dir.path(), "fleet-secret", 0x5e);
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
     let mut a = replica(&a_dir, &db, Some(&secret));
     let mut b = replica(&b_dir, &db, Some(&secret));
@@ -206,8 +207,8 @@ async fn a_replica_without_the_fleet_secret_refuses_and_reports() {
         .prefix("palisade-fleet")
         .tempdir_in("/tmp")
         .unwrap();
-    let secret = fleet_secret(dir.path(), "fleet-secret", "a1");
-    let other = fleet_secret(dir.path(), "other-secret", "b2");
+    let secret = fleet_secret(dir.path(), "fleet-secret", 0xa1);
+    let other = fleet_secret(dir.path(), "other-secret", 0xb2);
     let a = replica(&dir.path().join("a"), &db, Some(&secret));
     assert_eq!(import(&a, 2).await["data"][0]["status"], "imported");
     let key = testkit::interop_pubkeys()[2].clone();
@@ -232,8 +233,12 @@ async fn a_replica_without_the_fleet_secret_refuses_and_reports() {
         // At startup it named the key it cannot unlock, and counts it as failed.
         let log = d.wait_for_log(&format!("shared keystore {key}")).await;
         assert!(log.contains("cannot unlock"), "{name}: {log}");
-        let h = health(&d).await;
-        assert_eq!(h["checks"][1]["data"]["failed"], 1, "{name}: {h}");
+        let h = testkit::wait::until("the failure is counted", Duration::from_secs(30), || async {
+            let h = health(&d).await;
+            (h["checks"][1]["data"]["failed"] == 1).then_some(h)
+        })
+        .await;
+        assert!(h.to_string().contains(&key), "{name}: {h}");
         let (s, _) = get(&d.url("/readyz")).await;
         assert_eq!(s, 503, "{name}: ready with a key it cannot unlock");
         assert_eq!(
@@ -257,7 +262,7 @@ async fn a_deletion_on_one_replica_removes_the_key_everywhere() {
         .prefix("palisade-fleet")
         .tempdir_in("/tmp")
         .unwrap();
-    let secret = fleet_secret(dir.path(), "fleet-secret", "c3");
+    let secret = fleet_secret(dir.path(), "fleet-secret", 0xc3);
     let a_dir = dir.path().join("a");
     let mut a = replica(&a_dir, &db, Some(&secret));
     let b = replica(&dir.path().join("b"), &db, Some(&secret));
@@ -281,10 +286,15 @@ async fn a_deletion_on_one_replica_removes_the_key_everywhere() {
     // with its next probe.
     let (s, e) = post(&sign_url(&a, &key), attestation(4, 5, 1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 412, "{e}");
+    // (The listing hides disabled keys at once; the reread is what drops the key itself.)
     testkit::wait::until("A drops the deleted key", Duration::from_secs(30), || async {
-        (!listed(&a).await.contains(&key)).then_some(())
+        let log = a.log();
+        log.lines()
+            .any(|l| l.contains("key removed: its source no longer holds it") && l.contains(&key))
+            .then_some(())
     })
     .await;
+    assert!(!listed(&a).await.contains(&key));
     assert_ne!(
         post(&sign_url(&a, &key), randao(2, MINIMAL_GVR).to_string()).await.0,
         200

@@ -271,3 +271,27 @@ async fn a_periodic_refresh_picks_up_new_keystores() {
     .await;
     assert_eq!(admin_get(&p, "/reload").await["trigger"], "refresh");
 }
+
+/// A definition's signing policy changed on disk applies with the reload (the key itself is
+/// not unlocked again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_policy_applies_after_a_reload() {
+    let s = setup();
+    let p = signer(&s, &[]);
+    keys_loaded(&p).await;
+    assert_eq!(status_of_sign(&p, 2).await, 200);
+    std::fs::write(
+        s.definitions.join("key-2.yaml"),
+        format!(
+            "type: file-raw\nprivateKey: \"{}\"\ndeniedSigningTypes: [RANDAO_REVEAL]\n",
+            testkit::interop_secret_keys()[2]
+        ),
+    )
+    .unwrap();
+    let (st, _) = admin(&p, Method::POST, "/reload", &json!({})).await;
+    assert_eq!(st, 202);
+    let state = reload_done(&p).await;
+    assert_eq!(state["last"]["unchanged"], 3, "{state}");
+    assert_eq!(status_of_sign(&p, 2).await, 403, "the new policy does not apply");
+    assert_eq!(status_of_sign(&p, 1).await, 200);
+}

@@ -116,6 +116,12 @@ async fn aws_secret_definitions_and_a_store_that_goes_down() {
     for i in 0..4 {
         assert_eq!(signs(&p, i).await, 200, "key {i} after a reload with the store down");
     }
+    // Nothing is missing: still ready (a fleet whose store blinks must not all leave the
+    // balancer), with the definitions it could not read again named as stale.
+    assert_eq!(get(&p.url("/readyz")).await.0, 200);
+    let h = health(&p).await;
+    assert_eq!(h["checks"][1]["data"]["failed"], 0, "{h}");
+    assert!(h["checks"][1]["data"]["stale"].as_u64().unwrap() >= 1, "{h}");
 }
 
 /// A store that cannot be reached at startup: bounded retries, then a clear error naming the
@@ -146,9 +152,12 @@ async fn a_store_down_at_startup_is_named_and_not_ready() {
         "{log}"
     );
     assert!(!log.contains("very-secret-value"), "a secret in the log");
-    let h = health(&p).await;
-    assert_eq!(h["checks"][1]["data"]["failed"], 1, "{h}");
-    assert_eq!(get(&p.url("/readyz")).await.0, 503);
+    testkit::wait::until("the failure is counted", Duration::from_secs(30), || async {
+        (health(&p).await["checks"][1]["data"]["failed"] == 1).then_some(())
+    })
+    .await;
+    let (s, why) = get(&p.url("/readyz")).await;
+    assert_eq!(s, 503, "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,6 +328,44 @@ async fn hashicorp_vault_kv2_over_tls() {
     let r = signer(pinned.path(), &[]);
     let log = r.wait_for_log("key failed to load").await;
     assert!(log.contains("not in tlsKnownServersPath"), "{log}");
+}
+
+/// A store that answers with a redirect (a Vault standby does) is not followed: the token
+/// would go to wherever it points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_never_carries_the_token_elsewhere() {
+    let elsewhere = MockStore::start(Vec::<Route>::new(), None).await;
+    let vault = MockStore::start(
+        vec![
+            Route {
+                method: "GET",
+                path: "/v1/secret/data/validator-6".into(),
+                status: 307,
+                body: String::new(),
+            }
+            .with_header("location", &format!("{}/v1/secret/data/validator-6", elsewhere.base)),
+        ],
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("vault.yaml"),
+        format!(
+            "type: hashicorp\nkeyPath: /v1/secret/data/validator-6\nserverHost: 127.0.0.1\nserverPort: {}\ntoken: s.redirected-token\n",
+            vault.port()
+        ),
+    )
+    .unwrap();
+    let p = signer(dir.path(), &[]);
+    let log = p.wait_for_log("key failed to load").await;
+    assert!(log.contains("307"), "{log}");
+    assert!(!vault.requests().is_empty(), "Vault was never asked");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the redirect was followed: {:?}",
+        elsewhere.requests()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,7 +143,7 @@ impl KeyManager {
     }
 
     pub async fn import(
-        &self,
+        self: &Arc<Self>,
         keystores: Vec<String>,
         passwords: Vec<Zeroizing<String>>,
         slashing_protection: Option<String>,
@@ -166,14 +166,14 @@ impl KeyManager {
                 keystores.len()
             )));
         }
-        let _changes = self.changes.lock().await;
         if let Some(why) = self.cannot_store().await? {
             tracing::warn!(keystores = keystores.len(), reason = %why, "Key Manager import refused");
             return Ok(keystores.iter().map(|_| Status::new("error", why.clone())).collect());
         }
 
-        // Decrypt on all cores without blocking the async runtime. A keystore not started
-        // before the deadline, or after the client went away, is not decrypted at all.
+        // Decrypt on all cores without blocking the async runtime, and without the change
+        // lock (reloads go on meanwhile). A keystore not started before the deadline, or after
+        // the client went away, is not decrypted at all.
         let deadline = std::time::Instant::now() + IMPORT_DEADLINE;
         let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancelled.clone());
@@ -200,6 +200,22 @@ impl KeyManager {
         .await
         .map_err(|e| KeyManagerError::BadRequest(format!("decryption task failed: {e}")))?;
 
+        // From here on the import runs to its end even if the client goes away: a half-done
+        // import (protection data in, key not stored) would answer nothing true.
+        let me = self.clone();
+        tokio::spawn(async move { me.apply(decrypted, interchange).await })
+            .await
+            .map_err(|e| KeyManagerError::BadRequest(format!("import task failed: {e}")))?
+    }
+
+    /// The second half of an import, under the change lock: protection data, enable, store,
+    /// install.
+    async fn apply(
+        &self,
+        decrypted: Vec<Result<Imported, String>>,
+        interchange: Option<Interchange>,
+    ) -> Result<Vec<Status>, KeyManagerError> {
+        let _changes = self.changes.lock().await;
         if let Some(i) = &interchange {
             self.chain.import(&self.db, i).await?;
         }
@@ -242,21 +258,17 @@ impl KeyManager {
         self.db.set_enabled(&fresh_keys, true).await?;
         self.disabled.remove(&fresh_keys);
 
-        let fresh: Vec<(usize, Imported)> = fresh
-            .into_iter()
-            .filter(|(_, imported)| {
-                let pk = imported.key.public_key();
-                let loaded = matches!(self.keys.lookup(&pk), Lookup::Ready(_));
-                if loaded {
-                    tracing::info!(pubkey = %pk, "key imported again through the Key Manager API: enabled");
-                }
-                !loaded
-            })
-            .collect();
+        // Stored, even a key still loaded here that a deletion elsewhere disabled: on a fleet
+        // its row is gone, and the other replicas must load it again.
         match self.store(&fresh).await {
             Ok(origins) => {
                 for ((_, imported), origin) in fresh.into_iter().zip(origins) {
                     let pk = imported.key.public_key();
+                    if matches!(self.keys.lookup(&pk), Lookup::Ready(_)) {
+                        self.keys.update_origin(&pk, &origin);
+                        tracing::info!(pubkey = %pk, stored = %origin, "key imported again through the Key Manager API: enabled");
+                        continue;
+                    }
                     let key: Arc<dyn crate::keys::SigningKey> = Arc::new(imported.key);
                     self.keys.insert_ready(key, &origin, false);
                     tracing::info!(pubkey = %pk, stored = %origin, "key imported through the Key Manager API");
@@ -314,7 +326,19 @@ impl KeyManager {
         }
     }
 
-    pub async fn delete(&self, pubkeys: Vec<PublicKey>) -> Result<(Vec<Status>, Interchange), KeyManagerError> {
+    /// Runs to its end even if the client goes away (a deletion half done would leave a key
+    /// disabled with its keystore still stored).
+    pub async fn delete(
+        self: &Arc<Self>,
+        pubkeys: Vec<PublicKey>,
+    ) -> Result<(Vec<Status>, Interchange), KeyManagerError> {
+        let me = self.clone();
+        tokio::spawn(async move { me.delete_now(pubkeys).await })
+            .await
+            .map_err(|e| KeyManagerError::BadRequest(format!("deletion task failed: {e}")))?
+    }
+
+    async fn delete_now(&self, pubkeys: Vec<PublicKey>) -> Result<(Vec<Status>, Interchange), KeyManagerError> {
         let _changes = self.changes.lock().await;
         let known: std::collections::HashSet<PublicKey> = self
             .db
@@ -362,7 +386,16 @@ impl KeyManager {
             statuses.push(match step {
                 Step::ReadOnly(reason) => Status::new("error", reason),
                 Step::NotFound => Status::new("not_found", ""),
-                Step::Inactive => Status::new("not_active", ""),
+                Step::Inactive => {
+                    // Not loaded here, but maybe imported elsewhere a moment ago: its stored
+                    // keystore goes too, or every replica would keep a disabled key's keystore.
+                    if matches!(self.store, ImportStore::Shared { .. })
+                        && let Err(e) = self.db.delete_stored_keystores(&[*pk]).await
+                    {
+                        tracing::error!(pubkey = %pk, error = %e, "cannot remove a deleted key's stored keystore");
+                    }
+                    Status::new("not_active", "")
+                }
                 Step::Unload(origin) => {
                     self.keys.remove(pk);
                     tracing::info!(pubkey = %pk, source = %origin, "key deleted through the Key Manager API");

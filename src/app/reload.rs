@@ -17,6 +17,8 @@ pub enum Status {
     Running,
     Completed,
     CompletedWithErrors,
+    /// The reload itself broke off (no key set was changed by what did not run).
+    Failed,
 }
 
 /// What `GET /reload` answers: Web3Signer's fields, plus what the last reload did.
@@ -36,7 +38,7 @@ pub struct ReloadState {
 
 /// Why a reload did not start.
 #[derive(Debug, thiserror::Error)]
-#[error("a reload operation is already in progress; try again later")]
+#[error("A reload operation is already in progress. Please try again later.")]
 pub struct AlreadyRunning;
 
 pub struct Reloads {
@@ -85,12 +87,17 @@ impl Reloads {
             }
             s.status = Status::Running;
             s.trigger = Some(trigger);
+            s.last_error = None;
             s.last_operation_time = Some(rfc3339(SystemTime::now()));
         }
         tracing::info!(trigger, "reloading keys from every source");
         let me = self.clone();
         tokio::spawn(async move {
+            // If the reload task ends without an outcome (it panicked), say so: a state stuck
+            // at `running` would refuse every later reload.
+            let mut unfinished = Unfinished(me.clone(), true);
             let report = me.loader.reload().await;
+            unfinished.1 = false;
             let mut s = me.state.lock().expect("reload state");
             s.last_operation_time = Some(rfc3339(SystemTime::now()));
             match report {
@@ -113,14 +120,31 @@ impl Reloads {
                     }
                     s.last = Some(r);
                 }
-                // Another reload (the shared keystores' watcher) held the loader: none ran.
+                // The loader was reloading already (never, while `start` guards it).
                 None => {
-                    s.status = Status::Idle;
-                    s.last_error = Some("another key load was running; nothing reloaded".into());
+                    s.status = Status::Failed;
+                    s.last_error = Some("another reload was running; nothing reloaded".into());
                 }
             }
         });
         Ok(())
+    }
+}
+
+/// Marks the reload failed when dropped while still set (a task that ended without an
+/// outcome).
+struct Unfinished(Arc<Reloads>, bool);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.1 {
+            return;
+        }
+        if let Ok(mut s) = self.0.state.lock() {
+            s.status = Status::Failed;
+            s.last_error = Some("Reload failed".into());
+            s.last_operation_time = Some(rfc3339(SystemTime::now()));
+        }
     }
 }
 

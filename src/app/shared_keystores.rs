@@ -4,12 +4,13 @@
 //! them back; replicas reread it when the database's keystore generation moves (checked with
 //! every database probe).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
 use crate::keys::fleet::FleetSecret;
 use crate::keys::keystore::Keystore;
+use crate::keys::loader::{Cores, KeyLoader};
 use crate::keys::source::{Failure, Found, KeySource, Material, Password, Pending, SourceError};
 use crate::keys::{Origin, OriginKind};
 use crate::protection::{SlashingDatabase, StoredKeystore};
@@ -19,6 +20,12 @@ pub struct SharedKeystores {
     name: Arc<str>,
     db: Arc<SlashingDatabase>,
     secret: Option<Arc<FleetSecret>>,
+    /// What the last listing read: the database (its identity, which a failover or a restore
+    /// changes) and the generation, from the listing's own snapshot. Only a listing that
+    /// succeeded moves it, so a reread that failed is tried again.
+    seen: Mutex<Option<(Option<String>, i64)>>,
+    /// One reread at a time (released even if one panics).
+    rereading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SharedKeystores {
@@ -27,7 +34,42 @@ impl SharedKeystores {
             name: Arc::from("shared keystores (Key Manager imports in the database)"),
             db,
             secret,
+            seen: Mutex::new(None),
+            rereading: Arc::default(),
         }
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.db.incarnation().and_then(|i| i.identity())
+    }
+
+    /// Rereads the shared keystores if the database holds another generation than the one last
+    /// read (an import or a deletion on some replica, or another database after a failover).
+    /// Called with every database probe: a key imported anywhere signs here within about a
+    /// probe interval.
+    pub async fn follow(self: &Arc<Self>, loader: &Arc<KeyLoader>) {
+        let Ok(generation) = self.db.keystore_generation().await else {
+            return;
+        };
+        if *self.seen.lock().expect("shared keystores") == Some((self.identity(), generation)) {
+            return;
+        }
+        let Ok(turn) = self.rereading.clone().try_lock_owned() else {
+            return;
+        };
+        let (me, loader) = (self.clone(), loader.clone());
+        tokio::spawn(async move {
+            let _turn = turn;
+            let source: Arc<dyn KeySource> = me.clone();
+            let report = loader.load(std::slice::from_ref(&source), Cores::Half).await;
+            if !report.added.is_empty() || !report.removed.is_empty() || !report.failed.is_empty() {
+                crate::keys::loader::log_report("shared keystores reread", &report);
+                let added: Vec<PublicKey> = report.added.iter().map(|c| c.pubkey).collect();
+                if let Err(e) = me.db.register(&added).await {
+                    tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
+                }
+            }
+        });
     }
 
     /// The origin of a key imported here or read back: deletable, for every replica.
@@ -49,6 +91,7 @@ impl SharedKeystores {
                 reason,
                 unit: Some(origin.unit.clone()),
                 pubkey: Some(row.pubkey),
+                origin: Some(origin.clone()),
             })
         };
         let Some(secret) = &self.secret else {
@@ -88,7 +131,8 @@ impl KeySource for SharedKeystores {
 
     fn list(&self) -> BoxFuture<'_, Result<Found, SourceError>> {
         Box::pin(async move {
-            let rows = self
+            let identity = self.identity();
+            let (generation, rows) = self
                 .db
                 .stored_keystores()
                 .await
@@ -104,6 +148,7 @@ impl KeySource for SharedKeystores {
                     }
                 }
             }
+            *self.seen.lock().expect("shared keystores") = Some((identity, generation));
             if unreadable > 0 {
                 tracing::error!(
                     keys = unreadable,

@@ -36,6 +36,23 @@ pub enum Command {
     SlashingProtection(SlashingProtectionCommand),
 }
 
+/// An option's value that must not reach `Debug` output or stay in memory (a secret).
+#[derive(Clone)]
+pub struct Hidden(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Hidden {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Hidden(zeroize::Zeroizing::new(s.to_string())))
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Listen address.
@@ -95,7 +112,7 @@ pub struct ServeArgs {
         value_name = "KEY",
         hide_env_values = true
     )]
-    pub aws_secrets_secret_access_key: Option<String>,
+    pub aws_secrets_secret_access_key: Option<Hidden>,
 
     #[arg(long, env = "PALISADE_AWS_SECRETS_REGION", value_name = "REGION")]
     pub aws_secrets_region: Option<String>,
@@ -123,6 +140,24 @@ pub struct ServeArgs {
         value_name = "NAME=VALUE"
     )]
     pub aws_secrets_tags: Vec<String>,
+
+    /// Web3Signer's older form: only secrets with a tag named one of these (comma separated).
+    #[arg(
+        long,
+        env = "PALISADE_AWS_SECRETS_TAG_NAMES_FILTER",
+        value_delimiter = ',',
+        value_name = "NAME,.."
+    )]
+    pub aws_secrets_tag_names_filter: Vec<String>,
+
+    /// Web3Signer's older form: only secrets with a tag valued one of these (comma separated).
+    #[arg(
+        long,
+        env = "PALISADE_AWS_SECRETS_TAG_VALUES_FILTER",
+        value_delimiter = ',',
+        value_name = "VALUE,.."
+    )]
+    pub aws_secrets_tag_values_filter: Vec<String>,
 
     /// Slashing-protection database: `postgres://...` for shared (multi-replica) protection,
     /// `sqlite://PATH` for one host.

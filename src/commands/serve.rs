@@ -43,7 +43,7 @@ struct Replica {
     signer: Arc<Signer>,
     loader: Arc<KeyLoader>,
     /// The database's shared keystores, when this replica reads them (PostgreSQL).
-    shared: Option<Arc<dyn KeySource>>,
+    shared: Option<Arc<SharedKeystores>>,
     health: Arc<Health>,
     db: Arc<SlashingDatabase>,
     keys: Arc<KeyRegistry>,
@@ -56,6 +56,8 @@ struct Replica {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Before anything slow: SIGHUP (logrotate, `systemctl reload`) reloads keys, never ends us.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut network = Network::load(&args.network)?;
     if let Some(t) = args.genesis_time {
         network.genesis_time = Some(t);
@@ -170,8 +172,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let registry = Arc::new(KeyRegistry::new());
     let db = Arc::new(db);
     let mut sources = configured.sources;
-    let shared: Option<Arc<dyn KeySource>> = if db.shares_keystores() {
-        let s: Arc<dyn KeySource> = Arc::new(SharedKeystores::new(db.clone(), fleet_secret.clone()));
+    let shared: Option<Arc<SharedKeystores>> = if db.shares_keystores() {
+        let s = Arc::new(SharedKeystores::new(db.clone(), fleet_secret.clone()));
         sources.push(s.clone());
         Some(s)
     } else {
@@ -322,7 +324,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let replica = Arc::new(replica);
     spawn_key_loading(local, replica.clone());
-    spawn_reload_triggers(reloads, args.keys_refresh_secs);
+    spawn_reload_triggers(reloads, args.keys_refresh_secs, hup);
     spawn_replica_memory(replica.clone());
     spawn_database_monitor(replica.clone());
     if args.prune_epochs_to_keep > 0 {
@@ -369,43 +371,68 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Registers the keys in the database and unlocks them in the background (the server answers
-/// at once), then reads the secret stores. A signing for a key not registered yet registers it
-/// itself.
+/// at once), while the secret stores are read. A signing for a key not registered yet
+/// registers it itself.
 fn spawn_key_loading(local: crate::keys::loader::Prepared, r: Arc<Replica>) {
     tokio::spawn(async move {
         if let Err(e) = r.db.register(&r.keys.known_pubkeys()).await {
             tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
         }
-        let mut report = r.loader.unlock(local, Cores::All).await;
         let remote = r.loader.remote_sources();
-        let loads = remote.iter().map(|s| {
+        let stores = futures::future::join_all(remote.iter().map(|s| {
             let r = r.clone();
-            let s = s.clone();
             async move {
-                let report = r.loader.load(std::slice::from_ref(&s), Cores::All).await;
+                r.loader.load(std::slice::from_ref(s), Cores::All).await;
                 r.keys.source_listed();
-                report
             }
-        });
-        for other in futures::future::join_all(loads).await {
-            report.added.extend(other.added);
-            report.failed.extend(other.failed);
-        }
+        }));
+        let (_, _) = tokio::join!(r.loader.unlock(local, Cores::All), stores);
         if let Err(e) = r.db.register(&r.keys.ready_pubkeys()).await {
             tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
         }
         let counts = r.keys.counts();
         r.metrics.set_keys(counts);
         tracing::info!(loaded = counts.loaded, failed = counts.failed, "keys loaded");
+        retry_missing_stores(&r, remote).await;
     });
 }
 
-/// SIGHUP and `--keys-refresh-secs` reload every key source (as `POST /reload` does).
-fn spawn_reload_triggers(reloads: Arc<Reloads>, refresh_secs: Option<u64>) {
+/// A secret store that could not be read at startup is read again, with growing pauses (10 s
+/// to 5 min), until it has given every key it holds: the replica becomes ready by itself when
+/// the store is back.
+async fn retry_missing_stores(r: &Arc<Replica>, remote: Vec<Arc<dyn KeySource>>) {
+    let mut pause = Duration::from_secs(10);
+    loop {
+        let missing: Vec<Arc<dyn KeySource>> = remote
+            .iter()
+            .filter(|s| r.keys.has_failures(s.name()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(300));
+        for s in missing {
+            tracing::info!(source = %s.name(), "reading a secret store again: it could not give every key");
+            let report = r.loader.load(std::slice::from_ref(&s), Cores::Half).await;
+            let added: Vec<_> = report.added.iter().map(|c| c.pubkey).collect();
+            if !added.is_empty()
+                && let Err(e) = r.db.register(&added).await
+            {
+                tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
+            }
+        }
+    }
+}
+
+/// SIGHUP and `--keys-refresh-secs` reload every key source (as `POST /reload` does). The
+/// SIGHUP handler is installed first thing at startup (`hup`): a SIGHUP before it would end the
+/// process.
+fn spawn_reload_triggers(reloads: Arc<Reloads>, refresh_secs: Option<u64>, hup: Option<tokio::signal::unix::Signal>) {
     let on_hup = reloads.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        let Some(mut hup) = hup else {
             tracing::warn!("cannot listen for SIGHUP: reload keys with POST /reload");
             return;
         };
@@ -427,40 +454,6 @@ fn spawn_reload_triggers(reloads: Arc<Reloads>, refresh_secs: Option<u64>) {
             }
         });
     }
-}
-
-/// Rereads the database's shared keystores when their generation moved (an import or a
-/// deletion on some replica): checked with every database probe, so a key imported on one
-/// replica signs on the others within about a probe interval.
-async fn follow_shared_keystores(r: &Arc<Replica>, seen: &mut Option<i64>, busy: &Arc<std::sync::atomic::AtomicBool>) {
-    let Some(shared) = &r.shared else { return };
-    let Ok(generation) = r.db.keystore_generation().await else {
-        return;
-    };
-    if *seen == Some(generation) || busy.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        return;
-    }
-    let first = seen.is_none();
-    *seen = Some(generation);
-    if first {
-        // Read at startup already.
-        busy.store(false, std::sync::atomic::Ordering::SeqCst);
-        return;
-    }
-    let (r, shared, busy) = (r.clone(), shared.clone(), busy.clone());
-    tokio::spawn(async move {
-        let report = r.loader.load(std::slice::from_ref(&shared), Cores::Half).await;
-        if !report.added.is_empty() || !report.removed.is_empty() || !report.failed.is_empty() {
-            crate::keys::loader::log_report("shared keystores reread", &report);
-            if let Err(e) =
-                r.db.register(&report.added.iter().map(|c| c.pubkey).collect::<Vec<_>>())
-                    .await
-            {
-                tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
-            }
-        }
-        busy.store(false, std::sync::atomic::Ordering::SeqCst);
-    });
 }
 
 /// Saves the replica's record every second when it changed, writes it back into the database
@@ -535,8 +528,6 @@ fn spawn_database_monitor(r: Arc<Replica>) {
     tokio::spawn(async move {
         let mut was_up = true;
         let mut was_ready: Option<bool> = None;
-        let mut shared_generation: Option<i64> = None;
-        let shared_busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             let up = r.health.probe().await;
             if !up && was_up {
@@ -555,8 +546,8 @@ fn spawn_database_monitor(r: Arc<Replica>) {
             if up && let Err(e) = r.disabled.refresh(&r.db).await {
                 tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database");
             }
-            if up {
-                follow_shared_keystores(&r, &mut shared_generation, &shared_busy).await;
+            if up && let Some(shared) = &r.shared {
+                shared.follow(&r.loader).await;
             }
             was_up = up;
             let readiness = r.health.readiness();
@@ -625,7 +616,7 @@ fn aws_bulk(args: &ServeArgs) -> anyhow::Result<Option<AwsBulk>> {
         match (&args.aws_secrets_access_key_id, &args.aws_secrets_secret_access_key) {
             (Some(id), Some(key)) => CredentialSource::Specified(Credentials {
                 access_key_id: id.clone(),
-                secret_access_key: zeroize::Zeroizing::new(key.clone()),
+                secret_access_key: key.0.clone(),
                 session_token: None,
             }),
             _ => bail!(
@@ -639,15 +630,31 @@ fn aws_bulk(args: &ServeArgs) -> anyhow::Result<Option<AwsBulk>> {
         None => crate::keys::stores::aws::credentials::default_region()
             .ok_or_else(|| anyhow!("--aws-secrets-enabled needs --aws-secrets-region (or AWS_REGION)"))?,
     };
-    let tags = args
-        .aws_secrets_tags
-        .iter()
-        .filter(|t| !t.is_empty())
-        .map(|t| match t.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (t.clone(), String::new()),
-        })
-        .collect();
+    let mut tag_keys = Vec::new();
+    let mut tag_values = Vec::new();
+    for t in args.aws_secrets_tags.iter().filter(|t| !t.is_empty()) {
+        match t.split_once('=') {
+            Some((k, v)) => {
+                tag_keys.push(k.to_string());
+                if !v.is_empty() {
+                    tag_values.push(v.to_string());
+                }
+            }
+            None => tag_keys.push(t.clone()),
+        }
+    }
+    tag_keys.extend(
+        args.aws_secrets_tag_names_filter
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned(),
+    );
+    tag_values.extend(
+        args.aws_secrets_tag_values_filter
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned(),
+    );
     Ok(Some(AwsBulk {
         credentials,
         region,
@@ -658,7 +665,8 @@ fn aws_bulk(args: &ServeArgs) -> anyhow::Result<Option<AwsBulk>> {
             .filter(|p| !p.is_empty())
             .cloned()
             .collect(),
-        tags,
+        tag_keys,
+        tag_values,
     }))
 }
 

@@ -75,7 +75,7 @@ impl HttpGuard {
                 .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
     }
 
-    fn check(&self, method: &Method, headers: &HeaderMap, authority: Option<&str>) -> Result<(), ApiError> {
+    fn check(&self, method: &Method, path: &str, headers: &HeaderMap, authority: Option<&str>) -> Result<(), ApiError> {
         // HTTP/2 carries the host in :authority, HTTP/1.1 in Host; HTTP/1.0 may send neither
         // (no browser does).
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(authority);
@@ -95,14 +95,10 @@ impl HttpGuard {
                 )));
             }
         }
-        // A body must be JSON (a browser cannot send that cross-site without asking first); a
-        // POST without one (`POST /reload`, as Web3Signer's clients send it) needs no type.
-        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-            || headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim() != "0");
-        if method == Method::POST && has_body && !is_json(headers) {
+        // A body must be JSON (a browser cannot send that cross-site without asking first).
+        // `POST /reload` carries none and Web3Signer's clients send it bare; it needs the
+        // admin token, which a browser cannot add either.
+        if method == Method::POST && !is_json(headers) && path != "/reload" {
             return Err(ApiError::UnsupportedMediaType(
                 "POST bodies must be sent with `Content-Type: application/json`".into(),
             ));
@@ -139,7 +135,12 @@ pub async fn middleware(State(guard): State<std::sync::Arc<HttpGuard>>, req: Req
         && let Some(o) = &origin
     {
         // A CORS preflight: answered here, for allowed origins only.
-        return match guard.check(&Method::GET, req.headers(), req.uri().authority().map(|a| a.as_str())) {
+        return match guard.check(
+            &Method::GET,
+            &path,
+            req.headers(),
+            req.uri().authority().map(|a| a.as_str()),
+        ) {
             Ok(()) => {
                 let mut r = StatusCode::NO_CONTENT.into_response();
                 let h = r.headers_mut();
@@ -159,7 +160,12 @@ pub async fn middleware(State(guard): State<std::sync::Arc<HttpGuard>>, req: Req
             Err(e) => e.for_path(&path),
         };
     }
-    if let Err(e) = guard.check(req.method(), req.headers(), req.uri().authority().map(|a| a.as_str())) {
+    if let Err(e) = guard.check(
+        req.method(),
+        &path,
+        req.headers(),
+        req.uri().authority().map(|a| a.as_str()),
+    ) {
         tracing::warn!(%path, reason = %e.message(), "request refused");
         return e.for_path(&path);
     }
@@ -196,11 +202,16 @@ mod tests {
             "LOCALHOST",
             "localhost.",
         ] {
-            assert!(g.check(&Method::GET, &headers(&[("host", ok)]), None).is_ok(), "{ok}");
+            assert!(
+                g.check(&Method::GET, "/api/v1/eth2/sign/x", &headers(&[("host", ok)]), None)
+                    .is_ok(),
+                "{ok}"
+            );
         }
         let e = g
             .check(
                 &Method::GET,
+                "/api/v1/eth2/sign/x",
                 &headers(&[("host", "rebind.attacker.example:9000")]),
                 None,
             )
@@ -209,18 +220,28 @@ mod tests {
         assert!(e.message().contains("rebind.attacker.example") && e.message().contains("--http-host-allowlist"));
         assert!(
             HttpGuard::new(&["*".into()], "127.0.0.1", &[])
-                .check(&Method::GET, &headers(&[("host", "x.y")]), None)
+                .check(&Method::GET, "/api/v1/eth2/sign/x", &headers(&[("host", "x.y")]), None)
                 .is_ok()
         );
         let named = HttpGuard::new(&["signer.internal".into()], "0.0.0.0", &[]);
         assert!(
             named
-                .check(&Method::GET, &headers(&[("host", "signer.internal:9000")]), None)
+                .check(
+                    &Method::GET,
+                    "/api/v1/eth2/sign/x",
+                    &headers(&[("host", "signer.internal:9000")]),
+                    None
+                )
                 .is_ok()
         );
         assert!(
             named
-                .check(&Method::GET, &headers(&[("host", "localhost:9000")]), None)
+                .check(
+                    &Method::GET,
+                    "/api/v1/eth2/sign/x",
+                    &headers(&[("host", "localhost:9000")]),
+                    None
+                )
                 .is_err()
         );
     }
@@ -234,7 +255,9 @@ mod tests {
             ("content-type", "application/json"),
         ]);
         assert_eq!(
-            g.check(&Method::POST, &h, None).unwrap_err().status(),
+            g.check(&Method::POST, "/api/v1/eth2/sign/x", &h, None)
+                .unwrap_err()
+                .status(),
             StatusCode::FORBIDDEN
         );
         let ops = HttpGuard::new(&[], "127.0.0.1", &["https://ops.example/".into()]);
@@ -243,26 +266,27 @@ mod tests {
             ("origin", "https://ops.example"),
             ("content-type", "application/json; charset=utf-8"),
         ]);
-        assert!(ops.check(&Method::POST, &h, None).is_ok());
+        assert!(ops.check(&Method::POST, "/api/v1/eth2/sign/x", &h, None).is_ok());
         for ct in [
             None,
             Some("text/plain"),
             Some("application/x-www-form-urlencoded"),
             Some("multipart/form-data"),
         ] {
-            let mut h = headers(&[("host", "localhost"), ("content-length", "2")]);
+            let mut h = headers(&[("host", "localhost")]);
             if let Some(ct) = ct {
                 h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
             }
             assert_eq!(
-                g.check(&Method::POST, &h, None).unwrap_err().status(),
+                g.check(&Method::POST, "/api/v1/eth2/sign/x", &h, None)
+                    .unwrap_err()
+                    .status(),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "{ct:?}"
             );
-            assert!(g.check(&Method::GET, &h, None).is_ok());
-            // Without a body there is nothing to be JSON (`POST /reload`).
-            h.remove(header::CONTENT_LENGTH);
-            assert!(g.check(&Method::POST, &h, None).is_ok(), "{ct:?}");
+            assert!(g.check(&Method::GET, "/api/v1/eth2/sign/x", &h, None).is_ok());
+            // `POST /reload` carries no body.
+            assert!(g.check(&Method::POST, "/reload", &h, None).is_ok(), "{ct:?}");
         }
     }
 }

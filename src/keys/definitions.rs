@@ -198,14 +198,24 @@ pub fn read_file(file: &Path) -> Result<Vec<Definition>, String> {
     Ok(out)
 }
 
-/// serde_yaml errors may quote the offending value; a secret must never reach a log.
+/// serde_yaml errors may quote the offending value; a secret must never reach a log. Where
+/// one could, only the field and the place are kept.
 fn redact_yaml_error(e: &str) -> String {
     const SECRET_FIELDS: [&str; 4] = ["privateKey", "secretAccessKey", "token", "clientSecret"];
-    if SECRET_FIELDS.iter().any(|f| e.contains(f)) || e.len() > 200 {
-        "invalid YAML key definition".into()
-    } else {
-        e.to_string()
+    let place = e.find(" at line ").map_or("", |i| &e[i..]);
+    match SECRET_FIELDS.iter().find(|f| e.contains(*f)) {
+        Some(field) => format!("invalid value for `{field}`{place}"),
+        None if e.len() > 200 => format!("invalid YAML key definition{place}"),
+        None => e.to_string(),
     }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn required<T>(v: Option<T>, field: &str) -> Result<T, String> {
@@ -256,8 +266,22 @@ fn definition(raw: RawDefinition, base: &Path) -> Result<KeyDefinition, String> 
                 }
                 None => 8200,
             };
+            let tls_enabled = raw
+                .tls_enabled
+                .as_ref()
+                .map_or(Ok(false), |t| t.boolean("tlsEnabled"))?;
+            if !tls_enabled && (raw.tls_known_servers_path.is_some() || raw.tls_ca_file.is_some()) {
+                return Err("tlsKnownServersPath and tlsCaFile need `tlsEnabled: true`".into());
+            }
+            if raw.tls_known_servers_path.is_some() && raw.tls_ca_file.is_some() {
+                return Err("give tlsKnownServersPath (certificate fingerprints) or tlsCaFile (a CA), not both".into());
+            }
+            let server_host = required(raw.server_host, "serverHost")?;
+            if !tls_enabled && !is_loopback(&server_host) {
+                tracing::warn!(host = %server_host, "a Vault token will cross the network in clear text: set `tlsEnabled: true`");
+            }
             Ok(KeyDefinition::Vault(VaultSecret {
-                server_host: required(raw.server_host, "serverHost")?,
+                server_host,
                 server_port: port,
                 timeout_ms: raw.timeout.as_ref().map_or(Ok(10_000), |t| t.number("timeout"))?,
                 tls_enabled: raw

@@ -37,7 +37,7 @@ impl fmt::Debug for FleetSecret {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FleetError {
-    #[error("{file}: {why}")]
+    #[error("--shared-keystore-secret-file {file}: {why}")]
     File { file: String, why: String },
     /// Sealed with another fleet secret than this replica's.
     #[error("sealed with fleet secret {sealed_with}, but this replica's --shared-keystore-secret-file is {ours}")]
@@ -46,12 +46,23 @@ pub enum FleetError {
     Corrupt,
 }
 
+/// Distinct byte values 32 random bytes have at the very least (they have ~30): fewer means
+/// a pattern someone typed, which a stolen database could be tried against.
+const MIN_DISTINCT_BYTES: usize = 16;
+
 impl FleetSecret {
+    /// From the secret's bytes: at least 32, and random-looking.
     pub fn from_bytes(secret: &[u8]) -> Result<Self, String> {
         if secret.len() < MIN_SECRET_BYTES {
             return Err(format!(
-                "has {} bytes; a fleet secret needs at least {MIN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
+                "has {} bytes; a fleet secret needs at least {MIN_SECRET_BYTES} random bytes (`openssl rand -hex 32`)",
                 secret.len()
+            ));
+        }
+        let distinct = secret.iter().collect::<std::collections::HashSet<_>>().len();
+        if distinct < MIN_DISTINCT_BYTES {
+            return Err(format!(
+                "does not look random ({distinct} distinct byte values); generate one with `openssl rand -hex 32`"
             ));
         }
         let hk = Hkdf::<Sha256>::new(Some(SALT), secret);
@@ -66,15 +77,21 @@ impl FleetSecret {
         })
     }
 
-    /// Reads the secret from `file` (surrounding whitespace ignored).
+    /// Reads the secret from `file`: hex (`openssl rand -hex 32`), surrounding whitespace
+    /// ignored.
     pub fn load(file: &Path) -> Result<Self, FleetError> {
         let err = |why: String| FleetError::File {
             file: file.display().to_string(),
             why,
         };
-        let bytes = Zeroizing::new(std::fs::read(file).map_err(|e| err(format!("cannot read: {e}")))?);
-        let text = bytes.trim_ascii();
-        Self::from_bytes(text).map_err(err)
+        let text = Zeroizing::new(std::fs::read(file).map_err(|e| err(format!("cannot read: {e}")))?);
+        let hex_text = text.trim_ascii();
+        let hex_text = hex_text.strip_prefix(b"0x").unwrap_or(hex_text);
+        let bytes = Zeroizing::new(
+            hex::decode(hex_text)
+                .map_err(|_| err("must hold the secret as hex (`openssl rand -hex 32 > FILE`)".into()))?,
+        );
+        Self::from_bytes(&bytes).map_err(err)
     }
 
     pub fn id(&self) -> &str {
@@ -140,8 +157,8 @@ impl FleetSecret {
                 )
                 .map_err(|_| FleetError::Corrupt)?,
         );
-        String::from_utf8(plain.to_vec())
-            .map(Zeroizing::new)
+        std::str::from_utf8(&plain)
+            .map(|p| Zeroizing::new(p.to_string()))
             .map_err(|_| FleetError::Corrupt)
     }
 }
@@ -154,9 +171,31 @@ mod tests {
         PublicKey([b; 48])
     }
 
+    /// 32 distinct bytes (test material, not a secret).
+    fn random_looking(seed: u8) -> Vec<u8> {
+        (0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(seed)).collect()
+    }
+
+    #[test]
+    fn loads_hex_files_and_names_the_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("fleet");
+        std::fs::write(&f, format!("{}\n", hex::encode(random_looking(3)))).unwrap();
+        assert_eq!(
+            FleetSecret::load(&f).unwrap().id(),
+            FleetSecret::from_bytes(&random_looking(3)).unwrap().id()
+        );
+        std::fs::write(&f, "correct horse battery staple and more words to be long").unwrap();
+        let e = FleetSecret::load(&f).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--shared-keystore-secret-file") && e.contains("hex"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn seals_and_unseals_bound_to_the_key() {
-        let f = FleetSecret::from_bytes(&[7u8; 32]).unwrap();
+        let f = FleetSecret::from_bytes(&random_looking(7)).unwrap();
         let sealed = f.seal(&pk(1), "correct horse");
         assert!(!sealed.windows(13).any(|w| w == b"correct horse"));
         assert_eq!(f.unseal(&pk(1), &sealed, f.id()).unwrap().as_str(), "correct horse");
@@ -171,8 +210,8 @@ mod tests {
 
     #[test]
     fn another_secret_is_named_not_tried() {
-        let a = FleetSecret::from_bytes(&[1u8; 40]).unwrap();
-        let b = FleetSecret::from_bytes(&[2u8; 40]).unwrap();
+        let a = FleetSecret::from_bytes(&random_looking(1)).unwrap();
+        let b = FleetSecret::from_bytes(&random_looking(2)).unwrap();
         assert_ne!(a.id(), b.id());
         let sealed = a.seal(&pk(1), "pw");
         match b.unseal(&pk(1), &sealed, a.id()) {
@@ -182,6 +221,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(FleetSecret::from_bytes(b"short").is_err());
+        // Long enough, but typed: refused.
+        assert!(
+            FleetSecret::from_bytes(&b"5e".repeat(32))
+                .unwrap_err()
+                .contains("random")
+        );
         assert!(!format!("{a:?}").contains("\\x01"));
     }
 }

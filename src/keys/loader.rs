@@ -7,8 +7,10 @@
 //! 3. unlock what is new on the CPU pool (the KDFs: the slow part) and install it.
 //!
 //! A source that cannot be listed keeps every key it gave; a file or secret that cannot be
-//! read keeps the keys it gave: a reload never half-applies a half-written file or drops keys
-//! because a store is down. Keys already loaded are not unlocked again.
+//! read keeps the keys it gave (reported as stale, not as missing): a reload never
+//! half-applies a half-written file or drops keys because a store is down. Keys already loaded
+//! are not unlocked again (but for keystores that do not declare their pubkey), and take the
+//! origin their source gives them now (a changed signing policy applies).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -77,7 +79,7 @@ pub struct KeyLoader {
     /// a load's picture of a source never goes stale under it.
     pub changes: Arc<tokio::sync::Mutex<()>>,
     reloading: AtomicBool,
-    half: rayon::ThreadPool,
+    half: Arc<rayon::ThreadPool>,
 }
 
 /// Progress lines for large loads.
@@ -113,11 +115,13 @@ impl Progress {
 impl KeyLoader {
     pub fn new(registry: Arc<KeyRegistry>, sources: Vec<Arc<dyn KeySource>>) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let half = rayon::ThreadPoolBuilder::new()
-            .num_threads((cores / 2).max(1))
-            .thread_name(|i| format!("key-reload-{i}"))
-            .build()
-            .expect("a thread pool");
+        let half = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads((cores / 2).max(1))
+                .thread_name(|i| format!("key-reload-{i}"))
+                .build()
+                .expect("a thread pool"),
+        );
         KeyLoader {
             registry,
             sources,
@@ -217,7 +221,12 @@ impl KeyLoader {
                 .with_max_len(1)
                 .map(|(pending, announced)| {
                     let mut r = LoadReport::default();
-                    match pending.unlock() {
+                    // A key that panics its decryption fails alone; it never stays `Loading`.
+                    let unlocked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pending.unlock()))
+                        .unwrap_or_else(|_| {
+                            Err(super::source::UnlockError::Secret("unlocking the key panicked".into()))
+                        });
+                    match unlocked {
                         Ok(keys) => {
                             for key in keys {
                                 let pubkey = key.public_key();
@@ -228,7 +237,8 @@ impl KeyLoader {
                                         source: pending.origin.label.clone(),
                                     });
                                 } else {
-                                    tracing::warn!(source = %pending.origin, %pubkey,
+                                    let kept = registry.origin(&pubkey).map(|o| o.label.clone()).unwrap_or_default();
+                                    tracing::warn!(source = %pending.origin, %pubkey, kept = %kept,
                                         "key is defined more than once (or was deleted meanwhile); keeping the first definition");
                                 }
                             }
@@ -255,15 +265,16 @@ impl KeyLoader {
         };
         let unlocked = match cores {
             // Off the async workers, on rayon's global pool: every core.
-            Cores::All => tokio::task::spawn_blocking(work).await.unwrap_or_default(),
+            Cores::All => tokio::task::spawn_blocking(work).await,
             Cores::Half => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                self.half.spawn(move || {
-                    let _ = tx.send(work());
-                });
-                rx.await.unwrap_or_default()
+                let half = self.half.clone();
+                tokio::task::spawn_blocking(move || half.install(work)).await
             }
-        };
+        }
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "unlocking keys stopped");
+            LoadReport::default()
+        });
         report.merge(unlocked);
         report
     }
@@ -288,10 +299,15 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
         let found = match listing {
             Ok(f) => f,
             Err(e) => {
-                // Nothing known about the source now: every key it gave stays.
+                // Nothing known about the source now: every key it gave stays. With none, its
+                // keys are missing: a failure; with some, they are stale.
                 tracing::error!(source = %name, error = %e, "key source could not be read; keeping the keys it gave before");
-                let whole = Origin::new(&name, "", name.to_string(), super::OriginKind::Definition, None);
-                registry.fail(None, &whole, e.to_string());
+                if registry.held_from(&name).is_empty() {
+                    let whole = Origin::new(&name, "", name.to_string(), super::OriginKind::Definition, None);
+                    registry.fail(None, &whole, e.to_string());
+                } else {
+                    registry.stale(&name, name.to_string(), e.to_string());
+                }
                 report.failed.push(Failed {
                     source: name.to_string(),
                     reason: e.to_string(),
@@ -301,9 +317,11 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
         };
         let held = registry.held_from(&name);
         let held_keys: HashSet<PublicKey> = held.iter().map(|h| h.pubkey).collect();
+        let held_units: HashSet<&str> = held.iter().map(|h| h.origin.unit.as_str()).collect();
         let mut kept_units: HashSet<String> = found.keep.iter().cloned().collect();
         for f in &found.failures {
-            record_failure(registry, &name, f, &mut report);
+            let stale = f.unit.as_deref().is_some_and(|u| held_units.contains(u));
+            record_failure(registry, &name, f, stale, &mut report);
             if let Some(u) = &f.unit {
                 kept_units.insert(u.clone());
             }
@@ -328,6 +346,7 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
                     }
                     Err(reason) => {
                         kept_units.insert(p.origin.unit.clone());
+                        let stale = held_units.contains(p.origin.unit.as_str());
                         record_failure(
                             registry,
                             &name,
@@ -336,7 +355,9 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
                                 reason: reason.to_string(),
                                 unit: Some(p.origin.unit.clone()),
                                 pubkey: None,
+                                origin: Some(p.origin.clone()),
                             },
+                            stale,
                             &mut report,
                         );
                     }
@@ -373,6 +394,7 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
         for (origin, key) in plan.cheap_ready {
             let pubkey = key.public_key();
             if plan.held_keys.contains(&pubkey) && registry.holds(&pubkey) {
+                registry.update_origin(&pubkey, &origin);
                 report.unchanged += 1;
                 continue;
             }
@@ -383,17 +405,23 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
                     source: origin.label.clone(),
                 });
             } else {
-                tracing::warn!(source = %origin, %pubkey, "key is defined more than once; keeping the first definition");
+                let kept = registry.origin(&pubkey).map(|o| o.label.clone()).unwrap_or_default();
+                tracing::warn!(source = %origin, %pubkey, kept = %kept, "key is defined more than once; keeping the first definition");
             }
         }
         // Keystores: announced now (requests wait for them), unlocked in step 3.
         let mut seen = HashSet::new();
         for p in plan.slow {
             match p.declared {
-                Some(pk) if plan.held_keys.contains(&pk) && registry.holds(&pk) => report.unchanged += 1,
+                Some(pk) if plan.held_keys.contains(&pk) && registry.holds(&pk) => {
+                    registry.update_origin(&pk, &p.origin);
+                    report.unchanged += 1
+                }
                 Some(pk) => {
                     if !seen.insert(pk) || !registry.announce(pk, &p.origin) {
-                        tracing::warn!(source = %p.origin, pubkey = %pk, "key is defined more than once; keeping the first definition");
+                        let kept = registry.origin(&pk).map(|o| o.label.clone()).unwrap_or_default();
+                        tracing::warn!(source = %p.origin, pubkey = %pk, kept = %kept,
+                            "key is defined more than once; keeping the first definition");
                         continue;
                     }
                     unlock.push((p, true));
@@ -405,16 +433,24 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
     Prepared { unlock, report }
 }
 
-fn record_failure(registry: &KeyRegistry, source: &Arc<str>, f: &Failure, report: &mut LoadReport) {
-    tracing::error!(source = %f.label, reason = %f.reason, "key failed to load");
-    let origin = Origin::new(
-        source,
-        f.unit.clone().unwrap_or_default(),
-        f.label.clone(),
-        super::OriginKind::Definition,
-        None,
-    );
-    registry.fail(f.pubkey, &origin, f.reason.clone());
+/// Records a failure of `source`: `stale` when the unit's keys stay loaded as before.
+fn record_failure(registry: &KeyRegistry, source: &Arc<str>, f: &Failure, stale: bool, report: &mut LoadReport) {
+    if stale {
+        tracing::warn!(source = %f.label, reason = %f.reason, "cannot read this again; its keys stay loaded as they were");
+        registry.stale(source, f.label.clone(), f.reason.clone());
+    } else {
+        tracing::error!(source = %f.label, reason = %f.reason, "key failed to load");
+        let origin = f.origin.clone().unwrap_or_else(|| {
+            Origin::new(
+                source,
+                f.unit.clone().unwrap_or_default(),
+                f.label.clone(),
+                super::OriginKind::Definition,
+                None,
+            )
+        });
+        registry.fail(f.pubkey, &origin, f.reason.clone());
+    }
     report.failed.push(Failed {
         source: f.label.clone(),
         reason: f.reason.clone(),

@@ -60,6 +60,9 @@ pub struct KeyCounts {
     pub loaded: usize,
     pub loading: usize,
     pub failed: usize,
+    /// Files or secrets a reload could not read whose keys stay loaded as they were (a store
+    /// down, a file being written): worth a look, but nothing is missing.
+    pub stale: usize,
 }
 
 /// A key the registry holds, as a reload sees it.
@@ -74,6 +77,8 @@ pub struct KeyRegistry {
     entries: RwLock<HashMap<PublicKey, Entry>>,
     /// Failures without a pubkey, with the source that reported them.
     anonymous_failures: RwLock<Vec<(Arc<str>, LoadFailure)>>,
+    /// Units that could not be read again, whose keys were kept.
+    stale: RwLock<Vec<(Arc<str>, LoadFailure)>>,
     /// Sources still being listed for the first time: a key not known yet may still come.
     sources_pending: AtomicUsize,
     /// Bumped on every change so that waiters re-check.
@@ -85,6 +90,7 @@ impl Default for KeyRegistry {
         Self {
             entries: RwLock::default(),
             anonymous_failures: RwLock::default(),
+            stale: RwLock::default(),
             sources_pending: AtomicUsize::new(0),
             changed: watch::channel(0).0,
         }
@@ -115,7 +121,12 @@ impl KeyRegistry {
     }
 
     pub fn any_source_pending(&self) -> bool {
-        self.sources_pending.load(Ordering::SeqCst) > 0
+        self.sources_pending_count() > 0
+    }
+
+    /// Sources still being listed for the first time (secret stores at startup).
+    pub fn sources_pending_count(&self) -> usize {
+        self.sources_pending.load(Ordering::SeqCst)
     }
 
     /// Announces a key whose secret is being unlocked. Returns false if the pubkey is
@@ -161,8 +172,13 @@ impl KeyRegistry {
         match pubkey {
             Some(pk) => {
                 let mut map = self.entries.write().expect("registry lock");
-                // A failure must not replace a key another source loaded.
-                if !matches!(map.get(&pk), Some(Entry::Ready { .. })) {
+                // A failure must not replace a key loaded, or being unlocked, from elsewhere.
+                let replace = match map.get(&pk) {
+                    None | Some(Entry::Failed { .. }) => true,
+                    Some(Entry::Loading { origin: o }) => Arc::ptr_eq(o, origin),
+                    Some(Entry::Ready { .. }) => false,
+                };
+                if replace {
                     map.insert(
                         pk,
                         Entry::Failed {
@@ -172,20 +188,55 @@ impl KeyRegistry {
                     );
                 }
             }
-            None => self.anonymous_failures.write().expect("registry lock").push((
-                origin.source.clone(),
-                LoadFailure {
-                    origin: origin.label.clone(),
-                    reason,
-                },
-            )),
+            None => {
+                let mut list = self.anonymous_failures.write().expect("registry lock");
+                // Two overlapping loads may report the same unit: once.
+                if !list
+                    .iter()
+                    .any(|(s, f)| *s == origin.source && f.origin == origin.label)
+                {
+                    list.push((
+                        origin.source.clone(),
+                        LoadFailure {
+                            origin: origin.label.clone(),
+                            reason,
+                        },
+                    ));
+                }
+            }
         }
         self.notify();
+    }
+
+    /// Records a unit of `source` that could not be read again while its keys stay loaded.
+    pub fn stale(&self, source: &Arc<str>, label: String, reason: String) {
+        let mut list = self.stale.write().expect("registry lock");
+        if !list.iter().any(|(s, f)| s == source && f.origin == label) {
+            list.push((source.clone(), LoadFailure { origin: label, reason }));
+        }
+    }
+
+    /// Gives a loaded key the origin its source gives it now (a changed policy, a renamed
+    /// file): what signing and the Key Manager read next. A key still being unlocked keeps
+    /// its own (its unlock installs it).
+    pub fn update_origin(&self, pubkey: &PublicKey, origin: &Arc<Origin>) -> bool {
+        let mut map = self.entries.write().expect("registry lock");
+        match map.get_mut(pubkey) {
+            Some(Entry::Ready { origin: o, .. }) if **o != **origin => {
+                *o = origin.clone();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Forgets the failures `source` reported (before it reports again).
     pub fn clear_failures(&self, source: &str) {
         self.anonymous_failures
+            .write()
+            .expect("registry lock")
+            .retain(|(s, _)| &**s != source);
+        self.stale
             .write()
             .expect("registry lock")
             .retain(|(s, _)| &**s != source);
@@ -301,7 +352,36 @@ impl KeyRegistry {
             }
         }
         c.failed += self.anonymous_failures.read().expect("registry lock").len();
+        c.stale = self.stale.read().expect("registry lock").len();
         c
+    }
+
+    /// Whether `source` reported a failure (a key it should give is missing).
+    pub fn has_failures(&self, source: &str) -> bool {
+        self.anonymous_failures
+            .read()
+            .expect("registry lock")
+            .iter()
+            .any(|(s, _)| &**s == source)
+            || self
+                .entries
+                .read()
+                .expect("registry lock")
+                .values()
+                .any(|e| matches!(e, Entry::Failed { .. }) && &*e.origin().source == source)
+    }
+
+    /// Units that could not be read again, whose keys stay loaded, for `/healthcheck`.
+    pub fn stale_units(&self) -> Vec<LoadFailure> {
+        let mut v: Vec<LoadFailure> = self
+            .stale
+            .read()
+            .expect("registry lock")
+            .iter()
+            .map(|(_, f)| f.clone())
+            .collect();
+        v.sort_by(|a, b| a.origin.cmp(&b.origin));
+        v
     }
 
     /// Every failure with its reason, for `/healthcheck`.
@@ -361,7 +441,8 @@ mod tests {
             KeyCounts {
                 loaded: 1,
                 loading: 0,
-                failed: 0
+                failed: 0,
+                stale: 0
             }
         );
     }

@@ -51,6 +51,9 @@ pub struct Failure {
     pub unit: Option<String>,
     /// The key, when known.
     pub pubkey: Option<PublicKey>,
+    /// Where the key would have come from, when the source knows (what a Key Manager
+    /// deletion of a failed key goes by).
+    pub origin: Option<Arc<Origin>>,
 }
 
 /// What one source holds now.
@@ -69,6 +72,7 @@ impl Found {
             reason: reason.into(),
             unit,
             pubkey: None,
+            origin: None,
         });
     }
 }

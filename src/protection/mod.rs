@@ -409,10 +409,11 @@ impl SlashingDatabase {
         }
     }
 
-    pub async fn stored_keystores(&self) -> Result<Vec<StoredKeystore>, ProtectionError> {
+    /// The shared keystores and the generation they are, from one snapshot.
+    pub async fn stored_keystores(&self) -> Result<(i64, Vec<StoredKeystore>), ProtectionError> {
         match self {
             SlashingDatabase::Postgres(s) => s.stored_keystores().await,
-            SlashingDatabase::Sqlite(_) => Ok(Vec::new()),
+            SlashingDatabase::Sqlite(_) => Ok((0, Vec::new())),
         }
     }
 

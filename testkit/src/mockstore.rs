@@ -23,6 +23,29 @@ pub struct Route {
     pub body: String,
 }
 
+impl Route {
+    /// The same answer with a header more (a redirect's `location`).
+    pub fn with_header(self, name: &str, value: &str) -> RouteWithHeaders {
+        RouteWithHeaders {
+            route: self,
+            headers: vec![(name.to_string(), value.to_string())],
+        }
+    }
+}
+
+/// A route whose answer carries extra headers.
+#[derive(Clone, Debug)]
+pub struct RouteWithHeaders {
+    pub route: Route,
+    pub headers: Vec<(String, String)>,
+}
+
+impl From<Route> for RouteWithHeaders {
+    fn from(route: Route) -> Self {
+        RouteWithHeaders { route, headers: vec![] }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub method: String,
@@ -49,7 +72,8 @@ pub fn self_signed() -> (String, String) {
 impl MockStore {
     /// Serves `routes` (over TLS with `tls` = (certificate PEM, key PEM)); unknown routes get
     /// 404 with an empty body.
-    pub async fn start(routes: Vec<Route>, tls: Option<(String, String)>) -> MockStore {
+    pub async fn start<R: Into<RouteWithHeaders>>(routes: Vec<R>, tls: Option<(String, String)>) -> MockStore {
+        let routes: Vec<RouteWithHeaders> = routes.into_iter().map(Into::into).collect();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
@@ -102,15 +126,16 @@ impl MockStore {
                                 headers,
                                 body: String::from_utf8_lossy(&body).into(),
                             });
-                            let route = routes.iter().find(|r| r.method == method && r.path == path);
-                            let (status, body) = route.map_or((404, String::new()), |r| (r.status, r.body.clone()));
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/json; charset=utf-8")
-                                    .body(Full::new(Bytes::from(body)))
-                                    .unwrap(),
-                            )
+                            let route = routes.iter().find(|r| r.route.method == method && r.route.path == path);
+                            let (status, body) =
+                                route.map_or((404, String::new()), |r| (r.route.status, r.route.body.clone()));
+                            let mut answer = Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json; charset=utf-8");
+                            for (k, v) in route.map(|r| r.headers.as_slice()).unwrap_or_default() {
+                                answer = answer.header(k.as_str(), v.as_str());
+                            }
+                            Ok::<_, Infallible>(answer.body(Full::new(Bytes::from(body))).unwrap())
                         }
                     });
                     match acceptor {

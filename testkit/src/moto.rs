@@ -29,7 +29,10 @@ impl Moto {
         let lease = lease_port();
         let log = std::env::temp_dir().join(format!("palisade-moto-{}-{}.log", std::process::id(), lease.port));
         let out = std::fs::File::create(&log).expect("moto log");
-        let mut cmd = Command::new("python3");
+        // `PALISADE_MOTO_PYTHON`: a Python with moto (a virtualenv where the system's is
+        // externally managed).
+        let python = std::env::var("PALISADE_MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut cmd = Command::new(python);
         cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &lease.port.to_string()])
             .stdout(Stdio::null())
             .stderr(out);

@@ -23,10 +23,10 @@ pub struct AwsBulk {
     pub endpoint_override: Option<String>,
     /// Name prefixes (any); empty: every name.
     pub prefixes: Vec<String>,
-    /// `(tag key, tag value)`: each key and each non-empty value must match a tag (prefix
-    /// matches, as the ListSecrets filters are; keys and values are not paired, as in
-    /// Web3Signer).
-    pub tags: Vec<(String, String)>,
+    /// Tag names and tag values a secret must have (any of each: ListSecrets's `tag-key` and
+    /// `tag-value` filters, prefix matches; names and values are not paired, as in Web3Signer).
+    pub tag_keys: Vec<String>,
+    pub tag_values: Vec<String>,
 }
 
 pub struct AwsBulkSource {
@@ -40,9 +40,11 @@ impl AwsBulkSource {
         if !opts.prefixes.is_empty() {
             name.push_str(&format!(", names {}*", opts.prefixes.join("*|")));
         }
-        if !opts.tags.is_empty() {
-            let tags: Vec<String> = opts.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            name.push_str(&format!(", tags {}", tags.join(",")));
+        if !opts.tag_keys.is_empty() {
+            name.push_str(&format!(", tag names {}", opts.tag_keys.join("|")));
+        }
+        if !opts.tag_values.is_empty() {
+            name.push_str(&format!(", tag values {}", opts.tag_values.join("|")));
         }
         name.push(')');
         AwsBulkSource {
@@ -58,17 +60,11 @@ impl AwsBulkSource {
         }];
         f.push(Filter {
             key: "tag-key",
-            values: self.opts.tags.iter().map(|(k, _)| k.clone()).collect(),
+            values: self.opts.tag_keys.clone(),
         });
         f.push(Filter {
             key: "tag-value",
-            values: self
-                .opts
-                .tags
-                .iter()
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(_, v)| v.clone())
-                .collect(),
+            values: self.opts.tag_values.clone(),
         });
         f
     }

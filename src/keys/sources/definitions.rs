@@ -174,10 +174,25 @@ impl KeySource for StoreDefinitions {
                     Err(_) => found.keep.push(unit),
                 }
             }
+            // A store found unreachable is not tried again for every other definition it holds
+            // in this load (a reload would otherwise take minutes while it is down).
+            let dead: std::sync::Mutex<std::collections::HashSet<String>> = Default::default();
+            let dead = &dead;
             let fetched: Vec<_> = stream::iter(wanted)
                 .map(|(unit, label, def)| async move {
                     let what = format!("{label} ({})", def.key.describe());
-                    let value = with_retries(|| fetch(&def.key)).await;
+                    let store = endpoint(&def.key);
+                    let value = if dead.lock().expect("dead stores").contains(&store) {
+                        Err(StoreError::Unreachable(format!(
+                            "{store}: unreachable earlier in this load"
+                        )))
+                    } else {
+                        let v = with_retries(|| fetch(&def.key)).await;
+                        if matches!(v, Err(StoreError::Unreachable(_))) {
+                            dead.lock().expect("dead stores").insert(store);
+                        }
+                        v
+                    };
                     (unit, what, def.signing_types, value)
                 })
                 .buffer_unordered(FETCH_CONCURRENCY)
@@ -195,6 +210,19 @@ impl KeySource for StoreDefinitions {
             }
             Ok(found)
         })
+    }
+}
+
+/// The store a definition reads from (host and port), to tell unreachable stores apart.
+fn endpoint(def: &KeyDefinition) -> String {
+    match def {
+        KeyDefinition::Aws(a) => a
+            .endpoint_override
+            .clone()
+            .unwrap_or_else(|| format!("secretsmanager.{}.amazonaws.com", a.region)),
+        KeyDefinition::Vault(v) => format!("{}:{}", v.server_host, v.server_port),
+        KeyDefinition::Azure(a) => a.vault_url.clone(),
+        _ => String::new(),
     }
 }
 
@@ -221,8 +249,8 @@ async fn fetch(def: &KeyDefinition) -> Result<Zeroizing<String>, StoreError> {
         KeyDefinition::Vault(v) => {
             let timeout = Duration::from_millis(v.timeout_ms.max(1));
             let http = match &v.tls_known_servers {
-                Some(file) if v.tls_enabled => store_http::pinned_client(file, timeout)?,
-                _ => store_http::client(&ClientOptions {
+                Some(file) => store_http::pinned_client(file, &v.server_host, v.server_port, timeout)?,
+                None => store_http::client(&ClientOptions {
                     timeout: Some(timeout),
                     ca_file: v.tls_ca_file.clone(),
                 })?,

@@ -27,7 +27,15 @@ pub struct AzureSecret {
 #[derive(Deserialize)]
 struct Token {
     access_token: Zeroizing<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
 }
+
+/// Tokens per (authority, tenant, client), until a minute before they expire: a load of many
+/// secrets asks for one.
+type TokenCache =
+    std::sync::Mutex<std::collections::HashMap<(String, String, String), (Zeroizing<String>, std::time::Instant)>>;
+static TOKENS: std::sync::OnceLock<TokenCache> = std::sync::OnceLock::new();
 
 #[derive(Deserialize)]
 struct TokenError {
@@ -73,6 +81,13 @@ impl AzureSecret {
     }
 
     async fn token(&self) -> Result<Zeroizing<String>, StoreError> {
+        let key = (self.authority.clone(), self.tenant_id.clone(), self.client_id.clone());
+        let cache = TOKENS.get_or_init(Default::default);
+        if let Some((t, until)) = cache.lock().expect("token cache").get(&key)
+            && std::time::Instant::now() < *until
+        {
+            return Ok(t.clone());
+        }
         let what = format!(
             "Microsoft identity platform {} (tenant {})",
             self.authority, self.tenant_id
@@ -106,6 +121,11 @@ impl AzureSecret {
             });
         }
         let t: Token = serde_json::from_slice(&body).map_err(|e| StoreError::Protocol(format!("{what}: {e}")))?;
+        let life = std::time::Duration::from_secs(t.expires_in.unwrap_or(0).saturating_sub(60));
+        cache
+            .lock()
+            .expect("token cache")
+            .insert(key, (t.access_token.clone(), std::time::Instant::now() + life));
         Ok(t.access_token)
     }
 

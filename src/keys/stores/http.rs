@@ -57,7 +57,10 @@ pub fn client(opts: &ClientOptions) -> Result<reqwest::Client, StoreError> {
 
 /// An HTTPS client; TLS through rustls (ring), as the server's.
 fn new_client(opts: &ClientOptions) -> Result<reqwest::Client, StoreError> {
+    // No redirects: a store's answer elsewhere would carry its token (X-Vault-Token, the AWS
+    // session token) to another host, maybe over plain HTTP.
     let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(opts.timeout.unwrap_or(Duration::from_secs(10)))
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(30))
@@ -232,9 +235,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(servers.len(), 2);
-        assert_eq!(servers[0].0, "localhost");
-        assert_eq!(servers[0].1[0], 0x7c);
-        assert_eq!(servers[1].0, "::1");
+        assert_eq!((servers[0].host.as_str(), servers[0].port), ("localhost", Some(8200)));
+        assert_eq!(servers[0].fingerprint[0], 0x7c);
+        assert_eq!((servers[1].host.as_str(), servers[1].port), ("::1", Some(8200)));
         assert!(
             parse_known_servers("localhost:8200 7C:B3")
                 .unwrap_err()
@@ -254,15 +257,26 @@ mod tests {
 }
 
 /// Web3Signer's `tlsKnownServersPath`: a server is trusted when its certificate's SHA-256
-/// fingerprint is listed for its host (lines `host:port AA:BB:...`), whoever signed it.
+/// fingerprint is listed for its host and port (lines `host:port AA:BB:...`), whoever signed
+/// it.
 #[derive(Debug)]
 struct KnownServers {
-    servers: Vec<(String, [u8; 32])>,
+    /// The fingerprints listed for the host and port this client connects to.
+    fingerprints: Vec<[u8; 32]>,
+    host: String,
     provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
 }
 
-/// The entries of a known-servers file: (host, SHA-256 fingerprint).
-pub fn parse_known_servers(text: &str) -> Result<Vec<(String, [u8; 32])>, String> {
+/// One line of a known-servers file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownServer {
+    pub host: String,
+    pub port: Option<u16>,
+    pub fingerprint: [u8; 32],
+}
+
+/// The entries of a known-servers file.
+pub fn parse_known_servers(text: &str) -> Result<Vec<KnownServer>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -273,12 +287,19 @@ pub fn parse_known_servers(text: &str) -> Result<Vec<(String, [u8; 32])>, String
         let (Some(host_port), Some(fp), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(format!("line {}: expected `host:port fingerprint`", i + 1));
         };
-        let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') && p.parse::<u16>().is_ok() => (h, p.parse().ok()),
+            _ => (host_port, None),
+        };
         let hex_fp: String = fp.chars().filter(|c| *c != ':').collect();
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(&hex_fp, &mut bytes)
             .map_err(|_| format!("line {}: the fingerprint must be a SHA-256 (32 bytes of hex)", i + 1))?;
-        out.push((host.trim_matches(['[', ']']).to_ascii_lowercase(), bytes));
+        out.push(KnownServer {
+            host: host.trim_matches(['[', ']']).to_ascii_lowercase(),
+            port,
+            fingerprint: bytes,
+        });
     }
     if out.is_empty() {
         return Err("no server listed".into());
@@ -298,7 +319,7 @@ impl rustls::client::danger::ServerCertVerifier for KnownServers {
         use sha2::Digest;
         let fingerprint: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
         let host = server_name.to_str().to_ascii_lowercase();
-        if self.servers.iter().any(|(h, fp)| *h == host && *fp == fingerprint) {
+        if host == self.host && self.fingerprints.contains(&fingerprint) {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
@@ -331,21 +352,37 @@ impl rustls::client::danger::ServerCertVerifier for KnownServers {
     }
 }
 
-/// A client that trusts exactly the servers listed in `file` (Web3Signer's
-/// `tlsKnownServersPath`).
-pub fn pinned_client(file: &Path, timeout: Duration) -> Result<reqwest::Client, StoreError> {
+/// A client for `host:port` that trusts exactly the certificates listed for it in `file`
+/// (Web3Signer's `tlsKnownServersPath`).
+pub fn pinned_client(file: &Path, host: &str, port: u16, timeout: Duration) -> Result<reqwest::Client, StoreError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| StoreError::Config(format!("tlsKnownServersPath {}: {e}", file.display())))?;
-    let servers = parse_known_servers(&text)
-        .map_err(|e| StoreError::Config(format!("tlsKnownServersPath {}: {e}", file.display())))?;
+    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+    let fingerprints: Vec<[u8; 32]> = parse_known_servers(&text)
+        .map_err(|e| StoreError::Config(format!("tlsKnownServersPath {}: {e}", file.display())))?
+        .into_iter()
+        .filter(|k| k.host == host && k.port.is_none_or(|p| p == port))
+        .map(|k| k.fingerprint)
+        .collect();
+    if fingerprints.is_empty() {
+        return Err(StoreError::Config(format!(
+            "tlsKnownServersPath {}: lists no certificate for {host}:{port}",
+            file.display()
+        )));
+    }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::Config(format!("TLS: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(std::sync::Arc::new(KnownServers { servers, provider }))
+        .with_custom_certificate_verifier(std::sync::Arc::new(KnownServers {
+            fingerprints,
+            host,
+            provider,
+        }))
         .with_no_client_auth();
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .use_preconfigured_tls(config)

@@ -28,14 +28,25 @@ impl PgStore {
         .await
     }
 
-    pub async fn stored_keystores(&self) -> Result<Vec<StoredKeystore>, ProtectionError> {
+    /// The generation and the rows, from one snapshot: what a replica read is exactly what that
+    /// generation holds.
+    pub async fn stored_keystores(&self) -> Result<(i64, Vec<StoredKeystore>), ProtectionError> {
         timed(self.timeout * 4, async {
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await?;
+            let (generation,): (i64,) = sqlx::query_as("SELECT generation FROM shared_keystores_generation")
+                .fetch_one(&mut *tx)
+                .await?;
             let rows: Vec<(Vec<u8>, String, Vec<u8>, String)> = sqlx::query_as(
                 "SELECT pubkey, keystore, sealed_password, sealed_with FROM shared_keystores ORDER BY pubkey",
             )
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
-            rows.into_iter()
+            tx.commit().await?;
+            let rows = rows
+                .into_iter()
                 .map(|(pk, keystore, sealed_password, sealed_with)| {
                     Ok(StoredKeystore {
                         pubkey: pubkey_from_db(&pk)?,
@@ -44,7 +55,8 @@ impl PgStore {
                         sealed_with,
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, ProtectionError>>()?;
+            Ok((generation, rows))
         })
         .await
     }
@@ -113,6 +125,11 @@ impl PgStore {
                     .rows_affected();
                 if deleted > 0 {
                     sqlx::query("UPDATE shared_keystores_generation SET generation = generation + 1")
+                        .execute(&mut *tx)
+                        .await?;
+                    // With no keystore left, nothing is sealed with the fleet secret: another
+                    // one may be used from now on (how a fleet rotates its secret).
+                    sqlx::query("DELETE FROM fleet_secret WHERE NOT EXISTS (SELECT 1 FROM shared_keystores)")
                         .execute(&mut *tx)
                         .await?;
                 }

@@ -36,35 +36,62 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// How long credentials found by the default chain are reused: instance and container
+/// credentials are rotated well before they expire (at least 15 minutes), and a load of
+/// thousands of secrets must not ask the metadata service thousands of times.
+const CHAIN_CACHE: Duration = Duration::from_secs(300);
+
 impl CredentialSource {
-    /// The credentials to sign with now (those from an endpoint expire: asked for per load).
+    /// The credentials to sign with now.
     pub async fn resolve(&self, http: &reqwest::Client) -> Result<Credentials, StoreError> {
+        static CACHE: std::sync::Mutex<Option<(Credentials, std::time::Instant)>> = std::sync::Mutex::new(None);
         match self {
             CredentialSource::Specified(c) => Ok(c.clone()),
             CredentialSource::Environment => {
-                if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-                    return Ok(Credentials {
-                        access_key_id: id,
-                        secret_access_key: Zeroizing::new(secret),
-                        session_token: env("AWS_SESSION_TOKEN").map(Zeroizing::new),
-                    });
+                if let Some((c, at)) = CACHE.lock().expect("credentials cache").as_ref()
+                    && at.elapsed() < CHAIN_CACHE
+                {
+                    return Ok(c.clone());
                 }
-                if let Some(c) = shared_file_credentials()? {
-                    return Ok(c);
-                }
-                if let Some(c) = container_credentials(http).await? {
-                    return Ok(c);
-                }
-                if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-                    return Err(StoreError::Config(
-                        "no AWS credentials: none in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), \
-                         the shared credentials file or a container endpoint, and instance metadata is disabled"
-                            .into(),
-                    ));
-                }
-                instance_credentials(http).await
+                let c = Self::chain(http).await?;
+                *CACHE.lock().expect("credentials cache") = Some((c.clone(), std::time::Instant::now()));
+                Ok(c)
             }
         }
+    }
+
+    /// The default chain, in the SDKs' order.
+    async fn chain(http: &reqwest::Client) -> Result<Credentials, StoreError> {
+        if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            return Ok(Credentials {
+                access_key_id: id,
+                secret_access_key: Zeroizing::new(secret),
+                session_token: env("AWS_SESSION_TOKEN").map(Zeroizing::new),
+            });
+        }
+        if let Some(c) = shared_file_credentials()? {
+            return Ok(c);
+        }
+        if env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
+            // Falling through to the instance's role would sign as the node, not as the
+            // workload the operator configured.
+            return Err(StoreError::Config(
+                "AWS web identity credentials (AWS_WEB_IDENTITY_TOKEN_FILE, EKS IRSA) are not supported: \
+                 use EKS Pod Identity or ECS task credentials, or access keys"
+                    .into(),
+            ));
+        }
+        if let Some(c) = container_credentials(http).await? {
+            return Ok(c);
+        }
+        if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Err(StoreError::Config(
+                "no AWS credentials: none in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), \
+                 the shared credentials file or a container endpoint, and instance metadata is disabled"
+                    .into(),
+            ));
+        }
+        instance_credentials(http).await
     }
 }
 
