@@ -8,13 +8,15 @@
 //!   palisade-bench protection   protected attestations per second on PostgreSQL, and the
 //!                               check's latency with 1,000 vs 1,000,000 rows of history
 //!   palisade-bench load         mainnet-shaped load, slot bursts, steady rates, saturation
-//!   palisade-bench failover    two replicas behind HAProxy, one replica's database cut
+//!   palisade-bench failover     two replicas behind HAProxy, one replica's database cut
+//!   palisade-bench attack      signing while silent sockets and large bodies flood the signer
 //!   palisade-bench faults       fault injection on N replicas and one PostgreSQL, then the checker
 //!   palisade-bench check        the independent checker of end-to-end and fault runs
 //!
 //! Build with `cargo build --release`; the signer under test is the `palisade` binary next to
 //! this one. Benchmarks print numbers; they assert nothing.
 
+mod attack;
 mod blst_bench;
 mod breakdown;
 mod check;
@@ -122,6 +124,9 @@ enum Command {
     /// Mainnet-shaped load (blocks, attestation bursts at 4 s, aggregates, sync committee),
     /// or a slot burst (--burst), a steady rate (--rate), or saturation (--saturate).
     Load(mainnet::Options),
+    /// A validator client signing while thousands of silent sockets and hundreds of
+    /// large-body senders attack: latency before and during, new connections, peak memory.
+    Attack(attack::Options),
     /// Two replicas behind HAProxy; one replica's database connection broken: how long
     /// clients wait and whether they see an error.
     Failover(failover::Options),
@@ -166,6 +171,7 @@ fn main() -> anyhow::Result<()> {
         } => check::run(&network, &responses, &export, outages.as_deref()),
         Command::Faults(options) => faults::run(options),
         Command::Failover(options) => failover::run(options),
+        Command::Attack(options) => attack::run(options),
         Command::Load(options) => mainnet::run(options),
         Command::Keystores {
             count,

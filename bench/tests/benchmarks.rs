@@ -201,3 +201,10 @@ fn reload_mode_reloads_while_signing() {
     assert!(out.contains("all keys usable: true"), "{out}");
     only_200s(&out);
 }
+
+#[test]
+fn attack_mode_signs_through_the_flood() {
+    let out = bench(&["attack", "--idle", "300", "--large", "20", "--seconds", "2", "--connections", "2"]);
+    only_200s(&out);
+    assert!(out.contains("new connections during the attack: 50 of 50 signed"), "{out}");
+}

@@ -164,6 +164,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_DATABASE_URL", default_value = "sqlite://palisade.sqlite")]
     pub database_url: String,
 
+    /// The PostgreSQL password, read from this file (first line; keeps it out of the URL, the
+    /// command line and the environment).
+    #[arg(long, env = "PALISADE_DATABASE_PASSWORD_FILE", value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
+
     /// `mainnet`, `hoodi`, `sepolia`, `holesky`, `minimal`, or a consensus-specs config YAML.
     #[arg(long, env = "PALISADE_NETWORK", default_value = "mainnet", value_name = "NAME|FILE")]
     pub network: String,
@@ -224,8 +229,8 @@ pub struct ServeArgs {
     pub tls_client_ca_file: Option<PathBuf>,
 
     /// Proxies (addresses or CIDRs, comma separated) whose word about the real client is
-    /// taken: the PROXY protocol v2 header, else `Forwarded` / `X-Forwarded-For`. From any
-    /// other peer these are ignored.
+    /// taken: the PROXY protocol v2 header, else the one header --trusted-proxy-header names.
+    /// From any other peer these are ignored. Trusted proxies have no per-client connection cap.
     #[arg(
         long,
         env = "PALISADE_TRUSTED_PROXIES",
@@ -233,6 +238,12 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<String>,
+
+    /// The forwarding header the trusted proxies set: `x-forwarded-for` (HAProxy's
+    /// `option forwardfor`), `forwarded`, `x-real-ip` (nginx), or `none` (PROXY protocol only).
+    /// Others a client adds are ignored.
+    #[arg(long, env = "PALISADE_TRUSTED_PROXY_HEADER", default_value = "x-forwarded-for", value_name = "HEADER")]
+    pub trusted_proxy_header: crate::http::client::ForwardingHeader,
 
     /// Host names (the `Host` header, without port) this signer answers to, comma separated;
     /// `*` for any. Default: localhost, 127.0.0.1, ::1 and --http-host. Refuses DNS-rebinding
@@ -279,7 +290,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_SIGNING_TOKEN_FILE", value_name = "FILE")]
     pub signing_token_file: Option<PathBuf>,
 
-    /// A client must send a request's headers within this time.
+    /// A client must send its first request (TLS handshake included) within this time of
+    /// connecting, and each later request's headers within it of their first byte.
     #[arg(
         long,
         env = "PALISADE_HTTP_HEADER_TIMEOUT_SECS",
@@ -297,8 +309,9 @@ pub struct ServeArgs {
     )]
     pub http_body_timeout_secs: u64,
 
-    /// A connection with no request in flight and no traffic for this long is closed (longer
-    /// than validator clients' own pool idle time, so they close first).
+    /// A connection with no request for this long after its last one is closed (longer than
+    /// validator clients' own keep-alive, 4 to 90 s, so they close first; sent to clients as
+    /// `Keep-Alive: timeout=N`).
     #[arg(
         long,
         env = "PALISADE_HTTP_IDLE_TIMEOUT_SECS",
@@ -307,10 +320,25 @@ pub struct ServeArgs {
     )]
     pub http_idle_timeout_secs: u64,
 
-    /// Open connections at most; more are closed at once (and counted in
-    /// `palisade_http_connections_refused_total`). Default: half the open-file limit, at most 4096.
+    /// Open connections at most. When all are open, a new one takes the place of the one with
+    /// least claim (never completed a request, else idle longest; never one with a request in
+    /// flight or a client certificate or token): `palisade_http_connections_evicted_total`.
+    /// Default: half the open-file limit (raised to its hard limit at start), at most 4096.
     #[arg(long, env = "PALISADE_HTTP_MAX_CONNECTIONS", value_name = "N")]
     pub http_max_connections: Option<usize>,
+
+    /// Open connections one client address may hold; beyond it a new one takes the place of
+    /// that address's own connection with least claim. Trusted proxies are exempt. Default:
+    /// half of --http-max-connections.
+    #[arg(long, env = "PALISADE_HTTP_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub http_max_connections_per_client: Option<usize>,
+
+    /// Request bodies in memory at once, across all connections (a quarter kept for bodies
+    /// under 64 KiB, which every signing request since Bellatrix is); beyond it a request is
+    /// answered 503 unread. Admin requests, read only once their token is accepted, are not
+    /// counted.
+    #[arg(long, env = "PALISADE_HTTP_BODY_BUDGET_MB", default_value_t = 64, value_name = "MIB")]
+    pub http_body_budget_mb: u64,
 
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "PALISADE_HTTP2_MAX_STREAMS", default_value_t = 128, value_name = "N")]
@@ -355,6 +383,11 @@ pub struct ServeArgs {
     /// must have loaded (a wrong password makes the replica not ready).
     #[arg(long, env = "PALISADE_READY_MIN_KEYS", value_name = "N")]
     pub ready_min_keys: Option<usize>,
+
+    /// The memory scrypt may use at once while keystores are decrypted on every core (the
+    /// largest keystore allowed needs 1 GiB; the EIP-2335 default 256 MiB).
+    #[arg(long, env = "PALISADE_KDF_MEMORY_MB", default_value_t = 1024, value_name = "MB")]
+    pub kdf_memory_mb: u64,
 
     /// How long a request for a key that is still being decrypted waits before a 503.
     #[arg(long, env = "PALISADE_KEY_WAIT_MS", default_value_t = 5000, value_name = "MS")]

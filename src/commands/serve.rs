@@ -87,6 +87,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         keymanager_path: Some(args.data_path.join(KEYMANAGER_DIR)),
         aws_bulk: aws_bulk(&args)?,
     };
+    crate::keys::keystore::KDF_MEMORY.set_budget(args.kdf_memory_mb.saturating_mul(1 << 20));
     let configured = configure(&key_options)?;
     let fleet_secret = match &args.shared_keystore_secret_file {
         Some(file) => Some(Arc::new(FleetSecret::load(file)?)),
@@ -102,7 +103,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let signing_token = match &args.signing_token_file {
         None => None,
         Some(file) => {
-            let t = ApiToken::load(file)?;
+            let t = ApiToken::load_as(file, "--signing-token-file")?;
             for warning in t.weaknesses(file) {
                 tracing::warn!("{warning}");
             }
@@ -124,6 +125,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(args.database_connect_timeout_secs),
         change_hold: Duration::from_secs(args.database_change_hold_secs),
         stats: metrics.commits.clone(),
+        password: database_password(&args)?,
     };
     let db = SlashingDatabase::open(&args.database_url, &db_options)
         .await
@@ -336,7 +338,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(|e| anyhow!(e))?;
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| anyhow!(e))?
+        .with_header(args.trusted_proxy_header);
+    let max_connections = args
+        .http_max_connections
+        .unwrap_or_else(crate::http::server::default_max_connections);
     crate::http::server::serve(
         listener,
         http::router(
@@ -345,6 +352,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 metrics: args.metrics,
                 guard,
                 body_timeout: Duration::from_secs(args.http_body_timeout_secs.max(1)),
+                body_budget: crate::http::body::BodyBudget::new(
+                    (args.http_body_budget_mb.max(2) as usize) << 20,
+                    metrics.bodies_refused.clone(),
+                ),
             },
         ),
         ServerOptions {
@@ -353,9 +364,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             limits: crate::http::server::ConnectionLimits {
                 header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
                 idle_timeout: Duration::from_secs(args.http_idle_timeout_secs.max(1)),
-                max_connections: args
-                    .http_max_connections
-                    .unwrap_or_else(crate::http::server::default_max_connections),
+                max_connections,
+                max_connections_per_client: args
+                    .http_max_connections_per_client
+                    .unwrap_or_else(|| crate::http::server::default_per_client(max_connections)),
                 http2_max_streams: args.http2_max_streams.max(1),
             },
             metrics: Some(metrics.clone()),
@@ -603,6 +615,35 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+/// `--database-password-file`, read once (first line); and a warning when the password is on
+/// the command line, where every local user can read it (`/proc/PID/cmdline`).
+fn database_password(args: &ServeArgs) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    let on_command_line = std::env::args().any(|a| {
+        a == args.database_url || a.strip_prefix("--database-url=").is_some_and(|u| u == args.database_url)
+    });
+    if on_command_line && crate::protection::url_has_password(&args.database_url) {
+        tracing::warn!(
+            "the database password is on the command line, which every local user can read: give it with \
+             --database-password-file, or the URL in PALISADE_DATABASE_URL"
+        );
+    }
+    let Some(file) = &args.database_password_file else {
+        return Ok(None);
+    };
+    if let Some(mode) = crate::fsutil::readable_by_others(file) {
+        tracing::warn!(file = %file.display(), "the database password file can be read by other users (mode {mode:o}): chmod 600 it");
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(file)
+            .with_context(|| format!("--database-password-file {}: cannot read", file.display()))?,
+    );
+    let password = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if password.is_empty() {
+        bail!("--database-password-file {}: the file is empty", file.display());
+    }
+    Ok(Some(zeroize::Zeroizing::new(password.to_string())))
 }
 
 /// `--aws-secrets-*`: the bulk loading's settings, or `None` when it is off.

@@ -39,6 +39,8 @@ impl fmt::Debug for FleetSecret {
 pub enum FleetError {
     #[error("--shared-keystore-secret-file {file}: {why}")]
     File { file: String, why: String },
+    #[error("{0}")]
+    Access(String),
     /// Sealed with another fleet secret than this replica's.
     #[error("sealed with fleet secret {sealed_with}, but this replica's --shared-keystore-secret-file is {ours}")]
     OtherSecret { sealed_with: String, ours: String },
@@ -84,7 +86,8 @@ impl FleetSecret {
             file: file.display().to_string(),
             why,
         };
-        let text = Zeroizing::new(std::fs::read(file).map_err(|e| err(format!("cannot read: {e}")))?);
+        let text = crate::fsutil::read_access_file(file, "--shared-keystore-secret-file")
+            .map_err(|e| FleetError::Access(e.to_string()))?;
         let hex_text = text.trim_ascii();
         let hex_text = hex_text.strip_prefix(b"0x").unwrap_or(hex_text);
         let bytes = Zeroizing::new(
@@ -180,12 +183,13 @@ mod tests {
     fn loads_hex_files_and_names_the_option() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("fleet");
-        std::fs::write(&f, format!("{}\n", hex::encode(random_looking(3)))).unwrap();
+        let write = |text: &str| crate::fsutil::write_private(&f, text.as_bytes(), crate::fsutil::Existing::Replace).unwrap();
+        write(&format!("{}\n", hex::encode(random_looking(3))));
         assert_eq!(
             FleetSecret::load(&f).unwrap().id(),
             FleetSecret::from_bytes(&random_looking(3)).unwrap().id()
         );
-        std::fs::write(&f, "correct horse battery staple and more words to be long").unwrap();
+        write("correct horse battery staple and more words to be long");
         let e = FleetSecret::load(&f).unwrap_err().to_string();
         assert!(
             e.starts_with("--shared-keystore-secret-file") && e.contains("hex"),

@@ -236,10 +236,8 @@ impl KeyLoader {
                                         pubkey,
                                         source: pending.origin.label.clone(),
                                     });
-                                } else {
-                                    let kept = registry.origin(&pubkey).map(|o| o.label.clone()).unwrap_or_default();
-                                    tracing::warn!(source = %pending.origin, %pubkey, kept = %kept,
-                                        "key is defined more than once (or was deleted meanwhile); keeping the first definition");
+                                } else if registry.holds(&pubkey) {
+                                    duplicate(&registry, pubkey, &pending.origin);
                                 }
                             }
                             progress.tick(false);
@@ -390,9 +388,16 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
 
     let mut unlock = Vec::new();
     for plan in plans {
+        // The first definition of a key in the source's order gives it its origin; a later one
+        // (another file of the same folder) is a duplicate whose policy also applies.
+        let mut seen = HashSet::new();
         // Cheap keys: installed now (those already loaded stay as they are).
         for (origin, key) in plan.cheap_ready {
             let pubkey = key.public_key();
+            if !seen.insert(pubkey) {
+                duplicate(registry, pubkey, &origin);
+                continue;
+            }
             if plan.held_keys.contains(&pubkey) && registry.holds(&pubkey) {
                 registry.update_origin(&pubkey, &origin);
                 report.unchanged += 1;
@@ -405,23 +410,20 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
                     source: origin.label.clone(),
                 });
             } else {
-                let kept = registry.origin(&pubkey).map(|o| o.label.clone()).unwrap_or_default();
-                tracing::warn!(source = %origin, %pubkey, kept = %kept, "key is defined more than once; keeping the first definition");
+                duplicate(registry, pubkey, &origin);
             }
         }
         // Keystores: announced now (requests wait for them), unlocked in step 3.
-        let mut seen = HashSet::new();
         for p in plan.slow {
             match p.declared {
+                Some(pk) if !seen.insert(pk) => duplicate(registry, pk, &p.origin),
                 Some(pk) if plan.held_keys.contains(&pk) && registry.holds(&pk) => {
                     registry.update_origin(&pk, &p.origin);
                     report.unchanged += 1
                 }
                 Some(pk) => {
-                    if !seen.insert(pk) || !registry.announce(pk, &p.origin) {
-                        let kept = registry.origin(&pk).map(|o| o.label.clone()).unwrap_or_default();
-                        tracing::warn!(source = %p.origin, pubkey = %pk, kept = %kept,
-                            "key is defined more than once; keeping the first definition");
+                    if !registry.announce(pk, &p.origin) {
+                        duplicate(registry, pk, &p.origin);
                         continue;
                     }
                     unlock.push((p, true));
@@ -431,6 +433,15 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
         }
     }
     Prepared { unlock, report }
+}
+
+/// A second definition of a loaded key: the key stays loaded from the first, and the policies
+/// of both apply (a definition can only narrow what is signed, never widen it).
+fn duplicate(registry: &KeyRegistry, pubkey: PublicKey, origin: &Arc<Origin>) {
+    let kept = registry.origin(&pubkey).map(|o| o.label.clone()).unwrap_or_default();
+    registry.also_defined(pubkey, origin);
+    tracing::warn!(source = %origin, %pubkey, kept = %kept,
+        "key is defined more than once: loaded from the first definition, signing only what every definition allows");
 }
 
 /// Records a failure of `source`: `stale` when the unit's keys stay loaded as before.

@@ -79,6 +79,9 @@ pub struct KeyRegistry {
     anonymous_failures: RwLock<Vec<(Arc<str>, LoadFailure)>>,
     /// Units that could not be read again, whose keys were kept.
     stale: RwLock<Vec<(Arc<str>, LoadFailure)>>,
+    /// Other definitions of a loaded key (the first one's origin is in `entries`): their
+    /// signing policies all apply, so a second definition can only narrow what is signed.
+    also: RwLock<HashMap<PublicKey, Vec<Arc<Origin>>>>,
     /// Sources still being listed for the first time: a key not known yet may still come.
     sources_pending: AtomicUsize,
     /// Bumped on every change so that waiters re-check.
@@ -91,6 +94,7 @@ impl Default for KeyRegistry {
             entries: RwLock::default(),
             anonymous_failures: RwLock::default(),
             stale: RwLock::default(),
+            also: RwLock::default(),
             sources_pending: AtomicUsize::new(0),
             changed: watch::channel(0).0,
         }
@@ -216,6 +220,32 @@ impl KeyRegistry {
         }
     }
 
+    /// Records another definition of a key already defined elsewhere: the key stays loaded
+    /// from the first, and the signing policies of both apply.
+    pub fn also_defined(&self, pubkey: PublicKey, origin: &Arc<Origin>) {
+        let mut also = self.also.write().expect("registry lock");
+        let list = also.entry(pubkey).or_default();
+        if !list.iter().any(|o| o.source == origin.source && o.unit == origin.unit) {
+            list.push(origin.clone());
+        }
+    }
+
+    /// The signing types the key may sign (every definition's policy, combined), and the
+    /// definitions that set them, for the refusal's message. `None`: no definition limits it.
+    pub fn policy(&self, pubkey: &PublicKey) -> Option<(crate::signing::policy::TypeSet, String)> {
+        let main = self.origin(pubkey)?;
+        let also = self.also.read().expect("registry lock");
+        let mut types: Option<crate::signing::policy::TypeSet> = main.signing_types;
+        let mut by = vec![main.label.clone()];
+        for o in also.get(pubkey).into_iter().flatten() {
+            if let Some(t) = o.signing_types {
+                types = Some(types.map_or(t, |have| have.and(t)));
+                by.push(o.label.clone());
+            }
+        }
+        types.map(|t| (t, by.join(" and ")))
+    }
+
     /// Gives a loaded key the origin its source gives it now (a changed policy, a renamed
     /// file): what signing and the Key Manager read next. A key still being unlocked keeps
     /// its own (its unlock installs it).
@@ -240,6 +270,12 @@ impl KeyRegistry {
             .write()
             .expect("registry lock")
             .retain(|(s, _)| &**s != source);
+        let mut also = self.also.write().expect("registry lock");
+        for list in also.values_mut() {
+            list.retain(|o| &*o.source != source);
+        }
+        also.retain(|_, list| !list.is_empty());
+        drop(also);
         self.entries
             .write()
             .expect("registry lock")

@@ -162,6 +162,8 @@ pub struct DbOptions {
     /// one than before (restored, failed over).
     pub change_hold: Duration,
     pub stats: CommitStats,
+    /// The PostgreSQL password, when given apart from the URL (`--database-password-file`).
+    pub password: Option<zeroize::Zeroizing<String>>,
 }
 
 impl Default for DbOptions {
@@ -172,6 +174,7 @@ impl Default for DbOptions {
             connect_timeout: Duration::from_secs(30),
             change_hold: Duration::from_secs(4),
             stats: CommitStats::default(),
+            password: None,
         }
     }
 }
@@ -213,10 +216,10 @@ impl SlashingDatabase {
         } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             Ok(Self::Sqlite(sqlite::SqliteStore::open(path, opts).await?))
         } else {
-            Err(ProtectionError::Internal(format!(
-                "unsupported database URL `{}`: use postgres://... or sqlite://PATH",
-                redact_url(url)
-            )))
+            Err(ProtectionError::Internal(
+                "unsupported database URL (not shown: it may hold a password): use postgres://... or sqlite://PATH"
+                    .into(),
+            ))
         }
     }
 
@@ -440,36 +443,55 @@ impl SlashingDatabase {
     }
 }
 
-/// Hides the passwords of a database URL for logs and errors: in the user information and
-/// in query parameters (`?password=`, `sslpassword=`).
+/// Hides the passwords of a database URL for logs and errors: in the user information
+/// (everything up to the last `@`, so that an unencoded `?`, `/` or `@` in a password does not
+/// move the boundary) and in query parameters (`?password=`, `sslpassword=`). Anything that is
+/// not a URL is not shown at all: a `key=value` connection string holds its password in words.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+    let Some(s) = url.find("://") else {
+        return "(not shown: not a URL)".into();
     };
-    let base = match (base.find("://"), base.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &base[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}://{}:***{}", &base[..s], &creds[..c], &base[at..]),
-                None => base.to_string(),
-            }
+    let (scheme, rest) = (&url[..s], &url[s + 3..]);
+    let (user, host_and_rest) = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let shown = if userinfo.contains(':') { format!("{user}:***@") } else { format!("{user}@") };
+            (shown, &rest[at + 1..])
         }
-        _ => base.to_string(),
+        None => (String::new(), rest),
     };
+    let (base, query) = match host_and_rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (host_and_rest, None),
+    };
+    let base = format!("{scheme}://{user}{base}");
     match query {
         None => base,
         Some(q) => {
             let q: Vec<String> = q
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
+                    Some((k, _)) if k.to_ascii_lowercase().contains("pass") => format!("{k}=***"),
                     _ => pair.to_string(),
                 })
                 .collect();
             format!("{base}?{}", q.join("&"))
         }
     }
+}
+
+/// Whether a database URL carries a password (in the user information or a parameter).
+pub fn url_has_password(url: &str) -> bool {
+    let Some(s) = url.find("://") else {
+        return url.contains("password");
+    };
+    let rest = &url[s + 3..];
+    let userinfo_password = rest.rfind('@').is_some_and(|at| rest[..at].contains(':'));
+    let query_password = rest
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p.split('=').next().is_some_and(|k| k.contains("pass"))));
+    userinfo_password || query_password
 }
 
 #[cfg(test)]
@@ -488,5 +510,17 @@ mod tests {
             redact_url("postgres://db/p?user=u&password=s3cret&sslmode=require&sslpassword=x"),
             "postgres://db/p?user=u&password=***&sslmode=require&sslpassword=***"
         );
+        // Characters a password may hold unencoded do not move the boundary.
+        for (url, shown) in [
+            ("postgres://u:pa?ss@db/p", "postgres://u:***@db/p"),
+            ("postgres://u:p/a@s@db:5432/p?sslmode=require", "postgres://u:***@db:5432/p?sslmode=require"),
+            ("postgres://db/p?pass=s3cret", "postgres://db/p?pass=***"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(url_has_password(url), "{url}");
+        }
+        // Not a URL: nothing of it is shown.
+        assert!(!redact_url("host=db password=s3cret").contains("s3cret"));
+        assert!(!url_has_password("postgres://u@db/p?sslmode=require"));
     }
 }

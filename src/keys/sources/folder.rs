@@ -129,6 +129,7 @@ fn list_folder(name: &Arc<str>, dir: &Path, passwords: &Passwords, optional: boo
         })
         .collect();
     let mut found = Found::default();
+    let mut readable = Vec::new();
     for (path, keystore) in parsed {
         let label = path.display().to_string();
         let (password, files) = match passwords {
@@ -136,6 +137,9 @@ fn list_folder(name: &Arc<str>, dir: &Path, passwords: &Passwords, optional: boo
             Passwords::PerKey(pw_dir) => {
                 let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
                 let pw_file = pw_dir.join(format!("{stem}.txt"));
+                if crate::fsutil::readable_by_others(&pw_file).is_some() {
+                    readable.push(pw_file.clone());
+                }
                 (Password::File(pw_file.clone()), vec![path.clone(), pw_file])
             }
         };
@@ -149,6 +153,11 @@ fn list_folder(name: &Arc<str>, dir: &Path, passwords: &Passwords, optional: boo
             }
             Err(reason) => found.fail(label.clone(), Some(label), reason),
         }
+    }
+    // Warned, not refused: every migration from another signer would break on it.
+    if let Some(first) = readable.first() {
+        tracing::warn!(source = %name, files = readable.len(), example = %first.display(),
+            "keystore password files can be read by other users: chmod 600 them");
     }
     Ok(found)
 }

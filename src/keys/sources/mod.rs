@@ -76,6 +76,10 @@ pub fn configure(opts: &KeyOptions) -> Result<Configured, KeyConfigError> {
                 Passwords::PerKey(pw_dir.clone())
             }
             (None, Some(file)) => {
+                if let Some(mode) = crate::fsutil::readable_by_others(file) {
+                    tracing::warn!(file = %file.display(),
+                        "the keystores' password file can be read by other users (mode {mode:o}): chmod 600 it");
+                }
                 let pw: Zeroizing<String> = read_password(file).map_err(KeyConfigError::Password)?;
                 Passwords::Shared(Arc::new(pw))
             }
