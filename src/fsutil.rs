@@ -94,7 +94,11 @@ pub enum AccessFileError {
         "{what} {} can be read by other users (mode {mode:o}): `chmod 600 {}`",
         path.display(), path.display()
     )]
-    Mode { what: &'static str, path: PathBuf, mode: u32 },
+    Mode {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
 }
 
 /// Reads a file that grants access: opened without following a link, and refused unless it is
@@ -109,7 +113,10 @@ pub fn read_access_file(path: &Path, what: &'static str) -> Result<zeroize::Zero
         .open(path)
         .map_err(|source| {
             if source.raw_os_error() == Some(libc::ELOOP) {
-                AccessFileError::Link { what, path: path.into() }
+                AccessFileError::Link {
+                    what,
+                    path: path.into(),
+                }
             } else {
                 AccessFileError::Read {
                     what,
@@ -124,7 +131,10 @@ pub fn read_access_file(path: &Path, what: &'static str) -> Result<zeroize::Zero
         source,
     })?;
     if !meta.file_type().is_file() {
-        return Err(AccessFileError::NotRegular { what, path: path.into() });
+        return Err(AccessFileError::NotRegular {
+            what,
+            path: path.into(),
+        });
     }
     // SAFETY: geteuid has no failure mode.
     let ours = unsafe { libc::geteuid() };
@@ -222,8 +232,18 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&f, &link).unwrap();
-        assert!(read_access_file(&link, "x").unwrap_err().to_string().contains("symbolic link"));
-        assert!(read_access_file(dir.path(), "x").unwrap_err().to_string().contains("not a regular file"));
+        assert!(
+            read_access_file(&link, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        assert!(
+            read_access_file(dir.path(), "x")
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
     }
 
     #[test]

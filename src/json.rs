@@ -9,7 +9,11 @@ use serde::Deserialize;
 /// request would expect to be signed.
 pub fn parse_at<'a, T: Deserialize<'a>>(prefix: &str, json: &'a str) -> Result<T, String> {
     if !json.trim_start().starts_with('{') {
-        let what = json.trim_start().chars().next().map_or("nothing".to_string(), |c| format!("`{c}`"));
+        let what = json
+            .trim_start()
+            .chars()
+            .next()
+            .map_or("nothing".to_string(), |c| format!("`{c}`"));
         return Err(match prefix {
             "" => format!("expected a JSON object, found {what}"),
             p => format!("{p}: expected a JSON object, found {what}"),

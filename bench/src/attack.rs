@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::fixtures::raw_key_config;
-use crate::load::{attestation_loop, closed_loop, http_get_text, loop_connections, ms, percentile};
+use crate::load::{attestation_loop, closed_loop, http_get, http_get_text, loop_connections, ms, percentile};
 use testkit::server::Palisade;
 
 #[derive(clap::Args)]
@@ -34,14 +34,21 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim_start_matches(':').split_whitespace().next().and_then(|n| n.parse().ok()))
+        .and_then(|v| {
+            v.trim_start_matches(':')
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 /// A connection from the attacker's own loopback address when the host allows, so that the
 /// signer's per-client cap sees it as one client.
 fn attacker_connect(addr: &str, from: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
-    let Some(ip) = from else { return TcpStream::connect(addr) };
+    let Some(ip) = from else {
+        return TcpStream::connect(addr);
+    };
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     socket.bind(&std::net::SocketAddr::new(ip, 0).into())?;
     let target: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
@@ -69,18 +76,34 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let pubkeys = raw_key_config(&defs, keys)?;
     let p = Palisade::serve_in(
         work.path(),
-        &["--network", "mainnet", "--future-tolerance-secs", "off", "--key-config-path", defs.to_str().unwrap()],
+        &[
+            "--network",
+            "mainnet",
+            "--future-tolerance-secs",
+            "off",
+            "--key-config-path",
+            defs.to_str().unwrap(),
+        ],
     );
     let addr = p.base.trim_start_matches("http://").to_string();
-    while !http_get_text(&addr, "/readyz").map(|t| t.contains("ready")).unwrap_or(false) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !http_get(&addr, "/readyz").is_ok_and(|(status, _)| status == 200) {
+        anyhow::ensure!(Instant::now() < deadline, "the signer was not ready within 120 s");
         std::thread::sleep(Duration::from_millis(20));
     }
     let connections = loop_connections(o.connections, keys);
     let first = crate::messages::FULU_EPOCH + 10;
-    let before = closed_loop(&addr, connections, o.seconds, attestation_loop(&pubkeys, connections, first));
+    let before = closed_loop(
+        &addr,
+        connections,
+        o.seconds,
+        attestation_loop(&pubkeys, connections, first),
+    );
     let rss_before = memory_kib(p.pid(), "VmRSS");
 
-    let from = attacker_connect(&addr, Some("127.0.0.2".parse()?)).ok().map(|_| "127.0.0.2".parse().unwrap());
+    let from = attacker_connect(&addr, Some("127.0.0.2".parse()?))
+        .ok()
+        .map(|_| "127.0.0.2".parse().unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let (reopened, refused_bodies) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut threads = Vec::new();
@@ -121,6 +144,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                     continue;
                 };
                 let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                // A signer that stops reading must not hold this thread past the run's end.
+                let _ = s.set_write_timeout(Some(Duration::from_millis(500)));
                 let head = format!(
                     "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
                 );

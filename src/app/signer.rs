@@ -357,8 +357,12 @@ impl Signer {
                 // One line per refusal, but any client can send refusable requests at will:
                 // at most one line a second per reason, saying how many were held back (the
                 // metric counts every one).
-                static BY_REASON: [RateLimit; Refusal::CODES.len()] = [const { RateLimit::new() }; Refusal::CODES.len()];
-                let limit = Refusal::CODES.iter().position(|c| *c == r.code()).map(|i| &BY_REASON[i]);
+                static BY_REASON: [RateLimit; Refusal::CODES.len()] =
+                    [const { RateLimit::new() }; Refusal::CODES.len()];
+                let limit = Refusal::CODES
+                    .iter()
+                    .position(|c| *c == r.code())
+                    .map(|i| &BY_REASON[i]);
                 if let Some(held) = limit.map_or(Some(0), RateLimit::allow) {
                     tracing::warn!(%pubkey, r#type = type_label, client = %client, reason = %r,
                         similar_since_last = held, "slashing protection refused to sign");

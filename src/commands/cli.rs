@@ -242,7 +242,12 @@ pub struct ServeArgs {
     /// The forwarding header the trusted proxies set: `x-forwarded-for` (HAProxy's
     /// `option forwardfor`), `forwarded`, `x-real-ip` (nginx), or `none` (PROXY protocol only).
     /// Others a client adds are ignored.
-    #[arg(long, env = "PALISADE_TRUSTED_PROXY_HEADER", default_value = "x-forwarded-for", value_name = "HEADER")]
+    #[arg(
+        long,
+        env = "PALISADE_TRUSTED_PROXY_HEADER",
+        default_value = "x-forwarded-for",
+        value_name = "HEADER"
+    )]
     pub trusted_proxy_header: crate::http::client::ForwardingHeader,
 
     /// Host names (the `Host` header, without port) this signer answers to, comma separated;

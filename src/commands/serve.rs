@@ -621,7 +621,9 @@ async fn shutdown_signal() {
 /// the command line, where every local user can read it (`/proc/PID/cmdline`).
 fn database_password(args: &ServeArgs) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
     let on_command_line = std::env::args().any(|a| {
-        a == args.database_url || a.strip_prefix("--database-url=").is_some_and(|u| u == args.database_url)
+        a == args.database_url
+            || a.strip_prefix("--database-url=")
+                .is_some_and(|u| u == args.database_url)
     });
     if on_command_line && crate::protection::url_has_password(&args.database_url) {
         tracing::warn!(

@@ -85,8 +85,7 @@ impl BodyBudget {
     pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
         let large = bytes > SMALL_BODY_BYTES;
         let mut used = self.lock();
-        let fits = used.all + bytes <= self.total
-            && (!large || used.large + bytes <= self.total - self.small_reserve);
+        let fits = used.all + bytes <= self.total && (!large || used.large + bytes <= self.total - self.small_reserve);
         if !fits {
             return None;
         }
@@ -123,8 +122,13 @@ pub async fn read_whole(limits: BodyLimits, req: Request, next: Next) -> Respons
                 budget.refused.inc();
                 static BUSY: RateLimit = RateLimit::new();
                 if let Some(held) = BUSY.allow() {
-                    tracing::warn!(bytes, in_use = budget.in_use(), budget = budget.total, similar_since_last = held,
-                        "request refused unread: request bodies in flight fill --http-body-budget-mb");
+                    tracing::warn!(
+                        bytes,
+                        in_use = budget.in_use(),
+                        budget = budget.total,
+                        similar_since_last = held,
+                        "request refused unread: request bodies in flight fill --http-body-budget-mb"
+                    );
                 }
                 return ApiError::Busy(format!(
                     "server busy: {} MiB of request bodies in flight (--http-body-budget-mb); try again or another replica",

@@ -28,9 +28,7 @@ impl std::str::FromStr for ForwardingHeader {
             "forwarded" => Ok(ForwardingHeader::Forwarded),
             "x-real-ip" => Ok(ForwardingHeader::XRealIp),
             "none" => Ok(ForwardingHeader::None),
-            other => Err(format!(
-                "`{other}`: x-forwarded-for, forwarded, x-real-ip or none"
-            )),
+            other => Err(format!("`{other}`: x-forwarded-for, forwarded, x-real-ip or none")),
         }
     }
 }
@@ -75,7 +73,13 @@ impl TrustedProxies {
     /// forwarding headers are ignored: a client could add them.
     pub fn forwarded_client(&self, headers: &HeaderMap) -> Option<IpAddr> {
         let mut hops: Vec<IpAddr> = Vec::new();
-        let values = |name: &str| headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
+        let values = |name: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+        };
         match self.header {
             ForwardingHeader::Forwarded => {
                 for v in values("forwarded") {

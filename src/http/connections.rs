@@ -237,7 +237,11 @@ impl Connections {
                     evict(&mut t, id);
                     evicted = kind;
                 }
-                None => return Err(Refused::ClientShare { per_client: self.per_client }),
+                None => {
+                    return Err(Refused::ClientShare {
+                        per_client: self.per_client,
+                    });
+                }
             }
         }
         if t.open.len() >= self.max {
@@ -294,7 +298,11 @@ fn victim(t: &Table, eligible: impl Fn(&Entry) -> bool) -> Option<(u64, Evicted)
         let born = e.state.born;
         match e.state.phase() {
             Phase::First => {
-                let class = if e.state.heard.load(Ordering::Relaxed) { &mut silent } else { &mut mute };
+                let class = if e.state.heard.load(Ordering::Relaxed) {
+                    &mut silent
+                } else {
+                    &mut mute
+                };
                 if class.is_none_or(|(_, oldest)| born < oldest) {
                     *class = Some((id, born));
                 }
@@ -393,8 +401,14 @@ mod tests {
         let (_x3, evicted) = table.admit(ip("10.0.0.1"), false).unwrap();
         assert_eq!(evicted, Evicted::Silent);
         let t = table.lock();
-        assert!(!t.open.contains_key(&x1.id), "the address's oldest silent connection gave way");
-        assert!(t.open.contains_key(&other.id), "another address's connection is untouched");
+        assert!(
+            !t.open.contains_key(&x1.id),
+            "the address's oldest silent connection gave way"
+        );
+        assert!(
+            t.open.contains_key(&other.id),
+            "another address's connection is untouched"
+        );
         assert_eq!(t.per_ip[&ip("10.0.0.1")], 2);
         drop(t);
         // A trusted proxy has no share limit.
@@ -409,7 +423,10 @@ mod tests {
         let (a, _) = table.admit(ip("10.0.0.1"), false).unwrap();
         drop(a.state.request());
         assert_eq!(a.state.phase(), Phase::Idle);
-        assert!(table.admit(ip("10.0.0.2"), false).is_err(), "idle for less than a second");
+        assert!(
+            table.admit(ip("10.0.0.2"), false).is_err(),
+            "idle for less than a second"
+        );
         std::thread::sleep(MIN_IDLE_TO_EVICT + Duration::from_millis(20));
         let (_b, evicted) = table.admit(ip("10.0.0.2"), false).unwrap();
         assert_eq!(evicted, Evicted::Idle);
@@ -427,7 +444,10 @@ mod tests {
         let r = s.request();
         assert_eq!(s.deadline(d), None);
         drop(r);
-        assert!(s.deadline(d).unwrap() > Instant::now() + d.header, "idle: the long deadline");
+        assert!(
+            s.deadline(d).unwrap() > Instant::now() + d.header,
+            "idle: the long deadline"
+        );
         s.received(b"POST /api");
         assert_eq!(s.phase(), Phase::Head);
         assert!(s.deadline(d).unwrap() <= Instant::now() + d.header);

@@ -144,7 +144,9 @@ fn valid_host(host: &str) -> bool {
     let name_ok = host.starts_with('[')
         || (!name.is_empty()
             && name.len() <= 253
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     name_ok && port_ok
 }
@@ -299,7 +301,14 @@ mod tests {
 
     #[test]
     fn host_values_must_be_host_names() {
-        for ok in ["localhost", "localhost:9000", "127.0.0.1:9000", "[::1]:9000", "[::1]", "signer.internal"] {
+        for ok in [
+            "localhost",
+            "localhost:9000",
+            "127.0.0.1:9000",
+            "[::1]:9000",
+            "[::1]",
+            "signer.internal",
+        ] {
             assert!(valid_host(ok), "{ok}");
         }
         for bad in [
@@ -318,12 +327,22 @@ mod tests {
         }
         let g = HttpGuard::new(&[], "127.0.0.1", &[]);
         let e = g
-            .check(&Method::GET, "/upcheck", &headers(&[("host", "localhost:9000@evil.com")]), None)
+            .check(
+                &Method::GET,
+                "/upcheck",
+                &headers(&[("host", "localhost:9000@evil.com")]),
+                None,
+            )
             .unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         // An absolute-form target for another host, whatever the Host header says.
         let e = g
-            .check(&Method::GET, "/upcheck", &headers(&[("host", "localhost")]), Some("evil.example"))
+            .check(
+                &Method::GET,
+                "/upcheck",
+                &headers(&[("host", "localhost")]),
+                Some("evil.example"),
+            )
             .unwrap_err();
         assert_eq!(e.status(), StatusCode::FORBIDDEN);
     }

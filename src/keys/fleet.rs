@@ -183,7 +183,8 @@ mod tests {
     fn loads_hex_files_and_names_the_option() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("fleet");
-        let write = |text: &str| crate::fsutil::write_private(&f, text.as_bytes(), crate::fsutil::Existing::Replace).unwrap();
+        let write =
+            |text: &str| crate::fsutil::write_private(&f, text.as_bytes(), crate::fsutil::Existing::Replace).unwrap();
         write(&format!("{}\n", hex::encode(random_looking(3))));
         assert_eq!(
             FleetSecret::load(&f).unwrap().id(),

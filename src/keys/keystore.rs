@@ -545,7 +545,10 @@ mod tests {
             let _second = memory.take(60);
             tx.send(memory.in_use()).unwrap();
         });
-        assert!(rx.recv_timeout(std::time::Duration::from_millis(200)).is_err(), "ran beyond the budget");
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200)).is_err(),
+            "ran beyond the budget"
+        );
         drop(first);
         assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap(), 60);
         waiter.join().unwrap();

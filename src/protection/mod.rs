@@ -456,7 +456,11 @@ pub fn redact_url(url: &str) -> String {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            let shown = if userinfo.contains(':') { format!("{user}:***@") } else { format!("{user}@") };
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***@")
+            } else {
+                format!("{user}@")
+            };
             (shown, &rest[at + 1..])
         }
         None => (String::new(), rest),
@@ -488,9 +492,10 @@ pub fn url_has_password(url: &str) -> bool {
     };
     let rest = &url[s + 3..];
     let userinfo_password = rest.rfind('@').is_some_and(|at| rest[..at].contains(':'));
-    let query_password = rest
-        .split_once('?')
-        .is_some_and(|(_, q)| q.split('&').any(|p| p.split('=').next().is_some_and(|k| k.contains("pass"))));
+    let query_password = rest.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|p| p.split('=').next().is_some_and(|k| k.contains("pass")))
+    });
     userinfo_password || query_password
 }
 
@@ -513,7 +518,10 @@ mod tests {
         // Characters a password may hold unencoded do not move the boundary.
         for (url, shown) in [
             ("postgres://u:pa?ss@db/p", "postgres://u:***@db/p"),
-            ("postgres://u:p/a@s@db:5432/p?sslmode=require", "postgres://u:***@db:5432/p?sslmode=require"),
+            (
+                "postgres://u:p/a@s@db:5432/p?sslmode=require",
+                "postgres://u:***@db:5432/p?sslmode=require",
+            ),
             ("postgres://db/p?pass=s3cret", "postgres://db/p?pass=***"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");

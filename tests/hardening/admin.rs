@@ -12,7 +12,12 @@ async fn an_http_repair_cannot_discard_what_was_signed() {
     testkit::http::keys_loaded(&p).await;
     let pk = testkit::interop_pubkeys()[5].clone();
     let url = sign_url(&p, &pk);
-    assert_eq!(testkit::http::post(&url, attestation(1, 2, 1, MINIMAL_GVR).to_string()).await.0, 200);
+    assert_eq!(
+        testkit::http::post(&url, attestation(1, 2, 1, MINIMAL_GVR).to_string())
+            .await
+            .0,
+        200
+    );
     // With the admin token, as an attacker holding a leaked one would ask.
     let (s, v) = testkit::http::admin(
         &p,
@@ -23,7 +28,11 @@ async fn an_http_repair_cannot_discard_what_was_signed() {
     )
     .await;
     assert_eq!(s, 403, "{v}");
-    assert!(v.to_string().contains("slashing-protection repair --discard-past-messages"), "{v}");
+    assert!(
+        v.to_string()
+            .contains("slashing-protection repair --discard-past-messages"),
+        "{v}"
+    );
     // Nothing was discarded: a second attestation for the same target is still refused.
     let (s, v) = testkit::http::post(&url, attestation(1, 2, 2, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 412, "a double vote was signed after the repair: {v}");

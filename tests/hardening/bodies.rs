@@ -40,17 +40,18 @@ async fn large_body(to: String, path: String, length: usize, sent: usize, hold: 
 }
 
 fn status(answer: &[u8]) -> Option<u16> {
-    std::str::from_utf8(answer).ok()?.split_whitespace().nth(1)?.parse().ok()
+    std::str::from_utf8(answer)
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_in_flight_stay_within_the_budget() {
-    let (_keys, p) = testkit::http::signer_with_interop_keys(&[
-        "--http-body-budget-mb",
-        "8",
-        "--http-body-timeout-secs",
-        "60",
-    ]);
+    let (_keys, p) =
+        testkit::http::signer_with_interop_keys(&["--http-body-budget-mb", "8", "--http-body-timeout-secs", "60"]);
     testkit::http::keys_loaded(&p).await;
     let a = addr(&p);
     let pk = testkit::interop_pubkeys()[0].clone();
@@ -96,12 +97,8 @@ async fn bodies_in_flight_stay_within_the_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_share_the_same_budget() {
-    let (_keys, p) = testkit::http::signer_with_interop_keys(&[
-        "--http-body-budget-mb",
-        "8",
-        "--http-body-timeout-secs",
-        "60",
-    ]);
+    let (_keys, p) =
+        testkit::http::signer_with_interop_keys(&["--http-body-budget-mb", "8", "--http-body-timeout-secs", "60"]);
     testkit::http::keys_loaded(&p).await;
     let pk = testkit::interop_pubkeys()[0].clone();
     let tcp = TcpStream::connect(addr(&p)).await.unwrap();

@@ -67,27 +67,31 @@ async fn slow_connections_are_closed_and_a_signing_is_answered_meanwhile() {
 /// a client that sends its request gets in, every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_of_silent_sockets_cannot_lock_clients_out() {
-    // A header deadline longer than the test: only making room can let the client in.
+    // A header deadline longer than the test: only making room can let the client in. The
+    // crowd comes from eight other addresses, each within its share, and overfills the table.
+    const TABLE: usize = 2048;
+    const PER_ADDRESS: usize = 320;
     let (_keys, p) = testkit::http::signer_with_interop_keys(&[
         "--http-max-connections",
-        "64",
+        &TABLE.to_string(),
         "--http-header-timeout-secs",
         "300",
     ]);
     testkit::http::keys_loaded(&p).await;
     let a = addr(&p);
     super::many_sockets();
-    let crowd: Vec<TcpStream> = (0..200)
-        .map(|_| {
-            let s = TcpStream::connect(&a).unwrap();
-            s.set_nonblocking(true).unwrap();
-            s
-        })
-        .collect();
+    let mut crowd = Vec::new();
+    for host in 2..10 {
+        let source = format!("127.0.0.{host}");
+        for _ in 0..PER_ADDRESS {
+            crowd.push((source.clone(), connect_from(&source, &a).await));
+        }
+    }
+    let overflow = (crowd.len() - TABLE) as f64;
     let evicted_silent = r#"palisade_http_connections_evicted_total{state="silent"}"#;
     testkit::wait::until("the crowd fills the table", Duration::from_secs(60), || async {
         let m = testkit::http::metrics_text(&p).await;
-        (metric(&m, evicted_silent) >= 136.0).then_some(())
+        (metric(&m, evicted_silent) >= overflow).then_some(())
     })
     .await;
 
@@ -99,11 +103,10 @@ async fn a_crowd_of_silent_sockets_cannot_lock_clients_out() {
         std::thread::spawn(move || {
             let mut crowd = crowd;
             while !stop.load(Ordering::Relaxed) {
-                for s in crowd.iter_mut() {
+                for (source, s) in crowd.iter_mut() {
                     if is_closed_now(s)
-                        && let Ok(n) = TcpStream::connect(&a)
+                        && let Ok(n) = connect_from_blocking(source, &a)
                     {
-                        n.set_nonblocking(true).unwrap();
                         *s = n;
                         reopened.fetch_add(1, Ordering::Relaxed);
                     }
@@ -133,14 +136,21 @@ async fn a_crowd_of_silent_sockets_cannot_lock_clients_out() {
     attacker.join().unwrap();
     assert!(answered.iter().all(|r| r == &Ok(200)), "{answered:?}");
     // The attack was live: sockets were closed to let the client in, and reopened.
-    assert!(reopened.load(Ordering::Relaxed) >= 12, "{} reopened", reopened.load(Ordering::Relaxed));
+    assert!(
+        reopened.load(Ordering::Relaxed) >= 12,
+        "{} reopened",
+        reopened.load(Ordering::Relaxed)
+    );
     let m = testkit::http::metrics_text(&p).await;
     assert_eq!(metric(&m, "palisade_http_connections_refused_total"), 0.0, "{m}");
     // The warning is rate-limited, not one per closed socket.
     let log = p.log();
     let lines = log.matches("closed the connection with least claim").count();
     let evicted = metric(&m, evicted_silent);
-    assert!(lines >= 1 && (lines as f64) < evicted / 4.0, "{lines} lines for {evicted} evictions");
+    assert!(
+        lines >= 1 && (lines as f64) < evicted / 4.0,
+        "{lines} lines for {evicted} evictions"
+    );
 }
 
 /// A client waits between requests longer than the header deadline: its keep-alive
@@ -148,12 +158,8 @@ async fn a_crowd_of_silent_sockets_cannot_lock_clients_out() {
 /// a request, and a request head that stops half-way, are cut at the header deadline.
 #[tokio::test]
 async fn keep_alive_outlives_the_header_deadline_but_silence_does_not() {
-    let (_keys, p) = testkit::http::signer_with_interop_keys(&[
-        "--http-header-timeout-secs",
-        "2",
-        "--http-idle-timeout-secs",
-        "60",
-    ]);
+    let (_keys, p) =
+        testkit::http::signer_with_interop_keys(&["--http-header-timeout-secs", "2", "--http-idle-timeout-secs", "60"]);
     let a = addr(&p);
     let request = format!("GET /upcheck HTTP/1.1\r\nHost: {a}\r\n\r\n");
     let mut client = TcpStream::connect(&a).unwrap();
@@ -169,19 +175,38 @@ async fn keep_alive_outlives_the_header_deadline_but_silence_does_not() {
     let (s, _, _) = exchange(&mut client, request.as_bytes());
     assert_eq!(s, 200, "the keep-alive connection was cut");
     // Well within the idle timeout (60 s), so the header deadline (2 s) closed them.
-    assert!(closed_within(&mut silent, Duration::from_secs(20)), "a silent socket is still open");
-    assert!(closed_within(&mut half, Duration::from_secs(20)), "a half head is still open");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(20)),
+        "a silent socket is still open"
+    );
+    assert!(
+        closed_within(&mut half, Duration::from_secs(20)),
+        "a half head is still open"
+    );
 
     // A later request's head that stops half-way is cut by the header deadline too.
     client.write_all(b"GET /upcheck HTTP/1.1\r\nHo").unwrap();
-    assert!(closed_within(&mut client, Duration::from_secs(20)), "a half head after a request");
+    assert!(
+        closed_within(&mut client, Duration::from_secs(20)),
+        "a half head after a request"
+    );
     let m = testkit::http::metrics_text(&p).await;
     assert!(
-        metric(&m, r#"palisade_http_connections_timed_out_total{state="first_request"}"#) >= 2.0,
+        metric(
+            &m,
+            r#"palisade_http_connections_timed_out_total{state="first_request"}"#
+        ) >= 2.0,
         "{m}"
     );
-    assert!(metric(&m, r#"palisade_http_connections_timed_out_total{state="header"}"#) >= 1.0, "{m}");
-    assert_eq!(metric(&m, r#"palisade_http_connections_timed_out_total{state="idle"}"#), 0.0, "{m}");
+    assert!(
+        metric(&m, r#"palisade_http_connections_timed_out_total{state="header"}"#) >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"palisade_http_connections_timed_out_total{state="idle"}"#),
+        0.0,
+        "{m}"
+    );
 }
 
 /// A connection from `source` (an address of the loopback network) to `to`.
@@ -191,6 +216,16 @@ async fn connect_from(source: &str, to: &str) -> TcpStream {
     let s = socket.connect(to.parse().unwrap()).await.unwrap().into_std().unwrap();
     s.set_nonblocking(true).unwrap();
     s
+}
+
+/// As `connect_from`, for a plain thread.
+fn connect_from_blocking(source: &str, to: &str) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&format!("{source}:0").parse::<std::net::SocketAddr>().unwrap().into())?;
+    socket.connect(&to.parse::<std::net::SocketAddr>().unwrap().into())?;
+    let s: TcpStream = socket.into();
+    s.set_nonblocking(true)?;
+    Ok(s)
 }
 
 /// One address holding more than its share displaces its own connections, never another's.
@@ -225,8 +260,15 @@ async fn one_address_cannot_take_every_connection() {
     .await;
     let m = testkit::http::metrics_text(&p).await;
     let evicted = r#"palisade_http_connections_evicted_total{state="silent"}"#;
-    assert_eq!(metric(&m, evicted), 20.0, "the greedy address keeps its share, no more: {m}");
-    assert!(modest.iter_mut().all(|s| !is_closed_now(s)), "another address lost a connection");
+    assert_eq!(
+        metric(&m, evicted),
+        20.0,
+        "the greedy address keeps its share, no more: {m}"
+    );
+    assert!(
+        modest.iter_mut().all(|s| !is_closed_now(s)),
+        "another address lost a connection"
+    );
     let (s, _) = testkit::http::post(
         &sign_url(&p, &testkit::interop_pubkeys()[2]),
         randao(1, MINIMAL_GVR).to_string(),

@@ -58,15 +58,28 @@ async fn the_database_password_comes_from_a_file() {
     let url = cluster.password_role("palisade_pw", password);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("db-password");
-    palisade::fsutil::write_private(&file, format!("{password}\n").as_bytes(), palisade::fsutil::Existing::Replace)
-        .unwrap();
+    palisade::fsutil::write_private(
+        &file,
+        format!("{password}\n").as_bytes(),
+        palisade::fsutil::Existing::Replace,
+    )
+    .unwrap();
     let (_keys, ks, pw) = testkit::interop_keystores();
     let net = minimal_network();
     let mut args = testkit::http::key_args(&ks, &pw);
-    args.extend(["--network", &net, "--database-url", &url, "--database-connect-timeout-secs", "5"]);
+    args.extend([
+        "--network",
+        &net,
+        "--database-url",
+        &url,
+        "--database-connect-timeout-secs",
+        "5",
+    ]);
 
     // Without the password: refused by PostgreSQL, and the signer does not start.
-    let refused = Palisade::try_serve_in(dir.path(), &args).err().expect("started without the password");
+    let refused = Palisade::try_serve_in(dir.path(), &args)
+        .err()
+        .expect("started without the password");
     assert!(refused.contains("password"), "{refused}");
 
     args.extend(["--database-password-file", file.to_str().unwrap()]);

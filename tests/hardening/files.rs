@@ -59,8 +59,13 @@ async fn careless_hosts_are_warned_and_core_dumps_are_off() {
         "--network",
         &minimal_network(),
     ];
-    let refused = Palisade::try_serve_in(dir.path(), &args).err().expect("a readable token file must be refused");
-    assert!(refused.contains("chmod 600") && refused.contains("token.txt"), "{refused}");
+    let refused = Palisade::try_serve_in(dir.path(), &args)
+        .err()
+        .expect("a readable token file must be refused");
+    assert!(
+        refused.contains("chmod 600") && refused.contains("token.txt"),
+        "{refused}"
+    );
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let p = Palisade::serve_in(
         dir.path(),
@@ -140,7 +145,15 @@ fn files_that_grant_access_must_be_private_regular_files_of_ours() {
     let net = minimal_network();
     for option in options {
         for (file, expect) in [(&link, "link"), (&readable, "chmod 600")] {
-            let mut args = vec!["serve", "--http-port", "0", "--network", &net, option, file.to_str().unwrap()];
+            let mut args = vec![
+                "serve",
+                "--http-port",
+                "0",
+                "--network",
+                &net,
+                option,
+                file.to_str().unwrap(),
+            ];
             if option == "--tls-key-file" {
                 args.extend(["--tls-cert-file", cert.to_str().unwrap()]);
             }
@@ -162,7 +175,15 @@ fn files_that_grant_access_must_be_private_regular_files_of_ours() {
         std::fs::copy(&real, &theirs).unwrap();
         std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
         let (ok, _, err) = testkit::server::run(
-            &["serve", "--http-port", "0", "--network", &net, "--api-token-file", theirs.to_str().unwrap()],
+            &[
+                "serve",
+                "--http-port",
+                "0",
+                "--network",
+                &net,
+                "--api-token-file",
+                theirs.to_str().unwrap(),
+            ],
             dir.path(),
         );
         assert!(!ok);

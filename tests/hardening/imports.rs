@@ -73,11 +73,22 @@ async fn a_large_import_does_not_stall_signing_for_other_keys() {
     assert_eq!(s, 200, "{v}");
     let answers = signer.await.unwrap();
     let failed: Vec<_> = answers.iter().filter(|(s, _)| *s != 200).collect();
-    assert!(failed.is_empty(), "{} of {} signings failed: {:?}", failed.len(), answers.len(), &failed[..failed.len().min(3)]);
+    assert!(
+        failed.is_empty(),
+        "{} of {} signings failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(3)]
+    );
     assert!(answers.len() >= 4, "only {} signings during the import", answers.len());
     // Everything is in: the export holds every validator's history.
     let export = testkit::http::admin_get(&p, "/api/v1/eth2/slashing-protection/export").await;
-    let imported = export["data"].as_array().unwrap().iter().filter(|v| v["signed_blocks"].as_array().unwrap().len() == 40).count();
+    let imported = export["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["signed_blocks"].as_array().unwrap().len() == 40)
+        .count();
     assert_eq!(imported, 1_000);
 }
 
@@ -88,10 +99,21 @@ async fn repeated_entries_are_written_once() {
     let entry = json!({"pubkey": pk, "signed_blocks": [{"slot": "5", "signing_root": root(5)}],
                        "signed_attestations": [{"source_epoch": "1", "target_epoch": "2", "signing_root": root(2)}]});
     let file = interchange(vec![entry; 30_000]);
-    let (s, v) = testkit::http::admin(&p, reqwest::Method::POST, "/api/v1/eth2/slashing-protection/import", &file).await;
+    let (s, v) = testkit::http::admin(
+        &p,
+        reqwest::Method::POST,
+        "/api/v1/eth2/slashing-protection/import",
+        &file,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let export = testkit::http::admin_get(&p, "/api/v1/eth2/slashing-protection/export").await;
-    let ours: Vec<&Value> = export["data"].as_array().unwrap().iter().filter(|v| v["pubkey"] == pk).collect();
+    let ours: Vec<&Value> = export["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["pubkey"] == pk)
+        .collect();
     assert_eq!(ours.len(), 1, "{export}");
     assert_eq!(ours[0]["signed_blocks"].as_array().unwrap().len(), 1);
     assert_eq!(ours[0]["signed_attestations"].as_array().unwrap().len(), 1);

@@ -130,7 +130,8 @@ async fn a_key_defined_twice_signs_only_what_both_definitions_allow() {
         ),
     )
     .unwrap();
-    let (_keys, p) = testkit::http::signer_with_interop_keys(&["--key-config-path", definitions.path().to_str().unwrap()]);
+    let (_keys, p) =
+        testkit::http::signer_with_interop_keys(&["--key-config-path", definitions.path().to_str().unwrap()]);
     testkit::http::keys_loaded(&p).await;
     let pk2 = &testkit::interop_pubkeys()[2];
     let (s, m) = testkit::http::post(&sign_url(&p, pk2), randao(1, MINIMAL_GVR).to_string()).await;
@@ -139,7 +140,11 @@ async fn a_key_defined_twice_signs_only_what_both_definitions_allow() {
     let (s, _) = testkit::http::post(&sign_url(&p, pk2), attestation(0, 1, 1, MINIMAL_GVR).to_string()).await;
     assert_eq!(s, 200);
     // Another key of the folder is not narrowed.
-    let (s, _) = testkit::http::post(&sign_url(&p, &testkit::interop_pubkeys()[3]), randao(1, MINIMAL_GVR).to_string()).await;
+    let (s, _) = testkit::http::post(
+        &sign_url(&p, &testkit::interop_pubkeys()[3]),
+        randao(1, MINIMAL_GVR).to_string(),
+    )
+    .await;
     assert_eq!(s, 200);
     let log = p.wait_for_log("defined more than once").await;
     assert!(log.contains("signing only what every definition allows"), "{log}");

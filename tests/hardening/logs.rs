@@ -41,7 +41,13 @@ async fn a_client_cannot_size_the_log() {
     assert!(too_big.iter().all(|s| *s == 431), "{:?}", &too_big[..5]);
     // One 300 KB header.
     let mut s = TcpStream::connect(addr(&p)).unwrap();
-    let _ = s.write_all(format!("GET /upcheck HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n", "b".repeat(300_000)).as_bytes());
+    let _ = s.write_all(
+        format!(
+            "GET /upcheck HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(300_000)
+        )
+        .as_bytes(),
+    );
     if let Ok((status, _, _)) = read_response(&mut s) {
         assert_eq!(status, 431);
     }
@@ -57,7 +63,11 @@ async fn a_client_cannot_size_the_log() {
         (1..=2 + took.as_secs() as usize).contains(&lines),
         "{lines} lines for 1000 refusals in {took:?}"
     );
-    assert!(written.len() < 32 * 1024, "{} bytes of log for 1,321 requests", written.len());
+    assert!(
+        written.len() < 32 * 1024,
+        "{} bytes of log for 1,321 requests",
+        written.len()
+    );
     assert!(written.contains("similar_since_last"), "{written}");
 }
 
@@ -78,7 +88,10 @@ async fn a_refused_double_vote_is_one_line() {
     let written = log_since(&p, from);
     let warnings: Vec<&str> = written.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 1, "{written}");
-    assert!(warnings[0].contains(pk.trim_start_matches("0x")) || warnings[0].contains(pk.as_str()), "{written}");
+    assert!(
+        warnings[0].contains(pk.trim_start_matches("0x")) || warnings[0].contains(pk.as_str()),
+        "{written}"
+    );
 
     // A client repeating it at will: at most a line a second, each counted in the metric.
     let started = Instant::now();
@@ -89,9 +102,15 @@ async fn a_refused_double_vote_is_one_line() {
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let lines = log_since(&p, from).matches("refused to sign").count();
-    assert!((1..=3 + took.as_secs() as usize).contains(&lines), "{lines} lines for 201 refusals in {took:?}");
+    assert!(
+        (1..=3 + took.as_secs() as usize).contains(&lines),
+        "{lines} lines for 201 refusals in {took:?}"
+    );
     let m = testkit::http::metrics_text(&p).await;
-    let counted = metric(&m, r#"palisade_slashing_refusals_total{type="ATTESTATION",reason="target_not_above_highest"}"#);
+    let counted = metric(
+        &m,
+        r#"palisade_slashing_refusals_total{type="ATTESTATION",reason="target_not_above_highest"}"#,
+    );
     assert!(counted >= 201.0, "{m}");
 }
 
@@ -101,7 +120,12 @@ async fn failed_tls_handshakes_are_logged_at_most_once_a_second() {
     let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, generated.cert.pem()).unwrap();
-    palisade::fsutil::write_private(&key, generated.signing_key.serialize_pem().as_bytes(), palisade::fsutil::Existing::Replace).unwrap();
+    palisade::fsutil::write_private(
+        &key,
+        generated.signing_key.serialize_pem().as_bytes(),
+        palisade::fsutil::Existing::Replace,
+    )
+    .unwrap();
     let p = testkit::server::Palisade::serve(&[
         "--network",
         &testkit::http::minimal_network(),
@@ -123,6 +147,9 @@ async fn failed_tls_handshakes_are_logged_at_most_once_a_second() {
     let log = p.wait_for_log("TLS handshake failed").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let lines = log_since(&p, from).matches("TLS handshake failed").count();
-    assert!((1..=2 + took.as_secs() as usize).contains(&lines), "{lines} lines for 300 failures in {took:?}");
+    assert!(
+        (1..=2 + took.as_secs() as usize).contains(&lines),
+        "{lines} lines for 300 failures in {took:?}"
+    );
     drop(log);
 }

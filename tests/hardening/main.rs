@@ -112,7 +112,10 @@ pub fn memory_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix(field).map(|v| v.trim_start_matches(':').trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .map(|v| v.trim_start_matches(':').trim().to_string())
+        })
         .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap()
 }

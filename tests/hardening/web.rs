@@ -117,9 +117,17 @@ async fn host_values_that_name_another_host_are_refused() {
     let absolute = format!("http://evil.example{target}");
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("HTTP/1.1 without Host", raw("POST", &target, &[], &body), 400),
-        ("non-ASCII Host", raw("POST", &target, &[b"Host: localh\xc3\xb6st"], &body), 400),
+        (
+            "non-ASCII Host",
+            raw("POST", &target, &[b"Host: localh\xc3\xb6st"], &body),
+            400,
+        ),
         ("user@host", raw("POST", &target, &[userinfo.as_bytes()], &body), 400),
-        ("Host with a path", raw("POST", &target, &[b"Host: 127.0.0.1/x"], &body), 400),
+        (
+            "Host with a path",
+            raw("POST", &target, &[b"Host: 127.0.0.1/x"], &body),
+            400,
+        ),
         (
             "absolute-form target for another host",
             raw("POST", &absolute, &[b"Host: 127.0.0.1"], &body),
@@ -161,7 +169,10 @@ async fn a_client_cannot_choose_the_address_recorded_for_it() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let log = p.wait_for_log("admin request (token accepted)").await;
-    let line = log.lines().find(|l| l.contains("admin request (token accepted)")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("admin request (token accepted)"))
+        .unwrap();
     assert!(line.contains("10.9.8.7"), "{line}");
     assert!(!line.contains("6.6.6.6") && !line.contains("5.5.5.5"), "{line}");
 
@@ -182,7 +193,10 @@ async fn a_client_cannot_choose_the_address_recorded_for_it() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let log = q.wait_for_log("admin request (token accepted)").await;
-    let line = log.lines().find(|l| l.contains("admin request (token accepted)")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("admin request (token accepted)"))
+        .unwrap();
     assert!(line.contains("10.9.8.7") && !line.contains("6.6.6.6"), "{line}");
     // A value that is not an option is refused at startup, naming the choices.
     let refused = Palisade::try_serve_in(
@@ -191,5 +205,8 @@ async fn a_client_cannot_choose_the_address_recorded_for_it() {
     )
     .err()
     .expect("an unknown forwarding header must be refused");
-    assert!(refused.contains("x-forwarded-for, forwarded, x-real-ip or none"), "{refused}");
+    assert!(
+        refused.contains("x-forwarded-for, forwarded, x-real-ip or none"),
+        "{refused}"
+    );
 }

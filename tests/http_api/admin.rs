@@ -112,7 +112,12 @@ async fn key_manager_import_and_delete_across_replicas() {
     std::fs::create_dir_all(&a_pw).unwrap();
     let secret = a_dir.path().join("fleet-secret");
     let bytes: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(0xf1)).collect();
-    palisade::fsutil::write_private(&secret, hex::encode(bytes).as_bytes(), palisade::fsutil::Existing::Replace).unwrap();
+    palisade::fsutil::write_private(
+        &secret,
+        hex::encode(bytes).as_bytes(),
+        palisade::fsutil::Existing::Replace,
+    )
+    .unwrap();
     let a_args = [
         "--network",
         &net,

@@ -30,6 +30,8 @@ impl SqliteStore {
         let mut done = 0;
         let mut batch = ImportBatch::default();
         let result: Result<(), ProtectionError> = async {
+            // The chain is checked even for a file without validators.
+            batch.open(self, given).await?;
             for (pk, imported) in &by_validator {
                 let conn = batch.open(self, given).await?;
                 let (id, mut w) = row_for(conn, pk).await?;
