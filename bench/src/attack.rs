@@ -106,10 +106,14 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         .map(|_| "127.0.0.2".parse().unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let (reopened, refused_bodies) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // How many of the crowd connected, and when the last did (ms after the attack began).
+    let (crowd_open, crowd_ms) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(u64::MAX)));
+    let attack_began = Instant::now();
     let mut threads = Vec::new();
     // The silent crowd, reopened as soon as the signer closes one.
     {
         let (stop, reopened, addr) = (stop.clone(), reopened.clone(), addr.clone());
+        let (crowd_open, crowd_ms) = (crowd_open.clone(), crowd_ms.clone());
         let idle = o.idle;
         threads.push(std::thread::spawn(move || {
             let mut crowd: Vec<TcpStream> = (0..idle)
@@ -118,6 +122,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                     let _ = s.set_nonblocking(true);
                 })
                 .collect();
+            crowd_open.store(crowd.len() as u64, Ordering::Relaxed);
+            crowd_ms.store(attack_began.elapsed().as_millis() as u64, Ordering::Relaxed);
             while !stop.load(Ordering::Relaxed) {
                 for s in crowd.iter_mut() {
                     if closed_now(s)
@@ -180,8 +186,13 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             }
         }));
     }
-    // Let the crowd fill the table.
-    std::thread::sleep(Duration::from_secs(3));
+    // The crowd connects in full before the client is measured (the signer accepts it while
+    // the body senders churn), so that "during" means a full table being reopened.
+    let crowd_deadline = Instant::now() + Duration::from_secs(120);
+    while crowd_ms.load(Ordering::Relaxed) == u64::MAX && Instant::now() < crowd_deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
         let (stop, peak, pid) = (stop.clone(), peak.clone(), p.pid());
@@ -266,6 +277,15 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         peak as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
+    match crowd_ms.load(Ordering::Relaxed) {
+        u64::MAX => println!("  the crowd was still connecting when the run ended"),
+        ms => println!(
+            "  the crowd: {} of {} sockets connected within {:.1} s of the attack's start",
+            crowd_open.load(Ordering::Relaxed),
+            o.idle,
+            ms as f64 / 1e3
+        ),
+    }
     println!(
         "  attacker: {} silent sockets reopened; bodies refused 503 {} (signer counts {}); connections closed to make room {}, refused {}",
         reopened.load(Ordering::Relaxed),

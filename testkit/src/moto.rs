@@ -122,12 +122,17 @@ impl Moto {
             .iter()
             .map(|(k, v)| serde_json::json!({"Key": k, "Value": v}))
             .collect();
-        let (s, b) = self
-            .call(
-                "CreateSecret",
-                &serde_json::json!({"Name": name, "SecretString": value, "Tags": tags}),
-            )
-            .await;
+        let request = serde_json::json!({"Name": name, "SecretString": value, "Tags": tags});
+        let (mut s, mut b) = self.call("CreateSecret", &request).await;
+        // moto's secret map is not safe for concurrent writes: it may answer 500 ("dictionary
+        // changed size during iteration") before storing anything. Tried again a few times.
+        for _ in 0..5 {
+            if s != 500 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            (s, b) = self.call("CreateSecret", &request).await;
+        }
         assert_eq!(s, 200, "CreateSecret {name}: {b}");
     }
 
