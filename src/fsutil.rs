@@ -65,6 +65,114 @@ pub fn move_aside(file: &Path) -> std::io::Result<PathBuf> {
     Ok(target)
 }
 
+/// Why a file that grants access (a token, the fleet secret, a TLS private key) is refused.
+/// Each message names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessFileError {
+    #[error("{what} {}: cannot read: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {} is a symbolic link: point the option at the file itself", path.display())]
+    Link { what: &'static str, path: PathBuf },
+    #[error("{what} {} is not a regular file", path.display())]
+    NotRegular { what: &'static str, path: PathBuf },
+    #[error(
+        "{what} {} belongs to user {owner}, not to the user Palisade runs as ({ours}): a file another user can \
+         replace grants access to whoever does; `chown {ours} {}`",
+        path.display(), path.display()
+    )]
+    Owner {
+        what: &'static str,
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
+    #[error(
+        "{what} {} can be read by other users (mode {mode:o}): `chmod 600 {}`",
+        path.display(), path.display()
+    )]
+    Mode {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
+}
+
+/// Reads a file that grants access: opened without following a link, and refused unless it is
+/// a regular file owned by the user Palisade runs as and closed to other users (group and
+/// others): a planted or world-readable token is a key to the signer.
+pub fn read_access_file(path: &Path, what: &'static str) -> Result<zeroize::Zeroizing<Vec<u8>>, AccessFileError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc::ELOOP) {
+                AccessFileError::Link {
+                    what,
+                    path: path.into(),
+                }
+            } else {
+                AccessFileError::Read {
+                    what,
+                    path: path.into(),
+                    source,
+                }
+            }
+        })?;
+    let meta = f.metadata().map_err(|source| AccessFileError::Read {
+        what,
+        path: path.into(),
+        source,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(AccessFileError::NotRegular {
+            what,
+            path: path.into(),
+        });
+    }
+    // SAFETY: geteuid has no failure mode.
+    let ours = unsafe { libc::geteuid() };
+    if meta.uid() != ours {
+        return Err(AccessFileError::Owner {
+            what,
+            path: path.into(),
+            owner: meta.uid(),
+            ours,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(AccessFileError::Mode {
+            what,
+            path: path.into(),
+            mode: meta.mode() & 0o777,
+        });
+    }
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    f.read_to_end(&mut bytes).map_err(|source| AccessFileError::Read {
+        what,
+        path: path.into(),
+        source,
+    })?;
+    Ok(bytes)
+}
+
+/// A warning for a file others can read that cannot be refused without breaking migrations
+/// from other signers (keystore password files).
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.mode())
+        .filter(|mode| mode & 0o077 != 0)
+        .map(|mode| mode & 0o777)
+}
+
 fn parent(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -109,6 +217,33 @@ mod tests {
         write_private(&f, b"secret", Existing::Replace).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
         assert!(!std::fs::symlink_metadata(&f).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn access_files_must_be_private_regular_and_ours() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        write_private(&f, b"secret", Existing::Keep).unwrap();
+        assert_eq!(&*read_access_file(&f, "--api-token-file").unwrap(), b"secret");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_access_file(&f, "--api-token-file").unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && e.contains("--api-token-file"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(
+            read_access_file(&link, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        assert!(
+            read_access_file(dir.path(), "x")
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
     }
 
     #[test]

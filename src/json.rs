@@ -2,10 +2,23 @@
 
 use serde::Deserialize;
 
-/// Parses one JSON document and reports a failure with the path of the offending field,
-/// under `prefix` (`attestation.source.epoch: invalid type ...`). Anything after the document
-/// but whitespace is refused: `{...} x` is not a request.
+/// Parses one JSON object and reports a failure with the path of the offending field, under
+/// `prefix` (`attestation.source.epoch: invalid type ...`). Anything after the object but
+/// whitespace is refused (`{...} x` is not a request), and so is an array in its place: serde
+/// would read `[...]` into a struct field by field, which no client sends and no reader of the
+/// request would expect to be signed.
 pub fn parse_at<'a, T: Deserialize<'a>>(prefix: &str, json: &'a str) -> Result<T, String> {
+    if !json.trim_start().starts_with('{') {
+        let what = json
+            .trim_start()
+            .chars()
+            .next()
+            .map_or("nothing".to_string(), |c| format!("`{c}`"));
+        return Err(match prefix {
+            "" => format!("expected a JSON object, found {what}"),
+            p => format!("{p}: expected a JSON object, found {what}"),
+        });
+    }
     let de = &mut serde_json::Deserializer::from_str(json);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
@@ -62,5 +75,9 @@ mod tests {
             parse_body::<Outer>(&[0xff, 0xfe]).unwrap_err(),
             "request body is not UTF-8"
         );
+        // serde would take an array for a struct, field by field: refused.
+        let e = parse_at::<Inner>("inner", "[1]").unwrap_err();
+        assert_eq!(e, "inner: expected a JSON object, found `[`");
+        assert!(parse_at::<Inner>("", "").unwrap_err().contains("found nothing"));
     }
 }

@@ -18,5 +18,6 @@ pub mod keys;
 pub mod network;
 pub mod process;
 pub mod protection;
+pub mod ratelimit;
 pub mod signing;
 pub mod types;

@@ -1,5 +1,5 @@
-//! What the process does to keep secrets in memory: no core dumps (an abort must not write
-//! every key to disk), and key pages locked out of swap where the host allows.
+//! What the process sets up about itself: no core dumps (an abort must not write every key
+//! to disk), key pages locked out of swap where the host allows, and enough open files.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -36,5 +36,24 @@ pub fn lock_in_memory<T>(value: &T) {
             "cannot lock key memory into RAM (keys may be swapped to disk): raise the memlock limit \
              (LimitMEMLOCK= in the systemd unit, --ulimit memlock in Docker) or use encrypted swap"
         );
+    }
+}
+
+/// Raises the soft limit of open files to the hard one (at most 65536), as Go and most
+/// servers do: the default soft limit (1024) would cap connections at 512.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            let wanted = limit.rlim_max.min(65536);
+            if wanted > limit.rlim_cur {
+                limit.rlim_cur = wanted;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
     }
 }

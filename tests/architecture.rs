@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["protection", "keys"],
     &["signing"],
     &["consensus", "network"],
-    &["json", "fsutil", "process", "types"],
+    &["json", "fsutil", "process", "ratelimit", "types"],
 ];
 
 fn layer_of(room: &str) -> Option<usize> {

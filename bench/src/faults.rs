@@ -255,7 +255,11 @@ async fn run_async(opts: Options) -> anyhow::Result<()> {
     };
     let keys_dir = work.path().join("keys");
     let keys = Arc::new(raw_key_config(&keys_dir, opts.validators)?);
-    std::fs::write(work.path().join("token.txt"), "faults-harness-token")?;
+    palisade::fsutil::write_private(
+        &work.path().join("token.txt"),
+        b"faults-harness-token",
+        palisade::fsutil::Existing::Replace,
+    )?;
 
     let mut proxies = Vec::new();
     let mut replicas = Vec::new();

@@ -3,16 +3,20 @@
 //!   palisade-bench blst         raw blst signatures per second, one core and all cores
 //!   palisade-bench http         HTTP signing throughput (RANDAO_REVEAL) vs raw blst
 //!   palisade-bench keystores    keystore loading time vs the ideal (N x one-key cost / cores)
+//!   palisade-bench stores       startup of N keys from AWS Secrets Manager (moto) vs local keys
+//!   palisade-bench reload       N keystores reloaded while a client signs: time, latency
 //!   palisade-bench protection   protected attestations per second on PostgreSQL, and the
 //!                               check's latency with 1,000 vs 1,000,000 rows of history
 //!   palisade-bench load         mainnet-shaped load, slot bursts, steady rates, saturation
-//!   palisade-bench failover    two replicas behind HAProxy, one replica's database cut
+//!   palisade-bench failover     two replicas behind HAProxy, one replica's database cut
+//!   palisade-bench attack      signing while silent sockets and large bodies flood the signer
 //!   palisade-bench faults       fault injection on N replicas and one PostgreSQL, then the checker
 //!   palisade-bench check        the independent checker of end-to-end and fault runs
 //!
 //! Build with `cargo build --release`; the signer under test is the `palisade` binary next to
 //! this one. Benchmarks print numbers; they assert nothing.
 
+mod attack;
 mod blst_bench;
 mod breakdown;
 mod check;
@@ -20,6 +24,7 @@ mod dispatch;
 mod failover;
 mod faults;
 mod fixtures;
+mod key_sources;
 mod keys;
 mod load;
 mod mainnet;
@@ -78,6 +83,25 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         load_seconds: f64,
     },
+    /// Startup of N keys from AWS Secrets Manager (moto, bulk loading) vs the same keys as
+    /// local file-raw definitions and as local pbkdf2 keystores.
+    Stores {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// The local keystores' pbkdf2 iterations (EIP-2335's default is 262144).
+        #[arg(long, default_value_t = 16_384)]
+        pbkdf2_c: u32,
+    },
+    /// N new keystores reloaded (POST /reload) while a client signs protected attestations
+    /// with other keys: the reload's time and the signing latency before and during it.
+    Reload {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        #[arg(long, default_value_t = 16_384)]
+        pbkdf2_c: u32,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+    },
     /// Checks a run: signatures valid, nothing slashable signed, everything signed recorded.
     Check {
         /// `mainnet`, ..., or a config YAML (as given to the signer).
@@ -100,6 +124,9 @@ enum Command {
     /// Mainnet-shaped load (blocks, attestation bursts at 4 s, aggregates, sync committee),
     /// or a slot burst (--burst), a steady rate (--rate), or saturation (--saturate).
     Load(mainnet::Options),
+    /// A validator client signing while thousands of silent sockets and hundreds of
+    /// large-body senders attack: latency before and during, new connections, peak memory.
+    Attack(attack::Options),
     /// Two replicas behind HAProxy; one replica's database connection broken: how long
     /// clients wait and whether they see an error.
     Failover(failover::Options),
@@ -144,6 +171,7 @@ fn main() -> anyhow::Result<()> {
         } => check::run(&network, &responses, &export, outages.as_deref()),
         Command::Faults(options) => faults::run(options),
         Command::Failover(options) => failover::run(options),
+        Command::Attack(options) => attack::run(options),
         Command::Load(options) => mainnet::run(options),
         Command::Keystores {
             count,
@@ -151,6 +179,12 @@ fn main() -> anyhow::Result<()> {
             dir,
             load_seconds,
         } => keys::keystore_loading(count, &kdf, &dir, load_seconds),
+        Command::Stores { count, pbkdf2_c } => key_sources::stores(count, pbkdf2_c),
+        Command::Reload {
+            count,
+            pbkdf2_c,
+            connections,
+        } => key_sources::reload(count, pbkdf2_c, connections),
         Command::Protection {
             database_url,
             validators,

@@ -8,19 +8,39 @@ use std::process::Command;
 /// other into timeouts that say nothing about the code.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Far above any smoke run's time on a loaded 2-core machine (the longest takes about 60 s).
+const BENCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);
+
 fn bench(args: &[&str]) -> String {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(env!("CARGO_BIN_EXE_palisade-bench"))
+    // Output to files, so that a run that overstays can be killed and its output still shown.
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-bench"))
         .args(args)
-        .output()
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
         .expect("running palisade-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let deadline = std::time::Instant::now() + BENCH_BUDGET;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     println!("palisade-bench {}\n{stdout}", args.join(" "));
-    assert!(
-        out.status.success(),
-        "palisade-bench {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Some(status) = status else {
+        panic!("palisade-bench {args:?} still ran after {BENCH_BUDGET:?}; killed:\n{stdout}\n{stderr}")
+    };
+    assert!(status.success(), "palisade-bench {args:?} failed:\n{stdout}\n{stderr}");
     stdout
 }
 
@@ -180,4 +200,44 @@ fn failover_mode_answers_every_request_through_haproxy() {
     assert!(out.contains(r#""a": "#) && out.contains(r#""b": "#), "{out}");
     assert_eq!(out.matches("A's /readyz: 503 after ").count(), 2, "{out}");
     assert!(!out.contains("never"), "{out}");
+}
+
+#[test]
+fn stores_mode_loads_keys_from_moto_and_locally() {
+    // Needs moto (pip install 'moto[server]'; .ci/run installs it).
+    let out = bench(&["stores", "--count", "20", "--pbkdf2-c", "1024"]);
+    for source in [
+        "AWS Secrets Manager (moto), bulk:",
+        "local file-raw definitions:",
+        "local keystores",
+    ] {
+        assert!(out.contains(source), "{source}: {out}");
+    }
+}
+
+#[test]
+fn reload_mode_reloads_while_signing() {
+    let out = bench(&["reload", "--count", "40", "--pbkdf2-c", "1024", "--connections", "2"]);
+    assert!(out.contains("all keys usable: true"), "{out}");
+    only_200s(&out);
+}
+
+#[test]
+fn attack_mode_signs_through_the_flood() {
+    let out = bench(&[
+        "attack",
+        "--idle",
+        "300",
+        "--large",
+        "20",
+        "--seconds",
+        "2",
+        "--connections",
+        "2",
+    ]);
+    only_200s(&out);
+    assert!(
+        out.contains("new connections during the attack: 50 of 50 signed"),
+        "{out}"
+    );
 }

@@ -159,6 +159,11 @@ impl Health {
         self.keys.failures()
     }
 
+    /// Files and secrets a reload could not read again, whose keys stay loaded.
+    pub fn stale_key_sources(&self) -> Vec<LoadFailure> {
+        self.keys.stale_units()
+    }
+
     /// The metrics in Prometheus text format, key counts refreshed.
     pub fn metrics_text(&self) -> String {
         self.key_counts();
@@ -213,6 +218,10 @@ impl Health {
             }
             Some(_) => {}
             None if k.loading > 0 => reasons.push(format!("{} keys still being decrypted", k.loading)),
+            None if self.keys.any_source_pending() => reasons.push(format!(
+                "{} key sources (secret stores) still being read",
+                self.keys.sources_pending_count()
+            )),
             None if k.failed > 0 => reasons.push(format!(
                 "{} of {} keys failed to load (see /healthcheck; or accept fewer with --ready-min-keys)",
                 k.failed,

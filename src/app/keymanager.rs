@@ -1,11 +1,13 @@
 //! Key Manager API operations (ethereum/keymanager-APIs `/eth/v1/keystores`).
 //!
 //! Import: keystores are decrypted first (no side effects), then their slashing-protection
-//! data is imported in one transaction, then the keys are enabled in the database and stored
-//! (keystore and password, mode 0600) in the Key Manager's folder, and only then do they
-//! become usable. Delete: the key is disabled in the database first, so every replica
-//! refuses it from then on, then dropped here and its files moved aside so that a restart
-//! does not load it again, and its protection data returned.
+//! data is imported in one transaction, then the keys are enabled in the database and stored,
+//! and only then do they become usable. Where they are stored decides who loads them: on a
+//! PostgreSQL fleet in the database, the password sealed with the fleet secret, for every
+//! replica (now and after any restart); on one host (SQLite) in the Key Manager's folder,
+//! keystore and password (mode 0600). Delete: the key is disabled in the database first, so
+//! every replica refuses it from then on, then dropped here, its stored keystore removed (the
+//! database row, or the files moved aside), and its protection data returned.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,11 +17,13 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::app::disabled::DisabledKeys;
+use crate::app::shared_keystores::SharedKeystores;
 use crate::fsutil::{Existing, move_aside, private_dir, write_private};
+use crate::keys::fleet::FleetSecret;
 use crate::keys::keystore::Keystore;
 use crate::keys::{KeyRegistry, Lookup, Origin, OriginKind, SecretKey};
 use crate::protection::interchange::{FORMAT_VERSION, Metadata};
-use crate::protection::{ChainPin, Interchange, ProtectionError, SlashingDatabase};
+use crate::protection::{ChainPin, Interchange, ProtectionError, SlashingDatabase, StoredKeystore};
 use crate::types::{PublicKey, Root};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,16 +59,30 @@ pub struct Listed {
     pub readonly: bool,
 }
 
+/// Where imports are kept.
+pub enum ImportStore {
+    /// One host: keystore and password files in `dir`, loaded again by the source `source`.
+    Folder { dir: PathBuf, source: Arc<str> },
+    /// A fleet on PostgreSQL: in the database, for every replica (the source `source` reads
+    /// them back). Without a fleet secret, imports are refused: no other replica could
+    /// unlock them.
+    Shared {
+        secret: Option<Arc<FleetSecret>>,
+        source: Arc<str>,
+        replica: String,
+    },
+}
+
 pub struct KeyManager {
     keys: Arc<KeyRegistry>,
     db: Arc<SlashingDatabase>,
     chain: Arc<ChainPin>,
     disabled: Arc<DisabledKeys>,
-    /// Where imported keystores and their passwords are stored (loaded again at startup).
-    pub dir: PathBuf,
-    /// One import or deletion at a time: two concurrent imports of one key cannot both
-    /// answer `imported`.
-    busy: tokio::sync::Mutex<()>,
+    store: ImportStore,
+    /// Held for each import or deletion, and by key loads while they decide what changes:
+    /// two concurrent imports of one key cannot both answer `imported`, and a reload never
+    /// works from a picture of the keys that an import makes stale.
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl KeyManager {
@@ -73,15 +91,41 @@ impl KeyManager {
         db: Arc<SlashingDatabase>,
         chain: Arc<ChainPin>,
         disabled: Arc<DisabledKeys>,
-        dir: PathBuf,
+        store: ImportStore,
+        changes: Arc<tokio::sync::Mutex<()>>,
     ) -> Self {
         Self {
             keys,
             db,
             chain,
             disabled,
-            dir,
-            busy: tokio::sync::Mutex::new(()),
+            store,
+            changes,
+        }
+    }
+
+    /// Why imports cannot be kept here now, if they cannot (checked before any work).
+    async fn cannot_store(&self) -> Result<Option<String>, KeyManagerError> {
+        let ImportStore::Shared { secret, .. } = &self.store else {
+            return Ok(None);
+        };
+        let Some(secret) = secret else {
+            return Ok(Some(
+                "this replica shares Key Manager imports with every replica through the PostgreSQL database, \
+                 and has no --shared-keystore-secret-file to seal them with: start every replica with the same \
+                 fleet secret (e.g. `openssl rand -hex 32`)"
+                    .into(),
+            ));
+        };
+        match self.db.fleet_secret_id().await? {
+            Some(pinned) if pinned != secret.id() => Ok(Some(
+                ProtectionError::FleetSecretMismatch {
+                    pinned,
+                    ours: secret.id().to_string(),
+                }
+                .to_string(),
+            )),
+            _ => Ok(None),
         }
     }
 
@@ -99,7 +143,7 @@ impl KeyManager {
     }
 
     pub async fn import(
-        &self,
+        self: &Arc<Self>,
         keystores: Vec<String>,
         passwords: Vec<Zeroizing<String>>,
         slashing_protection: Option<String>,
@@ -122,10 +166,14 @@ impl KeyManager {
                 keystores.len()
             )));
         }
-        let _busy = self.busy.lock().await;
+        if let Some(why) = self.cannot_store().await? {
+            tracing::warn!(keystores = keystores.len(), reason = %why, "Key Manager import refused");
+            return Ok(keystores.iter().map(|_| Status::new("error", why.clone())).collect());
+        }
 
-        // Decrypt on all cores without blocking the async runtime. A keystore not started
-        // before the deadline, or after the client went away, is not decrypted at all.
+        // Decrypt on all cores without blocking the async runtime, and without the change
+        // lock (reloads go on meanwhile). A keystore not started before the deadline, or after
+        // the client went away, is not decrypted at all.
         let deadline = std::time::Instant::now() + IMPORT_DEADLINE;
         let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancelled.clone());
@@ -152,6 +200,22 @@ impl KeyManager {
         .await
         .map_err(|e| KeyManagerError::BadRequest(format!("decryption task failed: {e}")))?;
 
+        // From here on the import runs to its end even if the client goes away: a half-done
+        // import (protection data in, key not stored) would answer nothing true.
+        let me = self.clone();
+        tokio::spawn(async move { me.apply(decrypted, interchange).await })
+            .await
+            .map_err(|e| KeyManagerError::BadRequest(format!("import task failed: {e}")))?
+    }
+
+    /// The second half of an import, under the change lock: protection data, enable, store,
+    /// install.
+    async fn apply(
+        &self,
+        decrypted: Vec<Result<Imported, String>>,
+        interchange: Option<Interchange>,
+    ) -> Result<Vec<Status>, KeyManagerError> {
+        let _changes = self.changes.lock().await;
         if let Some(i) = &interchange {
             self.chain.import(&self.db, i).await?;
         }
@@ -179,7 +243,7 @@ impl KeyManager {
                 Err(reason) => statuses.push(Status::new("error", reason)),
                 Ok(imported) => {
                     let pk = imported.key.public_key();
-                    let loaded = matches!(self.keys.lookup(&pk), Lookup::Ready(_) | Lookup::Loading);
+                    let loaded = self.keys.holds(&pk);
                     if !seen.insert(pk) || (loaded && !disabled.contains(&pk)) {
                         statuses.push(Status::new("duplicate", ""));
                     } else {
@@ -194,43 +258,88 @@ impl KeyManager {
         self.db.set_enabled(&fresh_keys, true).await?;
         self.disabled.remove(&fresh_keys);
 
-        for (i, imported) in fresh {
-            let pk = imported.key.public_key();
-            if matches!(self.keys.lookup(&pk), Lookup::Ready(_)) {
-                tracing::info!(pubkey = %pk, "key imported again through the Key Manager API: enabled");
-                continue;
-            }
-            match self.store(&imported) {
-                Ok(origin) => {
-                    self.keys.insert_ready(imported.key, &origin);
-                    tracing::info!(pubkey = %pk, "key imported through the Key Manager API");
+        // Stored, even a key still loaded here that a deletion elsewhere disabled: on a fleet
+        // its row is gone, and the other replicas must load it again.
+        match self.store(&fresh).await {
+            Ok(origins) => {
+                for ((_, imported), origin) in fresh.into_iter().zip(origins) {
+                    let pk = imported.key.public_key();
+                    if matches!(self.keys.lookup(&pk), Lookup::Ready(_)) {
+                        self.keys.update_origin(&pk, &origin);
+                        tracing::info!(pubkey = %pk, stored = %origin, "key imported again through the Key Manager API: enabled");
+                        continue;
+                    }
+                    let key: Arc<dyn crate::keys::SigningKey> = Arc::new(imported.key);
+                    self.keys.insert_ready(key, &origin, false);
+                    tracing::info!(pubkey = %pk, stored = %origin, "key imported through the Key Manager API");
                 }
-                Err(e) => {
-                    tracing::error!(pubkey = %pk, error = %e, "cannot store an imported keystore");
-                    statuses[i] = Status::new(
-                        "error",
-                        format!("cannot store the keystore in {}: {e}", self.dir.display()),
-                    );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store imported keystores");
+                for (i, _) in &fresh {
+                    statuses[*i] = Status::new("error", format!("cannot store the keystore: {e}"));
                 }
             }
         }
         Ok(statuses)
     }
 
-    /// Writes an imported keystore and its password (mode 0600, in a 0700 folder) where
-    /// startup loads them from.
-    fn store(&self, imported: &Imported) -> std::io::Result<Arc<Origin>> {
-        private_dir(&self.dir)?;
-        let stem = format!("keystore-{}", hex::encode(imported.key.public_key().0));
-        let keystore = self.dir.join(format!("{stem}.json"));
-        let password = self.dir.join(format!("{stem}.txt"));
-        write_private(&password, imported.password.as_bytes(), Existing::Replace)?;
-        write_private(&keystore, imported.json.as_bytes(), Existing::Replace)?;
-        Ok(Origin::files(keystore.display().to_string(), vec![keystore, password]))
+    /// Keeps imported keystores where they are loaded from again; the origin of each.
+    async fn store(&self, imported: &[(usize, Imported)]) -> Result<Vec<Arc<Origin>>, String> {
+        match &self.store {
+            ImportStore::Folder { dir, source } => {
+                let mut origins = Vec::with_capacity(imported.len());
+                for (_, i) in imported {
+                    origins.push(store_files(dir, source, i).map_err(|e| format!("{}: {e}", dir.display()))?);
+                }
+                Ok(origins)
+            }
+            ImportStore::Shared {
+                secret,
+                source,
+                replica,
+            } => {
+                let secret = secret.as_ref().ok_or("no fleet secret")?;
+                let rows: Vec<StoredKeystore> = imported
+                    .iter()
+                    .map(|(_, i)| {
+                        let pubkey = i.key.public_key();
+                        StoredKeystore {
+                            pubkey,
+                            keystore: i.json.clone(),
+                            sealed_password: secret.seal(&pubkey, &i.password),
+                            sealed_with: secret.id().to_string(),
+                        }
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    self.db
+                        .store_keystores(&rows, secret.id(), replica)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(rows
+                    .iter()
+                    .map(|r| SharedKeystores::origin(source, &r.pubkey))
+                    .collect())
+            }
+        }
     }
 
-    pub async fn delete(&self, pubkeys: Vec<PublicKey>) -> Result<(Vec<Status>, Interchange), KeyManagerError> {
-        let _busy = self.busy.lock().await;
+    /// Runs to its end even if the client goes away (a deletion half done would leave a key
+    /// disabled with its keystore still stored).
+    pub async fn delete(
+        self: &Arc<Self>,
+        pubkeys: Vec<PublicKey>,
+    ) -> Result<(Vec<Status>, Interchange), KeyManagerError> {
+        let me = self.clone();
+        tokio::spawn(async move { me.delete_now(pubkeys).await })
+            .await
+            .map_err(|e| KeyManagerError::BadRequest(format!("deletion task failed: {e}")))?
+    }
+
+    async fn delete_now(&self, pubkeys: Vec<PublicKey>) -> Result<(Vec<Status>, Interchange), KeyManagerError> {
+        let _changes = self.changes.lock().await;
         let known: std::collections::HashSet<PublicKey> = self
             .db
             .key_states(&pubkeys)
@@ -277,18 +386,27 @@ impl KeyManager {
             statuses.push(match step {
                 Step::ReadOnly(reason) => Status::new("error", reason),
                 Step::NotFound => Status::new("not_found", ""),
-                Step::Inactive => Status::new("not_active", ""),
+                Step::Inactive => {
+                    // Not loaded here, but maybe imported elsewhere a moment ago: its stored
+                    // keystore goes too, or every replica would keep a disabled key's keystore.
+                    if matches!(self.store, ImportStore::Shared { .. })
+                        && let Err(e) = self.db.delete_stored_keystores(&[*pk]).await
+                    {
+                        tracing::error!(pubkey = %pk, error = %e, "cannot remove a deleted key's stored keystore");
+                    }
+                    Status::new("not_active", "")
+                }
                 Step::Unload(origin) => {
                     self.keys.remove(pk);
                     tracing::info!(pubkey = %pk, source = %origin, "key deleted through the Key Manager API");
-                    match set_aside(&origin) {
+                    match self.unstore(pk, &origin).await {
                         Ok(()) => Status::new("deleted", ""),
                         Err(e) => {
-                            tracing::error!(pubkey = %pk, error = %e, "cannot move a deleted key's files aside");
+                            tracing::error!(pubkey = %pk, error = %e, "cannot remove a deleted key's stored keystore");
                             Status::new(
                                 "error",
                                 format!(
-                                    "disabled and unloaded, but its files could not be moved aside ({e}): \
+                                    "disabled and unloaded, but its stored keystore could not be removed ({e}): \
                                      it will be loaded again at the next start (and refused)"
                                 ),
                             )
@@ -298,6 +416,25 @@ impl KeyManager {
             });
         }
         Ok((statuses, interchange))
+    }
+
+    /// Removes a deleted key's stored keystore: its database row, or its files (moved aside).
+    async fn unstore(&self, pk: &PublicKey, origin: &Origin) -> Result<(), String> {
+        match &origin.kind {
+            OriginKind::Shared => self
+                .db
+                .delete_stored_keystores(&[*pk])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            OriginKind::Files(files) => {
+                for f in files.iter().filter(|f| f.exists()) {
+                    move_aside(f).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -310,13 +447,23 @@ enum Step {
     NotFound,
 }
 
-fn set_aside(origin: &Origin) -> std::io::Result<()> {
-    if let OriginKind::Files(files) = &origin.kind {
-        for f in files.iter().filter(|f| f.exists()) {
-            move_aside(f)?;
-        }
-    }
-    Ok(())
+/// Writes an imported keystore and its password (mode 0600, in a 0700 folder) where the
+/// Key Manager folder's source loads them from.
+fn store_files(dir: &std::path::Path, source: &Arc<str>, imported: &Imported) -> std::io::Result<Arc<Origin>> {
+    private_dir(dir)?;
+    let stem = format!("keystore-{}", hex::encode(imported.key.public_key().0));
+    let keystore = dir.join(format!("{stem}.json"));
+    let password = dir.join(format!("{stem}.txt"));
+    write_private(&password, imported.password.as_bytes(), Existing::Replace)?;
+    write_private(&keystore, imported.json.as_bytes(), Existing::Replace)?;
+    let label = keystore.display().to_string();
+    Ok(Origin::new(
+        source,
+        label.clone(),
+        label,
+        OriginKind::Files(vec![keystore, password]),
+        None,
+    ))
 }
 
 /// Keystores in one Key Manager import request.

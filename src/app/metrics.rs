@@ -73,10 +73,14 @@ pub struct Metrics {
     pub replicas: Gauge,
     /// Times the database was found holding less than this replica had committed.
     pub database_rollbacks: Counter,
-    /// Connections closed at once because --http-max-connections were open.
+    /// Connections closed at once: the table was full and none could give way.
     pub connections_refused: Counter,
-    /// Connections closed for a timeout (header, idle), by which.
+    /// Connections closed to make room for a new one, by what they were doing (silent, idle).
+    pub connections_evicted: Family<StateLabels, Counter>,
+    /// Connections closed for a timeout, by which (first_request, header, idle, handshake).
     pub connections_timed_out: Family<StateLabels, Counter>,
+    /// Requests answered 503 because --http-body-budget-mb of bodies were in flight.
+    pub bodies_refused: Counter,
     pub connections_open: Gauge,
     /// The group commit's statements, what they decided, and their conflicts (PostgreSQL).
     pub commits: crate::protection::CommitStats,
@@ -103,8 +107,10 @@ impl Metrics {
         let database_rollbacks = Counter::default();
         let replicas = Gauge::default();
         let connections_refused = Counter::default();
+        let connections_evicted = Family::<StateLabels, Counter>::default();
         let connections_timed_out = Family::<StateLabels, Counter>::default();
         let connections_open = Gauge::default();
+        let bodies_refused = Counter::default();
         let commits = crate::protection::CommitStats::default();
         registry.register(
             "database_statements",
@@ -123,21 +129,34 @@ impl Metrics {
         );
         registry.register(
             "http_connections_refused",
-            "Connections closed on arrival because --http-max-connections were open",
+            "Connections closed on arrival: --http-max-connections (or the client's share) were open and none could give way",
             connections_refused.clone(),
         );
         registry.register(
+            "http_connections_evicted",
+            "Connections closed to make room for a new one (state: silent = never completed a request, idle)",
+            connections_evicted.clone(),
+        );
+        registry.register(
             "http_connections_timed_out",
-            "Connections closed by a timeout (state: idle, handshake)",
+            "Connections closed by a timeout (state: first_request, header, idle, handshake)",
             connections_timed_out.clone(),
+        );
+        registry.register(
+            "http_bodies_refused",
+            "Requests answered 503 because --http-body-budget-mb of request bodies were in flight",
+            bodies_refused.clone(),
         );
         registry.register(
             "http_connections_open",
             "Open client connections",
             connections_open.clone(),
         );
-        for state in ["idle", "handshake"] {
+        for state in ["first_request", "header", "idle", "handshake"] {
             let _ = connections_timed_out.get_or_create(&StateLabels { state });
+        }
+        for state in ["silent", "idle"] {
+            let _ = connections_evicted.get_or_create(&StateLabels { state });
         }
         registry.register(
             "signing_requests",
@@ -219,8 +238,10 @@ impl Metrics {
             requests,
             refusals,
             connections_refused,
+            connections_evicted,
             connections_timed_out,
             connections_open,
+            bodies_refused,
             signing_seconds,
             protection_seconds,
             keys,

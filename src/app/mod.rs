@@ -1,8 +1,11 @@
 //! The application: the signer (parse, protect, sign, record the outcome), the Key Manager
-//! operations, the health verdicts and the metrics they keep. No HTTP and no SQL here.
+//! operations, key reloads, the health verdicts and the metrics they keep. No HTTP and no
+//! SQL here.
 
 pub mod disabled;
 pub mod health;
 pub mod keymanager;
 pub mod metrics;
+pub mod reload;
+pub mod shared_keystores;
 pub mod signer;

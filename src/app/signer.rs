@@ -16,6 +16,7 @@ use crate::protection::interchange::{FORMAT_VERSION, Metadata, SignedAttestation
 use crate::protection::repair::{RepairRequest, Repaired};
 use crate::protection::replica::{ReplicaMemory, Rollback};
 use crate::protection::{ChainPin, Interchange, ProtectionError, Recorded, Refusal, SlashingDatabase};
+use crate::ratelimit::RateLimit;
 use crate::signing::policy::{Scope, TypeSet};
 use crate::signing::{ParseError, SigningJob, parse_signing_request};
 use crate::types::{PublicKey, Root, Signature, SlashableMessage};
@@ -33,7 +34,9 @@ pub enum SignError {
     UnknownKey(PublicKey),
     #[error("key {0} failed to load: {1}")]
     KeyFailed(PublicKey, Arc<str>),
-    #[error("key {0} is still being decrypted; try again shortly")]
+    #[error(
+        "key {0} is not loaded yet (its keystore is being decrypted, or its key source is still being read); try again shortly"
+    )]
     KeyLoading(PublicKey),
     #[error("refused by slashing protection: {0}")]
     Refused(Refusal),
@@ -82,7 +85,9 @@ impl From<ProtectionError> for SignError {
             ProtectionError::InvalidInterchange(m)
             | ProtectionError::Internal(m)
             | ProtectionError::InvalidRepair(m)
-            | ProtectionError::RepairRefused(m) => SignError::Internal(format!("slashing protection: {m}")),
+            | ProtectionError::RepairRefused(m)
+            | ProtectionError::NotShared(m) => SignError::Internal(format!("slashing protection: {m}")),
+            ProtectionError::FleetSecretMismatch { .. } => SignError::Internal(e.to_string()),
         }
     }
 }
@@ -149,8 +154,8 @@ impl Signer {
         if !self.signing_types.contains(t) {
             return Err(Scope::Signer);
         }
-        match self.keys.origin(pubkey) {
-            Some(o) if o.signing_types.is_some_and(|s| !s.contains(t)) => Err(Scope::Key(o.label.clone())),
+        match self.keys.policy(pubkey) {
+            Some((types, by)) if !types.contains(t) => Err(Scope::Key(by)),
             _ => Ok(()),
         }
     }
@@ -349,10 +354,25 @@ impl Signer {
                         reason: r.code(),
                     })
                     .inc();
-                tracing::warn!(%pubkey, r#type = type_label, client = %client, reason = %r, "slashing protection refused to sign");
+                // One line per refusal, but any client can send refusable requests at will:
+                // at most one line a second per reason, saying how many were held back (the
+                // metric counts every one).
+                static BY_REASON: [RateLimit; Refusal::CODES.len()] =
+                    [const { RateLimit::new() }; Refusal::CODES.len()];
+                let limit = Refusal::CODES
+                    .iter()
+                    .position(|c| *c == r.code())
+                    .map(|i| &BY_REASON[i]);
+                if let Some(held) = limit.map_or(Some(0), RateLimit::allow) {
+                    tracing::warn!(%pubkey, r#type = type_label, client = %client, reason = %r,
+                        similar_since_last = held, "slashing protection refused to sign");
+                }
             }
             Err(e @ (SignError::ProtectionUnavailable(_) | SignError::Internal(_))) => {
-                tracing::error!(%pubkey, r#type = type_label, error = %e, "signing failed");
+                static FAILURES: RateLimit = RateLimit::new();
+                if let Some(held) = FAILURES.allow() {
+                    tracing::error!(%pubkey, r#type = type_label, error = %e, similar_since_last = held, "signing failed");
+                }
             }
             Err(_) => {}
         }
@@ -402,7 +422,11 @@ impl Signer {
             recorded = Some(self.protect(&pubkey, message, client).await?);
         }
         // Only now, with the record committed, does the signature exist.
-        Ok((key.sign(&job.signing_root), recorded))
+        let signature = key
+            .sign(&job.signing_root)
+            .await
+            .map_err(|e| SignError::Internal(format!("the key gave no signature: {e}")))?;
+        Ok((signature, recorded))
     }
 
     /// Checks `message` against this replica's record and the database, and records it
@@ -415,7 +439,6 @@ impl Signer {
     ) -> Result<Recorded, SignError> {
         // Never at or below what this replica committed itself, whatever the database says.
         if let Some(r) = self.memory.check(pubkey, message) {
-            tracing::warn!(%pubkey, reason = %r, "refused by this replica's own record of what it signed");
             return Err(SignError::Refused(r));
         }
         // Known down: refuse at once, so the client can try another replica in time. A stale

@@ -36,6 +36,23 @@ pub enum Command {
     SlashingProtection(SlashingProtectionCommand),
 }
 
+/// An option's value that must not reach `Debug` output or stay in memory (a secret).
+#[derive(Clone)]
+pub struct Hidden(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Hidden {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Hidden(zeroize::Zeroizing::new(s.to_string())))
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Listen address.
@@ -58,15 +75,99 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_KEYSTORES_PASSWORD_FILE", value_name = "FILE")]
     pub keystores_password_file: Option<PathBuf>,
 
-    /// Folder of Web3Signer-style YAML key definitions (`type: file-keystore` with
-    /// `keystoreFile` and `keystorePasswordFile`, or `type: file-raw` with `privateKey`).
+    /// Folder of Web3Signer-style YAML key definitions: `file-keystore`, `file-raw`,
+    /// `aws-secret`, `hashicorp` (Vault KV v2), `azure-secret`.
     #[arg(long, env = "PALISADE_KEY_CONFIG_PATH", value_name = "DIR")]
     pub key_config_path: Option<PathBuf>,
+
+    /// The fleet secret (at least 32 bytes; `openssl rand -hex 32`), the same on every replica
+    /// of a PostgreSQL fleet: Key Manager imports are kept in the database for every replica,
+    /// their passwords sealed with it. Never written to the database.
+    #[arg(long, env = "PALISADE_SHARED_KEYSTORE_SECRET_FILE", value_name = "FILE")]
+    pub shared_keystore_secret_file: Option<PathBuf>,
+
+    /// Reload every key source this often (as `POST /reload` and SIGHUP do); off by default.
+    #[arg(long, env = "PALISADE_KEYS_REFRESH_SECS", value_name = "SECS")]
+    pub keys_refresh_secs: Option<u64>,
+
+    /// Load every AWS Secrets Manager secret matching the filters below (Web3Signer's bulk
+    /// loading): one key per secret, or several, one per line.
+    #[arg(long, env = "PALISADE_AWS_SECRETS_ENABLED", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub aws_secrets_enabled: bool,
+
+    /// `SPECIFIED` (the access key options below) or `ENVIRONMENT` (the AWS SDKs' default
+    /// chain: environment, profile, container, instance role).
+    #[arg(long, env = "PALISADE_AWS_SECRETS_AUTH_MODE", default_value = "SPECIFIED", value_name = "MODE",
+          value_parser = ["SPECIFIED", "ENVIRONMENT"], ignore_case = true)]
+    pub aws_secrets_auth_mode: String,
+
+    #[arg(long, env = "PALISADE_AWS_SECRETS_ACCESS_KEY_ID", value_name = "ID")]
+    pub aws_secrets_access_key_id: Option<String>,
+
+    /// Prefer the environment variable (the command line is visible to every local user).
+    #[arg(
+        long,
+        env = "PALISADE_AWS_SECRETS_SECRET_ACCESS_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub aws_secrets_secret_access_key: Option<Hidden>,
+
+    #[arg(long, env = "PALISADE_AWS_SECRETS_REGION", value_name = "REGION")]
+    pub aws_secrets_region: Option<String>,
+
+    /// Another endpoint than `https://secretsmanager.<region>.amazonaws.com` (a VPC endpoint,
+    /// LocalStack, moto).
+    #[arg(long, env = "PALISADE_AWS_ENDPOINT_OVERRIDE", value_name = "URL")]
+    pub aws_endpoint_override: Option<String>,
+
+    /// Only secrets whose name starts with one of these (comma separated).
+    #[arg(
+        long,
+        env = "PALISADE_AWS_SECRETS_PREFIXES_FILTER",
+        value_delimiter = ',',
+        value_name = "PREFIX,.."
+    )]
+    pub aws_secrets_prefixes_filter: Vec<String>,
+
+    /// Only secrets with this tag (`NAME=VALUE`, or `NAME` for any value); repeatable, or
+    /// several separated by `|`.
+    #[arg(
+        long = "aws-secrets-tag",
+        env = "PALISADE_AWS_SECRETS_TAG",
+        value_delimiter = '|',
+        value_name = "NAME=VALUE"
+    )]
+    pub aws_secrets_tags: Vec<String>,
+
+    /// Web3Signer's older form: only secrets with a tag named one of these (comma separated).
+    #[arg(
+        long,
+        env = "PALISADE_AWS_SECRETS_TAG_NAMES_FILTER",
+        value_delimiter = ',',
+        value_name = "NAME,.."
+    )]
+    pub aws_secrets_tag_names_filter: Vec<String>,
+
+    /// Web3Signer's older form: only secrets with a tag valued one of these (comma separated).
+    #[arg(
+        long,
+        env = "PALISADE_AWS_SECRETS_TAG_VALUES_FILTER",
+        value_delimiter = ',',
+        value_name = "VALUE,.."
+    )]
+    pub aws_secrets_tag_values_filter: Vec<String>,
 
     /// Slashing-protection database: `postgres://...` for shared (multi-replica) protection,
     /// `sqlite://PATH` for one host.
     #[arg(long, env = "PALISADE_DATABASE_URL", default_value = "sqlite://palisade.sqlite")]
     pub database_url: String,
+
+    /// The PostgreSQL password, read from this file (first line; keeps it out of the URL, the
+    /// command line and the environment).
+    #[arg(long, env = "PALISADE_DATABASE_PASSWORD_FILE", value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
 
     /// `mainnet`, `hoodi`, `sepolia`, `holesky`, `minimal`, or a consensus-specs config YAML.
     #[arg(long, env = "PALISADE_NETWORK", default_value = "mainnet", value_name = "NAME|FILE")]
@@ -128,8 +229,8 @@ pub struct ServeArgs {
     pub tls_client_ca_file: Option<PathBuf>,
 
     /// Proxies (addresses or CIDRs, comma separated) whose word about the real client is
-    /// taken: the PROXY protocol v2 header, else `Forwarded` / `X-Forwarded-For`. From any
-    /// other peer these are ignored.
+    /// taken: the PROXY protocol v2 header, else the one header --trusted-proxy-header names.
+    /// From any other peer these are ignored. Trusted proxies have no per-client connection cap.
     #[arg(
         long,
         env = "PALISADE_TRUSTED_PROXIES",
@@ -137,6 +238,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<String>,
+
+    /// The forwarding header the trusted proxies set: `x-forwarded-for` (HAProxy's
+    /// `option forwardfor`), `forwarded`, `x-real-ip` (nginx), or `none` (PROXY protocol only).
+    /// Others a client adds are ignored.
+    #[arg(
+        long,
+        env = "PALISADE_TRUSTED_PROXY_HEADER",
+        default_value = "x-forwarded-for",
+        value_name = "HEADER"
+    )]
+    pub trusted_proxy_header: crate::http::client::ForwardingHeader,
 
     /// Host names (the `Host` header, without port) this signer answers to, comma separated;
     /// `*` for any. Default: localhost, 127.0.0.1, ::1 and --http-host. Refuses DNS-rebinding
@@ -183,7 +295,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_SIGNING_TOKEN_FILE", value_name = "FILE")]
     pub signing_token_file: Option<PathBuf>,
 
-    /// A client must send a request's headers within this time.
+    /// A client must send its first request (TLS handshake included) within this time of
+    /// connecting, and each later request's headers within it of their first byte.
     #[arg(
         long,
         env = "PALISADE_HTTP_HEADER_TIMEOUT_SECS",
@@ -201,8 +314,9 @@ pub struct ServeArgs {
     )]
     pub http_body_timeout_secs: u64,
 
-    /// A connection with no request in flight and no traffic for this long is closed (longer
-    /// than validator clients' own pool idle time, so they close first).
+    /// A connection with no request for this long after its last one is closed (longer than
+    /// validator clients' own keep-alive, 4 to 90 s, so they close first; sent to clients as
+    /// `Keep-Alive: timeout=N`).
     #[arg(
         long,
         env = "PALISADE_HTTP_IDLE_TIMEOUT_SECS",
@@ -211,10 +325,25 @@ pub struct ServeArgs {
     )]
     pub http_idle_timeout_secs: u64,
 
-    /// Open connections at most; more are closed at once (and counted in
-    /// `palisade_http_connections_refused_total`). Default: half the open-file limit, at most 4096.
+    /// Open connections at most. When all are open, a new one takes the place of the one with
+    /// least claim (never completed a request, else idle longest; never one with a request in
+    /// flight or a client certificate or token): `palisade_http_connections_evicted_total`.
+    /// Default: half the open-file limit (raised to its hard limit at start), at most 4096.
     #[arg(long, env = "PALISADE_HTTP_MAX_CONNECTIONS", value_name = "N")]
     pub http_max_connections: Option<usize>,
+
+    /// Open connections one client address may hold; beyond it a new one takes the place of
+    /// that address's own connection with least claim. Trusted proxies are exempt. Default:
+    /// half of --http-max-connections.
+    #[arg(long, env = "PALISADE_HTTP_MAX_CONNECTIONS_PER_CLIENT", value_name = "N")]
+    pub http_max_connections_per_client: Option<usize>,
+
+    /// Request bodies in memory at once, across all connections (a quarter kept for bodies
+    /// under 64 KiB, which every signing request since Bellatrix is); beyond it a request is
+    /// answered 503 unread. Admin requests, read only once their token is accepted, are not
+    /// counted.
+    #[arg(long, env = "PALISADE_HTTP_BODY_BUDGET_MB", default_value_t = 64, value_name = "MIB")]
+    pub http_body_budget_mb: u64,
 
     /// Concurrent HTTP/2 streams per connection.
     #[arg(long, env = "PALISADE_HTTP2_MAX_STREAMS", default_value_t = 128, value_name = "N")]
@@ -259,6 +388,11 @@ pub struct ServeArgs {
     /// must have loaded (a wrong password makes the replica not ready).
     #[arg(long, env = "PALISADE_READY_MIN_KEYS", value_name = "N")]
     pub ready_min_keys: Option<usize>,
+
+    /// The memory scrypt may use at once while keystores are decrypted on every core (the
+    /// largest keystore allowed needs 1 GiB; the EIP-2335 default 256 MiB).
+    #[arg(long, env = "PALISADE_KDF_MEMORY_MB", default_value_t = 1024, value_name = "MB")]
+    pub kdf_memory_mb: u64,
 
     /// How long a request for a key that is still being decrypted waits before a 503.
     #[arg(long, env = "PALISADE_KEY_WAIT_MS", default_value_t = 5000, value_name = "MS")]

@@ -9,14 +9,21 @@ use tokio::net::TcpListener;
 
 use crate::app::disabled::DisabledKeys;
 use crate::app::health::{Health, PROBE_INTERVAL};
-use crate::app::keymanager::KeyManager;
+use crate::app::keymanager::{ImportStore, KeyManager};
 use crate::app::metrics::Metrics;
+use crate::app::reload::Reloads;
+use crate::app::shared_keystores::SharedKeystores;
 use crate::app::signer::{Signer, SignerParts};
 use crate::commands::cli::ServeArgs;
 use crate::http::client::TrustedProxies;
 use crate::http::server::ServerOptions;
 use crate::http::{self, AppState, auth::ApiToken};
-use crate::keys::{KeyOptions, KeyRegistry, loader};
+use crate::keys::fleet::FleetSecret;
+use crate::keys::loader::{Cores, KeyLoader};
+use crate::keys::sources::aws_bulk::AwsBulk;
+use crate::keys::sources::{KeyOptions, configure};
+use crate::keys::stores::aws::{CredentialSource, Credentials};
+use crate::keys::{KeyRegistry, KeySource};
 use crate::network::Network;
 use crate::network::clock::ClockWindow;
 use crate::protection::replica::ReplicaMemory;
@@ -34,6 +41,9 @@ pub const KEYMANAGER_DIR: &str = "keymanager-keystores";
 /// The pieces the signer, the handles and the background duties below share.
 struct Replica {
     signer: Arc<Signer>,
+    loader: Arc<KeyLoader>,
+    /// The database's shared keystores, when this replica reads them (PostgreSQL).
+    shared: Option<Arc<SharedKeystores>>,
     health: Arc<Health>,
     db: Arc<SlashingDatabase>,
     keys: Arc<KeyRegistry>,
@@ -46,6 +56,8 @@ struct Replica {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Before anything slow: SIGHUP (logrotate, `systemctl reload`) reloads keys, never ends us.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut network = Network::load(&args.network)?;
     if let Some(t) = args.genesis_time {
         network.genesis_time = Some(t);
@@ -73,8 +85,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         keystores_password_file: args.keystores_password_file.clone(),
         key_config_path: args.key_config_path.clone(),
         keymanager_path: Some(args.data_path.join(KEYMANAGER_DIR)),
+        aws_bulk: aws_bulk(&args)?,
     };
-    let found = loader::discover(&key_options)?;
+    crate::keys::keystore::KDF_MEMORY.set_budget(args.kdf_memory_mb.saturating_mul(1 << 20));
+    let configured = configure(&key_options)?;
+    let fleet_secret = match &args.shared_keystore_secret_file {
+        Some(file) => Some(Arc::new(FleetSecret::load(file)?)),
+        None => None,
+    };
     let (token, created) = ApiToken::load_or_create(&args.api_token_file)?;
     if created {
         tracing::info!(file = %args.api_token_file.display(), "created an API token for the admin and Key Manager endpoints");
@@ -85,7 +103,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let signing_token = match &args.signing_token_file {
         None => None,
         Some(file) => {
-            let t = ApiToken::load(file)?;
+            let t = ApiToken::load_as(file, "--signing-token-file")?;
             for warning in t.weaknesses(file) {
                 tracing::warn!("{warning}");
             }
@@ -107,6 +125,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(args.database_connect_timeout_secs),
         change_hold: Duration::from_secs(args.database_change_hold_secs),
         stats: metrics.commits.clone(),
+        password: database_password(&args)?,
     };
     let db = SlashingDatabase::open(&args.database_url, &db_options)
         .await
@@ -153,9 +172,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // database still holds it.
     let memory = ReplicaMemory::open(&args.data_path.join(REPLICA_STATE_FILE), chain)?;
     let registry = Arc::new(KeyRegistry::new());
-    let sources = loader::announce(found, &registry);
-
     let db = Arc::new(db);
+    let mut sources = configured.sources;
+    let shared: Option<Arc<SharedKeystores>> = if db.shares_keystores() {
+        let s = Arc::new(SharedKeystores::new(db.clone(), fleet_secret.clone()));
+        sources.push(s.clone());
+        Some(s)
+    } else {
+        if fleet_secret.is_some() {
+            tracing::warn!(
+                "--shared-keystore-secret-file is ignored with SQLite: Key Manager imports stay in this host's folder"
+            );
+        }
+        None
+    };
+    let loader = Arc::new(KeyLoader::new(registry.clone(), sources));
+    // The local sources are listed (and their declared keys announced) before the server
+    // listens; secret stores are read in the background, and until they are, a request for
+    // a key not known yet waits for them.
+    let local = loader.list_and_prepare(&loader.local_sources()).await;
+    registry.sources_pending(loader.remote_sources().len());
+
     let chain = Arc::new(ChainPin::new(chain));
     let disabled = Arc::new(DisabledKeys::default());
     let health = Arc::new(Health::new(
@@ -182,6 +219,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }));
     let replica = Replica {
         signer: signer.clone(),
+        loader: loader.clone(),
+        shared: shared.clone(),
         health: health.clone(),
         db: db.clone(),
         keys: registry.clone(),
@@ -205,16 +244,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(e) = disabled.refresh(&db).await {
         tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database (retried)");
     }
+    let import_store = match (&shared, &configured.keymanager_source) {
+        (Some(s), _) => ImportStore::Shared {
+            secret: fleet_secret.clone(),
+            source: s.name().clone(),
+            replica: health.replica_id().to_string(),
+        },
+        (None, Some(source)) => ImportStore::Folder {
+            dir: args.data_path.join(KEYMANAGER_DIR),
+            source: source.clone(),
+        },
+        (None, None) => unreachable!("configure always adds the Key Manager folder"),
+    };
     let keymanager = Arc::new(KeyManager::new(
         registry.clone(),
         db.clone(),
         chain.clone(),
         disabled.clone(),
-        args.data_path.join(KEYMANAGER_DIR),
+        import_store,
+        loader.changes.clone(),
     ));
+    let reloads = Reloads::new(loader.clone());
     let state = AppState {
         signer: signer.clone(),
         keymanager,
+        reloads: reloads.clone(),
         health: health.clone(),
         db: db.clone(),
         chain: chain.clone(),
@@ -244,7 +298,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         chain = %chain.get().map_or("pinned on first request".to_string(), |r| r.to_string()),
         database = %db.backend_name(),
         replica = %health.replica_id(),
-        keys_to_load = sources.len(),
+        keys = registry.known_pubkeys().len(),
         "Palisade {} started",
         env!("CARGO_PKG_VERSION")
     );
@@ -271,7 +325,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let replica = Arc::new(replica);
-    spawn_key_loading(sources, replica.clone());
+    spawn_key_loading(local, replica.clone());
+    spawn_reload_triggers(reloads, args.keys_refresh_secs, hup);
     spawn_replica_memory(replica.clone());
     spawn_database_monitor(replica.clone());
     if args.prune_epochs_to_keep > 0 {
@@ -283,7 +338,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies).map_err(|e| anyhow!(e))?;
+    let trusted_proxies = TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| anyhow!(e))?
+        .with_header(args.trusted_proxy_header);
+    let max_connections = args
+        .http_max_connections
+        .unwrap_or_else(crate::http::server::default_max_connections);
     crate::http::server::serve(
         listener,
         http::router(
@@ -292,6 +352,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 metrics: args.metrics,
                 guard,
                 body_timeout: Duration::from_secs(args.http_body_timeout_secs.max(1)),
+                body_budget: crate::http::body::BodyBudget::new(
+                    (args.http_body_budget_mb.max(2) as usize) << 20,
+                    metrics.bodies_refused.clone(),
+                ),
             },
         ),
         ServerOptions {
@@ -300,9 +364,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             limits: crate::http::server::ConnectionLimits {
                 header_timeout: Duration::from_secs(args.http_header_timeout_secs.max(1)),
                 idle_timeout: Duration::from_secs(args.http_idle_timeout_secs.max(1)),
-                max_connections: args
-                    .http_max_connections
-                    .unwrap_or_else(crate::http::server::default_max_connections),
+                max_connections,
+                max_connections_per_client: args
+                    .http_max_connections_per_client
+                    .unwrap_or_else(|| crate::http::server::default_per_client(max_connections)),
                 http2_max_streams: args.http2_max_streams.max(1),
             },
             metrics: Some(metrics.clone()),
@@ -317,24 +382,90 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Registers the keys in the database and decrypts them in the background: the server
-/// answers at once. (A signing for a key not registered yet registers it itself.)
-fn spawn_key_loading(sources: Vec<loader::KeySource>, r: Arc<Replica>) {
-    let registry = r.keys.clone();
+/// Registers the keys in the database and unlocks them in the background (the server answers
+/// at once), while the secret stores are read. A signing for a key not registered yet
+/// registers it itself.
+fn spawn_key_loading(local: crate::keys::loader::Prepared, r: Arc<Replica>) {
     tokio::spawn(async move {
         if let Err(e) = r.db.register(&r.keys.known_pubkeys()).await {
             tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
         }
-        let report = tokio::task::spawn_blocking(move || loader::decrypt_all(sources, &registry)).await;
-        if let Err(e) = report {
-            tracing::error!(error = %e, "key loading stopped");
-        }
-        // Keystores without a `pubkey` field are known only now.
+        let remote = r.loader.remote_sources();
+        let stores = futures::future::join_all(remote.iter().map(|s| {
+            let r = r.clone();
+            async move {
+                r.loader.load(std::slice::from_ref(s), Cores::All).await;
+                r.keys.source_listed();
+            }
+        }));
+        let (_, _) = tokio::join!(r.loader.unlock(local, Cores::All), stores);
         if let Err(e) = r.db.register(&r.keys.ready_pubkeys()).await {
             tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
         }
-        r.metrics.set_keys(r.keys.counts());
+        let counts = r.keys.counts();
+        r.metrics.set_keys(counts);
+        tracing::info!(loaded = counts.loaded, failed = counts.failed, "keys loaded");
+        retry_missing_stores(&r, remote).await;
     });
+}
+
+/// A secret store that could not be read at startup is read again, with growing pauses (10 s
+/// to 5 min), until it has given every key it holds: the replica becomes ready by itself when
+/// the store is back.
+async fn retry_missing_stores(r: &Arc<Replica>, remote: Vec<Arc<dyn KeySource>>) {
+    let mut pause = Duration::from_secs(10);
+    loop {
+        let missing: Vec<Arc<dyn KeySource>> = remote
+            .iter()
+            .filter(|s| r.keys.has_failures(s.name()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(300));
+        for s in missing {
+            tracing::info!(source = %s.name(), "reading a secret store again: it could not give every key");
+            let report = r.loader.load(std::slice::from_ref(&s), Cores::Half).await;
+            let added: Vec<_> = report.added.iter().map(|c| c.pubkey).collect();
+            if !added.is_empty()
+                && let Err(e) = r.db.register(&added).await
+            {
+                tracing::warn!(error = %e, "registering keys in the slashing-protection database (retried on first use)");
+            }
+        }
+    }
+}
+
+/// SIGHUP and `--keys-refresh-secs` reload every key source (as `POST /reload` does). The
+/// SIGHUP handler is installed first thing at startup (`hup`): a SIGHUP before it would end the
+/// process.
+fn spawn_reload_triggers(reloads: Arc<Reloads>, refresh_secs: Option<u64>, hup: Option<tokio::signal::unix::Signal>) {
+    let on_hup = reloads.clone();
+    tokio::spawn(async move {
+        let Some(mut hup) = hup else {
+            tracing::warn!("cannot listen for SIGHUP: reload keys with POST /reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Err(e) = on_hup.start("SIGHUP") {
+                tracing::warn!("SIGHUP: {e}");
+            }
+        }
+    });
+    if let Some(secs) = refresh_secs.filter(|s| *s > 0) {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(secs));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Err(e) = reloads.start("refresh") {
+                    tracing::debug!("--keys-refresh-secs: {e}");
+                }
+            }
+        });
+    }
 }
 
 /// Saves the replica's record every second when it changed, writes it back into the database
@@ -427,6 +558,9 @@ fn spawn_database_monitor(r: Arc<Replica>) {
             if up && let Err(e) = r.disabled.refresh(&r.db).await {
                 tracing::warn!(error = %e, "reading disabled keys from the slashing-protection database");
             }
+            if up && let Some(shared) = &r.shared {
+                shared.follow(&r.loader).await;
+            }
             was_up = up;
             let readiness = r.health.readiness();
             if was_ready != Some(readiness.ready()) {
@@ -481,6 +615,102 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+/// `--database-password-file`, read once (first line); and a warning when the password is on
+/// the command line, where every local user can read it (`/proc/PID/cmdline`).
+fn database_password(args: &ServeArgs) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    let on_command_line = std::env::args().any(|a| {
+        a == args.database_url
+            || a.strip_prefix("--database-url=")
+                .is_some_and(|u| u == args.database_url)
+    });
+    if on_command_line && crate::protection::url_has_password(&args.database_url) {
+        tracing::warn!(
+            "the database password is on the command line, which every local user can read: give it with \
+             --database-password-file, or the URL in PALISADE_DATABASE_URL"
+        );
+    }
+    let Some(file) = &args.database_password_file else {
+        return Ok(None);
+    };
+    if let Some(mode) = crate::fsutil::readable_by_others(file) {
+        tracing::warn!(file = %file.display(), "the database password file can be read by other users (mode {mode:o}): chmod 600 it");
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(file)
+            .with_context(|| format!("--database-password-file {}: cannot read", file.display()))?,
+    );
+    let password = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if password.is_empty() {
+        bail!("--database-password-file {}: the file is empty", file.display());
+    }
+    Ok(Some(zeroize::Zeroizing::new(password.to_string())))
+}
+
+/// `--aws-secrets-*`: the bulk loading's settings, or `None` when it is off.
+fn aws_bulk(args: &ServeArgs) -> anyhow::Result<Option<AwsBulk>> {
+    if !args.aws_secrets_enabled {
+        return Ok(None);
+    }
+    let credentials = if args.aws_secrets_auth_mode.eq_ignore_ascii_case("ENVIRONMENT") {
+        CredentialSource::Environment
+    } else {
+        match (&args.aws_secrets_access_key_id, &args.aws_secrets_secret_access_key) {
+            (Some(id), Some(key)) => CredentialSource::Specified(Credentials {
+                access_key_id: id.clone(),
+                secret_access_key: key.0.clone(),
+                session_token: None,
+            }),
+            _ => bail!(
+                "--aws-secrets-auth-mode=SPECIFIED needs --aws-secrets-access-key-id and \
+                 --aws-secrets-secret-access-key (or use ENVIRONMENT for the AWS default credential chain)"
+            ),
+        }
+    };
+    let region = match &args.aws_secrets_region {
+        Some(r) => r.clone(),
+        None => crate::keys::stores::aws::credentials::default_region()
+            .ok_or_else(|| anyhow!("--aws-secrets-enabled needs --aws-secrets-region (or AWS_REGION)"))?,
+    };
+    let mut tag_keys = Vec::new();
+    let mut tag_values = Vec::new();
+    for t in args.aws_secrets_tags.iter().filter(|t| !t.is_empty()) {
+        match t.split_once('=') {
+            Some((k, v)) => {
+                tag_keys.push(k.to_string());
+                if !v.is_empty() {
+                    tag_values.push(v.to_string());
+                }
+            }
+            None => tag_keys.push(t.clone()),
+        }
+    }
+    tag_keys.extend(
+        args.aws_secrets_tag_names_filter
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned(),
+    );
+    tag_values.extend(
+        args.aws_secrets_tag_values_filter
+            .iter()
+            .filter(|t| !t.is_empty())
+            .cloned(),
+    );
+    Ok(Some(AwsBulk {
+        credentials,
+        region,
+        endpoint_override: args.aws_endpoint_override.clone(),
+        prefixes: args
+            .aws_secrets_prefixes_filter
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect(),
+        tag_keys,
+        tag_values,
+    }))
 }
 
 /// This replica's name in the database's heartbeats: kept in `--data-path` so that a restart

@@ -1,4 +1,5 @@
-//! Admin endpoints (bearer token): EIP-3076 import and export, and the Key Manager API.
+//! Admin endpoints (bearer token): EIP-3076 import and export, the Key Manager API, and key
+//! reloads.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -112,6 +113,31 @@ pub async fn delete_keystores(
     }))
     .into_response())
 }
+/// `POST /reload`: as Web3Signer, 202 and the reload runs in the background (`GET /reload`
+/// tells how it went), or 409 while one runs.
+pub async fn reload(State(state): State<AppState>) -> Response {
+    match state.reloads.start("api") {
+        Ok(()) => (
+            axum::http::StatusCode::ACCEPTED,
+            Json(json!({
+                "status": "accepted",
+                "message": "Reload operation accepted and is running in the background. Use GET /reload to check status."
+            })),
+        )
+            .into_response(),
+        Err(e) => (
+            axum::http::StatusCode::CONFLICT,
+            Json(json!({"status": "error", "message": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /reload`: the state of the last reload, with what it added, removed and could not load.
+pub async fn reload_status(State(state): State<AppState>) -> Response {
+    Json(state.reloads.state()).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

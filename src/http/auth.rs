@@ -28,11 +28,10 @@ impl std::fmt::Debug for ApiToken {
 /// Why a token file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
-    #[error("cannot read token file {}: {source}", path.display())]
-    Read {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Access(#[from] crate::fsutil::AccessFileError),
+    #[error("token file {} is not UTF-8", .0.display())]
+    NotText(std::path::PathBuf),
     #[error("token file {} is empty", .0.display())]
     Empty(std::path::PathBuf),
     #[error("cannot create API token file {}: {source}", path.display())]
@@ -46,7 +45,7 @@ impl ApiToken {
     /// Reads the token file (surrounding whitespace trimmed), or creates it with a random
     /// token and mode 0600. Returns the token and whether the file was created.
     pub fn load_or_create(path: &Path) -> Result<(ApiToken, bool), TokenFileError> {
-        match Self::load(path) {
+        match Self::load_as(path, "--api-token-file") {
             Ok(t) => Ok((t, false)),
             Err(_) if !path.exists() && std::fs::symlink_metadata(path).is_err() => {
                 let mut bytes = Zeroizing::new([0u8; 32]);
@@ -55,7 +54,9 @@ impl ApiToken {
                 // Replicas starting together on a shared token file: exactly one token wins.
                 match crate::fsutil::write_private(path, token.as_bytes(), crate::fsutil::Existing::Keep) {
                     Ok(()) => Ok((ApiToken(token), true)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((Self::load(path)?, false)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Ok((Self::load_as(path, "--api-token-file")?, false))
+                    }
                     Err(source) => Err(TokenFileError::Create {
                         path: path.into(),
                         source,
@@ -66,12 +67,16 @@ impl ApiToken {
         }
     }
 
-    /// Reads a token file that must exist.
+    /// Reads a token file that must exist: a private regular file of ours (see
+    /// `fsutil::read_access_file`).
     pub fn load(path: &Path) -> Result<ApiToken, TokenFileError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
-            path: path.into(),
-            source,
-        })?);
+        Self::load_as(path, "token file")
+    }
+
+    /// `load`, naming the option the file came from in errors.
+    pub fn load_as(path: &Path, what: &'static str) -> Result<ApiToken, TokenFileError> {
+        let bytes = crate::fsutil::read_access_file(path, what)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| TokenFileError::NotText(path.into()))?;
         let token = text.trim();
         if token.is_empty() {
             return Err(TokenFileError::Empty(path.into()));
@@ -79,24 +84,14 @@ impl ApiToken {
         Ok(ApiToken(Zeroizing::new(token.to_string())))
     }
 
-    /// What an operator should fix: a guessable token, a file others can read.
+    /// What an operator should fix: a guessable token. (A file others can read is refused.)
     pub fn weaknesses(&self, path: &Path) -> Vec<String> {
-        use std::os::unix::fs::PermissionsExt;
         let mut w = Vec::new();
         if self.0.len() < MIN_TOKEN_CHARS {
             w.push(format!(
                 "the token in {} has {} characters: use at least {MIN_TOKEN_CHARS} random ones (delete the file and Palisade creates one)",
                 path.display(),
                 self.0.len()
-            ));
-        }
-        if let Ok(m) = std::fs::metadata(path)
-            && m.permissions().mode() & 0o077 != 0
-        {
-            w.push(format!(
-                "token file {} is readable by other users (mode {:o}): chmod 600 it",
-                path.display(),
-                m.permissions().mode() & 0o777
             ));
         }
         w
@@ -150,13 +145,17 @@ async fn check(token: &ApiToken, what: &'static str, req: Request, next: Next) -
         None => ApiError::MissingToken,
         Some(t) if !token.matches(t) => ApiError::WrongToken,
         Some(_) => {
+            // A client that holds the token keeps its connection when the table is full.
+            if let Some(conn) = req.extensions().get::<super::server::ConnHandle>() {
+                conn.prove();
+            }
             if what == "admin" {
                 tracing::info!(method = %req.method(), %path, %client, "admin request (token accepted)");
             }
             return next.run(req).await;
         }
     };
-    static FAILURES: crate::http::ratelimit::RateLimit = crate::http::ratelimit::RateLimit::new();
+    static FAILURES: crate::ratelimit::RateLimit = crate::ratelimit::RateLimit::new();
     if let Some(suppressed) = FAILURES.allow() {
         tracing::warn!(%path, %client, reason = %error.message(), suppressed, "{what} authentication failed");
     }

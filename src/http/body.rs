@@ -1,7 +1,13 @@
 //! Request bodies are read whole, within a deadline and a size limit, before a handler runs:
 //! a client trickling a body (or stopping half-way) holds nothing for longer than
-//! `--http-body-timeout-secs`.
+//! `--http-body-timeout-secs`. Before a byte is read, the body's size is reserved from one
+//! budget shared by every connection and HTTP/2 stream (`--http-body-budget-mb`): however
+//! many senders, bodies in memory stay within it. A share of the budget is kept for small
+//! bodies (every real signing request since Bellatrix is under 64 KiB), so large senders
+//! cannot crowd out validator clients; beyond the budget a request is answered 503 at once,
+//! unread, and the client can try another replica.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -14,15 +20,124 @@ use http_body_util::BodyExt;
 use zeroize::Zeroize;
 
 use super::error::ApiError;
+use crate::ratelimit::RateLimit;
 
-#[derive(Clone, Copy, Debug)]
+/// A body up to this size is small: it may use the whole budget.
+pub const SMALL_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Debug)]
 pub struct BodyLimits {
     pub max_bytes: usize,
     pub timeout: Duration,
+    /// None: the route's callers are authenticated administrators, not budgeted.
+    pub budget: Option<Arc<BodyBudget>>,
+}
+
+/// The bytes of request bodies that may be in memory at once.
+#[derive(Debug)]
+pub struct BodyBudget {
+    total: usize,
+    /// Large bodies may use at most `total - small_reserve`.
+    small_reserve: usize,
+    used: Mutex<Used>,
+    refused: prometheus_client::metrics::counter::Counter,
+}
+
+#[derive(Debug, Default)]
+struct Used {
+    all: usize,
+    large: usize,
+}
+
+/// Bytes reserved for one body, given back on drop.
+pub struct Reservation {
+    budget: Arc<BodyBudget>,
+    bytes: usize,
+    large: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut used = self.budget.lock();
+        used.all -= self.bytes;
+        if self.large {
+            used.large -= self.bytes;
+        }
+    }
+}
+
+impl BodyBudget {
+    /// `total` bytes, a quarter of them kept for small bodies; refusals counted in `refused`.
+    pub fn new(total: usize, refused: prometheus_client::metrics::counter::Counter) -> Arc<BodyBudget> {
+        Arc::new(BodyBudget {
+            total,
+            small_reserve: total / 4,
+            used: Mutex::new(Used::default()),
+            refused,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Used> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `bytes`, or None when the budget (or the large bodies' part of it) is taken.
+    pub fn reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        let large = bytes > SMALL_BODY_BYTES;
+        let mut used = self.lock();
+        let fits = used.all + bytes <= self.total && (!large || used.large + bytes <= self.total - self.small_reserve);
+        if !fits {
+            return None;
+        }
+        used.all += bytes;
+        if large {
+            used.large += bytes;
+        }
+        Some(Reservation {
+            budget: self.clone(),
+            bytes,
+            large,
+        })
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.lock().all
+    }
 }
 
 pub async fn read_whole(limits: BodyLimits, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
+    // The size the client declares (Content-Length, or an HTTP/2 stream that ended): known
+    // before a byte is read, so an oversized body is refused unread.
+    let declared = req.body().size_hint().exact().and_then(|n| usize::try_from(n).ok());
+    if declared.is_some_and(|n| n > limits.max_bytes) {
+        return ApiError::PayloadTooLarge(format!("request body is larger than {} bytes", limits.max_bytes))
+            .for_path(&path);
+    }
+    let _reservation = match (&limits.budget, declared.unwrap_or(limits.max_bytes)) {
+        (None, _) | (_, 0) => None,
+        (Some(budget), bytes) => match budget.reserve(bytes) {
+            Some(r) => Some(r),
+            None => {
+                budget.refused.inc();
+                static BUSY: RateLimit = RateLimit::new();
+                if let Some(held) = BUSY.allow() {
+                    tracing::warn!(
+                        bytes,
+                        in_use = budget.in_use(),
+                        budget = budget.total,
+                        similar_since_last = held,
+                        "request refused unread: request bodies in flight fill --http-body-budget-mb"
+                    );
+                }
+                return ApiError::Busy(format!(
+                    "server busy: {} MiB of request bodies in flight (--http-body-budget-mb); try again or another replica",
+                    budget.total >> 20
+                ))
+                .for_path(&path);
+            }
+        },
+    };
     let (parts, body) = req.into_parts();
     let bytes = match tokio::time::timeout(limits.timeout, collect(body, limits.max_bytes)).await {
         Ok(Ok(bytes)) => bytes,
@@ -32,7 +147,11 @@ pub async fn read_whole(limits: BodyLimits, req: Request, next: Next) -> Respons
         }
         Ok(Err(e)) => return ApiError::BadRequest(format!("cannot read request body: {e}")).for_path(&path),
         Err(_) => {
-            tracing::warn!(%path, secs = limits.timeout.as_secs(), "request body not received in time");
+            static SLOW: RateLimit = RateLimit::new();
+            if let Some(held) = SLOW.allow() {
+                tracing::warn!(path = %crate::http::shown(&path), secs = limits.timeout.as_secs(), similar_since_last = held,
+                    "request body not received in time");
+            }
             return ApiError::RequestTimeout(format!(
                 "request body not received within {} s",
                 limits.timeout.as_secs()

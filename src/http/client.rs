@@ -8,9 +8,38 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// Proxies whose word about the client is taken (`--trusted-proxies`).
+/// The one forwarding header a trusted proxy's word is read from (`--trusted-proxy-header`):
+/// the proxy sets that one; any other a client adds is its own word and is ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardingHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
+    XRealIp,
+    /// Only the PROXY protocol names the client.
+    None,
+}
+
+impl std::str::FromStr for ForwardingHeader {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ForwardingHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardingHeader::Forwarded),
+            "x-real-ip" => Ok(ForwardingHeader::XRealIp),
+            "none" => Ok(ForwardingHeader::None),
+            other => Err(format!("`{other}`: x-forwarded-for, forwarded, x-real-ip or none")),
+        }
+    }
+}
+
+/// Proxies whose word about the client is taken (`--trusted-proxies`), and the header that
+/// word is in.
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(pub Vec<IpNet>);
+pub struct TrustedProxies {
+    pub nets: Vec<IpNet>,
+    pub header: ForwardingHeader,
+}
 
 impl TrustedProxies {
     pub fn parse(list: &[String]) -> Result<Self, String> {
@@ -24,38 +53,58 @@ impl TrustedProxies {
                     .map_err(|_| format!("--trusted-proxies: `{s}` is not an address or CIDR"))
             })
             .collect::<Result<_, _>>()
-            .map(TrustedProxies)
+            .map(|nets| TrustedProxies {
+                nets,
+                header: ForwardingHeader::default(),
+            })
+    }
+
+    pub fn with_header(self, header: ForwardingHeader) -> Self {
+        TrustedProxies { header, ..self }
     }
 
     pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.iter().any(|n| n.contains(&ip))
+        self.nets.iter().any(|n| n.contains(&ip))
     }
 
-    /// The client a trusted proxy reports in `Forwarded` or `X-Forwarded-For`: the right-most
-    /// address that is not itself a trusted proxy (the left part is the client's own word).
+    /// The client a trusted proxy reports in the configured header: the right-most address
+    /// that is not itself a trusted proxy (the left part is the client's own word). Other
+    /// forwarding headers are ignored: a client could add them.
     pub fn forwarded_client(&self, headers: &HeaderMap) -> Option<IpAddr> {
         let mut hops: Vec<IpAddr> = Vec::new();
-        for v in headers.get_all("forwarded").iter().filter_map(|v| v.to_str().ok()) {
-            for element in v.split(',') {
-                for pair in element.split(';') {
-                    if let Some((k, val)) = pair.trim().split_once('=')
-                        && k.trim().eq_ignore_ascii_case("for")
-                        && let Some(ip) = forwarded_node(val.trim())
-                    {
-                        hops.push(ip);
+        let values = |name: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+        };
+        match self.header {
+            ForwardingHeader::Forwarded => {
+                for v in values("forwarded") {
+                    for element in v.split(',') {
+                        for pair in element.split(';') {
+                            if let Some((k, val)) = pair.trim().split_once('=')
+                                && k.trim().eq_ignore_ascii_case("for")
+                                && let Some(ip) = forwarded_node(val.trim())
+                            {
+                                hops.push(ip);
+                            }
+                        }
                     }
                 }
             }
-        }
-        if hops.is_empty() {
-            for v in headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-            {
-                hops.extend(v.split(',').filter_map(|h| forwarded_node(h.trim())));
+            ForwardingHeader::XForwardedFor => {
+                for v in values("x-forwarded-for") {
+                    hops.extend(v.split(',').filter_map(|h| forwarded_node(h.trim())));
+                }
             }
+            ForwardingHeader::XRealIp => {
+                // One value, set by the proxy: the last one if a client sent its own first.
+                hops.extend(values("x-real-ip").last().and_then(|v| forwarded_node(v.trim())));
+            }
+            ForwardingHeader::None => {}
         }
         hops.into_iter().rev().find(|ip| !self.trusts(*ip))
     }
@@ -149,11 +198,16 @@ mod tests {
         );
         // The client may put anything on the left; the right-most untrusted hop is the client.
         assert_eq!(t.forwarded_client(&h), Some("192.0.2.7".parse().unwrap()));
+        // HAProxy sets X-Forwarded-For; a `Forwarded` the client added is ignored.
         h.insert(
             "forwarded",
             HeaderValue::from_static("for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.9"),
         );
+        assert_eq!(t.forwarded_client(&h), Some("192.0.2.7".parse().unwrap()));
+        let t = t.with_header(ForwardingHeader::Forwarded);
         assert_eq!(t.forwarded_client(&h), Some("2001:db8::1".parse().unwrap()));
+        let t = t.with_header(ForwardingHeader::None);
+        assert_eq!(t.forwarded_client(&h), None);
         assert!(TrustedProxies::parse(&["nonsense".into()]).is_err());
     }
 

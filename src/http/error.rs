@@ -22,6 +22,9 @@ pub enum ApiError {
     Forbidden(String),
     UnsupportedMediaType(String),
     RequestTimeout(String),
+    /// The server's shared capacity (request bodies in flight) is taken: try again shortly,
+    /// or another replica.
+    Busy(String),
     MissingToken,
     WrongToken,
     Internal(String),
@@ -68,7 +71,8 @@ impl ApiError {
                 | ProtectionError::ZeroChain
                 | ProtectionError::InvalidInterchange(_)
                 | ProtectionError::InvalidRepair(_) => StatusCode::BAD_REQUEST,
-                ProtectionError::RepairRefused(_) => StatusCode::CONFLICT,
+                ProtectionError::RepairRefused(_) | ProtectionError::FleetSecretMismatch { .. } => StatusCode::CONFLICT,
+                ProtectionError::NotShared(_) => StatusCode::BAD_REQUEST,
                 ProtectionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MissingToken => StatusCode::UNAUTHORIZED,
             ApiError::WrongToken => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,6 +100,7 @@ impl ApiError {
             | ApiError::Forbidden(m)
             | ApiError::UnsupportedMediaType(m)
             | ApiError::RequestTimeout(m)
+            | ApiError::Busy(m)
             | ApiError::Internal(m) => m.clone(),
             ApiError::MissingToken => "missing bearer token: send `Authorization: Bearer <token>`".into(),
             ApiError::WrongToken => "invalid bearer token".into(),
@@ -106,10 +112,15 @@ impl ApiError {
     /// The response, with the reason under `field`.
     fn respond(self, field: &str) -> Response {
         let status = self.status();
+        let busy = matches!(self, ApiError::Busy(_));
         let mut resp = (status, axum::Json(json!({ field: self.message() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if busy {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }

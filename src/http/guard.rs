@@ -75,33 +75,80 @@ impl HttpGuard {
                 .any(|o| o.eq_ignore_ascii_case(origin.trim_end_matches('/')))
     }
 
-    fn check(&self, method: &Method, headers: &HeaderMap, authority: Option<&str>) -> Result<(), ApiError> {
-        // HTTP/2 carries the host in :authority, HTTP/1.1 in Host; HTTP/1.0 may send neither
-        // (no browser does).
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(authority);
-        if let Some(host) = host
-            && !self.host_allowed(host)
-        {
-            return Err(ApiError::Forbidden(format!(
-                "host `{}` is not allowed: add it to --http-host-allowlist",
-                host_name(host)
-            )));
+    fn check(&self, method: &Method, path: &str, headers: &HeaderMap, authority: Option<&str>) -> Result<(), ApiError> {
+        // HTTP/2 carries the host in :authority, HTTP/1.1 in Host (the middleware refuses an
+        // HTTP/1.1 request with neither); an absolute-form target (`GET http://x/...`) names
+        // its host in the request line too. Every host named must be a valid one, and allowed.
+        let host = match headers.get(header::HOST) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| ApiError::BadRequest("the Host header is not a valid host name".into()))?,
+            ),
+        };
+        for h in [host, authority].into_iter().flatten() {
+            if !valid_host(h) {
+                return Err(ApiError::BadRequest(format!(
+                    "`{}` is not a valid host name",
+                    super::shown(h)
+                )));
+            }
+            if !self.host_allowed(h) {
+                return Err(ApiError::Forbidden(format!(
+                    "host `{}` is not allowed: add it to --http-host-allowlist",
+                    super::shown(&host_name(h))
+                )));
+            }
         }
         if let Some(origin) = headers.get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("?");
             if !self.origin_allowed(origin) {
                 return Err(ApiError::Forbidden(format!(
-                    "cross-origin request from `{origin}` refused: allow it with --http-cors-origins"
+                    "cross-origin request from `{}` refused: allow it with --http-cors-origins",
+                    super::shown(origin)
                 )));
             }
         }
-        if method == Method::POST && !is_json(headers) {
+        // A body must be JSON (a browser cannot send that cross-site without asking first).
+        // `POST /reload` carries none and Web3Signer's clients send it bare; it needs the
+        // admin token, which a browser cannot add either.
+        if method == Method::POST && !is_json(headers) && path != "/reload" {
             return Err(ApiError::UnsupportedMediaType(
                 "POST bodies must be sent with `Content-Type: application/json`".into(),
             ));
         }
         Ok(())
     }
+}
+
+/// A `Host` value as RFC 3986 allows one here: a name (letters, digits, `-`, `.`), an IPv4
+/// address, or an IPv6 address in brackets, then an optional `:port`. Nothing else (no
+/// `user@`, no spaces, nothing beyond ASCII), so the name checked is the name meant.
+fn valid_host(host: &str) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, after)) => {
+                if v6.parse::<std::net::Ipv6Addr>().is_err() || !(after.is_empty() || after.starts_with(':')) {
+                    return false;
+                }
+                ("", after.strip_prefix(':'))
+            }
+            None => return false,
+        }
+    } else {
+        match host.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        }
+    };
+    let name_ok = host.starts_with('[')
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    name_ok && port_ok
 }
 
 /// The host name of a `Host` value: port and IPv6 brackets removed, lower case.
@@ -132,7 +179,12 @@ pub async fn middleware(State(guard): State<std::sync::Arc<HttpGuard>>, req: Req
         && let Some(o) = &origin
     {
         // A CORS preflight: answered here, for allowed origins only.
-        return match guard.check(&Method::GET, req.headers(), req.uri().authority().map(|a| a.as_str())) {
+        return match guard.check(
+            &Method::GET,
+            &path,
+            req.headers(),
+            req.uri().authority().map(|a| a.as_str()),
+        ) {
             Ok(()) => {
                 let mut r = StatusCode::NO_CONTENT.into_response();
                 let h = r.headers_mut();
@@ -152,8 +204,22 @@ pub async fn middleware(State(guard): State<std::sync::Arc<HttpGuard>>, req: Req
             Err(e) => e.for_path(&path),
         };
     }
-    if let Err(e) = guard.check(req.method(), req.headers(), req.uri().authority().map(|a| a.as_str())) {
-        tracing::warn!(%path, reason = %e.message(), "request refused");
+    if req.version() == axum::http::Version::HTTP_11
+        && !req.headers().contains_key(header::HOST)
+        && req.uri().authority().is_none()
+    {
+        return ApiError::BadRequest("an HTTP/1.1 request must carry a Host header".into()).for_path(&path);
+    }
+    if let Err(e) = guard.check(
+        req.method(),
+        &path,
+        req.headers(),
+        req.uri().authority().map(|a| a.as_str()),
+    ) {
+        static REFUSED: crate::ratelimit::RateLimit = crate::ratelimit::RateLimit::new();
+        if let Some(held) = REFUSED.allow() {
+            tracing::warn!(path = %super::shown(&path), reason = %e.message(), similar_since_last = held, "request refused");
+        }
         return e.for_path(&path);
     }
     let mut response = next.run(req).await;
@@ -189,11 +255,16 @@ mod tests {
             "LOCALHOST",
             "localhost.",
         ] {
-            assert!(g.check(&Method::GET, &headers(&[("host", ok)]), None).is_ok(), "{ok}");
+            assert!(
+                g.check(&Method::GET, "/api/v1/eth2/sign/x", &headers(&[("host", ok)]), None)
+                    .is_ok(),
+                "{ok}"
+            );
         }
         let e = g
             .check(
                 &Method::GET,
+                "/api/v1/eth2/sign/x",
                 &headers(&[("host", "rebind.attacker.example:9000")]),
                 None,
             )
@@ -202,20 +273,78 @@ mod tests {
         assert!(e.message().contains("rebind.attacker.example") && e.message().contains("--http-host-allowlist"));
         assert!(
             HttpGuard::new(&["*".into()], "127.0.0.1", &[])
-                .check(&Method::GET, &headers(&[("host", "x.y")]), None)
+                .check(&Method::GET, "/api/v1/eth2/sign/x", &headers(&[("host", "x.y")]), None)
                 .is_ok()
         );
         let named = HttpGuard::new(&["signer.internal".into()], "0.0.0.0", &[]);
         assert!(
             named
-                .check(&Method::GET, &headers(&[("host", "signer.internal:9000")]), None)
+                .check(
+                    &Method::GET,
+                    "/api/v1/eth2/sign/x",
+                    &headers(&[("host", "signer.internal:9000")]),
+                    None
+                )
                 .is_ok()
         );
         assert!(
             named
-                .check(&Method::GET, &headers(&[("host", "localhost:9000")]), None)
+                .check(
+                    &Method::GET,
+                    "/api/v1/eth2/sign/x",
+                    &headers(&[("host", "localhost:9000")]),
+                    None
+                )
                 .is_err()
         );
+    }
+
+    #[test]
+    fn host_values_must_be_host_names() {
+        for ok in [
+            "localhost",
+            "localhost:9000",
+            "127.0.0.1:9000",
+            "[::1]:9000",
+            "[::1]",
+            "signer.internal",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "localhost:9000@evil.com",
+            "user@localhost",
+            "local host",
+            "localhöst",
+            "localhost:",
+            "localhost:90000x",
+            "[::1",
+            "[::1]x",
+            "[not-v6]:1",
+            "",
+        ] {
+            assert!(!valid_host(bad), "{bad}");
+        }
+        let g = HttpGuard::new(&[], "127.0.0.1", &[]);
+        let e = g
+            .check(
+                &Method::GET,
+                "/upcheck",
+                &headers(&[("host", "localhost:9000@evil.com")]),
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        // An absolute-form target for another host, whatever the Host header says.
+        let e = g
+            .check(
+                &Method::GET,
+                "/upcheck",
+                &headers(&[("host", "localhost")]),
+                Some("evil.example"),
+            )
+            .unwrap_err();
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
     }
 
     #[test]
@@ -227,7 +356,9 @@ mod tests {
             ("content-type", "application/json"),
         ]);
         assert_eq!(
-            g.check(&Method::POST, &h, None).unwrap_err().status(),
+            g.check(&Method::POST, "/api/v1/eth2/sign/x", &h, None)
+                .unwrap_err()
+                .status(),
             StatusCode::FORBIDDEN
         );
         let ops = HttpGuard::new(&[], "127.0.0.1", &["https://ops.example/".into()]);
@@ -236,7 +367,7 @@ mod tests {
             ("origin", "https://ops.example"),
             ("content-type", "application/json; charset=utf-8"),
         ]);
-        assert!(ops.check(&Method::POST, &h, None).is_ok());
+        assert!(ops.check(&Method::POST, "/api/v1/eth2/sign/x", &h, None).is_ok());
         for ct in [
             None,
             Some("text/plain"),
@@ -248,11 +379,15 @@ mod tests {
                 h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
             }
             assert_eq!(
-                g.check(&Method::POST, &h, None).unwrap_err().status(),
+                g.check(&Method::POST, "/api/v1/eth2/sign/x", &h, None)
+                    .unwrap_err()
+                    .status(),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "{ct:?}"
             );
-            assert!(g.check(&Method::GET, &h, None).is_ok());
+            assert!(g.check(&Method::GET, "/api/v1/eth2/sign/x", &h, None).is_ok());
+            // `POST /reload` carries no body.
+            assert!(g.check(&Method::POST, "/reload", &h, None).is_ok(), "{ct:?}");
         }
     }
 }

@@ -56,10 +56,11 @@ pub async fn healthcheck(State(state): State<AppState>, headers: axum::http::Hea
         }
     };
     let counts = health.key_counts();
-    let failures = if details {
-        json!(health.key_failures())
+    let (failures, stale) = if details {
+        (json!(health.key_failures()), json!(health.stale_key_sources()))
     } else {
-        json!("hidden: send the admin token to see them")
+        let hidden = json!("hidden: send the admin token to see them");
+        (hidden.clone(), hidden)
     };
     let readiness = health.readiness();
     let keys_status = if counts.loading > 0 {
@@ -73,7 +74,7 @@ pub async fn healthcheck(State(state): State<AppState>, headers: axum::http::Hea
         "id": "keys-check",
         "status": keys_status,
         "data": {"loaded": counts.loaded, "loading": counts.loading, "failed": counts.failed,
-                 "failures": failures},
+                 "failures": failures, "stale": counts.stale, "stale_sources": stale},
     });
     let status = if readiness.ready() { "UP" } else { "DOWN" };
     let body = json!({

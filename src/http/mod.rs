@@ -5,10 +5,10 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod client;
+pub mod connections;
 pub mod error;
 pub mod guard;
 pub mod health;
-pub mod ratelimit;
 pub mod server;
 pub mod sign;
 pub mod tls;
@@ -22,14 +22,16 @@ use axum::routing::{MethodRouter, delete, get, post};
 
 use crate::app::health::Health;
 use crate::app::keymanager::KeyManager;
+use crate::app::reload::Reloads;
 use crate::app::signer::Signer;
 use crate::protection::{ChainPin, SlashingDatabase};
 use auth::ApiToken;
 use error::ApiError;
 
-/// Large enough for a phase0/altair block with every list full; small enough that a
-/// client cannot make the signer buffer gigabytes.
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The largest real signing request is a phase0/altair block with every list full, about
+/// 405 KB of JSON (since Bellatrix clients send a block header: under 64 KiB); a client may
+/// not make the signer hold more per request.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Key Manager imports carry many keystores.
 pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024 * 1024;
 
@@ -37,6 +39,7 @@ pub const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub struct AppState {
     pub signer: Arc<Signer>,
     pub keymanager: Arc<KeyManager>,
+    pub reloads: Arc<Reloads>,
     pub health: Arc<Health>,
     /// For the slashing-protection admin endpoints (import, export, high watermark).
     pub db: Arc<SlashingDatabase>,
@@ -46,12 +49,34 @@ pub struct AppState {
     pub signing_token: Option<Arc<ApiToken>>,
 }
 
+/// A value a client chose, fit for a log line or an error message: control characters and
+/// anything beyond ASCII escaped, and cut after 100 characters (with the full length said), so
+/// that no client can size or shape the log.
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 100;
+    let mut out = String::new();
+    for c in value.chars() {
+        if out.len() >= MAX {
+            out.push_str(&format!("... ({} bytes)", value.len()));
+            break;
+        }
+        if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
 /// What the HTTP layer enforces before any handler runs.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
     pub metrics: bool,
     pub guard: Arc<guard::HttpGuard>,
     pub body_timeout: std::time::Duration,
+    /// Bodies of the public and signing routes in memory at once.
+    pub body_budget: Arc<body::BodyBudget>,
 }
 
 /// Who may call an endpoint.
@@ -115,6 +140,8 @@ fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
             ep("DELETE", "/eth/v1/keystores", Admin),
             delete(admin::delete_keystores),
         ),
+        (ep("POST", "/reload", Admin), post(admin::reload)),
+        (ep("GET", "/reload", Admin), get(admin::reload_status)),
     ];
     if metrics {
         v.push((ep("GET", "/metrics", Public), get(health::metrics)));
@@ -133,18 +160,20 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
     // POST (`/api/v1/eth2/highWatermark`, as Web3Signer's).
     let mut paths: std::collections::BTreeMap<&str, MethodRouter<AppState>> = Default::default();
     for (e, handler) in endpoints(metrics) {
-        let max_bytes = match e.access {
-            Access::Admin => MAX_ADMIN_BODY_BYTES,
-            _ => MAX_BODY_BYTES,
+        // Admin bodies are read only once the token is accepted.
+        let (max_bytes, budget) = match e.access {
+            Access::Admin => (MAX_ADMIN_BODY_BYTES, None),
+            _ => (MAX_BODY_BYTES, Some(options.body_budget.clone())),
         };
         let limits = body::BodyLimits {
             max_bytes,
             timeout: options.body_timeout,
+            budget,
         };
         let handler = handler
             .layer(DefaultBodyLimit::max(max_bytes))
             .layer(axum::middleware::from_fn(move |req, next| {
-                body::read_whole(limits, req, next)
+                body::read_whole(limits.clone(), req, next)
             }));
         let handler = match e.access {
             Access::Public => handler,

@@ -1,16 +1,16 @@
 //! The HTTP server loop: accepts connections (plain or TLS, behind trusted proxies with the
 //! PROXY protocol or not), tags each request with who sent it and a request id that every log
-//! line of it carries, logs every server error, and on shutdown stops accepting, lets
-//! in-flight requests finish, then returns. No client holds a connection for free: headers
-//! must arrive in time, an idle connection is closed, and beyond --http-max-connections new
-//! ones are closed on arrival (so a crowd of idle sockets cannot use up the file descriptors
-//! that signing and the database need).
+//! line of it carries, and on shutdown stops accepting, lets in-flight requests finish, then
+//! returns. No client holds a connection for free: the first request (handshakes included)
+//! and every request head must arrive in time, an idle connection is closed only after
+//! validator clients' own keep-alive, and a full table makes room by closing the connection
+//! with least claim (`connections`), so a crowd of idle sockets can neither lock clients out
+//! nor use up the file descriptors that signing and the database need.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,11 +28,14 @@ use tracing::Instrument;
 
 use crate::app::metrics::{Metrics, StateLabels};
 use crate::http::client::{ClientInfo, RequestId, TrustedProxies};
-use crate::http::ratelimit::RateLimit;
+use crate::http::connections::{Admitted, ConnState, Connections, Deadlines, Evicted, Phase, Refused};
+use crate::ratelimit::RateLimit;
 
-/// A client that does not finish the TLS handshake (or a proxy its PROXY header) in this time
-/// is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request head (request line and headers) larger than this is refused (431): real clients
+/// send under 1 KiB, and every connection may buffer this much.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// HTTP/2 flow-control windows: how much a peer may send that no request has read yet.
+const H2_WINDOW: u32 = 256 * 1024;
 
 /// How the server accepts connections.
 #[derive(Clone, Default)]
@@ -45,23 +48,33 @@ pub struct ServerOptions {
 
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
-    /// The whole request head must arrive within this.
+    /// The first request after accept (TLS and PROXY handshakes included), and each request
+    /// head from its first byte, must arrive within this.
     pub header_timeout: Duration,
-    /// No request in flight and no byte either way for this long: closed.
+    /// No request for this long after the last one: closed.
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Connections one client address may hold (trusted proxies exempt).
+    pub max_connections_per_client: usize,
     pub http2_max_streams: u32,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
+        let max_connections = default_max_connections();
         ConnectionLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
-            max_connections: default_max_connections(),
+            max_connections,
+            max_connections_per_client: default_per_client(max_connections),
             http2_max_streams: 128,
         }
     }
+}
+
+/// Half the connections: one address can never take them all.
+pub fn default_per_client(max_connections: usize) -> usize {
+    (max_connections / 2).max(1)
 }
 
 /// Half the open-file limit (the rest is for the database, keystores and logs), at most 4096.
@@ -88,20 +101,27 @@ pub async fn serve(
 ) {
     let limits = options.limits;
     let mut builder = Builder::new(TokioExecutor::new());
+    // Our own deadlines replace hyper's header timeout, which also cut idle keep-alive
+    // connections at the header deadline (see `ConnState`).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEAD_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_streams);
+        .max_concurrent_streams(limits.http2_max_streams)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .initial_connection_window_size(H2_WINDOW)
+        .initial_stream_window_size(H2_WINDOW);
     let graceful = GracefulShutdown::new();
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let proxies = Arc::new(options.trusted_proxies);
     let metrics = options.metrics.unwrap_or_default();
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let (accept_failures, refusals) = (RateLimit::new(), RateLimit::new());
+    let table = Connections::new(limits.max_connections, limits.max_connections_per_client);
+    let (accept_failures, refusals, evictions) = (RateLimit::new(), RateLimit::new(), RateLimit::new());
+    let warnings = Arc::new(ConnWarnings::default());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -117,57 +137,98 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    metrics.connections_refused.inc();
-                    if let Some(held) = refusals.allow() {
-                        tracing::warn!(peer = %remote, max = limits.max_connections, similar_since_last = held,
-                            "connection closed on arrival: --http-max-connections are open");
+                let trusted_proxy = proxies.trusts(remote.ip());
+                let admitted = match table.admit(remote.ip(), trusted_proxy) {
+                    Ok((admitted, evicted)) => {
+                        if evicted != Evicted::None {
+                            let state = if evicted == Evicted::Silent { "silent" } else { "idle" };
+                            metrics.connections_evicted.get_or_create(&StateLabels { state }).inc();
+                            if let Some(held) = evictions.allow() {
+                                tracing::warn!(peer = %remote, closed = state, similar_since_last = held,
+                                    "connection limit reached: closed the connection with least claim to make room");
+                            }
+                        }
+                        admitted
                     }
-                    drop(stream);
-                    continue;
+                    Err(refused) => {
+                        metrics.connections_refused.inc();
+                        if let Some(held) = refusals.allow() {
+                            let why = match refused {
+                                Refused::Full { max } => format!("{max} connections (--http-max-connections) are open, each busy or proven"),
+                                Refused::ClientShare { per_client } => format!("this address holds {per_client} connections (--http-max-connections-per-client), each busy or proven"),
+                            };
+                            tracing::warn!(peer = %remote, similar_since_last = held, "connection closed on arrival: {why}");
+                        }
+                        drop(stream);
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
-                let (acceptor, proxies, metrics) = (acceptor.clone(), proxies.clone(), metrics.clone());
+                let (acceptor, proxies, metrics, warnings) = (acceptor.clone(), proxies.clone(), metrics.clone(), warnings.clone());
                 tokio::spawn(async move {
-                    let _slot = slot;
                     metrics.connections_open.inc();
                     let _open = scopeguard(|| {
                         metrics.connections_open.dec();
                     });
-                    let conn = Conn { router, builder, watcher, proxies: proxies.clone(), idle: limits.idle_timeout, metrics: metrics.clone() };
+                    let state = admitted.state.clone();
+                    let deadlines = Deadlines { header: limits.header_timeout, idle: limits.idle_timeout };
+                    let conn = Conn { router, builder, watcher, proxies: proxies.clone(), deadlines, metrics: metrics.clone() };
                     let mut client = ClientInfo { peer: Some(remote), ..Default::default() };
-                    let mut stream = stream;
-                    if proxies.trusts(remote.ip()) {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, proxy_header(&mut stream)).await {
-                            Ok(Ok(forwarded)) => client.forwarded = forwarded,
-                            Ok(Err(e)) => {
-                                tracing::warn!(peer = %remote, error = %e, "bad PROXY protocol header");
-                                return;
+                    // The handshakes count against the first request's deadline, and the
+                    // connection may give way during them.
+                    let first = tokio::time::Instant::from_std(state.deadline(deadlines).unwrap_or_else(Instant::now));
+                    let handshakes = async {
+                        let mut stream = stream;
+                        if trusted_proxy {
+                            match proxy_header(&mut stream).await {
+                                Ok(forwarded) => client.forwarded = forwarded,
+                                Err(e) => {
+                                    if let Some(held) = warnings.proxy.allow() {
+                                        tracing::warn!(peer = %remote, error = %e, similar_since_last = held, "bad PROXY protocol header");
+                                    }
+                                    return None;
+                                }
                             }
-                            Err(_) => return,
                         }
-                    }
-                    match acceptor {
-                        None => conn.serve(stream, client).await,
-                        Some(acceptor) => {
-                            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => tls,
-                                Ok(Err(e)) => {
-                                    tracing::warn!(client = %client, error = %e, "TLS handshake failed");
-                                    return;
+                        match &acceptor {
+                            None => Some((Io::Plain(stream), client)),
+                            Some(acceptor) => match acceptor.accept(stream).await {
+                                Ok(tls) => {
+                                    client.certificate = crate::http::tls::client_certificate(tls.get_ref().1);
+                                    if client.certificate.is_some() {
+                                        state.prove();
+                                    }
+                                    Some((Io::Tls(Box::new(tls)), client))
                                 }
-                                Err(_) => {
-                                    metrics.connections_timed_out.get_or_create(&StateLabels { state: "handshake" }).inc();
-                                    tracing::debug!(client = %client, "TLS handshake timed out");
-                                    return;
+                                Err(e) => {
+                                    if let Some(held) = warnings.tls.allow() {
+                                        tracing::warn!(client = %client, error = %crate::http::shown(&e.to_string()),
+                                            similar_since_last = held, "TLS handshake failed");
+                                    }
+                                    None
                                 }
-                            };
-                            client.certificate = crate::http::tls::client_certificate(tls.get_ref().1);
-                            conn.serve(tls, client).await;
+                            },
                         }
+                    };
+                    let ready = tokio::select! {
+                        r = tokio::time::timeout_at(first, handshakes) => match r {
+                            Ok(r) => r,
+                            Err(_) => {
+                                let state = if acceptor.is_some() { "handshake" } else { "first_request" };
+                                metrics.connections_timed_out.get_or_create(&StateLabels { state }).inc();
+                                None
+                            }
+                        },
+                        _ = state.evicted() => None,
+                    };
+                    if let Some((io, client)) = ready {
+                        conn.serve(io, client, admitted).await;
                     }
                 });
+                // Lets the new connection read its request before a burst of others is
+                // accepted (which could pick it to give way).
+                tokio::task::yield_now().await;
             }
             _ = &mut shutdown => break,
         }
@@ -177,6 +238,69 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(grace) => tracing::warn!("in-flight requests did not finish within {}s", grace.as_secs()),
+    }
+}
+
+/// Warnings any peer can trigger at will, each at most once a second.
+#[derive(Default)]
+struct ConnWarnings {
+    tls: RateLimit,
+    proxy: RateLimit,
+}
+
+/// A plain or TLS connection.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -218,12 +342,12 @@ struct Conn {
     builder: Builder<TokioExecutor>,
     watcher: Watcher,
     proxies: Arc<TrustedProxies>,
-    idle: Duration,
+    deadlines: Deadlines,
     metrics: Arc<Metrics>,
 }
 
 impl Conn {
-    async fn serve<I>(self, io: I, client: ClientInfo)
+    async fn serve<I>(self, io: I, client: ClientInfo, admitted: Admitted)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -232,14 +356,14 @@ impl Conn {
             builder,
             watcher,
             proxies,
-            idle,
+            deadlines,
             metrics,
         } = self;
-        let activity = Arc::new(Activity::default());
-        activity.touch();
-        let in_service = activity.clone();
+        let state = admitted.state.clone();
+        let in_service = state.clone();
+        let keep_alive = HeaderValue::from_str(&format!("timeout={}", deadlines.idle.as_secs())).ok();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            let in_flight = InFlight::start(in_service.clone());
+            let in_flight = in_service.request();
             let mut client = client.clone();
             // Forwarding headers only count from a trusted proxy that sent no PROXY header.
             if client.forwarded.is_none()
@@ -252,9 +376,12 @@ impl Conn {
             let span = tracing::info_span!("request", id = %id.0, client = %client);
             req.extensions_mut().insert(client);
             req.extensions_mut().insert(id.clone());
+            req.extensions_mut().insert(ConnHandle(in_service.clone()));
+            let http1 = req.version() < hyper::Version::HTTP_2;
             let (method, path) = (req.method().clone(), req.uri().path().to_string());
             let started = Instant::now();
             let response = router.clone().oneshot(req);
+            let keep_alive = keep_alive.clone();
             async move {
                 let _in_flight = in_flight;
                 let mut response = response.await;
@@ -262,10 +389,20 @@ impl Conn {
                     if let Ok(v) = HeaderValue::from_str(&id.0) {
                         r.headers_mut().insert("x-request-id", v);
                     }
-                    // Health endpoints answer 503 by design while not ready; the monitor logs changes.
+                    // Tells clients that honour it (Lodestar's agent) how long an idle
+                    // connection stays open, so they never send on one being closed.
+                    if http1 && let Some(v) = keep_alive {
+                        r.headers_mut().insert("keep-alive", v);
+                    }
+                    // Health endpoints answer 503 by design while not ready; the monitor logs
+                    // changes. Other server errors are logged where they are decided, and a
+                    // client can cause them at will (busy answers), so only at most once a second.
                     if r.status().is_server_error() && path != "/readyz" && path != "/healthcheck" {
-                        tracing::warn!(status = r.status().as_u16(), %method, %path,
-                            ms = started.elapsed().as_millis() as u64, "answered with a server error");
+                        static SERVER_ERRORS: RateLimit = RateLimit::new();
+                        if let Some(held) = SERVER_ERRORS.allow() {
+                            tracing::warn!(status = r.status().as_u16(), %method, path = %crate::http::shown(&path),
+                                ms = started.elapsed().as_millis() as u64, similar_since_last = held, "answered with a server error");
+                        }
                     }
                 }
                 response
@@ -274,20 +411,31 @@ impl Conn {
         });
         let io = Watched {
             inner: io,
-            activity: activity.clone(),
+            state: state.clone(),
         };
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = watcher.watch(conn);
         tokio::pin!(conn);
-        let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        // Deadlines move as the connection changes phase, so they are looked at again at
+        // least every `TICK`.
+        const TICK: Duration = Duration::from_millis(500);
         loop {
+            let wake = state
+                .deadline(deadlines)
+                .map_or(Instant::now() + TICK, |d| d.min(Instant::now() + TICK));
             tokio::select! {
                 _ = &mut conn => return,
-                _ = tokio::time::sleep(tick) => {
-                    if activity.idle_for() >= idle {
-                        metrics.connections_timed_out.get_or_create(&StateLabels { state: "idle" }).inc();
+                _ = state.evicted() => return,
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                    if state.deadline(deadlines).is_some_and(|d| d <= Instant::now()) {
+                        let phase = match state.phase() {
+                            Phase::First => "first_request",
+                            Phase::Head => "header",
+                            _ => "idle",
+                        };
+                        metrics.connections_timed_out.get_or_create(&StateLabels { state: phase }).inc();
                         return; // dropping the connection closes it
                     }
                 }
@@ -296,52 +444,21 @@ impl Conn {
     }
 }
 
-/// When a connection last moved a byte, and how many of its requests are being answered.
-#[derive(Default)]
-struct Activity {
-    last_ms: AtomicU64,
-    in_flight: AtomicUsize,
-    born: std::sync::OnceLock<Instant>,
-}
+/// The connection a request came on, for the middleware that learns the client proved itself.
+#[derive(Clone)]
+pub struct ConnHandle(Arc<ConnState>);
 
-impl Activity {
-    fn now_ms(&self) -> u64 {
-        self.born.get_or_init(Instant::now).elapsed().as_millis() as u64
-    }
-
-    fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    /// Zero while a request is in flight.
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+impl ConnHandle {
+    /// An accepted bearer token: this connection never gives way to a new one.
+    pub fn prove(&self) {
+        self.0.prove()
     }
 }
 
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn start(a: Arc<Activity>) -> InFlight {
-        a.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(a)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An I/O stream that records when bytes move.
+/// An I/O stream that tells the connection's state when bytes arrive.
 struct Watched<I> {
     inner: I,
-    activity: Arc<Activity>,
+    state: Arc<ConnState>,
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -349,7 +466,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.state.received(&buf.filled()[before..]);
         }
         r
     }
@@ -357,11 +474,19 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -32,9 +32,9 @@ fn certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String
 pub fn server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(&opts.cert, "--tls-cert-file")?;
-    // The key file's parse errors never quote key material.
-    let key =
-        PrivateKeyDer::from_pem_file(&opts.key).map_err(|e| format!("--tls-key-file {}: {e}", opts.key.display()))?;
+    // A private file of ours only; its parse errors never quote key material.
+    let pem = crate::fsutil::read_access_file(&opts.key, "--tls-key-file").map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("--tls-key-file {}: {e}", opts.key.display()))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?;

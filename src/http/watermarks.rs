@@ -49,6 +49,16 @@ pub async fn repair(
             "a repair changes slashing protection: send \"confirm\": true to apply it".into(),
         ));
     }
+    // Discarding a message whose slot has passed may allow signing a slashable pair: only on
+    // the host itself (the CLI), never with a token that could have leaked.
+    if r.discard_past_messages {
+        return Err(ApiError::Forbidden(
+            "discarding messages whose slot has passed is allowed only on the host: \
+             `palisade slashing-protection repair --discard-past-messages`. Over HTTP a repair may discard \
+             messages the wall clock has not reached yet, nothing that may have been broadcast"
+                .into(),
+        ));
+    }
     let attestation = match (r.attestation_source, r.attestation_target) {
         (Some(s), Some(t)) => Some((s, t)),
         (None, None) => None,
@@ -65,7 +75,7 @@ pub async fn repair(
         reason: r.reason,
         actor: actor(&client),
         clock: None,
-        discard_past: r.discard_past_messages,
+        discard_past: false,
     };
     let done: Vec<Repaired> = state.signer.repair(req).await?;
     Ok(Json(json!({ "data": done })))

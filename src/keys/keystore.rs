@@ -279,6 +279,59 @@ pub enum KdfChoice {
     Pbkdf2 { c: u32 },
 }
 
+/// The memory scrypt may use at once, across every thread that decrypts keystores
+/// (`--kdf-memory-mb`). A keystore whose scrypt needs more than the whole budget runs alone.
+pub struct KdfMemory {
+    budget: std::sync::atomic::AtomicU64,
+    in_use: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+/// 1 GiB by default: four EIP-2335 default keystores (256 MiB each) at once.
+pub const DEFAULT_KDF_MEMORY: u64 = 1 << 30;
+
+pub static KDF_MEMORY: KdfMemory = KdfMemory {
+    budget: std::sync::atomic::AtomicU64::new(DEFAULT_KDF_MEMORY),
+    in_use: std::sync::Mutex::new(0),
+    freed: std::sync::Condvar::new(),
+};
+
+/// Memory taken from a `KdfMemory`, given back when dropped.
+pub struct KdfMemoryTaken {
+    from: &'static KdfMemory,
+    bytes: u64,
+}
+
+impl KdfMemory {
+    pub fn set_budget(&self, bytes: u64) {
+        self.budget.store(bytes.max(1), std::sync::atomic::Ordering::Relaxed);
+        self.freed.notify_all();
+    }
+
+    /// Waits until `bytes` fit in the budget (or nothing else is running), and takes them.
+    pub fn take(&'static self, bytes: u64) -> KdfMemoryTaken {
+        let budget = self.budget.load(std::sync::atomic::Ordering::Relaxed);
+        let mut used = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && *used + bytes > budget {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += bytes;
+        KdfMemoryTaken { from: self, bytes }
+    }
+
+    pub fn in_use(&self) -> u64 {
+        *self.in_use.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for KdfMemoryTaken {
+    fn drop(&mut self) {
+        let mut used = self.from.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(self.bytes);
+        self.from.freed.notify_all();
+    }
+}
+
 fn derive_key(kdf: &Module<KdfParams>, password: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
     match (kdf.function.as_str(), &kdf.params) {
         ("scrypt", KdfParams::Scrypt { dklen, n, r, p, salt }) => {
@@ -309,6 +362,9 @@ fn derive_key(kdf: &Module<KdfParams>, password: &[u8]) -> Result<Zeroizing<Vec<
                 .map_err(|e| KeystoreError::Format(format!("crypto.kdf.params: {e}")))?;
             let salt = unhex("crypto.kdf.params.salt", salt)?;
             let mut dk = Zeroizing::new(vec![0u8; *dklen as usize]);
+            // scrypt's memory counts against the process-wide budget: keystores decrypted on
+            // every core at once must not take the machine's memory with them.
+            let _memory = KDF_MEMORY.take(n.saturating_mul(u64::from(*r)).saturating_mul(128));
             scrypt::scrypt(password, &salt, &params, &mut dk)
                 .map_err(|e| KeystoreError::Format(format!("crypto.kdf.params: {e}")))?;
             Ok(dk)
@@ -473,5 +529,33 @@ mod tests {
             let back = Keystore::from_json(&json).unwrap().decrypt("pässword").unwrap();
             assert_eq!(back.public_key(), sk.public_key());
         }
+    }
+
+    #[test]
+    fn kdf_memory_is_shared_within_its_budget() {
+        let memory: &'static KdfMemory = Box::leak(Box::new(KdfMemory {
+            budget: std::sync::atomic::AtomicU64::new(100),
+            in_use: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }));
+        let first = memory.take(60);
+        // A second taker that does not fit waits until the first gives its memory back.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _second = memory.take(60);
+            tx.send(memory.in_use()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200)).is_err(),
+            "ran beyond the budget"
+        );
+        drop(first);
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap(), 60);
+        waiter.join().unwrap();
+        assert_eq!(memory.in_use(), 0);
+        // One that needs more than the whole budget runs, alone.
+        let big = memory.take(1000);
+        assert_eq!(memory.in_use(), 1000);
+        drop(big);
     }
 }

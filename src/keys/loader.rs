@@ -1,468 +1,563 @@
-//! Finding key sources and decrypting them on all cores.
+//! Loading keys from every source, at startup and on reload, as one procedure:
 //!
-//! Discovery is cheap (read small JSON/YAML files, learn pubkeys) and happens before the
-//! server starts; decryption is the expensive KDF and runs in the background so the server
-//! answers at once. A source that fails is named with its reason, never with its password,
-//! and the rest load.
+//! 1. list the sources (I/O; each `KeySource`), concurrently;
+//! 2. prepare (brief, under the change lock): record each source's failures, parse the keys
+//!    whose pubkey is not declared (hex: cheap), drop the keys a source no longer gives (refused
+//!    from that moment), announce the new declared ones (`Loading`);
+//! 3. unlock what is new on the CPU pool (the KDFs: the slow part) and install it.
+//!
+//! A source that cannot be listed keeps every key it gave; a file or secret that cannot be
+//! read keeps the keys it gave (reported as stale, not as missing): a reload never
+//! half-applies a half-written file or drops keys because a store is down. Keys already loaded
+//! are not unlocked again (but for keystores that do not declare their pubkey), and take the
+//! origin their source gives them now (a changed signing policy applies).
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use zeroize::Zeroizing;
 
-use super::definitions::{self, KeyDefinition};
-use super::keystore::{Keystore, KeystoreError};
+use super::handle::SigningKey;
 use super::origin::Origin;
 use super::registry::KeyRegistry;
-use super::secret::{SecretKey, SecretKeyError};
+use super::source::{Failure, Found, KeySource, Material, Pending, SourceError};
 use crate::types::PublicKey;
 
-/// Where keys come from (`serve` options).
-#[derive(Clone, Debug, Default)]
-pub struct KeyOptions {
-    pub keystores_path: Option<PathBuf>,
-    pub keystores_passwords_path: Option<PathBuf>,
-    pub keystores_password_file: Option<PathBuf>,
-    pub key_config_path: Option<PathBuf>,
-    /// Where Key Manager imports are kept (each keystore with `<stem>.txt` beside it).
-    pub keymanager_path: Option<PathBuf>,
-}
-
-enum Password {
-    File(PathBuf),
-    Shared(Arc<Zeroizing<String>>),
-}
-
-enum Material {
-    Keystore {
-        keystore: Box<Keystore>,
-        password: Password,
-    },
-    Raw(Zeroizing<String>),
-}
-
-/// One key to load, before its secret is known.
-pub struct KeySource {
-    pub origin: Arc<Origin>,
-    pub declared: Option<PublicKey>,
-    material: Material,
-}
-
-/// The outcome of discovery: sources to decrypt, and sources that already failed.
-#[derive(Default)]
-pub struct Discovered {
-    pub sources: Vec<KeySource>,
-    pub failures: Vec<(String, String)>,
-}
-
-impl std::fmt::Debug for Discovered {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let origins: Vec<&str> = self.sources.iter().map(|s| s.origin.label.as_str()).collect();
-        f.debug_struct("Discovered")
-            .field("sources", &origins)
-            .field("failures", &self.failures)
-            .finish()
-    }
-}
-
-/// Reads a password file as UTF-8 text (normalisation strips a trailing newline later).
-fn read_password(path: &Path) -> Result<Zeroizing<String>, String> {
-    let bytes =
-        Zeroizing::new(std::fs::read(path).map_err(|e| format!("cannot read password file {}: {e}", path.display()))?);
-    std::str::from_utf8(&bytes)
-        .map(|s| Zeroizing::new(s.to_string()))
-        .map_err(|_| format!("password file {} is not UTF-8", path.display()))
-}
-
-/// A key configuration that stops startup (a bad individual keystore does not).
-#[derive(Debug, thiserror::Error)]
-pub enum KeyConfigError {
-    #[error("give --keystores-passwords-path or --keystores-password-file, not both")]
-    TwoPasswordOptions,
-    #[error(
-        "--keystores-path needs --keystores-passwords-path (one <name>.txt per keystore) or \
-         --keystores-password-file (one password for all)"
-    )]
-    NoPasswordOption,
-    #[error("{option} {} is not a directory", path.display())]
-    NotADirectory { option: &'static str, path: PathBuf },
-    #[error("cannot read {}: {source}", path.display())]
-    Unreadable { path: PathBuf, source: std::io::Error },
-    /// The shared password file (`--keystores-password-file`).
-    #[error("{0}")]
-    Password(String),
-}
-
-fn sorted_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, KeyConfigError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| KeyConfigError::Unreadable {
-        path: dir.into(),
-        source,
-    })?;
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| exts.iter().any(|x| e.eq_ignore_ascii_case(x)))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Configuration errors (a missing folder, no password option) stop startup; a bad
-/// individual keystore does not.
-pub fn discover(opts: &KeyOptions) -> Result<Discovered, KeyConfigError> {
-    let mut found = Discovered::default();
-
-    if let Some(dir) = &opts.keystores_path {
-        let passwords = match (&opts.keystores_passwords_path, &opts.keystores_password_file) {
-            (Some(_), Some(_)) => return Err(KeyConfigError::TwoPasswordOptions),
-            (None, None) => return Err(KeyConfigError::NoPasswordOption),
-            (Some(pw_dir), None) => Passwords::PerKey(directory("--keystores-passwords-path", pw_dir)?.into()),
-            (None, Some(file)) => Passwords::Shared(Arc::new(read_password(file).map_err(KeyConfigError::Password)?)),
-        };
-        directory("--keystores-path", dir)?;
-        discover_folder(&mut found, dir, &passwords)?;
-    }
-
-    // Keystores imported through the Key Manager API, each with its own password beside it.
-    if let Some(dir) = &opts.keymanager_path
-        && dir.is_dir()
-    {
-        discover_folder(&mut found, dir, &Passwords::PerKey(dir.clone()))?;
-    }
-
-    if let Some(dir) = &opts.key_config_path {
-        for file in sorted_files(directory("--key-config-path", dir)?, &["yaml", "yml"])? {
-            let label = file.display().to_string();
-            match definitions::read_file(&file) {
-                Err(reason) => found.failures.push((label, reason)),
-                Ok(defs) => {
-                    for (i, def) in defs.into_iter().enumerate() {
-                        let label = if i == 0 {
-                            label.clone()
-                        } else {
-                            format!("{label}#{}", i + 1)
-                        };
-                        let types = def.signing_types;
-                        match def.key {
-                            KeyDefinition::Raw { private_key } => found.sources.push(KeySource {
-                                origin: Origin::definition(label, types),
-                                declared: None,
-                                material: Material::Raw(private_key),
-                            }),
-                            KeyDefinition::Keystore { keystore, password } => {
-                                let label = format!("{label} ({})", keystore.display());
-                                match read_keystore(&keystore) {
-                                    Ok(Some(ks)) => push_keystore(
-                                        &mut found,
-                                        Origin::definition(label, types),
-                                        ks,
-                                        Password::File(password),
-                                    ),
-                                    Ok(None) => found
-                                        .failures
-                                        .push((label, format!("{} is not an EIP-2335 keystore", keystore.display()))),
-                                    Err(reason) => found.failures.push((label, reason)),
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// `path`, if it is a directory (`option` names where it was configured).
-fn directory<'a>(option: &'static str, path: &'a Path) -> Result<&'a Path, KeyConfigError> {
-    if path.is_dir() {
-        Ok(path)
-    } else {
-        Err(KeyConfigError::NotADirectory {
-            option,
-            path: path.into(),
-        })
-    }
-}
-
-/// How the keystores of one folder are unlocked.
-enum Passwords {
-    /// `<keystore file stem>.txt` in this folder.
-    PerKey(PathBuf),
-    Shared(Arc<Zeroizing<String>>),
-}
-
-/// Every `*.json` keystore of `dir`. A key from here is deletable through the Key Manager API:
-/// its keystore and its own password file are what a deletion moves aside.
-fn discover_folder(found: &mut Discovered, dir: &Path, passwords: &Passwords) -> Result<(), KeyConfigError> {
-    // Reading and parsing thousands of small files is worth doing on every core: the server
-    // listens only after this.
-    let files = sorted_files(dir, &["json"])?;
-    let parsed: Vec<(PathBuf, Result<Option<Keystore>, String>)> = files
-        .into_par_iter()
-        .map(|path| {
-            let ks = read_keystore(&path);
-            (path, ks)
-        })
-        .collect();
-    for (path, keystore) in parsed {
-        let label = path.display().to_string();
-        let (pw, files) = match passwords {
-            Passwords::Shared(shared) => (Password::Shared(shared.clone()), vec![path.clone()]),
-            Passwords::PerKey(pw_dir) => {
-                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-                let pw_file = pw_dir.join(format!("{stem}.txt"));
-                (Password::File(pw_file.clone()), vec![path.clone(), pw_file])
-            }
-        };
-        match keystore {
-            Ok(Some(ks)) => push_keystore(found, Origin::files(label, files), ks, pw),
-            Ok(None) => {
-                tracing::warn!(file = %label, "skipping JSON file that is not an EIP-2335 keystore (no `crypto` object)")
-            }
-            Err(reason) => found.failures.push((label, reason)),
-        }
-    }
-    Ok(())
-}
-
-fn push_keystore(found: &mut Discovered, origin: Arc<Origin>, ks: Keystore, password: Password) {
-    match ks.declared_pubkey() {
-        Ok(declared) => found.sources.push(KeySource {
-            origin,
-            declared,
-            material: Material::Keystore {
-                keystore: Box::new(ks),
-                password,
-            },
-        }),
-        Err(e) => found.failures.push((origin.label.clone(), e.to_string())),
-    }
-}
-
-/// `Ok(None)`: valid JSON that is not a keystore (skipped). `Err`: a keystore that is broken.
-fn read_keystore(path: &Path) -> Result<Option<Keystore>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    match Keystore::from_json(&text) {
-        Ok(ks) => Ok(Some(ks)),
-        // Only on failure: is it a broken keystore, or some other JSON file?
-        Err(e) => {
-            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("corrupt JSON: {e}"))?;
-            if value.get("crypto").is_none() {
-                Ok(None)
-            } else {
-                Err(e.to_string())
-            }
-        }
-    }
-}
-
-/// Why a discovered key could not be decrypted.
-#[derive(Debug, thiserror::Error)]
-pub enum DecryptError {
-    #[error(transparent)]
-    Keystore(#[from] KeystoreError),
-    /// Its password file could not be read.
-    #[error("{0}")]
-    Password(String),
-    /// A raw secret key in a key definition that is not one.
-    #[error(transparent)]
-    RawKey(#[from] SecretKeyError),
-}
-
-impl KeySource {
-    /// The expensive step: run the KDF and decrypt.
-    pub fn decrypt(&self) -> Result<SecretKey, DecryptError> {
-        match &self.material {
-            Material::Raw(hex) => Ok(SecretKey::from_hex(hex)?),
-            Material::Keystore { keystore, password } => {
-                let pw = match password {
-                    Password::Shared(p) => p.clone(),
-                    Password::File(path) => Arc::new(read_password(path).map_err(DecryptError::Password)?),
-                };
-                Ok(keystore.decrypt(&pw)?)
-            }
-        }
-    }
-}
-
-/// Totals of one load.
-#[derive(Clone, Copy, Debug, Default)]
+/// What a load or reload did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct LoadReport {
-    pub loaded: usize,
-    pub failed: usize,
-    pub duplicates: usize,
+    pub added: Vec<Change>,
+    pub removed: Vec<Change>,
+    pub failed: Vec<Failed>,
+    /// Keys that were loaded before and still are.
+    pub unchanged: usize,
+    #[serde(skip)]
     pub elapsed: Duration,
 }
 
-/// Registers what discovery found: known pubkeys become `Loading` at once, failures are
-/// recorded and logged. Returns the sources still to decrypt.
-pub fn announce(found: Discovered, registry: &KeyRegistry) -> Vec<KeySource> {
-    for (label, reason) in found.failures {
-        tracing::error!(source = %label, %reason, "key failed to load");
-        registry.fail(None, &Origin::definition(label, None), reason);
-    }
-    let mut sources = Vec::with_capacity(found.sources.len());
-    for s in found.sources {
-        if let Some(pk) = s.declared
-            && !registry.announce(pk, &s.origin)
-        {
-            tracing::warn!(source = %s.origin, pubkey = %pk, "key is defined more than once; keeping the first definition");
-            continue;
-        }
-        sources.push(s);
-    }
-    sources
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Change {
+    pub pubkey: PublicKey,
+    pub source: String,
 }
 
-/// Decrypts every source on the rayon pool (one thread per core), installing each key as
-/// soon as it is ready, with a progress line every 10% (for 20 keys or more).
-pub fn decrypt_all(sources: Vec<KeySource>, registry: &KeyRegistry) -> LoadReport {
-    let total = sources.len();
-    let start = Instant::now();
-    if total == 0 {
-        return LoadReport::default();
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Failed {
+    pub source: String,
+    pub reason: String,
+}
+
+impl LoadReport {
+    fn merge(&mut self, other: LoadReport) {
+        self.added.extend(other.added);
+        self.removed.extend(other.removed);
+        self.failed.extend(other.failed);
+        self.unchanged += other.unchanged;
     }
-    tracing::info!(keys = total, threads = rayon::current_num_threads(), "decrypting keys");
-    let done = AtomicUsize::new(0);
-    let failed = AtomicUsize::new(0);
-    let duplicates = AtomicUsize::new(0);
-    let step = (total / 10).max(1);
-    sources.into_par_iter().with_max_len(1).for_each(|s| {
-        match s.decrypt() {
-            Ok(sk) => {
-                let pk = sk.public_key();
-                if !registry.insert_ready(sk, &s.origin) {
-                    duplicates.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(source = %s.origin, pubkey = %pk, "key is defined more than once; keeping the first definition");
-                }
-            }
-            Err(reason) => {
-                failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(source = %s.origin, %reason, "key failed to load");
-                registry.fail(s.declared, &s.origin, reason.to_string());
-            }
+}
+
+/// Which cores unlock keys: at startup all of them; on a reload half, so that signing for the
+/// keys already loaded keeps its CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cores {
+    All,
+    Half,
+}
+
+/// Work left after `prepare`: the keys to unlock.
+pub struct Prepared {
+    unlock: Vec<(Pending, bool)>,
+    report: LoadReport,
+}
+
+pub struct KeyLoader {
+    registry: Arc<KeyRegistry>,
+    sources: Vec<Arc<dyn KeySource>>,
+    /// Held while a load decides what changes, and by the Key Manager while it changes keys:
+    /// a load's picture of a source never goes stale under it.
+    pub changes: Arc<tokio::sync::Mutex<()>>,
+    reloading: AtomicBool,
+    half: Arc<rayon::ThreadPool>,
+}
+
+/// Progress lines for large loads.
+struct Progress {
+    total: usize,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    start: Instant,
+}
+
+impl Progress {
+    fn tick(&self, failed: bool) {
+        if failed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
         }
-        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        if total >= 20 && n.is_multiple_of(step) && n < total {
-            let elapsed = start.elapsed();
-            let left = elapsed.mul_f64((total - n) as f64 / n as f64);
+        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let step = (self.total / 10).max(1);
+        if self.total >= 20 && n.is_multiple_of(step) && n < self.total {
+            let elapsed = self.start.elapsed();
+            let left = elapsed.mul_f64((self.total - n) as f64 / n as f64);
             tracing::info!(
-                "decrypted {n}/{total} keys ({}%), {} failed, {:.1}s elapsed, ~{:.0}s left",
-                n * 100 / total,
-                failed.load(Ordering::Relaxed),
+                "unlocked {n}/{} keys ({}%), {} failed, {:.1}s elapsed, ~{:.0}s left",
+                self.total,
+                n * 100 / self.total,
+                self.failed.load(Ordering::Relaxed),
                 elapsed.as_secs_f64(),
                 left.as_secs_f64()
             );
         }
+    }
+}
+
+impl KeyLoader {
+    pub fn new(registry: Arc<KeyRegistry>, sources: Vec<Arc<dyn KeySource>>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let half = Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads((cores / 2).max(1))
+                .thread_name(|i| format!("key-reload-{i}"))
+                .build()
+                .expect("a thread pool"),
+        );
+        KeyLoader {
+            registry,
+            sources,
+            changes: Arc::new(tokio::sync::Mutex::new(())),
+            reloading: AtomicBool::new(false),
+            half,
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<KeyRegistry> {
+        &self.registry
+    }
+
+    pub fn sources(&self) -> &[Arc<dyn KeySource>] {
+        &self.sources
+    }
+
+    /// The sources listed over the network.
+    pub fn remote_sources(&self) -> Vec<Arc<dyn KeySource>> {
+        self.sources.iter().filter(|s| s.remote()).cloned().collect()
+    }
+
+    pub fn local_sources(&self) -> Vec<Arc<dyn KeySource>> {
+        self.sources.iter().filter(|s| !s.remote()).cloned().collect()
+    }
+
+    pub fn reloading(&self) -> bool {
+        self.reloading.load(Ordering::SeqCst)
+    }
+
+    /// A full reload of every source, unless one is running (`None` then).
+    pub async fn reload(&self) -> Option<LoadReport> {
+        if self.reloading.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _done = Done(&self.reloading);
+        let sources = self.sources.clone();
+        let report = self.load(&sources, Cores::Half).await;
+        log_report("reload", &report);
+        Some(report)
+    }
+
+    /// Lists, prepares and unlocks `sources`.
+    pub async fn load(&self, sources: &[Arc<dyn KeySource>], cores: Cores) -> LoadReport {
+        let start = Instant::now();
+        let prepared = self.list_and_prepare(sources).await;
+        let mut report = self.unlock(prepared, cores).await;
+        report.elapsed = start.elapsed();
+        report
+    }
+
+    /// Steps 1 and 2; the caller runs `unlock` (startup: after it starts listening).
+    pub async fn list_and_prepare(&self, sources: &[Arc<dyn KeySource>]) -> Prepared {
+        let list = |which: Vec<Arc<dyn KeySource>>| {
+            futures::future::join_all(which.into_iter().map(|s| async move {
+                let listing = s.list().await;
+                (s, listing)
+            }))
+        };
+        // Secret stores may take seconds to list: without the lock. Local sources (the Key
+        // Manager writes to two of them) under it, so that no import or deletion falls between
+        // their listing and what is decided from it.
+        let mut listed = list(sources.iter().filter(|s| s.remote()).cloned().collect()).await;
+        let _changes = self.changes.lock().await;
+        listed.extend(list(sources.iter().filter(|s| !s.remote()).cloned().collect()).await);
+        let registry = self.registry.clone();
+        // Parsing hex keys and deriving their pubkeys is cheap, but not free for thousands:
+        // off the async workers.
+        tokio::task::spawn_blocking(move || prepare(&registry, listed))
+            .await
+            .expect("preparing a key load")
+    }
+
+    /// Step 3: unlocks what `prepare` left, installing each key as soon as it is ready.
+    pub async fn unlock(&self, prepared: Prepared, cores: Cores) -> LoadReport {
+        let Prepared { unlock, mut report } = prepared;
+        if unlock.is_empty() {
+            return report;
+        }
+        let registry = self.registry.clone();
+        let progress = Progress {
+            total: unlock.len(),
+            done: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            start: Instant::now(),
+        };
+        tracing::info!(keys = progress.total, ?cores, "unlocking keys");
+        let work = move || -> LoadReport {
+            let results: Vec<LoadReport> = unlock
+                .into_par_iter()
+                .with_max_len(1)
+                .map(|(pending, announced)| {
+                    let mut r = LoadReport::default();
+                    // A key that panics its decryption fails alone; it never stays `Loading`.
+                    let unlocked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pending.unlock()))
+                        .unwrap_or_else(|_| {
+                            Err(super::source::UnlockError::Secret("unlocking the key panicked".into()))
+                        });
+                    match unlocked {
+                        Ok(keys) => {
+                            for key in keys {
+                                let pubkey = key.public_key();
+                                let key: Arc<dyn SigningKey> = Arc::new(key);
+                                if registry.insert_ready(key, &pending.origin, announced) {
+                                    r.added.push(Change {
+                                        pubkey,
+                                        source: pending.origin.label.clone(),
+                                    });
+                                } else if registry.holds(&pubkey) {
+                                    duplicate(&registry, pubkey, &pending.origin);
+                                }
+                            }
+                            progress.tick(false);
+                        }
+                        Err(reason) => {
+                            tracing::error!(source = %pending.origin, %reason, "key failed to load");
+                            registry.fail(pending.declared, &pending.origin, reason.to_string());
+                            r.failed.push(Failed {
+                                source: pending.origin.label.clone(),
+                                reason: reason.to_string(),
+                            });
+                            progress.tick(true);
+                        }
+                    }
+                    r
+                })
+                .collect();
+            let mut all = LoadReport::default();
+            for r in results {
+                all.merge(r);
+            }
+            all
+        };
+        let unlocked = match cores {
+            // Off the async workers, on rayon's global pool: every core.
+            Cores::All => tokio::task::spawn_blocking(work).await,
+            Cores::Half => {
+                let half = self.half.clone();
+                tokio::task::spawn_blocking(move || half.install(work)).await
+            }
+        }
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "unlocking keys stopped");
+            LoadReport::default()
+        });
+        report.merge(unlocked);
+        report
+    }
+}
+
+/// What step 2 decided for one source before anything is added.
+struct SourcePlan {
+    held_keys: HashSet<PublicKey>,
+    cheap_ready: Vec<(Arc<Origin>, super::SecretKey)>,
+    slow: Vec<Pending>,
+}
+
+/// Step 2 (blocking): decides, for every listed source, what is removed, kept, announced and
+/// left to unlock. Removals for every source come before any addition, so that a key that
+/// moved from one source to another is dropped by the first and taken by the second.
+fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found, SourceError>)>) -> Prepared {
+    let mut report = LoadReport::default();
+    let mut plans = Vec::new();
+    for (source, listing) in listed {
+        let name = source.name().clone();
+        registry.clear_failures(&name);
+        let found = match listing {
+            Ok(f) => f,
+            Err(e) => {
+                // Nothing known about the source now: every key it gave stays. With none, its
+                // keys are missing: a failure; with some, they are stale.
+                tracing::error!(source = %name, error = %e, "key source could not be read; keeping the keys it gave before");
+                if registry.held_from(&name).is_empty() {
+                    let whole = Origin::new(&name, "", name.to_string(), super::OriginKind::Definition, None);
+                    registry.fail(None, &whole, e.to_string());
+                } else {
+                    registry.stale(&name, name.to_string(), e.to_string());
+                }
+                report.failed.push(Failed {
+                    source: name.to_string(),
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let held = registry.held_from(&name);
+        let held_keys: HashSet<PublicKey> = held.iter().map(|h| h.pubkey).collect();
+        let held_units: HashSet<&str> = held.iter().map(|h| h.origin.unit.as_str()).collect();
+        let mut kept_units: HashSet<String> = found.keep.iter().cloned().collect();
+        for f in &found.failures {
+            let stale = f.unit.as_deref().is_some_and(|u| held_units.contains(u));
+            record_failure(registry, &name, f, stale, &mut report);
+            if let Some(u) = &f.unit {
+                kept_units.insert(u.clone());
+            }
+        }
+
+        // What the source gives now: declared pubkeys, and the keys of cheap material.
+        let mut wanted: HashSet<PublicKey> = HashSet::new();
+        let mut cheap_ready = Vec::new();
+        let mut slow = Vec::new();
+        for p in found.keys {
+            match (&p.declared, &p.material) {
+                (Some(pk), _) => {
+                    wanted.insert(*pk);
+                    slow.push(p);
+                }
+                (None, Material::Raw(_) | Material::Secret(_)) => match p.unlock() {
+                    Ok(keys) => {
+                        for k in keys {
+                            wanted.insert(k.public_key());
+                            cheap_ready.push((p.origin.clone(), k));
+                        }
+                    }
+                    Err(reason) => {
+                        kept_units.insert(p.origin.unit.clone());
+                        let stale = held_units.contains(p.origin.unit.as_str());
+                        record_failure(
+                            registry,
+                            &name,
+                            &Failure {
+                                label: p.origin.label.clone(),
+                                reason: reason.to_string(),
+                                unit: Some(p.origin.unit.clone()),
+                                pubkey: None,
+                                origin: Some(p.origin.clone()),
+                            },
+                            stale,
+                            &mut report,
+                        );
+                    }
+                },
+                // A keystore without a pubkey: known only after its KDF; its unit's keys
+                // stay until then.
+                (None, Material::Keystore { .. }) => {
+                    kept_units.insert(p.origin.unit.clone());
+                    slow.push(p);
+                }
+            }
+        }
+
+        // Gone from the source (and not covered by a unit that failed to read): refused now.
+        for h in &held {
+            if !wanted.contains(&h.pubkey) && !kept_units.contains(&h.origin.unit) && registry.remove(&h.pubkey) {
+                tracing::info!(pubkey = %h.pubkey, source = %h.origin, "key removed: its source no longer holds it");
+                report.removed.push(Change {
+                    pubkey: h.pubkey,
+                    source: h.origin.label.clone(),
+                });
+            }
+        }
+        plans.push(SourcePlan {
+            held_keys,
+            cheap_ready,
+            slow,
+        });
+    }
+
+    let mut unlock = Vec::new();
+    for plan in plans {
+        // The first definition of a key in the source's order gives it its origin; a later one
+        // (another file of the same folder) is a duplicate whose policy also applies.
+        let mut seen = HashSet::new();
+        // Cheap keys: installed now (those already loaded stay as they are).
+        for (origin, key) in plan.cheap_ready {
+            let pubkey = key.public_key();
+            if !seen.insert(pubkey) {
+                duplicate(registry, pubkey, &origin);
+                continue;
+            }
+            if plan.held_keys.contains(&pubkey) && registry.holds(&pubkey) {
+                registry.update_origin(&pubkey, &origin);
+                report.unchanged += 1;
+                continue;
+            }
+            let key: Arc<dyn SigningKey> = Arc::new(key);
+            if registry.insert_ready(key, &origin, false) {
+                report.added.push(Change {
+                    pubkey,
+                    source: origin.label.clone(),
+                });
+            } else {
+                duplicate(registry, pubkey, &origin);
+            }
+        }
+        // Keystores: announced now (requests wait for them), unlocked in step 3.
+        for p in plan.slow {
+            match p.declared {
+                Some(pk) if !seen.insert(pk) => duplicate(registry, pk, &p.origin),
+                Some(pk) if plan.held_keys.contains(&pk) && registry.holds(&pk) => {
+                    registry.update_origin(&pk, &p.origin);
+                    report.unchanged += 1
+                }
+                Some(pk) => {
+                    if !registry.announce(pk, &p.origin) {
+                        duplicate(registry, pk, &p.origin);
+                        continue;
+                    }
+                    unlock.push((p, true));
+                }
+                None => unlock.push((p, false)),
+            }
+        }
+    }
+    Prepared { unlock, report }
+}
+
+/// A second definition of a loaded key: the key stays loaded from the first, and the policies
+/// of both apply (a definition can only narrow what is signed, never widen it).
+fn duplicate(registry: &KeyRegistry, pubkey: PublicKey, origin: &Arc<Origin>) {
+    let kept = registry.origin(&pubkey).map(|o| o.label.clone()).unwrap_or_default();
+    registry.also_defined(pubkey, origin);
+    tracing::warn!(source = %origin, %pubkey, kept = %kept,
+        "key is defined more than once: loaded from the first definition, signing only what every definition allows");
+}
+
+/// Records a failure of `source`: `stale` when the unit's keys stay loaded as before.
+fn record_failure(registry: &KeyRegistry, source: &Arc<str>, f: &Failure, stale: bool, report: &mut LoadReport) {
+    if stale {
+        tracing::warn!(source = %f.label, reason = %f.reason, "cannot read this again; its keys stay loaded as they were");
+        registry.stale(source, f.label.clone(), f.reason.clone());
+    } else {
+        tracing::error!(source = %f.label, reason = %f.reason, "key failed to load");
+        let origin = f.origin.clone().unwrap_or_else(|| {
+            Origin::new(
+                source,
+                f.unit.clone().unwrap_or_default(),
+                f.label.clone(),
+                super::OriginKind::Definition,
+                None,
+            )
+        });
+        registry.fail(f.pubkey, &origin, f.reason.clone());
+    }
+    report.failed.push(Failed {
+        source: f.label.clone(),
+        reason: f.reason.clone(),
     });
-    let failed = failed.into_inner();
-    let duplicates = duplicates.into_inner();
-    let report = LoadReport {
-        loaded: total - failed - duplicates,
-        failed,
-        duplicates,
-        elapsed: start.elapsed(),
-    };
+}
+
+/// One summary line for a load, and one line per change (operators grep for a pubkey).
+pub fn log_report(what: &str, r: &LoadReport) {
     tracing::info!(
-        loaded = report.loaded,
-        failed = report.failed,
-        "keys decrypted in {:.2}s",
-        report.elapsed.as_secs_f64()
+        added = r.added.len(),
+        removed = r.removed.len(),
+        failed = r.failed.len(),
+        unchanged = r.unchanged,
+        "{what} of keys done in {:.2}s",
+        r.elapsed.as_secs_f64()
     );
-    report
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::keys::registry::Lookup;
+    use crate::keys::sources::definitions::LocalDefinitions;
+    use crate::keys::sources::folder::{KeystoreFolder, Passwords};
 
     const INTEROP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test-keys/interop");
 
-    /// The interop folder holds keys.json (not a keystore): it is skipped, the 8 load.
-    #[test]
-    fn loads_a_folder_with_one_password() {
-        let opts = KeyOptions {
-            keystores_path: Some(INTEROP.into()),
-            keystores_password_file: Some(format!("{INTEROP}/password.txt").into()),
-            ..Default::default()
-        };
-        let found = discover(&opts).unwrap();
-        assert_eq!(found.sources.len(), 8);
-        assert!(found.failures.is_empty());
-        let reg = KeyRegistry::new();
-        let sources = announce(found, &reg);
-        assert_eq!(reg.counts().loading, 8);
-        let report = decrypt_all(sources, &reg);
-        assert_eq!((report.loaded, report.failed), (8, 0));
-        assert_eq!(reg.ready_pubkeys().len(), 8);
+    fn interop(i: usize) -> (PublicKey, String) {
+        let keys: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{INTEROP}/keys.json")).unwrap()).unwrap();
+        let k = &keys["keys"][i];
+        (
+            k["pubkey"].as_str().unwrap().parse().unwrap(),
+            k["secret_key"].as_str().unwrap().to_string(),
+        )
     }
 
-    #[test]
-    fn a_bad_keystore_fails_alone() {
+    fn origin_source(reg: &KeyRegistry, pk: &PublicKey) -> String {
+        reg.origin(pk).unwrap().source.to_string()
+    }
+
+    /// A key moves from a keystore folder to a YAML definition: the reload drops it from the
+    /// first and takes it from the second, never leaving it out; a broken file keeps its key.
+    #[tokio::test]
+    async fn reloads_follow_the_sources() {
         let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("pw");
-        std::fs::create_dir(&pw).unwrap();
-        for i in 0..3 {
-            std::fs::copy(
-                format!("{INTEROP}/keystore-{i}.json"),
-                dir.path().join(format!("k{i}.json")),
-            )
-            .unwrap();
+        let (ks, defs) = (dir.path().join("ks"), dir.path().join("defs"));
+        std::fs::create_dir_all(&ks).unwrap();
+        std::fs::create_dir_all(&defs).unwrap();
+        for i in 0..2 {
+            std::fs::copy(format!("{INTEROP}/keystore-{i}.json"), ks.join(format!("k{i}.json"))).unwrap();
         }
-        std::fs::write(pw.join("k0.txt"), "interop-test-password\n").unwrap();
-        std::fs::write(pw.join("k1.txt"), "wrong password").unwrap();
-        // k2 has no password file; corrupt.json is not JSON at all.
-        std::fs::write(dir.path().join("corrupt.json"), "{\"crypto\": ").unwrap();
-        let opts = KeyOptions {
-            keystores_path: Some(dir.path().into()),
-            keystores_passwords_path: Some(pw.clone()),
-            ..Default::default()
-        };
-        let found = discover(&opts).unwrap();
-        let reg = KeyRegistry::new();
-        let sources = announce(found, &reg);
-        let report = decrypt_all(sources, &reg);
-        assert_eq!((report.loaded, report.failed), (1, 2));
-        let failures = reg.failures();
-        assert_eq!(failures.len(), 3, "{failures:?}");
-        let text = format!("{failures:?}");
-        assert!(text.contains("wrong password"), "{text}");
-        assert!(text.contains("k2.txt"), "{text}");
-        assert!(text.contains("corrupt JSON"), "{text}");
-        assert!(!text.contains("interop-test-password"));
-        let pk1: PublicKey =
-            "0xb89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0b"
-                .parse()
-                .unwrap();
-        assert!(matches!(reg.lookup(&pk1), Lookup::Failed(_)));
-    }
+        let password = Arc::new(zeroize::Zeroizing::new("interop-test-password".to_string()));
+        let folder: Arc<dyn KeySource> = Arc::new(KeystoreFolder::new(
+            "folder",
+            ks.clone(),
+            Passwords::Shared(password),
+            false,
+        ));
+        let yaml: Arc<dyn KeySource> = Arc::new(LocalDefinitions::new(defs.clone()));
+        let reg = Arc::new(KeyRegistry::new());
+        let loader = KeyLoader::new(reg.clone(), vec![folder.clone(), yaml.clone()]);
+        let first = loader.reload().await.unwrap();
+        assert_eq!((first.added.len(), first.removed.len(), first.failed.len()), (2, 0, 0));
+        let (pk0, sk0) = interop(0);
+        let (pk1, _) = interop(1);
+        assert_eq!(origin_source(&reg, &pk0), "folder");
 
-    #[test]
-    fn configuration_errors_stop_startup() {
-        let opts = KeyOptions {
-            keystores_path: Some(INTEROP.into()),
-            ..Default::default()
-        };
+        // Key 0 moves to a definition; key 1's keystore is rewritten and caught half way.
+        std::fs::remove_file(ks.join("k0.json")).unwrap();
+        std::fs::write(defs.join("k0.yaml"), format!("type: file-raw\nprivateKey: \"{sk0}\"\n")).unwrap();
+        let full = std::fs::read_to_string(ks.join("k1.json")).unwrap();
+        std::fs::write(ks.join("k1.json"), &full[..full.len() / 3]).unwrap();
+        let second = loader.reload().await.unwrap();
+        assert!(matches!(reg.lookup(&pk0), Lookup::Ready(_)));
+        assert_eq!(origin_source(&reg, &pk0), yaml.name().to_string());
         assert!(
-            discover(&opts)
-                .unwrap_err()
-                .to_string()
-                .contains("--keystores-password")
+            matches!(reg.lookup(&pk1), Lookup::Ready(_)),
+            "a half-written file dropped its key"
         );
-        let opts = KeyOptions {
-            keystores_path: Some("/nonexistent".into()),
-            keystores_password_file: Some(format!("{INTEROP}/password.txt").into()),
-            ..Default::default()
-        };
-        assert!(discover(&opts).unwrap_err().to_string().contains("/nonexistent"));
+        assert_eq!(second.failed.len(), 1, "{second:?}");
+        assert_eq!(second.removed.len(), 1, "{second:?}");
+        assert_eq!(second.added.len(), 1, "{second:?}");
+
+        // Written in full again: nothing unlocked again, nothing failed.
+        std::fs::write(ks.join("k1.json"), &full).unwrap();
+        let third = loader.reload().await.unwrap();
+        assert_eq!(
+            (
+                third.added.len(),
+                third.removed.len(),
+                third.failed.len(),
+                third.unchanged
+            ),
+            (0, 0, 0, 2)
+        );
+        assert_eq!(reg.counts().failed, 0);
     }
 }

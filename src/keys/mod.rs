@@ -1,15 +1,23 @@
-//! Validator keys: EIP-2335 keystores, YAML key definitions, parallel loading and the
-//! in-memory registry the signing path reads.
+//! Validator keys: where they come from (one `KeySource` per place: keystore folders, YAML
+//! definitions, secret stores), how they are unlocked and reloaded, and the in-memory
+//! registry the signing path reads through the `SigningKey` handle.
 
 pub mod definitions;
+pub mod fleet;
+pub mod handle;
 pub mod keystore;
 pub mod loader;
 pub mod origin;
 pub mod password;
 pub mod registry;
 pub mod secret;
+pub mod source;
+pub mod sources;
+pub mod stores;
 
-pub use loader::KeyOptions;
+pub use handle::{KeyError, SigningKey};
+pub use loader::{KeyLoader, LoadReport};
 pub use origin::{Origin, OriginKind};
 pub use registry::{KeyRegistry, Lookup};
 pub use secret::SecretKey;
+pub use source::KeySource;

@@ -1,4 +1,5 @@
-//! Where a key came from, and so whether the Key Manager API may delete it.
+//! Where a key came from: which source, which file or secret in it, and so whether the Key
+//! Manager API may delete it and what a reload keeps when that file or secret fails to read.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -6,10 +7,16 @@ use std::sync::Arc;
 
 use crate::signing::policy::TypeSet;
 
-/// A key's source: a label for logs and health, and the files that hold it.
+/// A key's source: a label for logs and health, the source and unit that define it, and what
+/// deleting it means.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Origin {
     pub label: String,
+    /// The key source (`KeySource::name`) that produced it.
+    pub source: Arc<str>,
+    /// What within the source defines it (a file, a secret, a database row): when a reload
+    /// cannot read this unit, the keys it gave before are kept.
+    pub unit: String,
     pub kind: OriginKind,
     /// The signing types this key is limited to (its YAML definition), beyond the signer's.
     pub signing_types: Option<TypeSet>,
@@ -23,41 +30,54 @@ pub enum OriginKind {
     Files(Vec<PathBuf>),
     /// A Web3Signer YAML key definition: read-only for the Key Manager API.
     Definition,
+    /// Imported through the Key Manager API on some replica and kept in the shared database:
+    /// deleting it removes it there, for every replica.
+    Shared,
+    /// A secret store's bulk loading (every secret matching a filter): read-only.
+    Store,
     /// Built in memory (tests, benchmarks): nothing on disk.
     Memory,
 }
 
 impl Origin {
-    pub fn files(label: impl Into<String>, files: Vec<PathBuf>) -> Arc<Origin> {
+    pub fn new(
+        source: &Arc<str>,
+        unit: impl Into<String>,
+        label: impl Into<String>,
+        kind: OriginKind,
+        signing_types: Option<TypeSet>,
+    ) -> Arc<Origin> {
         Arc::new(Origin {
             label: label.into(),
-            kind: OriginKind::Files(files),
-            signing_types: None,
-        })
-    }
-
-    pub fn definition(label: impl Into<String>, signing_types: Option<TypeSet>) -> Arc<Origin> {
-        Arc::new(Origin {
-            label: label.into(),
-            kind: OriginKind::Definition,
+            source: source.clone(),
+            unit: unit.into(),
+            kind,
             signing_types,
         })
     }
 
     pub fn memory(label: impl Into<String>) -> Arc<Origin> {
+        let label = label.into();
         Arc::new(Origin {
-            label: label.into(),
+            unit: label.clone(),
+            label,
+            source: Arc::from("memory"),
             kind: OriginKind::Memory,
             signing_types: None,
         })
     }
 
-    /// Why the Key Manager API may not delete this key, if it may not: a YAML definition, or
-    /// a keystore in a folder this process cannot write (`readonly` in the key list).
+    /// Why the Key Manager API may not delete this key, if it may not: a YAML definition, a
+    /// secret store, or a keystore in a folder this process cannot write (`readonly` in the
+    /// key list).
     pub fn read_only_reason(&self) -> Option<String> {
         match &self.kind {
             OriginKind::Definition => Some(format!(
                 "key is read-only: it comes from the YAML key definition {}; remove that definition instead",
+                self.label
+            )),
+            OriginKind::Store => Some(format!(
+                "key is read-only: it comes from {}; remove it from the secret store instead",
                 self.label
             )),
             OriginKind::Files(files) => files.iter().find(|f| !parent_writable(f)).map(|f| {
@@ -66,7 +86,7 @@ impl Origin {
                     f.display()
                 )
             }),
-            OriginKind::Memory => None,
+            OriginKind::Shared | OriginKind::Memory => None,
         }
     }
 }

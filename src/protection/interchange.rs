@@ -90,10 +90,15 @@ impl Interchange {
                 self.metadata.interchange_format_version
             ));
         }
+        // Each key once: checking a point costs a subgroup check, and a file may repeat a key
+        // hundreds of thousands of times.
+        let mut checked = std::collections::HashSet::new();
         for (i, v) in self.data.iter().enumerate() {
-            v.pubkey
-                .validate_point()
-                .map_err(|e| format!("data[{i}].pubkey: {e}"))?;
+            if checked.insert(v.pubkey) {
+                v.pubkey
+                    .validate_point()
+                    .map_err(|e| format!("data[{i}].pubkey: {e}"))?;
+            }
         }
         Ok(())
     }
@@ -112,8 +117,11 @@ impl Interchange {
             );
         }
         for e in out.values_mut() {
+            // Duplicates (a key listed many times) are written once.
             e.blocks.sort();
+            e.blocks.dedup();
             e.attestations.sort();
+            e.attestations.dedup();
             if let Some(max) = e.blocks.iter().map(|b| b.0).max() {
                 let roots: Vec<_> = e.blocks.iter().filter(|b| b.0 == max).map(|b| b.1).collect();
                 let root = roots[0].filter(|r| roots.iter().all(|x| *x == Some(*r)));

@@ -50,6 +50,32 @@ pub enum ProtectionError {
     /// The repair would be unsafe or could not take its lock: nothing changed.
     #[error("repair refused: {0}")]
     RepairRefused(String),
+    /// The database's shared keystores are sealed with another fleet secret than this
+    /// replica's: storing more would split the fleet's key set.
+    #[error(
+        "this replica's --shared-keystore-secret-file (id {ours}) is not the fleet secret this database's shared \
+         keystores are sealed with (id {pinned}): give every replica the same secret"
+    )]
+    FleetSecretMismatch { pinned: String, ours: String },
+    /// The backend keeps no shared keystores (SQLite: one host).
+    #[error("{0}")]
+    NotShared(String),
+}
+
+/// A keystore shared through the database: the EIP-2335 JSON as imported, and its password
+/// sealed with the fleet secret (named by `sealed_with`). Opaque to the database.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKeystore {
+    pub pubkey: PublicKey,
+    pub keystore: String,
+    pub sealed_password: Vec<u8>,
+    pub sealed_with: String,
+}
+
+impl std::fmt::Debug for StoredKeystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "StoredKeystore({}, sealed with {})", self.pubkey, self.sealed_with)
+    }
 }
 
 /// A check that passed: the message is recorded (or was, by this signer, before).
@@ -136,6 +162,8 @@ pub struct DbOptions {
     /// one than before (restored, failed over).
     pub change_hold: Duration,
     pub stats: CommitStats,
+    /// The PostgreSQL password, when given apart from the URL (`--database-password-file`).
+    pub password: Option<zeroize::Zeroizing<String>>,
 }
 
 impl Default for DbOptions {
@@ -146,6 +174,7 @@ impl Default for DbOptions {
             connect_timeout: Duration::from_secs(30),
             change_hold: Duration::from_secs(4),
             stats: CommitStats::default(),
+            password: None,
         }
     }
 }
@@ -187,10 +216,10 @@ impl SlashingDatabase {
         } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             Ok(Self::Sqlite(sqlite::SqliteStore::open(path, opts).await?))
         } else {
-            Err(ProtectionError::Internal(format!(
-                "unsupported database URL `{}`: use postgres://... or sqlite://PATH",
-                redact_url(url)
-            )))
+            Err(ProtectionError::Internal(
+                "unsupported database URL (not shown: it may hold a password): use postgres://... or sqlite://PATH"
+                    .into(),
+            ))
         }
     }
 
@@ -357,38 +386,117 @@ impl SlashingDatabase {
     pub async fn ping(&self) -> Result<Duration, ProtectionError> {
         dispatch!(self.ping())
     }
+
+    /// Whether keystores imported on one replica are kept here for all (PostgreSQL).
+    pub fn shares_keystores(&self) -> bool {
+        matches!(self, SlashingDatabase::Postgres(_))
+    }
+
+    fn not_shared() -> ProtectionError {
+        ProtectionError::NotShared("an SQLite database is one host's: it keeps no shared keystores".into())
+    }
+
+    /// A number that changes with every change to the shared keystores.
+    pub async fn keystore_generation(&self) -> Result<i64, ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.keystore_generation().await,
+            SlashingDatabase::Sqlite(_) => Ok(0),
+        }
+    }
+
+    /// The fleet secret the shared keystores are sealed with (its id), once pinned.
+    pub async fn fleet_secret_id(&self) -> Result<Option<String>, ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.fleet_secret_id().await,
+            SlashingDatabase::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// The shared keystores and the generation they are, from one snapshot.
+    pub async fn stored_keystores(&self) -> Result<(i64, Vec<StoredKeystore>), ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.stored_keystores().await,
+            SlashingDatabase::Sqlite(_) => Ok((0, Vec::new())),
+        }
+    }
+
+    /// Stores keystores for every replica, sealed with the fleet secret `secret_id` (pinned
+    /// by the first such call; another one is refused and nothing is stored).
+    pub async fn store_keystores(
+        &self,
+        rows: &[StoredKeystore],
+        secret_id: &str,
+        replica: &str,
+    ) -> Result<(), ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.store_keystores(rows, secret_id, replica).await,
+            SlashingDatabase::Sqlite(_) => Err(Self::not_shared()),
+        }
+    }
+
+    /// Removes stored keystores (a Key Manager deletion); how many there were.
+    pub async fn delete_stored_keystores(&self, pubkeys: &[PublicKey]) -> Result<u64, ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.delete_stored_keystores(pubkeys).await,
+            SlashingDatabase::Sqlite(_) => Ok(0),
+        }
+    }
 }
 
-/// Hides the passwords of a database URL for logs and errors: in the user information and
-/// in query parameters (`?password=`, `sslpassword=`).
+/// Hides the passwords of a database URL for logs and errors: in the user information
+/// (everything up to the last `@`, so that an unencoded `?`, `/` or `@` in a password does not
+/// move the boundary) and in query parameters (`?password=`, `sslpassword=`). Anything that is
+/// not a URL is not shown at all: a `key=value` connection string holds its password in words.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+    let Some(s) = url.find("://") else {
+        return "(not shown: not a URL)".into();
     };
-    let base = match (base.find("://"), base.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &base[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}://{}:***{}", &base[..s], &creds[..c], &base[at..]),
-                None => base.to_string(),
-            }
+    let (scheme, rest) = (&url[..s], &url[s + 3..]);
+    let (user, host_and_rest) = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***@")
+            } else {
+                format!("{user}@")
+            };
+            (shown, &rest[at + 1..])
         }
-        _ => base.to_string(),
+        None => (String::new(), rest),
     };
+    let (base, query) = match host_and_rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (host_and_rest, None),
+    };
+    let base = format!("{scheme}://{user}{base}");
     match query {
         None => base,
         Some(q) => {
             let q: Vec<String> = q
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
+                    Some((k, _)) if k.to_ascii_lowercase().contains("pass") => format!("{k}=***"),
                     _ => pair.to_string(),
                 })
                 .collect();
             format!("{base}?{}", q.join("&"))
         }
     }
+}
+
+/// Whether a database URL carries a password (in the user information or a parameter).
+pub fn url_has_password(url: &str) -> bool {
+    let Some(s) = url.find("://") else {
+        return url.contains("password");
+    };
+    let rest = &url[s + 3..];
+    let userinfo_password = rest.rfind('@').is_some_and(|at| rest[..at].contains(':'));
+    let query_password = rest.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|p| p.split('=').next().is_some_and(|k| k.contains("pass")))
+    });
+    userinfo_password || query_password
 }
 
 #[cfg(test)]
@@ -407,5 +515,20 @@ mod tests {
             redact_url("postgres://db/p?user=u&password=s3cret&sslmode=require&sslpassword=x"),
             "postgres://db/p?user=u&password=***&sslmode=require&sslpassword=***"
         );
+        // Characters a password may hold unencoded do not move the boundary.
+        for (url, shown) in [
+            ("postgres://u:pa?ss@db/p", "postgres://u:***@db/p"),
+            (
+                "postgres://u:p/a@s@db:5432/p?sslmode=require",
+                "postgres://u:***@db:5432/p?sslmode=require",
+            ),
+            ("postgres://db/p?pass=s3cret", "postgres://db/p?pass=***"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(url_has_password(url), "{url}");
+        }
+        // Not a URL: nothing of it is shown.
+        assert!(!redact_url("host=db password=s3cret").contains("s3cret"));
+        assert!(!url_has_password("postgres://u@db/p?sslmode=require"));
     }
 }

@@ -69,6 +69,17 @@ pub async fn admin_get(p: &Palisade, path: &str) -> Value {
     r.json::<Value>().await.unwrap()
 }
 
+/// `/healthcheck` with the token (every failure named), whatever its status.
+pub async fn health(p: &Palisade) -> Value {
+    let r = client()
+        .get(p.url("/healthcheck"))
+        .bearer_auth(p.token())
+        .send()
+        .await
+        .unwrap();
+    r.json::<Value>().await.unwrap()
+}
+
 /// An admin request with the signer's token and a JSON body.
 pub async fn admin(p: &Palisade, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
     answer(

@@ -3,6 +3,8 @@
 //! the process that started them, plus request builders and the test data's location.
 
 pub mod http;
+pub mod mockstore;
+pub mod moto;
 pub mod pg;
 pub mod procs;
 pub mod server;
@@ -34,6 +36,18 @@ pub fn interop_keystores() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let pw = dir.path().join("password.txt");
     std::fs::copy(interop_dir().join("password.txt"), &pw).unwrap();
     (dir, ks, pw)
+}
+
+/// Interop secret keys 0..7 (public test keys), `0x`-prefixed hex.
+pub fn interop_secret_keys() -> Vec<String> {
+    let keys: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(interop_dir().join("keys.json")).unwrap()).unwrap();
+    keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["secret_key"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Interop pubkeys 0..7.

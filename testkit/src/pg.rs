@@ -277,6 +277,27 @@ impl PgCluster {
         );
     }
 
+    /// From now on every user but the superuser must give a password (SCRAM) over TCP; adds
+    /// `role` with `password` and a database it owns, and returns that database's URL without
+    /// the password. The cluster restarts to apply the rule (a reload applies it later).
+    pub fn password_role(&self, role: &str, password: &str) -> String {
+        self.psql("postgres", &format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"));
+        let db = format!("{role}_db");
+        self.psql("postgres", &format!("CREATE DATABASE {db} OWNER {role}"));
+        let hba = self.data.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(&hba, Some(uid), Some(gid)).unwrap();
+        }
+        self.stop_immediate();
+        self.start();
+        format!("postgres://{role}@127.0.0.1:{}/{db}", self.port)
+    }
+
     /// A new, empty database on this cluster; returns its URL.
     pub fn new_database(&self) -> String {
         let name = format!("t{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));

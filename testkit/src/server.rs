@@ -37,6 +37,7 @@ pub struct Palisade {
 fn spawn(
     args: &[String],
     workdir: &Path,
+    env: &[(&str, &str)],
 ) -> (
     Child,
     Arc<Mutex<String>>,
@@ -49,6 +50,7 @@ fn spawn(
         // can try another replica, and the tests about it set it themselves.
         cmd.env("PALISADE_DATABASE_TIMEOUT_MS", "10000");
     }
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .current_dir(workdir)
         .env("PALISADE_LOG_LEVEL", "info")
@@ -95,11 +97,28 @@ impl Palisade {
         }
     }
 
+    /// `palisade serve ARGS` in a fresh working directory, with `env` set for it.
+    pub fn serve_with_env(args: &[&str], env: &[(&str, &str)]) -> Palisade {
+        let tmp = tempfile::tempdir().unwrap();
+        let workdir = tmp.path().to_path_buf();
+        match Self::try_serve_with(&workdir, args, env) {
+            Ok(mut p) => {
+                p._tmp = Some(tmp);
+                p
+            }
+            Err(log) => panic!("palisade did not start:\n{log}"),
+        }
+    }
+
     /// Like `serve_in`, but returns the log when the process exits instead of listening.
     pub fn try_serve_in(workdir: &Path, args: &[&str]) -> Result<Palisade, String> {
+        Self::try_serve_with(workdir, args, &[])
+    }
+
+    fn try_serve_with(workdir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Palisade, String> {
         let mut all: Vec<String> = vec!["serve".into(), "--http-port".into(), "0".into()];
         all.extend(args.iter().map(|s| s.to_string()));
-        let (mut child, log, rx, collector) = spawn(&all, workdir);
+        let (mut child, log, rx, collector) = spawn(&all, workdir, env);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(addr) = rx.recv_timeout(Duration::from_millis(50)) {

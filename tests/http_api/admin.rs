@@ -104,11 +104,20 @@ async fn key_manager_import_and_delete_across_replicas() {
     let db = testkit::pg::shared().new_database();
     let net = minimal_network();
     let (_dir, ks, pw) = testkit::interop_keystores();
-    // Replica A: no keys at start, keeps imports in its folders. Replica B: all 8 keys.
+    // Replica A: no keys at start; imports go to the database, for the fleet. Replica B: all
+    // 8 keys of its own.
     let a_dir = tempfile::tempdir().unwrap();
     let (a_ks, a_pw) = (a_dir.path().join("ks"), a_dir.path().join("pw"));
     std::fs::create_dir_all(&a_ks).unwrap();
     std::fs::create_dir_all(&a_pw).unwrap();
+    let secret = a_dir.path().join("fleet-secret");
+    let bytes: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37).wrapping_add(0xf1)).collect();
+    palisade::fsutil::write_private(
+        &secret,
+        hex::encode(bytes).as_bytes(),
+        palisade::fsutil::Existing::Replace,
+    )
+    .unwrap();
     let a_args = [
         "--network",
         &net,
@@ -118,10 +127,19 @@ async fn key_manager_import_and_delete_across_replicas() {
         a_ks.to_str().unwrap(),
         "--keystores-passwords-path",
         a_pw.to_str().unwrap(),
+        "--shared-keystore-secret-file",
+        secret.to_str().unwrap(),
     ];
     let mut a = Palisade::serve_in(a_dir.path(), &a_args);
     let mut b_args = key_args(&ks, &pw);
-    b_args.extend(["--network", &net, "--database-url", &db]);
+    b_args.extend([
+        "--network",
+        &net,
+        "--database-url",
+        &db,
+        "--shared-keystore-secret-file",
+        secret.to_str().unwrap(),
+    ]);
     let b = Palisade::serve(&b_args);
     // B's keys registered in the database and usable (the DELETE below relies on both).
     keys_loaded(&b).await;
@@ -272,16 +290,15 @@ async fn key_manager_import_and_delete_across_replicas() {
         "B still lists a deleted key: {listed}"
     );
 
-    // A moved the deleted key's files aside; importing it again after a restart works.
-    let stored = a_dir.path().join("keymanager-keystores");
-    let json_files = |dir: &std::path::Path| {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
-            .count()
+    // The deleted key's stored keystore is gone from the database; importing it again after a
+    // restart works.
+    let stored = || {
+        testkit::pg::shared()
+            .psql(db.rsplit('/').next().unwrap(), "SELECT count(*) FROM shared_keystores")
+            .trim()
+            .to_string()
     };
-    assert_eq!(json_files(&stored), 0);
-    assert_eq!(json_files(&a_ks), 0);
+    assert_eq!(stored(), "0");
     a.stop(libc::SIGTERM);
     let a = Palisade::serve_in(a_dir.path(), &a_args);
     let r = client()
@@ -292,7 +309,7 @@ async fn key_manager_import_and_delete_across_replicas() {
         .await
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["data"][0]["status"], "imported");
-    assert_eq!(json_files(&stored), 1);
+    assert_eq!(stored(), "1");
     drop(a);
     let a = Palisade::serve_in(a_dir.path(), &a_args);
     assert_eq!(

@@ -201,7 +201,7 @@ async fn requests_for_keys_still_decrypting_wait_or_get_503() {
     let (s, b) = post(&sign_url(&p, pk), randao(1, MINIMAL_GVR).to_string()).await;
     let (_, h) = get(&p.url("/healthcheck")).await;
     assert_eq!(s, 503, "{b}");
-    assert!(b["error"].as_str().unwrap().contains("still being decrypted"), "{b}");
+    assert!(b["error"].as_str().unwrap().contains("not loaded yet"), "{b}");
     assert_eq!(h["checks"][1]["data"]["loading"], 1, "{h}");
     assert_eq!(h["checks"][1]["status"], "LOADING", "{h}");
 }

@@ -33,6 +33,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
 
 mod batch;
+mod keystores;
 mod operations;
 
 use super::incarnation::{IDENTITY_QUERY, Incarnation};
@@ -64,6 +65,43 @@ pub(super) fn not_serializable(level: &str) -> String {
          `ignore_startup_parameters = options`?). Connect Palisade to PostgreSQL directly, or through \
          session pooling that passes the `options` startup parameter"
     )
+}
+
+/// The URL parameters the driver understands. Any other is refused here, naming it but not
+/// its value: the driver would log an unknown one with its value (a misspelt `?pass=` would
+/// print a password).
+const KNOWN_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+fn check_parameters(url: &str) -> Result<(), ProtectionError> {
+    let rest = url.find("://").map_or(url, |s| &url[s + 3..]);
+    let after_userinfo = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+    let Some((_, query)) = after_userinfo.split_once('?') else {
+        return Ok(());
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let key = pair.split('=').next().unwrap_or("");
+        if !KNOWN_PARAMETERS.contains(&key) {
+            return Err(ProtectionError::Internal(format!(
+                "--database-url: unknown parameter `{key}` (its value is not shown); known: {}",
+                KNOWN_PARAMETERS.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A pool whose every new connection reports which database it reached.
@@ -146,8 +184,13 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn open(url: &str, opts: &DbOptions) -> Result<Self, ProtectionError> {
-        let connect = PgConnectOptions::from_str(url)
-            .map_err(|e| ProtectionError::Internal(format!("invalid database URL {}: {e}", redact_url(url))))?
+        check_parameters(url)?;
+        let mut connect = PgConnectOptions::from_str(url)
+            .map_err(|e| ProtectionError::Internal(format!("invalid database URL {}: {e}", redact_url(url))))?;
+        if let Some(password) = &opts.password {
+            connect = connect.password(password);
+        }
+        let connect = connect
             .application_name("palisade")
             // A transaction left open by a paused or partitioned replica must not hold
             // validator rows forever.

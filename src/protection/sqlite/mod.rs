@@ -6,6 +6,7 @@
 //! durable, and the group shares one fsync. No reply is sent before the commit.
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -236,11 +237,15 @@ fn lock_exclusively(db: &Path) -> Result<Vec<File>, ProtectionError> {
     // The lock file, and the database file itself (flock: independent of SQLite's own fcntl
     // locks), so that a removed lock file does not let a second process in.
     for path in [lock_path.as_path(), db.as_path()] {
+        // Never through a link someone planted (the database's path is resolved above; its
+        // lock file must not be one either), and private from the first byte.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| ProtectionError::Internal(format!("cannot open {}: {e}", path.display())))?;
         match file.try_lock() {

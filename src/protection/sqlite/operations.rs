@@ -13,26 +13,33 @@ use crate::protection::sql::{
 };
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
+/// Rows (a validator's watermarks, one block, one attestation) per import transaction:
+/// small enough that a signing waits for the writer a few milliseconds at most, large enough
+/// that a big file imports at disk speed.
+const IMPORT_ROWS: usize = 2_000;
+
 impl SqliteStore {
+    /// Imports in transactions of `IMPORT_ROWS` rows, so that signing for other keys goes on
+    /// between them (SQLite has one writer). The file is validated and deduplicated whole
+    /// before the first; a validator's watermarks are raised before its history is added, and
+    /// an import only raises watermarks and adds history, so one cut short (an error, a crash)
+    /// is safe to run again.
     pub async fn import(&self, interchange: &Interchange) -> Result<usize, ProtectionError> {
-        let by_validator = interchange.by_validator();
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let result = async {
-            let given = interchange.metadata.genesis_validators_root;
-            // Pins an unpinned database to the file's chain, never to the zero root.
-            let pinned = match given {
-                Root::ZERO => pinned_chain(&mut conn).await?.ok_or(ProtectionError::ZeroChain)?,
-                _ => pin_chain(&mut conn, given).await?,
-            };
-            if pinned != given {
-                return Err(ProtectionError::WrongChain { pinned, given });
-            }
+        let by_validator: Vec<_> = interchange.by_validator().into_iter().collect();
+        let given = interchange.metadata.genesis_validators_root;
+        let mut done = 0;
+        let mut batch = ImportBatch::default();
+        let result: Result<(), ProtectionError> = async {
+            // The chain is checked even for a file without validators.
+            batch.open(self, given).await?;
             for (pk, imported) in &by_validator {
-                let (id, mut w) = row_for(&mut conn, pk).await?;
+                let conn = batch.open(self, given).await?;
+                let (id, mut w) = row_for(conn, pk).await?;
                 w.merge_import(imported.max_block, imported.max_source, imported.max_target);
-                write_watermarks(&mut conn, id, &w).await?;
+                write_watermarks(conn, id, &w).await?;
+                batch.rows += 1;
                 for (slot, root) in &imported.blocks {
+                    let conn = batch.open(self, given).await?;
                     sqlx::query(
                         "INSERT INTO signed_blocks (validator_id, slot, signing_root, imported)
                          VALUES (?, ?, ?, 1) ON CONFLICT DO NOTHING",
@@ -40,10 +47,12 @@ impl SqliteStore {
                     .bind(id)
                     .bind(to_db(slot.0))
                     .bind(root_to_db(*root))
-                    .execute(&mut *conn)
+                    .execute(&mut **conn)
                     .await?;
+                    batch.rows += 1;
                 }
                 for (s, t, root) in &imported.attestations {
+                    let conn = batch.open(self, given).await?;
                     sqlx::query(
                         "INSERT INTO signed_attestations (validator_id, source_epoch, target_epoch, signing_root, imported)
                          VALUES (?, ?, ?, ?, 1) ON CONFLICT DO NOTHING",
@@ -52,16 +61,32 @@ impl SqliteStore {
                     .bind(to_db(s.0))
                     .bind(to_db(t.0))
                     .bind(root_to_db(*root))
-                    .execute(&mut *conn)
+                    .execute(&mut **conn)
                     .await?;
+                    batch.rows += 1;
                 }
+                batch.validators += 1;
             }
-            Ok(by_validator.len())
+            Ok(())
         }
         .await;
-        finish(&mut conn, result).await
+        let result = match result {
+            Ok(()) => batch.commit().await,
+            Err(e) => {
+                batch.rollback().await;
+                Err(e)
+            }
+        };
+        done += batch.committed;
+        match result {
+            Ok(()) => Ok(by_validator.len()),
+            Err(e) if done == 0 => Err(e),
+            Err(e) => Err(ProtectionError::Internal(format!(
+                "imported {done} of {} validators, then: {e}. Importing the file again is safe",
+                by_validator.len()
+            ))),
+        }
     }
-
     pub async fn export(&self, pubkeys: Option<&[PublicKey]>) -> Result<Interchange, ProtectionError> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
@@ -264,5 +289,70 @@ impl SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected())
+    }
+}
+
+/// The open transaction of an import, committed every `IMPORT_ROWS` rows.
+#[derive(Default)]
+struct ImportBatch {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+    rows: usize,
+    /// Validators written whole in this transaction, and in committed ones.
+    validators: usize,
+    committed: usize,
+}
+
+impl ImportBatch {
+    /// The open transaction, after committing a full one: a new one starts with the chain
+    /// check (pinning an unpinned database to the file's chain, never to the zero root).
+    async fn open(
+        &mut self,
+        store: &SqliteStore,
+        given: Root,
+    ) -> Result<&mut sqlx::pool::PoolConnection<sqlx::Sqlite>, ProtectionError> {
+        if self.rows >= IMPORT_ROWS {
+            self.commit().await?;
+            // Let a signing waiting for the writer go first.
+            tokio::task::yield_now().await;
+        }
+        if self.conn.is_none() {
+            let mut conn = store.pool.acquire().await?;
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            let pinned = match given {
+                Root::ZERO => pinned_chain(&mut conn).await?.ok_or(ProtectionError::ZeroChain),
+                _ => pin_chain(&mut conn, given).await,
+            };
+            let pinned = match pinned {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    return Err(e);
+                }
+            };
+            if pinned != given {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(ProtectionError::WrongChain { pinned, given });
+            }
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("opened above"))
+    }
+
+    async fn commit(&mut self) -> Result<(), ProtectionError> {
+        if let Some(mut conn) = self.conn.take() {
+            finish(&mut conn, Ok(())).await?;
+        }
+        self.committed += self.validators;
+        self.validators = 0;
+        self.rows = 0;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        self.validators = 0;
+        self.rows = 0;
     }
 }

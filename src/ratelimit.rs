@@ -1,5 +1,5 @@
-//! Log lines for events a client can cause at will (failed logins, refused connections):
-//! at most one per second, saying how many were held back.
+//! Log lines for events a client can cause at will (failed logins, refused connections,
+//! refused signings): at most one per second, saying how many were held back.
 
 /// At most one event per second passes; it says how many were held back since the last one.
 pub struct RateLimit {
