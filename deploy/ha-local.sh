@@ -4,7 +4,7 @@
 #
 #   PostgreSQL primary --synchronous replication, ANY 1 of 2--> standbys 1 and 2
 #   Palisade replicas A and B on the primary
-#   load balancer (tests/e2e/lb.py as a stand-in for HAProxy) -> A, B
+#   HAProxy (deploy/haproxy/palisade.cfg as shipped: /readyz checks, retry-on 503) -> A, B
 #
 #   deploy/ha-local.sh up       start it (demo keystores from keystores/)
 #   deploy/ha-local.sh smoke    sign through the balancer; check the record reached a standby
@@ -37,6 +37,13 @@ PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 psql_at() { "$PG_BIN/psql" -h 127.0.0.1 -p "$1" -U postgres -At -v ON_ERROR_STOP=1 -d "$2" -c "$3"; }
 say() { printf '[ha] %s\n' "$*"; }
+# The replicas that answer four requests through the balancer, one name a line.
+served_by() {
+    local i
+    for i in 1 2 3 4; do
+        curl -s -m 2 -D - -o /dev/null "http://127.0.0.1:$LB/upcheck" | tr -d '\r' | awk 'tolower($1) == "x-served-by:" {print $2}'
+    done
+}
 
 up() {
     [ -d "$DIR" ] && { say "$DIR exists: run '$0 down' first"; exit 1; }
@@ -82,12 +89,14 @@ EOF
     say "replication: $state"
     [ "$state" = "standby1 quorum, standby2 quorum" ] || { say "FAIL: the standbys are not synchronous candidates"; exit 1; }
     psql_at $PRIMARY postgres "CREATE DATABASE palisade" > /dev/null
+    # A login role per replica, so that the smoke test can take one replica's database away.
+    psql_at $PRIMARY postgres "CREATE ROLE replica_a LOGIN SUPERUSER; CREATE ROLE replica_b LOGIN SUPERUSER" > /dev/null
 
     for r in A:$REPLICA_A B:$REPLICA_B; do
         name=${r%%:*}; port=${r##*:}
         mkdir -p "$DIR/palisade-$name"
         (cd "$DIR/palisade-$name" && exec "$BIN" serve --http-port "$port" \
-            --database-url "postgres://postgres@127.0.0.1:$PRIMARY/palisade" \
+            --database-url "postgres://replica_$(echo "$name" | tr AB ab)@127.0.0.1:$PRIMARY/palisade" \
             --keystores-path "$ROOT/keystores" --keystores-password-file "$ROOT/keystores/password.txt" \
             --api-token-file "$DIR/api-token.txt" --data-path "$DIR/palisade-$name") > "$DIR/palisade-$name.log" 2>&1 &
         echo $! > "$DIR/palisade-$name.pid"
@@ -98,12 +107,14 @@ EOF
         say "Palisade replica $name on $port: $(curl -s "http://127.0.0.1:$port/readyz")"
     done
 
-    python3 "$ROOT/tests/e2e/lb.py" --listen "127.0.0.1:$LB=clients" \
-        --backend "127.0.0.1:$REPLICA_A" --backend "127.0.0.1:$REPLICA_B" \
-        --log "$DIR/lb-responses.jsonl" --stats "$DIR/lb-stats.json" > "$DIR/lb.log" 2>&1 &
-    echo $! > "$DIR/lb.pid"
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$LB/upcheck" > /dev/null && break; sleep 0.1; done
-    curl -sf "http://127.0.0.1:$LB/upcheck" > /dev/null || { say "FAIL: the load balancer does not answer"; exit 1; }
+    # The configuration the docs show, as shipped; only the addresses come from here.
+    cp "$ROOT/deploy/haproxy/palisade.cfg" "$DIR/haproxy.cfg"
+    PALISADE_LISTEN="127.0.0.1:$LB" PALISADE_REPLICA_1="127.0.0.1:$REPLICA_A" PALISADE_REPLICA_2="127.0.0.1:$REPLICA_B" \
+        haproxy -db -f "$DIR/haproxy.cfg" > "$DIR/haproxy.log" 2>&1 &
+    echo $! > "$DIR/haproxy.pid"
+    # Up when both replicas passed HAProxy's /readyz check (rise 2: about 0.5 s).
+    for _ in $(seq 100); do [ "$(served_by | sort -u | wc -l)" = 2 ] && break; sleep 0.1; done
+    [ "$(served_by | sort -u | wc -l)" = 2 ] || { say "FAIL: HAProxy does not send to both replicas: $(served_by | sort -u | tr '\n' ' ')"; exit 1; }
     say "load balancer on $LB -> $REPLICA_A, $REPLICA_B"
     say "point validator clients at http://127.0.0.1:$LB"
     say "logs: $DIR/*.log; admin token: $DIR/api-token.txt"
@@ -149,6 +160,31 @@ smoke() {
         --data "$conflicting" "http://127.0.0.1:$LB/api/v1/eth2/sign/$pk")
     say "a conflicting attestation through the balancer: HTTP $code (412 expected)"
     [ "$code" = 412 ] || { say "FAIL"; exit 1; }
+    # Replica A loses its database (its role may no longer log in, its sessions are ended):
+    # signings sent to it in the next moment get 503 and are retried on B (retry-on 503), then
+    # HAProxy's /readyz check leaves A out. Every signing through the balancer succeeds.
+    psql_at $PRIMARY postgres "ALTER ROLE replica_a NOLOGIN; SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'replica_a'" > /dev/null
+    local ok=0 n
+    for n in 1 2 3 4 5 6; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST -H 'content-type: application/json' \
+            --data "$(att $((413437 + n)) $((413438 + n)))" "http://127.0.0.1:$LB/api/v1/eth2/sign/$pk")
+        [ "$code" = 200 ] && ok=$((ok + 1))
+    done
+    local ready_a=200
+    for _ in $(seq 100); do
+        ready_a=$(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:$REPLICA_A/readyz")
+        [ "$ready_a" = 503 ] && break
+        sleep 0.1
+    done
+    say "replica A without its database: /readyz $ready_a; $ok of 6 signings through the balancer answered 200"
+    [ "$ready_a" = 503 ] || { say "FAIL: replica A still says it is ready"; exit 1; }
+    [ "$ok" = 6 ] || { say "FAIL: the balancer passed on a replica's refusal"; exit 1; }
+    psql_at $PRIMARY postgres "ALTER ROLE replica_a LOGIN" > /dev/null
+    for _ in $(seq 300); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:$REPLICA_A/readyz")" = 200 ] && break
+        sleep 0.1
+    done
+    say "replica A with its database again: /readyz $(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:$REPLICA_A/readyz")"
     say "smoke test passed"
 }
 

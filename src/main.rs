@@ -1,11 +1,19 @@
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use palisade::commands::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     palisade::process::disable_core_dumps();
     palisade::process::raise_open_file_limit();
-    let cli = Cli::parse();
+    // Command line > environment > --config-file > defaults.
+    let args = match palisade::commands::config_file::expand(std::env::args_os().collect(), &Cli::command()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

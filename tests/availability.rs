@@ -129,3 +129,31 @@ async fn an_unpinned_chain_is_not_ready() {
     let why = wait_for(&p, "/readyz", 503).await;
     assert!(why.contains("no chain pinned"), "{why}");
 }
+
+/// A replica whose database refuses its role (a password rotated, the role disabled) cannot
+/// record anything: blocks and attestations get 503 at once, retryable on another replica,
+/// never a 500, and readiness says so; when the role is let in again, signing resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_role_is_an_outage_not_an_error() {
+    let pg = PgCluster::start_with(&[]);
+    let db = pg.new_database();
+    pg.psql("postgres", "CREATE ROLE replica_x LOGIN SUPERUSER");
+    let url = db.replacen("postgres@", "replica_x@", 1);
+    let (_k, p) = signer_with_interop_keys(&["--database-url", &url, "--genesis-validators-root", MINIMAL_GVR]);
+    wait_for(&p, "/readyz", 200).await;
+    let sign = sign_url(&p, &testkit::interop_pubkeys()[0]);
+    assert_eq!(post(&sign, attestation(1, 2, 1, MINIMAL_GVR).to_string()).await.0, 200);
+
+    pg.psql(
+        "postgres",
+        "ALTER ROLE replica_x NOLOGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'replica_x'",
+    );
+    let (s, b) = post(&sign, attestation(2, 3, 1, MINIMAL_GVR).to_string()).await;
+    assert_eq!(s, 503, "{b}");
+    let why = wait_for(&p, "/readyz", 503).await;
+    assert!(why.contains("database"), "{why}");
+
+    pg.psql("postgres", "ALTER ROLE replica_x LOGIN");
+    wait_for(&p, "/readyz", 200).await;
+    assert_eq!(post(&sign, attestation(2, 3, 1, MINIMAL_GVR).to_string()).await.0, 200);
+}

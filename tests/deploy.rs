@@ -1,7 +1,8 @@
 //! The deployment files work as shipped: the systemd unit verifies and is hardened, the
 //! Grafana dashboard queries only metrics Palisade exports, and the critical alerts fire on
-//! what they are for (promtool). Needs `systemd-analyze` and `promtool` (Debian: systemd,
-//! prometheus); `.ci/run` installs them.
+//! what they are for (promtool), and the HAProxy configuration the docs show is the shipped
+//! file, valid as it is. Needs `systemd-analyze`, `promtool` and `haproxy` (Debian: systemd,
+//! prometheus, haproxy); `.ci/run` installs them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -91,8 +92,67 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     assert!(unit_text.contains("LimitCORE=0"));
 }
 
+/// The docs show the shipped file (which `ha-local.sh` and the failover benchmark run), and
+/// HAProxy accepts it in HTTP mode, the mode in which it reads statuses and retries a 503.
 #[test]
-fn the_critical_alerts_fire_on_their_failures() {
+fn the_documented_haproxy_config_is_the_one_that_runs() {
+    let shipped = std::fs::read_to_string(root().join("deploy/haproxy/palisade.cfg")).unwrap();
+    let doc = std::fs::read_to_string(root().join("docs/high-availability.md")).unwrap();
+    assert!(
+        doc.contains(&format!("```haproxy\n{shipped}```")),
+        "docs/high-availability.md does not show deploy/haproxy/palisade.cfg as it is"
+    );
+    let defaults = shipped.split("\ndefaults").nth(1).expect("a defaults section");
+    assert!(
+        defaults.contains("\n    mode http\n"),
+        "not in HTTP mode: a 503 would not be retried"
+    );
+    assert!(defaults.contains("retry-on conn-failure empty-response 503"));
+    for script in ["deploy/ha-local.sh", "bench/src/failover.rs"] {
+        let text = std::fs::read_to_string(root().join(script)).unwrap();
+        assert!(
+            text.contains("deploy/haproxy/palisade.cfg"),
+            "{script} runs another configuration"
+        );
+    }
+    let out = tool("haproxy")
+        .args(["-c", "-f"])
+        .arg(root().join("deploy/haproxy/palisade.cfg"))
+        .env("PALISADE_LISTEN", "127.0.0.1:9000")
+        .env("PALISADE_REPLICA_1", "127.0.0.1:9001")
+        .env("PALISADE_REPLICA_2", "127.0.0.1:9002")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "haproxy -c:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every alert of the rules file has a rule test that expects it to fire.
+#[test]
+fn every_alert_has_a_rule_test() {
+    let dir = root().join("deploy/prometheus");
+    let rules = std::fs::read_to_string(dir.join("palisade-alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("palisade-alerts.test.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for alert in alerts {
+        // An `alertname:` entry followed by a non-empty `exp_alerts`.
+        let fired = tests
+            .split("- eval_time:")
+            .any(|case| case.contains(&format!("alertname: {alert}\n")) && case.contains("exp_labels"));
+        assert!(fired, "{alert}: no rule test expects it to fire");
+    }
+}
+
+#[test]
+fn the_alerts_fire_on_their_failures() {
     let out = tool("promtool")
         .current_dir(root().join("deploy/prometheus"))
         .args(["test", "rules", "palisade-alerts.test.yml"])

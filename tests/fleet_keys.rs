@@ -73,15 +73,6 @@ async fn signs_within(p: &Palisade, i: usize, budget: Duration) -> Duration {
     start.elapsed()
 }
 
-async fn listed(p: &Palisade) -> Vec<String> {
-    let (_, keys) = get(&p.url("/api/v1/eth2/publicKeys")).await;
-    keys.as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_on_one_replica_signs_everywhere_and_survives_restarts() {
     let pg = testkit::pg::shared();
@@ -110,7 +101,7 @@ async fn an_import_on_one_replica_signs_everywhere_and_survives_restarts() {
     );
     let took = signs_within(&b, 3, Duration::from_secs(30)).await;
     eprintln!("imported on A, signing on B after {took:?}");
-    assert!(listed(&b).await.contains(&key));
+    assert!(public_keys(&b).await.contains(&key));
     // B protects it like any key: the same attestation target with another root is refused
     // across the replicas.
     assert_eq!(
@@ -294,7 +285,7 @@ async fn a_deletion_on_one_replica_removes_the_key_everywhere() {
             .then_some(())
     })
     .await;
-    assert!(!listed(&a).await.contains(&key));
+    assert!(!public_keys(&a).await.contains(&key));
     assert_ne!(
         post(&sign_url(&a, &key), randao(2, MINIMAL_GVR).to_string()).await.0,
         200
@@ -303,7 +294,7 @@ async fn a_deletion_on_one_replica_removes_the_key_everywhere() {
     a.stop(libc::SIGTERM);
     let a = replica(&a_dir, &db, Some(&secret));
     keys_loaded(&a).await;
-    assert!(!listed(&a).await.contains(&key));
+    assert!(!public_keys(&a).await.contains(&key));
     // Imported again, it is enabled and signs again on both.
     assert_eq!(import(&a, 6).await["data"][0]["status"], "imported");
     signs_within(&b, 6, Duration::from_secs(30)).await;

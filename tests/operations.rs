@@ -207,6 +207,7 @@ fn bad_tls_files_are_named() {
 async fn readiness_follows_the_database() {
     let pg = PgCluster::start_with(&[]);
     let url = pg.new_database();
+    // Without keys, on purpose: only the database decides here.
     let p = Palisade::serve(&[
         "--network",
         "minimal",
@@ -214,6 +215,8 @@ async fn readiness_follows_the_database() {
         MINIMAL_GVR,
         "--database-url",
         &url,
+        "--ready-min-keys",
+        "0",
     ]);
     let ready = || async { reqwest::get(p.url("/readyz")).await.unwrap().status().as_u16() };
     let wait_for = |want: u16| async move {
@@ -233,6 +236,42 @@ async fn readiness_follows_the_database() {
     );
     pg.start();
     assert!(wait_for(200).await, "not ready again after the database came back");
+}
+
+/// A replica started without any key is not ready (a balancer would send it clients it can
+/// only refuse) and says why, at startup and in `/readyz`, unless the operator allows it.
+#[tokio::test]
+async fn a_replica_without_keys_is_not_ready_unless_allowed() {
+    let p = Palisade::serve(&["--network", "minimal", "--genesis-validators-root", MINIMAL_GVR]);
+    let (status, why) = testkit::wait::until("/readyz answers", Duration::from_secs(60), || async {
+        let r = reqwest::get(p.url("/readyz")).await.ok()?;
+        Some((r.status().as_u16(), r.text().await.ok()?))
+    })
+    .await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("no keys loaded"), "{why}");
+    assert!(
+        p.log()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("no keys loaded")),
+        "no warning at startup:\n{}",
+        p.log()
+    );
+
+    let allowed = Palisade::serve(&[
+        "--network",
+        "minimal",
+        "--genesis-validators-root",
+        MINIMAL_GVR,
+        "--ready-min-keys",
+        "0",
+    ]);
+    let ok = testkit::wait::within("ready without keys when allowed", Duration::from_secs(60), || async {
+        (reqwest::get(allowed.url("/readyz")).await.ok()?.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "{}", allowed.log());
+    assert!(!allowed.log().contains("no keys loaded"), "{}", allowed.log());
 }
 
 // ---------------------------------------------------------------- alerts
@@ -268,7 +307,7 @@ async fn alert_rules_use_real_metrics() {
     for needed in [
         "PalisadeReplicaDown",
         "PalisadeDatabaseUnreachable",
-        "PalisadeSlashingRefusal",
+        "PalisadeSlashableMessageRefused",
         "PalisadeSigningLatencyHigh",
         "PalisadeKeysFailed",
     ] {

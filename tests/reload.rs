@@ -78,15 +78,6 @@ async fn status_of_sign(p: &Palisade, i: usize) -> u16 {
     post(&sign_url(p, &pk), randao(1, MINIMAL_GVR).to_string()).await.0
 }
 
-async fn listed(p: &Palisade) -> Vec<String> {
-    let (_, keys) = get(&p.url("/api/v1/eth2/publicKeys")).await;
-    keys.as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Waits for the last reload to finish; its state.
 async fn reload_done(p: &Palisade) -> Value {
     testkit::wait::until("the reload finishes", Duration::from_secs(60), || async {
@@ -146,7 +137,7 @@ async fn post_reload_adds_and_removes_keys() {
     for (i, want) in [(0, 404), (2, 404), (1, 200), (3, 200), (4, 200)] {
         assert_eq!(status_of_sign(&p, i).await, want, "key {i}");
     }
-    let l = listed(&p).await;
+    let l = public_keys(&p).await;
     assert!(
         !l.contains(&keys[0]) && l.contains(&keys[3]) && l.contains(&keys[4]),
         "{l:?}"
@@ -242,7 +233,7 @@ async fn sighup_reloads_and_reloads_never_overlap() {
     assert!(conflicts > 0, "no reload was asked while one ran");
     let state = reload_done(&p).await;
     assert!(state["status"] == "completed", "{state}");
-    let mut l = listed(&p).await;
+    let mut l = public_keys(&p).await;
     l.sort();
     let mut want: Vec<String> = testkit::interop_pubkeys()[..3].to_vec();
     want.extend(extra);

@@ -108,7 +108,7 @@ async fn messages_ahead_of_the_clock_are_refused() {
         assert_eq!(
             metric(
                 &p,
-                "palisade_slashing_refusals_total{type=\"ATTESTATION\",reason=\"ahead_of_clock\"}"
+                "palisade_slashing_refusals_total{type=\"ATTESTATION\",reason=\"ahead_of_clock\",risk=\"clock\"}"
             )
             .await,
             0.0
@@ -121,7 +121,7 @@ async fn messages_ahead_of_the_clock_are_refused() {
         assert_eq!(
             metric(
                 &p,
-                "palisade_slashing_refusals_total{type=\"ATTESTATION\",reason=\"ahead_of_clock\"}"
+                "palisade_slashing_refusals_total{type=\"ATTESTATION\",reason=\"ahead_of_clock\",risk=\"clock\"}"
             )
             .await,
             1.0

@@ -46,36 +46,9 @@ struct Sample {
     server: String,
 }
 
-/// HAProxy as a deployment would run it in front of the replicas (docs/high-availability.md).
-fn haproxy_config(front: u16, a: u16, b: u16) -> String {
-    format!(
-        "global
-  maxconn 2000
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 10s
-  # /readyz answers from memory; without this the check's whole budget is `inter` (250 ms),
-  # which a loaded machine can miss for a healthy replica.
-  timeout check 2s
-  # A replica that refuses with 503 signed nothing: the same request on the other is safe.
-  retries 2
-  option redispatch 1
-  retry-on conn-failure empty-response 503
-frontend signers
-  bind 127.0.0.1:{front}
-  default_backend palisade
-backend palisade
-  balance roundrobin
-  option httpchk GET /readyz
-  http-check expect status 200
-  http-response set-header X-Served-By %[srv_name]
-  server a 127.0.0.1:{a} check inter 250ms fall 1 rise 2
-  server b 127.0.0.1:{b} check inter 250ms fall 1 rise 2
-"
-    )
-}
+/// HAProxy as a deployment runs it in front of the replicas: the shipped configuration, which
+/// docs/high-availability.md shows and deploy/ha-local.sh runs.
+const HAPROXY_CONFIG: &str = include_str!("../../deploy/haproxy/palisade.cfg");
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     if Command::new("haproxy").arg("-v").output().is_err() {
@@ -127,9 +100,12 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let front = front_lease.port;
     let port = |a: &str| a.rsplit(':').next().unwrap().parse::<u16>().unwrap();
     let cfg = work.path().join("haproxy.cfg");
-    std::fs::write(&cfg, haproxy_config(front, port(&addrs[0]), port(&addrs[1])))?;
+    std::fs::write(&cfg, HAPROXY_CONFIG)?;
     let mut cmd = Command::new("haproxy");
     cmd.arg("-db").arg("-q").arg("-f").arg(&cfg);
+    cmd.env("PALISADE_LISTEN", format!("127.0.0.1:{front}"));
+    cmd.env("PALISADE_REPLICA_1", format!("127.0.0.1:{}", port(&addrs[0])));
+    cmd.env("PALISADE_REPLICA_2", format!("127.0.0.1:{}", port(&addrs[1])));
     let mut haproxy = spawn_tied(cmd, libc::SIGKILL)?;
     let front = format!("127.0.0.1:{front}");
     wait_both_served(&front)?;

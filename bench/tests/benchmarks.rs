@@ -197,7 +197,7 @@ fn failover_mode_answers_every_request_through_haproxy() {
     ]);
     only_200s(&out);
     // Both replicas served before the fault, and A was taken out of rotation and came back.
-    assert!(out.contains(r#""a": "#) && out.contains(r#""b": "#), "{out}");
+    assert!(out.contains(r#""p1": "#) && out.contains(r#""p2": "#), "{out}");
     assert_eq!(out.matches("A's /readyz: 503 after ").count(), 2, "{out}");
     assert!(!out.contains("never"), "{out}");
 }

@@ -227,11 +227,18 @@ impl Health {
                 k.failed,
                 k.failed + k.loaded
             )),
+            // A replica without keys signs nothing: a balancer must not send it clients.
+            None if k.loaded == 0 => reasons.push(NO_KEYS.into()),
             None => {}
         }
         Readiness { reasons }
     }
 }
+
+/// Why a replica without keys is not ready, at startup (WARN) and in `/readyz`.
+pub const NO_KEYS: &str = "no keys loaded: give keystores or key definitions (--keystores-path, \
+    --key-config-path, --aws-secrets-enabled) or import through the Key Manager API; \
+    --ready-min-keys 0 makes a replica without keys ready";
 
 /// Whether a replica can sign blocks and attestations safely now; the reasons when not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

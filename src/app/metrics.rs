@@ -21,6 +21,8 @@ pub struct SignLabels {
 pub struct RefusalLabels {
     pub r#type: &'static str,
     pub reason: &'static str,
+    /// `Refusal::risk` of the reason: alerts tell a prevented slashing from a policy refusal.
+    pub risk: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,8 +59,8 @@ pub struct Metrics {
     /// attestation signed again), refused, bad_request, unknown_key, key_loading,
     /// unavailable, error.
     pub requests: Family<SignLabels, Counter>,
-    /// Slashing-protection refusals by type and reason. In production any refusal means two
-    /// clients disagree about the chain: an operator must look.
+    /// Slashing-protection refusals by type, reason and risk (`Refusal::risk`). A `slashable`
+    /// one in production means two clients disagree about the chain: an operator must look.
     pub refusals: Family<RefusalLabels, Counter>,
     /// Request to signature, for signed requests.
     pub signing_seconds: Family<TypeLabels, Histogram>,
@@ -165,7 +167,7 @@ impl Metrics {
         );
         registry.register(
             "slashing_refusals",
-            "Signings refused by slashing protection, by type and reason",
+            "Signings refused by slashing protection, by type, reason and risk (slashable, invalid, policy, clock)",
             refusals.clone(),
         );
         registry.register(
@@ -230,6 +232,7 @@ impl Metrics {
                 let _ = refusals.get_or_create(&RefusalLabels {
                     r#type: t.as_str(),
                     reason,
+                    risk: crate::protection::Refusal::risk(reason),
                 });
             }
         }

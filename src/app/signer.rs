@@ -352,6 +352,7 @@ impl Signer {
                     .get_or_create(&RefusalLabels {
                         r#type: type_label,
                         reason: r.code(),
+                        risk: Refusal::risk(r.code()),
                     })
                     .inc();
                 // One line per refusal, but any client can send refusable requests at will:

@@ -14,9 +14,21 @@ use crate::types::{Epoch, PublicKey, Root, Slot};
     long_about = None
 )]
 pub struct Cli {
+    /// Options from a YAML file: long option names (or Web3Signer's) as keys, at the top or
+    /// under `eth2.`/`serve.`. The command line wins over the environment, which wins over
+    /// the file.
+    #[arg(long, global = true, env = "PALISADE_CONFIG_FILE", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive such as
     /// `palisade=debug,sqlx=warn`. At debug every signing is logged.
-    #[arg(long, global = true, env = "PALISADE_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_LOG_LEVEL",
+        default_value = "info",
+        alias = "logging"
+    )]
     pub log_level: String,
 
     /// `text`, or `json` (one object per line, for log shippers).
@@ -56,11 +68,16 @@ impl std::str::FromStr for Hidden {
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Listen address.
-    #[arg(long, env = "PALISADE_HTTP_HOST", default_value = "127.0.0.1")]
+    #[arg(
+        long,
+        env = "PALISADE_HTTP_HOST",
+        default_value = "127.0.0.1",
+        alias = "http-listen-host"
+    )]
     pub http_host: String,
 
     /// Listen port (0 = pick a free port and log it).
-    #[arg(long, env = "PALISADE_HTTP_PORT", default_value_t = 9000)]
+    #[arg(long, env = "PALISADE_HTTP_PORT", default_value_t = 9000, alias = "http-listen-port")]
     pub http_port: u16,
 
     /// Folder of EIP-2335 JSON keystores (`*.json`; other JSON files are skipped with a warning).
@@ -77,7 +94,7 @@ pub struct ServeArgs {
 
     /// Folder of Web3Signer-style YAML key definitions: `file-keystore`, `file-raw`,
     /// `aws-secret`, `hashicorp` (Vault KV v2), `azure-secret`.
-    #[arg(long, env = "PALISADE_KEY_CONFIG_PATH", value_name = "DIR")]
+    #[arg(long, env = "PALISADE_KEY_CONFIG_PATH", value_name = "DIR", alias = "key-store-path")]
     pub key_config_path: Option<PathBuf>,
 
     /// The fleet secret (at least 32 bytes; `openssl rand -hex 32`), the same on every replica
@@ -161,7 +178,8 @@ pub struct ServeArgs {
 
     /// Slashing-protection database: `postgres://...` for shared (multi-replica) protection,
     /// `sqlite://PATH` for one host.
-    #[arg(long, env = "PALISADE_DATABASE_URL", default_value = "sqlite://palisade.sqlite")]
+    #[arg(long, env = "PALISADE_DATABASE_URL", default_value = "sqlite://palisade.sqlite",
+          alias = "slashing-protection-db-url", value_parser = database_url)]
     pub database_url: String,
 
     /// The PostgreSQL password, read from this file (first line; keeps it out of the URL, the
@@ -169,7 +187,28 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_DATABASE_PASSWORD_FILE", value_name = "FILE")]
     pub database_password_file: Option<PathBuf>,
 
-    /// `mainnet`, `hoodi`, `sepolia`, `holesky`, `minimal`, or a consensus-specs config YAML.
+    /// The PostgreSQL password itself, for a Web3Signer configuration file
+    /// (`slashing-protection-db-password`) or the environment; on the command line every
+    /// local user can read it (warned). Prefer --database-password-file.
+    #[arg(
+        long,
+        env = "PALISADE_DATABASE_PASSWORD",
+        value_name = "PASSWORD",
+        alias = "slashing-protection-db-password",
+        conflicts_with = "database_password_file"
+    )]
+    pub database_password: Option<Hidden>,
+
+    /// The PostgreSQL role, when not in the URL (overrides the URL's).
+    #[arg(
+        long,
+        env = "PALISADE_DATABASE_USERNAME",
+        value_name = "ROLE",
+        alias = "slashing-protection-db-username"
+    )]
+    pub database_username: Option<String>,
+
+    /// `mainnet`, `hoodi`, `sepolia`, `holesky`, `gnosis`, `chiado`, `minimal`, or a consensus-specs config YAML.
     #[arg(long, env = "PALISADE_NETWORK", default_value = "mainnet", value_name = "NAME|FILE")]
     pub network: String,
 
@@ -207,7 +246,7 @@ pub struct ServeArgs {
 
     /// Serve Prometheus metrics at /metrics.
     #[arg(long, env = "PALISADE_METRICS", default_value_t = true, action = ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", alias = "metrics-enabled")]
     pub metrics: bool,
 
     /// Serve HTTPS with this certificate chain (PEM). Plain HTTP when not set.
@@ -320,6 +359,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "PALISADE_HTTP_IDLE_TIMEOUT_SECS",
+        alias = "idle-connection-timeout-seconds",
         default_value_t = 120,
         value_name = "SECS"
     )]
@@ -385,7 +425,8 @@ pub struct ServeArgs {
     pub database_change_hold_secs: u64,
 
     /// Ready (for /readyz) with at least this many usable keys. Default: every configured key
-    /// must have loaded (a wrong password makes the replica not ready).
+    /// must have loaded (a wrong password makes the replica not ready), and at least one (a replica
+    /// without keys is not ready, and says so at startup; 0 to allow it).
     #[arg(long, env = "PALISADE_READY_MIN_KEYS", value_name = "N")]
     pub ready_min_keys: Option<usize>,
 
@@ -398,15 +439,51 @@ pub struct ServeArgs {
     #[arg(long, env = "PALISADE_KEY_WAIT_MS", default_value_t = 5000, value_name = "MS")]
     pub key_wait_ms: u64,
 
+    /// Prune signing history (`--prune-enabled=false` keeps it all).
+    #[arg(
+        long,
+        env = "PALISADE_PRUNE_ENABLED",
+        alias = "slashing-protection-pruning-enabled",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub prune_enabled: bool,
+
     /// Signing history kept behind each validator's highest epoch (0 = keep everything).
-    /// The per-validator maxima that protection decides on are always kept.
+    /// Protection itself never needs it: it decides on each validator's highest block slot,
+    /// source and target (and their roots), which are never pruned. The history recognises
+    /// an older message asked for again (signed again, not refused) and is the audit trail
+    /// (who asked, from where). 250 epochs is Web3Signer's default: a little over a day.
     #[arg(
         long,
         env = "PALISADE_PRUNE_EPOCHS_TO_KEEP",
-        default_value_t = 10_000,
+        alias = "slashing-protection-pruning-epochs-to-keep",
+        default_value_t = 250,
         value_name = "EPOCHS"
     )]
     pub prune_epochs_to_keep: u64,
+
+    /// Slots an epoch for pruning block history. Default: the network's.
+    #[arg(
+        long,
+        env = "PALISADE_PRUNE_SLOTS_PER_EPOCH",
+        value_name = "SLOTS",
+        alias = "slashing-protection-pruning-slots-per-epoch"
+    )]
+    pub prune_slots_per_epoch: Option<u64>,
+
+    /// Prune once at startup (in the background) too; otherwise the first pruning is one
+    /// --prune-interval-secs after the start (Web3Signer's default).
+    #[arg(
+        long,
+        env = "PALISADE_PRUNE_AT_BOOT",
+        alias = "slashing-protection-pruning-at-boot-enabled",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub prune_at_boot: bool,
 
     /// Start even when the database's settings can lose committed records (fsync, synchronous_commit
     /// or full_page_writes off). Never in production: a lost record can get a validator slashed.
@@ -421,6 +498,21 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     pub prune_interval_secs: u64,
+
+    /// Web3Signer's pruning interval, in hours; overrides --prune-interval-secs.
+    #[arg(
+        long = "slashing-protection-pruning-interval",
+        value_name = "HOURS",
+        hide = true,
+        conflicts_with = "prune_interval_secs"
+    )]
+    pub prune_interval_hours: Option<u64>,
+}
+
+/// A database URL; a Web3Signer JDBC URL (`jdbc:postgresql://...`) is taken as the
+/// PostgreSQL URL inside it.
+fn database_url(s: &str) -> Result<String, String> {
+    Ok(s.strip_prefix("jdbc:").unwrap_or(s).to_string())
 }
 
 /// A tolerance in seconds, or none (`off`).
@@ -434,12 +526,45 @@ fn parse_tolerance(s: &str) -> Result<Tolerance, String> {
     crate::types::parse_u64_decimal(s).map(|v| Tolerance(Some(v)))
 }
 
+/// The slashing-protection database of a `slashing-protection` command: as for `serve`, with
+/// the same defaults and environment variables.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// `postgres://...` or `sqlite://PATH` (the default is `serve`'s).
+    #[arg(long, env = "PALISADE_DATABASE_URL", default_value = "sqlite://palisade.sqlite",
+          alias = "slashing-protection-db-url", value_parser = database_url)]
+    pub database_url: String,
+    /// The PostgreSQL password, read from this file (first line).
+    #[arg(long, env = "PALISADE_DATABASE_PASSWORD_FILE", value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
+
+    /// The PostgreSQL password itself, for a Web3Signer configuration file
+    /// (`slashing-protection-db-password`) or the environment; on the command line every
+    /// local user can read it (warned). Prefer --database-password-file.
+    #[arg(
+        long,
+        env = "PALISADE_DATABASE_PASSWORD",
+        value_name = "PASSWORD",
+        alias = "slashing-protection-db-password",
+        conflicts_with = "database_password_file"
+    )]
+    pub database_password: Option<Hidden>,
+    /// The PostgreSQL role, when not in the URL.
+    #[arg(
+        long,
+        env = "PALISADE_DATABASE_USERNAME",
+        value_name = "ROLE",
+        alias = "slashing-protection-db-username"
+    )]
+    pub database_username: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum SlashingProtectionCommand {
     /// Import an EIP-3076 interchange file (all or nothing; merges to the highest values).
     Import {
-        #[arg(long, env = "PALISADE_DATABASE_URL")]
-        database_url: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// The interchange JSON file.
         #[arg(long, value_name = "FILE.json")]
         from: PathBuf,
@@ -458,8 +583,8 @@ pub enum SlashingProtectionCommand {
     Repair(Box<RepairArgs>),
     /// Show, set or clear the high watermark: nothing at or above it is signed.
     HighWatermark {
-        #[arg(long, env = "PALISADE_DATABASE_URL")]
-        database_url: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Blocks at or above this slot are refused.
         #[arg(long, requires = "epoch", conflicts_with = "clear")]
         slot: Option<Slot>,
@@ -475,8 +600,8 @@ pub enum SlashingProtectionCommand {
     },
     /// Export slashing-protection data as EIP-3076 interchange JSON.
     Export {
-        #[arg(long, env = "PALISADE_DATABASE_URL")]
-        database_url: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
         /// Output file (`-` for standard output).
         #[arg(long, value_name = "FILE.json")]
         to: PathBuf,
@@ -488,8 +613,8 @@ pub enum SlashingProtectionCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct RepairArgs {
-    #[arg(long, env = "PALISADE_DATABASE_URL")]
-    pub database_url: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// The validators to repair (repeatable).
     #[arg(long, value_name = "0x..", required = true)]
     pub pubkey: Vec<PublicKey>,

@@ -2,6 +2,8 @@
 //! slashing-protection ...` works on the database alone.
 
 pub mod cli;
+pub mod config_file;
+pub mod database;
 pub mod serve;
 pub mod slashing_protection;
 
@@ -12,25 +14,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::SlashingProtection(SlashingProtectionCommand::Import {
-            database_url,
+            database,
             from,
             network,
             genesis_validators_root,
-        }) => slashing_protection::import(&database_url, &from, network.as_deref(), genesis_validators_root).await,
+        }) => slashing_protection::import(&database, &from, network.as_deref(), genesis_validators_root).await,
         Command::SlashingProtection(SlashingProtectionCommand::Repair(args)) => {
             slashing_protection::repair(&args).await
         }
         Command::SlashingProtection(SlashingProtectionCommand::HighWatermark {
-            database_url,
+            database,
             slot,
             epoch,
             clear,
             pubkey,
-        }) => slashing_protection::high_watermark(&database_url, slot.zip(epoch), clear, &pubkey).await,
-        Command::SlashingProtection(SlashingProtectionCommand::Export {
-            database_url,
-            to,
-            pubkey,
-        }) => slashing_protection::export(&database_url, &to, &pubkey).await,
+        }) => slashing_protection::high_watermark(&database, slot.zip(epoch), clear, &pubkey).await,
+        Command::SlashingProtection(SlashingProtectionCommand::Export { database, to, pubkey }) => {
+            slashing_protection::export(&database, &to, &pubkey).await
+        }
     }
 }

@@ -125,7 +125,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(args.database_connect_timeout_secs),
         change_hold: Duration::from_secs(args.database_change_hold_secs),
         stats: metrics.commits.clone(),
-        password: database_password(&args)?,
+        password: crate::commands::database::password(
+            &args.database_url,
+            args.database_password_file.as_deref(),
+            args.database_password.as_ref(),
+        )?,
+        username: args.database_username.clone(),
     };
     let db = SlashingDatabase::open(&args.database_url, &db_options)
         .await
@@ -192,6 +197,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // a key not known yet waits for them.
     let local = loader.list_and_prepare(&loader.local_sources()).await;
     registry.sources_pending(loader.remote_sources().len());
+    let declared = registry.counts();
+    if args.ready_min_keys.is_none()
+        && loader.remote_sources().is_empty()
+        && declared.loaded + declared.loading + declared.failed == 0
+    {
+        tracing::warn!("{}", crate::app::health::NO_KEYS);
+    }
 
     let chain = Arc::new(ChainPin::new(chain));
     let disabled = Arc::new(DisabledKeys::default());
@@ -329,12 +341,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     spawn_reload_triggers(reloads, args.keys_refresh_secs, hup);
     spawn_replica_memory(replica.clone());
     spawn_database_monitor(replica.clone());
-    if args.prune_epochs_to_keep > 0 {
+    if args.prune_enabled && args.prune_epochs_to_keep > 0 {
         spawn_pruning(
             replica.clone(),
-            network.slots_per_epoch(),
+            args.prune_slots_per_epoch
+                .unwrap_or_else(|| network.slots_per_epoch())
+                .max(1),
             args.prune_epochs_to_keep,
-            Duration::from_secs(args.prune_interval_secs.max(1)),
+            Duration::from_secs(
+                args.prune_interval_hours
+                    .map_or(args.prune_interval_secs, |h| h.saturating_mul(3600))
+                    .max(1),
+            ),
+            args.prune_at_boot,
         );
     }
 
@@ -590,10 +609,14 @@ fn spawn_database_monitor(r: Arc<Replica>) {
     });
 }
 
-fn spawn_pruning(r: Arc<Replica>, slots_per_epoch: u64, keep_epochs: u64, every: Duration) {
+fn spawn_pruning(r: Arc<Replica>, slots_per_epoch: u64, keep_epochs: u64, every: Duration, at_boot: bool) {
     tokio::spawn(async move {
+        let mut first = true;
         loop {
-            tokio::time::sleep(every).await;
+            if !(first && at_boot) {
+                tokio::time::sleep(every).await;
+            }
+            first = false;
             match r.db.prune(keep_epochs, slots_per_epoch).await {
                 Ok(r) if r.blocks + r.attestations > 0 => tracing::info!(
                     blocks = r.blocks,
@@ -615,37 +638,6 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
-}
-
-/// `--database-password-file`, read once (first line); and a warning when the password is on
-/// the command line, where every local user can read it (`/proc/PID/cmdline`).
-fn database_password(args: &ServeArgs) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
-    let on_command_line = std::env::args().any(|a| {
-        a == args.database_url
-            || a.strip_prefix("--database-url=")
-                .is_some_and(|u| u == args.database_url)
-    });
-    if on_command_line && crate::protection::url_has_password(&args.database_url) {
-        tracing::warn!(
-            "the database password is on the command line, which every local user can read: give it with \
-             --database-password-file, or the URL in PALISADE_DATABASE_URL"
-        );
-    }
-    let Some(file) = &args.database_password_file else {
-        return Ok(None);
-    };
-    if let Some(mode) = crate::fsutil::readable_by_others(file) {
-        tracing::warn!(file = %file.display(), "the database password file can be read by other users (mode {mode:o}): chmod 600 it");
-    }
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(file)
-            .with_context(|| format!("--database-password-file {}: cannot read", file.display()))?,
-    );
-    let password = text.lines().next().unwrap_or("").trim_end_matches('\r');
-    if password.is_empty() {
-        bail!("--database-password-file {}: the file is empty", file.display());
-    }
-    Ok(Some(zeroize::Zeroizing::new(password.to_string())))
 }
 
 /// `--aws-secrets-*`: the bulk loading's settings, or `None` when it is off.

@@ -5,16 +5,18 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 
+use crate::commands::cli::DatabaseArgs;
+use crate::commands::database::open;
 use crate::network::Network;
 use crate::protection::repair::RepairRequest;
-use crate::protection::{DbOptions, Interchange, SlashingDatabase, redact_url};
+use crate::protection::{Interchange, redact_url};
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 /// Imports an interchange file, all or nothing. The chain is checked against the configured
 /// network (when given) and the database's pin; an unpinned database is pinned to the file's
 /// chain, and the command says so.
 pub async fn import(
-    database_url: &str,
+    database: &DatabaseArgs,
     from: &Path,
     network: Option<&str>,
     genesis_validators_root: Option<Root>,
@@ -39,7 +41,7 @@ pub async fn import(
             from.display()
         );
     }
-    let db = open(database_url).await?;
+    let db = open(database).await?;
     let pinned_before = db.pinned_chain().await?;
     if pinned_before.is_none()
         && let Some((root, _)) = configured
@@ -59,13 +61,13 @@ pub async fn import(
     eprintln!(
         "imported slashing-protection data for {n} validators from {} into {}",
         from.display(),
-        redact_url(database_url)
+        redact_url(&database.database_url)
     );
     Ok(())
 }
 
-pub async fn export(database_url: &str, to: &Path, pubkeys: &[PublicKey]) -> anyhow::Result<()> {
-    let db = open(database_url).await?;
+pub async fn export(database: &DatabaseArgs, to: &Path, pubkeys: &[PublicKey]) -> anyhow::Result<()> {
+    let db = open(database).await?;
     let filter = (!pubkeys.is_empty()).then_some(pubkeys);
     let interchange = db.export(filter).await?;
     let json = serde_json::to_string_pretty(&interchange)?;
@@ -84,12 +86,6 @@ pub async fn export(database_url: &str, to: &Path, pubkeys: &[PublicKey]) -> any
         );
     }
     Ok(())
-}
-
-async fn open(database_url: &str) -> anyhow::Result<SlashingDatabase> {
-    SlashingDatabase::open(database_url, &DbOptions::default())
-        .await
-        .with_context(|| format!("opening slashing-protection database {}", redact_url(database_url)))
 }
 
 fn cli_actor() -> String {
@@ -118,7 +114,7 @@ pub async fn repair(a: &crate::commands::cli::RepairArgs) -> anyhow::Result<()> 
         discard_past: a.discard_past_messages,
     };
     req.validate()?;
-    let db = open(&a.database_url).await?;
+    let db = open(&a.database).await?;
     if !a.confirm {
         for (pk, w) in db.watermarks_of(&req.pubkeys).await? {
             eprintln!(
@@ -149,12 +145,12 @@ pub async fn repair(a: &crate::commands::cli::RepairArgs) -> anyhow::Result<()> 
 
 /// `palisade slashing-protection high-watermark`.
 pub async fn high_watermark(
-    database_url: &str,
+    database: &DatabaseArgs,
     value: Option<(Slot, Epoch)>,
     clear: bool,
     pubkeys: &[PublicKey],
 ) -> anyhow::Result<()> {
-    let db = open(database_url).await?;
+    let db = open(database).await?;
     let keys = (!pubkeys.is_empty()).then_some(pubkeys);
     match (value, clear) {
         (Some(v), _) => {

@@ -110,7 +110,10 @@ pub async fn read_whole(limits: BodyLimits, req: Request, next: Next) -> Respons
     // The size the client declares (Content-Length, or an HTTP/2 stream that ended): known
     // before a byte is read, so an oversized body is refused unread.
     let declared = req.body().size_hint().exact().and_then(|n| usize::try_from(n).ok());
-    if declared.is_some_and(|n| n > limits.max_bytes) {
+    if let Some(n) = declared.filter(|n| *n > limits.max_bytes) {
+        if n <= LINGER_BYTES {
+            linger(req.into_body());
+        }
         return ApiError::PayloadTooLarge(format!("request body is larger than {} bytes", limits.max_bytes))
             .for_path(&path);
     }
@@ -160,6 +163,19 @@ pub async fn read_whole(limits: BodyLimits, req: Request, next: Next) -> Respons
         }
     };
     next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// A refused body up to this size is read and thrown away, so that the client, still
+/// sending it, reads the 413 and its reason instead of a reset connection (as a lingering
+/// close does). Nothing of it is kept; it costs bandwidth only, and at most `LINGER_TIME`.
+const LINGER_BYTES: usize = 8 << 20;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn linger(body: Body) {
+    tokio::spawn(async move {
+        let mut body = http_body_util::Limited::new(body, LINGER_BYTES);
+        let _ = tokio::time::timeout(LINGER_TIME, async { while let Some(Ok(_)) = body.frame().await {} }).await;
+    });
 }
 
 /// The body in one buffer. Each chunk is zeroed once copied (bodies may carry keystore

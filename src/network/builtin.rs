@@ -1,10 +1,11 @@
 //! The public networks Palisade knows by name. Values from each network's published
-//! consensus config (eth-clients/{mainnet,hoodi,sepolia,holesky}, consensus-specs minimal).
+//! consensus config (eth-clients/{mainnet,hoodi,sepolia,holesky}, consensus-specs minimal,
+//! gnosischain/configs {mainnet,chiado}); genesis times and roots from their genesis states.
 
 use super::{ForkName::*, Network, PresetKind, forks_from};
 use crate::types::Root;
 
-pub const NAMES: [&str; 5] = ["mainnet", "hoodi", "sepolia", "holesky", "minimal"];
+pub const NAMES: [&str; 7] = ["mainnet", "hoodi", "sepolia", "holesky", "gnosis", "chiado", "minimal"];
 
 const FAR: u64 = u64::MAX;
 
@@ -70,6 +71,34 @@ pub fn by_name(name: &str) -> Option<Network> {
             ]),
             root("0x9143aa7c615a7f7115e2b6aac319c03529df8242ae705fba9df39b79c59fa8b1"),
             Some(1_695_902_400),
+        ),
+        "gnosis" => (
+            PresetKind::Gnosis,
+            forks_from(&[
+                (Phase0, [0x00, 0, 0, 0x64], 0),
+                (Altair, [0x01, 0, 0, 0x64], 512),
+                (Bellatrix, [0x02, 0, 0, 0x64], 385536),
+                (Capella, [0x03, 0, 0, 0x64], 648704),
+                (Deneb, [0x04, 0, 0, 0x64], 889856),
+                (Electra, [0x05, 0, 0, 0x64], 1337856),
+                (Fulu, [0x06, 0, 0, 0x64], 1714688),
+            ]),
+            root("0xf5dcb5564e829aab27264b9becd5dfaa017085611224cb3036f573368dbb9d47"),
+            Some(1_638_993_340),
+        ),
+        "chiado" => (
+            PresetKind::Gnosis,
+            forks_from(&[
+                (Phase0, [0x00, 0, 0, 0x6f], 0),
+                (Altair, [0x01, 0, 0, 0x6f], 90),
+                (Bellatrix, [0x02, 0, 0, 0x6f], 180),
+                (Capella, [0x03, 0, 0, 0x6f], 244224),
+                (Deneb, [0x04, 0, 0, 0x6f], 516608),
+                (Electra, [0x05, 0, 0, 0x6f], 948224),
+                (Fulu, [0x06, 0, 0, 0x6f], 1353216),
+            ]),
+            root("0x9d642dac73058fbf39c0ae41ab1e34e4d889043cb199851ded7095bc99eb4c1e"),
+            Some(1_665_396_300),
         ),
         // consensus-specs configs/minimal.yaml: no genesis, so no root; the first request's
         // root is pinned (by the database once slashing protection is on).

@@ -52,8 +52,11 @@ fn parse(text: &str) -> Result<Network, String> {
     let preset = match raw.PRESET_BASE.as_deref().map(str::trim) {
         Some("mainnet") => PresetKind::Mainnet,
         Some("minimal") => PresetKind::Minimal,
+        Some("gnosis") => PresetKind::Gnosis,
         Some(other) => {
-            return Err(format!("PRESET_BASE `{other}` is not supported (mainnet or minimal)"));
+            return Err(format!(
+                "PRESET_BASE `{other}` is not supported (mainnet, minimal or gnosis)"
+            ));
         }
         None => return Err("PRESET_BASE is missing".into()),
     };
@@ -194,7 +197,7 @@ mod tests {
     fn errors_name_the_field() {
         let e = parse("PRESET_BASE: mainnet\n").unwrap_err();
         assert!(e.contains("GENESIS_FORK_VERSION"), "{e}");
-        let e = parse("PRESET_BASE: gnosis\nGENESIS_FORK_VERSION: 0x00000000\n").unwrap_err();
+        let e = parse("PRESET_BASE: holesky\nGENESIS_FORK_VERSION: 0x00000000\n").unwrap_err();
         assert!(e.contains("PRESET_BASE"), "{e}");
         let e =
             parse("PRESET_BASE: mainnet\nGENESIS_FORK_VERSION: 0x00000000\nALTAIR_FORK_VERSION: 0x01\n").unwrap_err();

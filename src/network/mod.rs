@@ -19,6 +19,9 @@ use crate::types::{Epoch, Root, Version};
 pub enum PresetKind {
     Mainnet,
     Minimal,
+    /// Gnosis Chain's: the mainnet preset's container sizes (every one a signing request holds:
+    /// committees, sync committee, operations per block) with 16 slots an epoch.
+    Gnosis,
 }
 
 impl PresetKind {
@@ -26,6 +29,7 @@ impl PresetKind {
         match self {
             PresetKind::Mainnet => 32,
             PresetKind::Minimal => 8,
+            PresetKind::Gnosis => 16,
         }
     }
 
@@ -34,6 +38,7 @@ impl PresetKind {
         match self {
             PresetKind::Mainnet => 12,
             PresetKind::Minimal => 6,
+            PresetKind::Gnosis => 5,
         }
     }
 }
@@ -143,7 +148,7 @@ pub enum NetworkError {
 }
 
 impl Network {
-    /// `mainnet`, `hoodi`, `sepolia`, `holesky`, `minimal`, or a path to a config YAML.
+    /// A built-in name (`builtin::NAMES`), or a path to a config YAML.
     pub fn load(name_or_path: &str) -> Result<Network, NetworkError> {
         if let Some(n) = builtin::by_name(name_or_path) {
             return Ok(n);
@@ -222,6 +227,39 @@ mod tests {
         assert_eq!(n.fork_of_version(Version::from([4, 0, 0, 0])), Some(ForkName::Deneb));
         assert_eq!(n.fork_of_version(Version::from([9, 9, 9, 9])), None);
         assert_eq!(n.slots_per_epoch(), 32);
+    }
+
+    /// The built-in Gnosis networks are their published configs (gnosischain/configs, copied
+    /// to tests/data/networks) plus the genesis state's time and validators root.
+    #[test]
+    fn gnosis_networks_match_their_published_configs() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/networks");
+        for (name, gvr, genesis_time) in [
+            (
+                "gnosis",
+                "0xf5dcb5564e829aab27264b9becd5dfaa017085611224cb3036f573368dbb9d47",
+                1_638_993_340,
+            ),
+            (
+                "chiado",
+                "0x9d642dac73058fbf39c0ae41ab1e34e4d889043cb199851ded7095bc99eb4c1e",
+                1_665_396_300,
+            ),
+        ] {
+            let built_in = Network::load(name).unwrap();
+            let published = Network::load(data.join(format!("{name}.yaml")).to_str().unwrap()).unwrap();
+            assert_eq!(built_in.forks, published.forks, "{name}");
+            assert_eq!(built_in.preset, PresetKind::Gnosis);
+            assert_eq!(published.preset, PresetKind::Gnosis);
+            assert_eq!(built_in.seconds_per_slot, 5);
+            assert_eq!(published.seconds_per_slot, 5);
+            assert_eq!(built_in.slots_per_epoch(), 16);
+            assert_eq!(built_in.genesis_validators_root, Some(gvr.parse().unwrap()));
+            assert_eq!(built_in.genesis_time, Some(genesis_time));
+        }
+        let gnosis = Network::load("gnosis").unwrap();
+        assert_eq!(gnosis.fork_at_epoch(Epoch(1_714_688)), ForkName::Fulu);
+        assert_eq!(gnosis.fork_at_epoch(Epoch(1_714_687)), ForkName::Electra);
     }
 
     #[test]

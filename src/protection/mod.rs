@@ -164,6 +164,8 @@ pub struct DbOptions {
     pub stats: CommitStats,
     /// The PostgreSQL password, when given apart from the URL (`--database-password-file`).
     pub password: Option<zeroize::Zeroizing<String>>,
+    /// The PostgreSQL role, when given apart from the URL (`--database-username`).
+    pub username: Option<String>,
 }
 
 impl Default for DbOptions {
@@ -175,6 +177,7 @@ impl Default for DbOptions {
             change_hold: Duration::from_secs(4),
             stats: CommitStats::default(),
             password: None,
+            username: None,
         }
     }
 }

@@ -81,6 +81,19 @@ impl Refusal {
         "above_high_watermark",
     ];
 
+    /// What a refusal says about the fleet, for metrics and alerts: `slashable` (the message
+    /// could be slashable against what was signed: two clients or signers disagree, or a key
+    /// is used in two places), `invalid` (no honest client sends it), `policy` (a disabled key
+    /// or an operator's high watermark) or `clock` (ahead of this host's clock).
+    pub fn risk(code: &str) -> &'static str {
+        match code {
+            "block_slot_not_above_highest" | "target_not_above_highest" | "source_below_highest" => "slashable",
+            "source_after_target" => "invalid",
+            "ahead_of_clock" => "clock",
+            _ => "policy",
+        }
+    }
+
     /// Stable label for metrics and logs.
     pub fn code(&self) -> &'static str {
         match self {
@@ -364,6 +377,20 @@ mod tests {
         for r in all {
             assert!(Refusal::CODES.contains(&r.code()), "{}", r.code());
         }
+        let slashable: Vec<_> = Refusal::CODES
+            .iter()
+            .filter(|c| Refusal::risk(c) == "slashable")
+            .collect();
+        assert_eq!(
+            slashable,
+            [
+                &"block_slot_not_above_highest",
+                &"target_not_above_highest",
+                &"source_below_highest"
+            ]
+        );
+        assert_eq!(Refusal::risk("validator_disabled"), "policy");
+        assert_eq!(Refusal::risk("above_high_watermark"), "policy");
         assert_eq!(all.len(), Refusal::CODES.len());
     }
 

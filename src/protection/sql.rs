@@ -197,10 +197,15 @@ pub fn classify(e: sqlx::Error) -> Failure {
                 // serialization_failure, deadlock_detected
                 "40001" | "40P01" => Failure::Retry(db.message().to_string()),
                 // connection exceptions, shutdown, recovery, read-only standby, lock timeouts,
-                // insufficient resources; SQLITE_BUSY / SQLITE_LOCKED.
+                // insufficient resources; the replica's role refused or its database gone
+                // (a password rotated, a role disabled: another replica may still sign);
+                // SQLITE_BUSY / SQLITE_LOCKED.
                 c if c.starts_with("08")
                     || c.starts_with("57")
                     || c.starts_with("53")
+                    || c.starts_with("28")
+                    || c == "3D000"
+                    || c == "42501"
                     || c == "25006"
                     || c == "55P03"
                     || c == "5"

@@ -66,7 +66,7 @@ pub fn parse_signing_request(network: &Network, identifier: &str, body: &[u8]) -
     only_own_payload(&env)?;
 
     let message = match network.preset {
-        PresetKind::Mainnet => message_root::<Mainnet>(network, &env)?,
+        PresetKind::Mainnet | PresetKind::Gnosis => message_root::<Mainnet>(network, &env)?,
         PresetKind::Minimal => message_root::<Minimal>(network, &env)?,
     };
     let signing_root = compute_signing_root(message.object_root, message.domain);

@@ -50,6 +50,16 @@ pub async fn get(url: &str) -> (u16, Value) {
     answer(client().get(url).send().await.unwrap()).await
 }
 
+/// The public keys the signer lists (`/api/v1/eth2/publicKeys`).
+pub async fn public_keys(p: &Palisade) -> Vec<String> {
+    let (_, keys) = get(&p.url("/api/v1/eth2/publicKeys")).await;
+    keys.as_array()
+        .expect("a list of public keys")
+        .iter()
+        .map(|k| k.as_str().expect("a public key").to_string())
+        .collect()
+}
+
 /// The signer's Prometheus metrics, as text.
 pub async fn metrics_text(p: &Palisade) -> String {
     client()

@@ -82,7 +82,52 @@ async fn the_database_password_comes_from_a_file() {
         .expect("started without the password");
     assert!(refused.contains("password"), "{refused}");
 
-    args.extend(["--database-password-file", file.to_str().unwrap()]);
+    // A wrong password, an unknown role, a missing database: no waiting can fix them, so the
+    // start fails at once with the server's reason (not after the 60 s connect patience).
+    let wrong = dir.path().join("wrong-password");
+    palisade::fsutil::write_private(&wrong, b"not-it\n", palisade::fsutil::Existing::Replace).unwrap();
+    let no_role = url.replacen("palisade_pw@", "nobody_here@", 1);
+    let no_db = format!("{}/no_such_db", url.rsplit_once('/').unwrap().0);
+    for (what, db_url, password_file, code) in [
+        ("a wrong password", url.as_str(), &wrong, "28P01"),
+        ("an unknown role", no_role.as_str(), &file, "28P01"),
+        ("a missing database", no_db.as_str(), &file, "3D000"),
+    ] {
+        let mut bad = testkit::http::key_args(&ks, &pw);
+        bad.extend([
+            "--network",
+            &net,
+            "--database-url",
+            db_url,
+            "--database-password-file",
+            password_file.to_str().unwrap(),
+            "--database-connect-timeout-secs",
+            "60",
+        ]);
+        let refused = Palisade::try_serve_in(dir.path(), &bad)
+            .err()
+            .unwrap_or_else(|| panic!("started with {what}"));
+        assert!(refused.contains(&format!("SQLSTATE {code}")), "{what}: {refused}");
+        assert!(
+            !refused.contains("cannot reach PostgreSQL yet"),
+            "{what} was retried: {refused}"
+        );
+        assert!(!refused.contains(password), "{what}: {refused}");
+    }
+
+    // The role apart from the URL (--database-username), the password from the file.
+    let without_role = url.replacen("palisade_pw@", "", 1);
+    let mut args = testkit::http::key_args(&ks, &pw);
+    args.extend([
+        "--network",
+        &net,
+        "--database-url",
+        &without_role,
+        "--database-username",
+        "palisade_pw",
+        "--database-password-file",
+        file.to_str().unwrap(),
+    ]);
     let p = Palisade::serve_in(dir.path(), &args);
     testkit::http::keys_loaded(&p).await;
     let (s, m) = testkit::http::post(

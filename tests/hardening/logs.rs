@@ -109,7 +109,7 @@ async fn a_refused_double_vote_is_one_line() {
     let m = testkit::http::metrics_text(&p).await;
     let counted = metric(
         &m,
-        r#"palisade_slashing_refusals_total{type="ATTESTATION",reason="target_not_above_highest"}"#,
+        r#"palisade_slashing_refusals_total{type="ATTESTATION",reason="target_not_above_highest",risk="slashable"}"#,
     );
     assert!(counted >= 201.0, "{m}");
 }

@@ -103,6 +103,20 @@ async fn cli_import_and_export() {
             .len(),
         2
     );
+    // Without --database-url, the commands use `serve`'s default database (in the folder
+    // they run in), as an operator who never named one expects.
+    let (ok, _, err) = run(&["slashing-protection", "import", "--from", "in.json"], w);
+    assert!(ok, "{err}");
+    assert!(w.join("palisade.sqlite").exists(), "{err}");
+    let (ok, stdout, err) = run(&["slashing-protection", "export", "--to", "-"], w);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Bad input names the file and the field, and imports nothing.
     std::fs::write(w.join("bad.json"), r#"{"metadata":{"interchange_format_version":"5","genesis_validators_root":"0x270d43e74ce340de4bca2b1936beca0f4f5408d9e78aec4850920baf659d5b69"},"data":[{"pubkey":"0xzz"}]}"#).unwrap();

@@ -38,7 +38,7 @@ async fn refusals_are_412_repeats_return_the_same_signature() {
         "{m}"
     );
     assert!(
-        m.contains(r#"palisade_slashing_refusals_total{type="BLOCK_V2",reason="block_slot_not_above_highest"} 2"#),
+        m.contains(r#"palisade_slashing_refusals_total{type="BLOCK_V2",reason="block_slot_not_above_highest",risk="slashable"} 2"#),
         "{m}"
     );
     assert!(

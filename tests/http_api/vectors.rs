@@ -43,3 +43,43 @@ async fn signing_vectors_sign_to_the_recorded_signatures() {
         assert!(repeats > 0, "{network}: no protected message was repeated");
     }
 }
+
+/// Gnosis Chain has 16 slots an epoch: a block's fork follows from its slot by that, not by
+/// mainnet's 32. An Altair block at epoch 600 (slot 9,600; Altair began at epoch 512) signs;
+/// the same body at epoch 500 (slot 8,000, still Phase0) is refused as the wrong fork's.
+#[tokio::test]
+async fn gnosis_blocks_take_their_fork_from_sixteen_slot_epochs() {
+    let (_dir, ks, pw) = testkit::interop_keystores();
+    let mut args = key_args(&ks, &pw);
+    args.extend(["--network", "gnosis", "--future-tolerance-secs", "off"]);
+    let p = Palisade::serve(&args);
+    keys_loaded(&p).await;
+    let gvr = "0xf5dcb5564e829aab27264b9becd5dfaa017085611224cb3036f573368dbb9d47";
+    let block = |slot: u64| {
+        json!({
+            "type": "BLOCK_V2",
+            "fork_info": {"fork": {"previous_version": "0x00000064", "current_version": "0x01000064", "epoch": "512"},
+                          "genesis_validators_root": gvr},
+            "beacon_block": {"version": "ALTAIR", "block": {
+                "slot": slot.to_string(), "proposer_index": "1",
+                "parent_root": format!("0x{}", "11".repeat(32)), "state_root": format!("0x{}", "22".repeat(32)),
+                "body": {
+                    "randao_reveal": format!("0x{}", "c0".to_string() + &"00".repeat(95)),
+                    "eth1_data": {"deposit_root": format!("0x{}", "33".repeat(32)), "deposit_count": "8",
+                                  "block_hash": format!("0x{}", "44".repeat(32))},
+                    "graffiti": format!("0x{}", "00".repeat(32)),
+                    "proposer_slashings": [], "attester_slashings": [], "attestations": [],
+                    "deposits": [], "voluntary_exits": [],
+                    // Gnosis's sync committee is mainnet's size: 512 members.
+                    "sync_aggregate": {"sync_committee_bits": format!("0x{}", "ff".repeat(64)),
+                                       "sync_committee_signature": format!("0x{}", "c0".to_string() + &"00".repeat(95))}
+                }
+            }}
+        })
+    };
+    let url = sign_url(&p, &testkit::interop_pubkeys()[1]);
+    let (s, b) = post(&url, block(8_000).to_string()).await;
+    assert_eq!(s, 400, "an Altair body at a Phase0 slot of gnosis: {b}");
+    let (s, b) = post(&url, block(9_600).to_string()).await;
+    assert_eq!(s, 200, "an Altair block in gnosis epoch 600: {b}");
+}

@@ -167,6 +167,15 @@ async fn register_keys(pool: &PgPool, timeout: Duration, pubkeys: &[PublicKey]) 
 }
 
 /// The innermost cause of a connection error ("Connection refused", a TLS or auth failure).
+/// The server's own message when it refused the connection for a reason retrying cannot fix:
+/// authentication (SQLSTATE class 28: a wrong password, an unknown role, no `pg_hba.conf`
+/// entry) or a database that does not exist (3D000).
+fn refused_for_good(e: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(db) = e else { return None };
+    let code = db.code()?;
+    (code.starts_with("28") || code == "3D000").then(|| format!("{} (SQLSTATE {code})", db.message()))
+}
+
 fn cause(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Io(io) => io.to_string(),
@@ -187,6 +196,9 @@ impl PgStore {
         check_parameters(url)?;
         let mut connect = PgConnectOptions::from_str(url)
             .map_err(|e| ProtectionError::Internal(format!("invalid database URL {}: {e}", redact_url(url))))?;
+        if let Some(username) = &opts.username {
+            connect = connect.username(username);
+        }
         if let Some(password) = &opts.password {
             connect = connect.password(password);
         }
@@ -267,7 +279,16 @@ impl PgStore {
                     let _ = c.close().await;
                     return Ok(());
                 }
-                Ok(Err(e)) => cause(&e),
+                Ok(Err(e)) => {
+                    // Waiting does not fix a wrong password, a missing role or database.
+                    if let Some(refusal) = refused_for_good(&e) {
+                        return Err(ProtectionError::Unavailable(format!(
+                            "{} refused the connection: {refusal}",
+                            redact_url(url)
+                        )));
+                    }
+                    cause(&e)
+                }
                 Err(_) => format!("no answer within {} ms", left.as_millis()),
             };
             if start.elapsed() >= patience {
