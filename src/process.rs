@@ -57,3 +57,67 @@ pub fn raise_open_file_limit() {
         }
     }
 }
+
+/// This process's resources, for the standard `process_*` metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+    pub start_time_seconds: f64,
+}
+
+/// Reads `ProcessStats` from `/proc/self` (Linux); `None` where there is no such file.
+pub fn stats() -> Option<ProcessStats> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    // SAFETY: sysconf and getrlimit only read system settings.
+    let (ticks, page, max_fds) = unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+            limit.rlim_cur,
+        )
+    };
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))?;
+    Some(ProcessStats {
+        cpu_seconds: (field(14)? + field(15)?) as f64 / ticks,
+        virtual_bytes: field(23)?,
+        resident_bytes: field(24)? * page,
+        open_fds: std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64),
+        max_fds,
+        start_time_seconds: boot as f64 + field(22)? as f64 / ticks,
+    })
+}
+
+#[cfg(test)]
+mod stats_tests {
+    #[test]
+    fn this_process_has_sensible_stats() {
+        let s = super::stats().expect("/proc/self/stat");
+        assert!(s.resident_bytes > 1 << 20, "{s:?}");
+        assert!(s.virtual_bytes >= s.resident_bytes, "{s:?}");
+        assert!(s.open_fds >= 3 && s.open_fds <= s.max_fds, "{s:?}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            s.start_time_seconds <= now + 1.0 && s.start_time_seconds > now - 86_400.0 * 365.0,
+            "{s:?}"
+        );
+    }
+}

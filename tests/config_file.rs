@@ -80,7 +80,10 @@ fn what_palisade_cannot_honour_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let (_keys, ks, pw) = testkit::interop_keystores();
     for (line, expect) in [
-        ("metrics-port: 9001", "metrics-port: no such option"),
+        (
+            "tls-keystore-file: /etc/web3signer/tls.p12",
+            "tls-keystore-file: no such option",
+        ),
         (
             "eth2.slashing-protection-enabled: false",
             "never signs without slashing protection",

@@ -131,6 +131,36 @@ fn the_documented_haproxy_config_is_the_one_that_runs() {
     );
 }
 
+/// Every variable of the shipped environment file is one `palisade serve` reads.
+#[test]
+fn the_environment_file_names_real_options() {
+    let help = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    // Help text wraps: compare with its words joined by single spaces.
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let env_text = std::fs::read_to_string(root().join("deploy/systemd/palisade.env")).unwrap();
+    let names: Vec<&str> = env_text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    assert!(
+        names.contains(&"PALISADE_DATABASE_PASSWORD_FILE"),
+        "the unit keeps the password in a file"
+    );
+    for name in names {
+        assert!(
+            help.contains(&format!("[env: {name}=")),
+            "{name} is not an option of `palisade serve`"
+        );
+    }
+}
+
 /// Every alert of the rules file has a rule test that expects it to fire.
 #[test]
 fn every_alert_has_a_rule_test() {
@@ -180,6 +210,16 @@ async fn the_dashboard_queries_real_metrics() {
         }
     }
     assert!(exprs.len() >= 10, "{exprs:?}");
+    // The job is a variable of the dashboard, not a name written into its queries.
+    assert!(exprs.iter().all(|e| !e.contains(r#"job="palisade""#)), "{exprs:?}");
+    assert!(
+        dash["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "job"),
+        "no job variable"
+    );
     let mut seen = std::collections::BTreeSet::new();
     for e in &exprs {
         let mut rest = e.as_str();
@@ -207,4 +247,107 @@ async fn the_dashboard_queries_real_metrics() {
     ] {
         assert!(seen.contains(wanted), "the dashboard does not show {wanted}");
     }
+}
+
+/// Metrics on their own listener (`--metrics-port`) with their own host allow-list, in the
+/// format the scraper asks for: `promtool check metrics` accepts the text format, OpenMetrics
+/// for those that ask; the process's own metrics, the build and readiness are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_apart_in_the_format_asked_for() {
+    let p = Palisade::serve(&[
+        "--network",
+        "minimal",
+        "--metrics-port",
+        "0",
+        "--metrics-host-allowlist",
+        "monitoring.internal",
+        "--ready-min-keys",
+        "0",
+    ]);
+    let addr = testkit::wait::until(
+        "the metrics listener is logged",
+        std::time::Duration::from_secs(30),
+        || {
+            let log = p.log();
+            async move {
+                log.lines()
+                    .find_map(|l| l.split("metrics listening on http://").nth(1))
+                    .map(|rest| rest.split('/').next().unwrap().to_string())
+            }
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let get = |host: &'static str, accept: &'static str| {
+        client
+            .get(format!("http://{addr}/metrics"))
+            .header("host", host)
+            .header("accept", accept)
+            .send()
+    };
+    // The monitoring host's name is let in; another is not (a DNS-rebinding page).
+    let text = get("monitoring.internal", "*/*").await.unwrap();
+    assert_eq!(text.status(), 200);
+    assert!(
+        text.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = text.text().await.unwrap();
+    assert_eq!(get("evil.example", "*/*").await.unwrap().status(), 403);
+    // Not on the signing port any more.
+    assert_eq!(reqwest::get(p.url("/metrics")).await.unwrap().status(), 404);
+
+    for needed in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+        "palisade_build_info{version=",
+        "palisade_ready ",
+        "# TYPE palisade_signing_requests_total counter",
+    ] {
+        assert!(text.contains(needed), "{needed} missing:\n{text}");
+    }
+    assert!(!text.contains("# EOF"));
+    let mut check = tool("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    let out = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // promtool exits non-zero on lint remarks too; a format error is what must not be there.
+    assert!(
+        !said.contains("error while linting") && !said.contains("parse"),
+        "promtool check metrics:\n{said}"
+    );
+
+    let om = get(
+        "monitoring.internal",
+        "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+    )
+    .await
+    .unwrap();
+    assert!(
+        om.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let om = om.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE palisade_signing_requests counter"), "{om}");
 }

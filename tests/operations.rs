@@ -297,7 +297,8 @@ async fn alert_rules_use_real_metrics() {
                     .iter()
                     .fold(metric, |m, s| m.strip_suffix(s).unwrap_or(m));
                 assert!(
-                    exposition.contains(&format!("# TYPE palisade_{base} ")),
+                    exposition.contains(&format!("# TYPE palisade_{base} "))
+                        || exposition.contains(&format!("# TYPE palisade_{base}_total ")),
                     "{name} uses palisade_{metric}, which /metrics does not export"
                 );
             }
@@ -312,5 +313,72 @@ async fn alert_rules_use_real_metrics() {
         "PalisadeKeysFailed",
     ] {
         assert!(alerts.iter().any(|a| a == needed), "missing alert {needed}");
+    }
+}
+
+// ---------------------------------------------------------------- pruning
+
+/// `--prune-*` (and Web3Signer's names for them): with pruning at boot, history older than the
+/// epochs to keep goes at once, the highest messages stay; with pruning off, nothing goes.
+#[tokio::test]
+async fn pruning_keeps_what_it_is_told_to() {
+    let pk = testkit::interop_pubkeys()[0].clone();
+    let interchange = serde_json::json!({
+        "metadata": {"interchange_format_version": "5", "genesis_validators_root": MINIMAL_GVR},
+        "data": [{
+            "pubkey": pk,
+            "signed_blocks": (1..=100u64).map(|e| serde_json::json!({"slot": (e * 8).to_string()})).collect::<Vec<_>>(),
+            "signed_attestations": (1..=100u64)
+                .map(|e| serde_json::json!({"source_epoch": (e - 1).to_string(), "target_epoch": e.to_string()}))
+                .collect::<Vec<_>>(),
+        }]
+    });
+    let (_keys, ks, pw) = testkit::interop_keystores();
+    let net = minimal_network();
+    let history = |export: serde_json::Value| {
+        let all = export["data"].as_array().unwrap().clone();
+        let v = all
+            .iter()
+            .find(|v| v["pubkey"] == pk.as_str())
+            .cloned()
+            .unwrap_or_default();
+        (
+            v["signed_blocks"].as_array().map_or(0, Vec::len),
+            v["signed_attestations"].as_array().map_or(0, Vec::len),
+        )
+    };
+    for (prune, expect) in [(true, (11, 11)), (false, (100, 100))] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("history.json"), interchange.to_string()).unwrap();
+        let (ok, _, err) =
+            testkit::server::run(&["slashing-protection", "import", "--from", "history.json"], dir.path());
+        assert!(ok, "{err}");
+        let mut args = testkit::http::key_args(&ks, &pw);
+        let enabled = format!("--slashing-protection-pruning-enabled={prune}");
+        args.extend([
+            "--network",
+            &net,
+            enabled.as_str(),
+            "--prune-epochs-to-keep",
+            "10",
+            "--prune-at-boot",
+            "true",
+            "--prune-interval-secs",
+            "1",
+        ]);
+        let p = Palisade::serve_in(dir.path(), &args);
+        if prune {
+            let got = testkit::wait::until("history pruned at boot", Duration::from_secs(60), || async {
+                let h = history(testkit::http::admin_get(&p, "/api/v1/eth2/slashing-protection/export").await);
+                (h == expect).then_some(h)
+            })
+            .await;
+            assert_eq!(got, expect);
+        } else {
+            // Three pruning intervals go by: nothing is pruned.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let h = history(testkit::http::admin_get(&p, "/api/v1/eth2/slashing-protection/export").await);
+            assert_eq!(h, expect, "pruned although pruning is off");
+        }
     }
 }

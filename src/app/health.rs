@@ -167,6 +167,7 @@ impl Health {
     /// The metrics in Prometheus text format, key counts refreshed.
     pub fn metrics_text(&self) -> String {
         self.key_counts();
+        self.metrics.ready.set(i64::from(self.readiness().ready()));
         self.metrics.encode()
     }
 

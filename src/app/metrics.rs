@@ -35,6 +35,11 @@ pub struct StateLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 us .. ~6.5 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -55,6 +60,10 @@ pub const OUTCOMES: [&str; 9] = [
 
 pub struct Metrics {
     registry: Registry,
+    /// 1 while this replica can sign blocks and attestations (what `/readyz` says), else 0.
+    pub ready: Gauge,
+    /// The standard `process_*` metrics, without Palisade's prefix.
+    process: ProcessMetrics,
     /// Every signing request by type and outcome: signed, repeat (the same block or
     /// attestation signed again), refused, bad_request, unknown_key, key_loading,
     /// unavailable, error.
@@ -210,6 +219,19 @@ impl Metrics {
             "Times the slashing-protection database held less than this replica had committed (restored backup, lost commits)",
             database_rollbacks.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while this replica can sign blocks and attestations (as /readyz), else 0",
+            ready.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register("build_info", "The running build (1)", build_info.clone());
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
         for state in ["open", "idle"] {
             let _ = database_pool_connections.get_or_create(&StateLabels { state });
         }
@@ -238,6 +260,8 @@ impl Metrics {
         }
         Self {
             registry,
+            ready,
+            process: ProcessMetrics::new(),
             requests,
             refusals,
             connections_refused,
@@ -272,10 +296,85 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition, the process's own metrics included.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        self.process.update();
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut out, &self.process.registry).expect("writing to a String cannot fail");
+        encode_eof(&mut out).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// `process_*`, as every Prometheus client library exports them.
+struct ProcessMetrics {
+    registry: Registry,
+    cpu_seconds: Counter<f64, AtomicU64>,
+    resident_bytes: Gauge,
+    virtual_bytes: Gauge,
+    open_fds: Gauge,
+    max_fds: Gauge,
+    start_time_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl ProcessMetrics {
+    fn new() -> Self {
+        let (cpu_seconds, start_time_seconds) =
+            (Counter::<f64, AtomicU64>::default(), Gauge::<f64, AtomicU64>::default());
+        let [resident_bytes, virtual_bytes, open_fds, max_fds] = [(); 4].map(|_| Gauge::default());
+        let mut registry = Registry::default();
+        registry.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            cpu_seconds.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            resident_bytes.clone(),
+        );
+        registry.register(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            virtual_bytes.clone(),
+        );
+        registry.register("process_open_fds", "Number of open file descriptors", open_fds.clone());
+        registry.register(
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            max_fds.clone(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            start_time_seconds.clone(),
+        );
+        ProcessMetrics {
+            registry,
+            cpu_seconds,
+            resident_bytes,
+            virtual_bytes,
+            open_fds,
+            max_fds,
+            start_time_seconds,
+        }
+    }
+
+    /// Read at each scrape.
+    fn update(&self) {
+        let Some(s) = crate::process::stats() else { return };
+        let seen = self.cpu_seconds.get();
+        if s.cpu_seconds > seen {
+            self.cpu_seconds.inc_by(s.cpu_seconds - seen);
+        }
+        self.resident_bytes
+            .set(i64::try_from(s.resident_bytes).unwrap_or(i64::MAX));
+        self.virtual_bytes
+            .set(i64::try_from(s.virtual_bytes).unwrap_or(i64::MAX));
+        self.open_fds.set(i64::try_from(s.open_fds).unwrap_or(i64::MAX));
+        self.max_fds.set(i64::try_from(s.max_fds).unwrap_or(i64::MAX));
+        self.start_time_seconds.set(s.start_time_seconds);
     }
 }

@@ -309,20 +309,25 @@ impl Signer {
             }
             Err(e) => (None, Err(e.into())),
         };
-        self.record_outcome(job.as_ref(), &result, start, client);
+        self.record_outcome(identifier, job.as_ref(), &result, start, client);
         result.map(|(signature, _)| signature)
     }
 
     /// The one place a request's outcome is counted and logged.
     fn record_outcome(
         &self,
+        identifier: &str,
         job: Option<&SigningJob>,
         result: &Result<(Signature, Option<Recorded>), SignError>,
         start: Instant,
         client: &str,
     ) {
         let type_label = job.map_or("UNKNOWN", |j| j.sign_type.as_str());
-        let pubkey = job.map_or(String::new(), |j| j.pubkey.to_string());
+        // The URL's key as sent when the request did not parse (shown escaped and cut short).
+        let pubkey = job.map_or_else(
+            || identifier.chars().take(98).flat_map(char::escape_default).collect(),
+            |j| j.pubkey.to_string(),
+        );
         // A repeat is the same message signed again (another client replica, a retry).
         let outcome = match result {
             Ok((_, Some(Recorded::Repeat))) => "repeat",
@@ -375,7 +380,20 @@ impl Signer {
                     tracing::error!(%pubkey, r#type = type_label, error = %e, similar_since_last = held, "signing failed");
                 }
             }
-            Err(_) => {}
+            // Malformed requests, unknown or loading keys, types a key may not sign: the
+            // client's to fix, so said at info, at most once a second per outcome.
+            Err(e) => {
+                static OTHERS: [RateLimit; crate::app::metrics::OUTCOMES.len()] =
+                    [const { RateLimit::new() }; crate::app::metrics::OUTCOMES.len()];
+                let limit = crate::app::metrics::OUTCOMES
+                    .iter()
+                    .position(|o| *o == outcome)
+                    .map(|i| &OTHERS[i]);
+                if let Some(held) = limit.map_or(Some(0), RateLimit::allow) {
+                    tracing::info!(%pubkey, r#type = type_label, client = %client, outcome, reason = %e,
+                        similar_since_last = held, "signing refused");
+                }
+            }
         }
     }
 

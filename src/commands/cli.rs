@@ -249,6 +249,30 @@ pub struct ServeArgs {
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", alias = "metrics-enabled")]
     pub metrics: bool,
 
+    /// Serve /metrics on its own port (and not on the signing port): scrapers then need no
+    /// access to the signing port, and have their own host allow-list. `0` picks a free port.
+    #[arg(long, env = "PALISADE_METRICS_PORT", value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+
+    /// The metrics listener's address (with --metrics-port).
+    #[arg(
+        long,
+        env = "PALISADE_METRICS_HOST",
+        default_value = "127.0.0.1",
+        value_name = "ADDR"
+    )]
+    pub metrics_host: String,
+
+    /// Host names the metrics listener answers to, comma separated; `*` for any. Default:
+    /// localhost, 127.0.0.1, ::1 and --metrics-host.
+    #[arg(
+        long,
+        env = "PALISADE_METRICS_HOST_ALLOWLIST",
+        value_name = "HOST,..",
+        value_delimiter = ','
+    )]
+    pub metrics_host_allowlist: Vec<String>,
+
     /// Serve HTTPS with this certificate chain (PEM). Plain HTTP when not set.
     #[arg(long, env = "PALISADE_TLS_CERT_FILE", value_name = "PEM", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,

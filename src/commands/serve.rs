@@ -363,12 +363,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let max_connections = args
         .http_max_connections
         .unwrap_or_else(crate::http::server::default_max_connections);
+    if let (true, Some(port)) = (args.metrics, args.metrics_port) {
+        let listener = TcpListener::bind((args.metrics_host.as_str(), port))
+            .await
+            .with_context(|| format!("--metrics-port: cannot listen on {}:{port}", args.metrics_host))?;
+        let guard = Arc::new(crate::http::guard::HttpGuard::new(
+            &args.metrics_host_allowlist,
+            &args.metrics_host,
+            &[],
+        ));
+        tracing::info!("metrics listening on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(crate::http::server::serve(
+            listener,
+            http::metrics_router(state.clone(), guard),
+            ServerOptions {
+                tls: None,
+                trusted_proxies: TrustedProxies::default(),
+                limits: crate::http::server::ConnectionLimits::default(),
+                metrics: None,
+            },
+            std::future::pending::<()>(),
+            SHUTDOWN_GRACE,
+        ));
+    }
     crate::http::server::serve(
         listener,
         http::router(
             state,
             http::HttpOptions {
-                metrics: args.metrics,
+                // With its own listener, not on the signing port.
+                metrics: args.metrics && args.metrics_port.is_none(),
                 guard,
                 body_timeout: Duration::from_secs(args.http_body_timeout_secs.max(1)),
                 body_budget: crate::http::body::BodyBudget::new(

@@ -93,13 +93,13 @@ pub async fn healthcheck(State(state): State<AppState>, headers: axum::http::Hea
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.health.metrics_text(),
-    )
-        .into_response()
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    use crate::http::exposition::{OPENMETRICS, PROMETHEUS_TEXT, to_prometheus_text, wants_openmetrics};
+    let text = state.health.metrics_text();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], to_prometheus_text(&text)).into_response()
+    }
 }

@@ -7,6 +7,7 @@ pub mod body;
 pub mod client;
 pub mod connections;
 pub mod error;
+pub mod exposition;
 pub mod guard;
 pub mod health;
 pub mod server;
@@ -152,6 +153,22 @@ fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
 /// The endpoints this build serves (with metrics on).
 pub fn endpoint_table() -> Vec<Endpoint> {
     endpoints(true).into_iter().map(|(e, _)| e).collect()
+}
+
+/// `/metrics` alone, for the metrics listener (`--metrics-port`), behind its own host check.
+pub fn metrics_router(state: AppState, guard: Arc<guard::HttpGuard>) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(|req: Request| async move {
+            let path = req.uri().path();
+            ApiError::NotFound(format!(
+                "no route for {} {path}: this listener serves /metrics only",
+                req.method()
+            ))
+            .for_path(path)
+        })
+        .layer(axum::middleware::from_fn_with_state(guard, guard::middleware))
+        .with_state(state)
 }
 
 pub fn router(state: AppState, options: HttpOptions) -> Router {

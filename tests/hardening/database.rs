@@ -104,9 +104,11 @@ async fn the_database_password_comes_from_a_file() {
             "--database-connect-timeout-secs",
             "60",
         ]);
+        let started = std::time::Instant::now();
         let refused = Palisade::try_serve_in(dir.path(), &bad)
             .err()
             .unwrap_or_else(|| panic!("started with {what}"));
+        eprintln!("{what}: the start failed after {:?}", started.elapsed());
         assert!(refused.contains(&format!("SQLSTATE {code}")), "{what}: {refused}");
         assert!(
             !refused.contains("cannot reach PostgreSQL yet"),

@@ -153,3 +153,62 @@ async fn failed_tls_handshakes_are_logged_at_most_once_a_second() {
     );
     drop(log);
 }
+
+/// A request the client must fix (malformed, for a key not here) is one INFO line that says
+/// which key, which type and why, inside the request's span (its id and client); a flood of
+/// them is held to one line a second per kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_is_one_line_that_says_why() {
+    let (_keys, p) = testkit::http::signer_with_interop_keys(&[]);
+    testkit::http::keys_loaded(&p).await;
+    let pk = &testkit::interop_pubkeys()[0];
+    let mut bad = attestation(1, 2, 1, MINIMAL_GVR);
+    bad["attestation"]["source"]["epoch"] = "not-a-number".into();
+    let from = p.log().len();
+    let (s, _) = testkit::http::post(&sign_url(&p, pk), bad.to_string()).await;
+    assert_eq!(s, 400);
+    let unknown = format!("0x{}", "a1".repeat(48));
+    let (s, _) = testkit::http::post(&sign_url(&p, &unknown), attestation(1, 2, 1, MINIMAL_GVR).to_string()).await;
+    assert_eq!(s, 404);
+    let lines = testkit::wait::until("both refusals logged", Duration::from_secs(30), || {
+        let log = log_since(&p, from);
+        async move {
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("signing refused"))
+                .map(String::from)
+                .collect();
+            (lines.len() >= 2).then_some(lines)
+        }
+    })
+    .await;
+    let malformed = lines
+        .iter()
+        .find(|l| l.contains("bad_request"))
+        .expect("a bad_request line");
+    assert!(
+        malformed.contains("INFO") && malformed.contains("request{id="),
+        "{malformed}"
+    );
+    assert!(
+        malformed.contains(pk.as_str()) && malformed.contains("source"),
+        "{malformed}"
+    );
+    let not_here = lines
+        .iter()
+        .find(|l| l.contains("unknown_key"))
+        .expect("an unknown_key line");
+    assert!(
+        not_here.contains(&unknown) && not_here.contains("ATTESTATION"),
+        "{not_here}"
+    );
+
+    // 200 more malformed requests: a line or two, each saying how many were held back.
+    let from = p.log().len();
+    for _ in 0..200 {
+        testkit::http::post(&sign_url(&p, pk), bad.to_string()).await;
+    }
+    let flood = log_since(&p, from);
+    let n = flood.lines().filter(|l| l.contains("signing refused")).count();
+    assert!((1..=20).contains(&n), "{n} lines for 200 bad requests:\n{flood}");
+}

@@ -83,3 +83,43 @@ async fn gnosis_blocks_take_their_fork_from_sixteen_slot_epochs() {
     let (s, b) = post(&url, block(9_600).to_string()).await;
     assert_eq!(s, 200, "an Altair block in gnosis epoch 600: {b}");
 }
+
+/// Gnosis Chain requests sign to the signing roots computed apart from Palisade
+/// (`tests/data/networks/gnosis_roots.py`, which reproduces every recorded vector's root
+/// first): a request carrying that root signs, one carrying another is refused.
+#[tokio::test]
+async fn gnosis_requests_have_the_independently_computed_roots() {
+    let (_dir, ks, pw) = testkit::interop_keystores();
+    let mut args = key_args(&ks, &pw);
+    args.extend(["--network", "gnosis", "--future-tolerance-secs", "off"]);
+    let p = Palisade::serve(&args);
+    keys_loaded(&p).await;
+    let fork_info = json!({"fork": {"previous_version": "0x05000064", "current_version": "0x06000064", "epoch": "1714688"},
+        "genesis_validators_root": "0xf5dcb5564e829aab27264b9becd5dfaa017085611224cb3036f573368dbb9d47"});
+    let randao = |root: &str| {
+        json!({"type": "RANDAO_REVEAL", "fork_info": fork_info, "signingRoot": root,
+               "randao_reveal": {"epoch": "1714700"}})
+    };
+    let attestation = |root: &str| {
+        json!({"type": "ATTESTATION", "fork_info": fork_info, "signingRoot": root,
+               "attestation": {"slot": "27435203", "index": "0",
+                   "beacon_block_root": format!("0x{}", "11".repeat(32)),
+                   "source": {"epoch": "1714699", "root": format!("0x{}", "22".repeat(32))},
+                   "target": {"epoch": "1714700", "root": format!("0x{}", "33".repeat(32))}}})
+    };
+    let url = sign_url(&p, &testkit::interop_pubkeys()[2]);
+    let (s, b) = post(&url, randao(&format!("0x{}", "ab".repeat(32))).to_string()).await;
+    assert_eq!(s, 400, "a root Palisade did not compute was accepted: {b}");
+    let (s, b) = post(
+        &url,
+        randao("0xfc13cdec4caf6e47747d6dc190d7a07dddc1543b3ff8876dce4bc660474929ea").to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = post(
+        &url,
+        attestation("0x7a01f5d29a40b449d5594c523548aa4d896cb9f5dbb93d55b9111dbb8f413ccc").to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+}

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 
 mod batch;
 mod keystores;
@@ -204,6 +204,11 @@ impl PgStore {
         }
         let connect = connect
             .application_name("palisade")
+            // The driver's own lines about slow or failed statements would read as alarms in
+            // a failover, where they are expected: Palisade reports those itself (refusals,
+            // 503s, `palisade_database_*` metrics), so the driver's go to debug and trace.
+            .log_statements(log::LevelFilter::Trace)
+            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1))
             // A transaction left open by a paused or partitioned replica must not hold
             // validator rows forever.
             .options([

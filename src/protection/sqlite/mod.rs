@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
+use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rules::{Verdict, Watermarks};
@@ -55,7 +55,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // As for PostgreSQL: the driver's statement lines at debug and trace only.
+            .log_statements(log::LevelFilter::Trace)
+            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         // One connection: SQLite has one writer anyway, and it keeps every operation in order.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
