@@ -134,15 +134,7 @@ fn the_documented_haproxy_config_is_the_one_that_runs() {
 /// Every variable of the shipped environment file is one `palisade serve` reads.
 #[test]
 fn the_environment_file_names_real_options() {
-    let help = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    // Help text wraps: compare with its words joined by single spaces.
-    let help = String::from_utf8_lossy(&help.stdout)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let help = testkit::server::serve_help();
     let env_text = std::fs::read_to_string(root().join("deploy/systemd/palisade.env")).unwrap();
     let names: Vec<&str> = env_text
         .lines()

@@ -135,14 +135,7 @@ fn commands_named_exist() {
 /// Every option in the README's options table is one `palisade serve` takes.
 #[test]
 fn options_in_the_table_exist() {
-    let help = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&help.stdout)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let help = testkit::server::serve_help();
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let table = readme
         .split("## Options")

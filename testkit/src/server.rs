@@ -207,6 +207,19 @@ impl Drop for Palisade {
 /// Log lines of each signer a failing test prints.
 const LOG_TAIL: usize = 60;
 
+/// `palisade serve --help` with its words joined by single spaces (clap wraps lines), for
+/// checking that an option or an environment variable is one `serve` takes.
+pub fn serve_help() -> String {
+    let out = Command::new(bin())
+        .args(["serve", "--help"])
+        .output()
+        .expect("running palisade");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs `palisade ARGS` to completion: (success, stdout, stderr).
 pub fn run(args: &[&str], workdir: &Path) -> (bool, String, String) {
     let out = Command::new(bin())
