@@ -100,3 +100,74 @@ fn what_palisade_cannot_honour_is_refused_by_name() {
         assert!(err.contains("bad.yaml"), "{line}: the file is not named: {err}");
     }
 }
+
+/// The operator's one file, written for `serve` (keys, port, network, database), is also the
+/// slashing-protection commands' file: they take its database and network and leave `serve`'s
+/// options to `serve`; what the import wrote is what the export reads back.
+#[test]
+fn the_serve_file_drives_import_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_keys, ks, pw) = testkit::interop_keystores();
+    let db = dir.path().join("one.sqlite");
+    let file = dir.path().join("palisade.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "http-port: 9000\nnetwork: {}\nkeystores-path: {}\nkeystores-password-file: {}\ndatabase-url: sqlite://{}\n",
+            minimal_network(),
+            ks.display(),
+            pw.display(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let pk = &testkit::interop_pubkeys()[0];
+    let interchange = dir.path().join("in.json");
+    std::fs::write(
+        &interchange,
+        serde_json::json!({
+            "metadata": {"interchange_format_version": "5", "genesis_validators_root": MINIMAL_GVR},
+            "data": [{"pubkey": pk, "signed_blocks": [{"slot": "4321"}], "signed_attestations": []}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let cfg = file.to_str().unwrap();
+    let (ok, _, err) = testkit::server::run(
+        &[
+            "slashing-protection",
+            "import",
+            "--config-file",
+            cfg,
+            "--from",
+            interchange.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(ok, "import: {err}");
+    assert!(db.exists(), "the import did not use the file's database");
+    let out = dir.path().join("out.json");
+    let (ok, _, err) = testkit::server::run(
+        &[
+            "slashing-protection",
+            "export",
+            "--to",
+            out.to_str().unwrap(),
+            "--config-file",
+            cfg,
+        ],
+        dir.path(),
+    );
+    assert!(ok, "export: {err}");
+    let exported: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(exported["metadata"]["genesis_validators_root"], MINIMAL_GVR);
+    assert_eq!(exported["data"][0]["pubkey"], pk.as_str());
+    assert_eq!(exported["data"][0]["signed_blocks"][0]["slot"], "4321");
+    // A key no command has is still an error, for the import as for `serve`.
+    std::fs::write(&file, "databse-url: sqlite://x.sqlite\n").unwrap();
+    let (ok, _, err) = testkit::server::run(
+        &["slashing-protection", "export", "--to", "-", "--config-file", cfg],
+        dir.path(),
+    );
+    assert!(!ok && err.contains("databse-url: no such option of `export`"), "{err}");
+}

@@ -72,6 +72,10 @@ pub fn expand(args: Vec<OsString>, command: &Command) -> Result<Vec<OsString>, C
             }
         }
         let Some(arg) = find(sub, command, name) else {
+            // One file serves every command: `serve`'s options are not the import's.
+            if another_commands_option(command, sub, name) {
+                continue;
+            }
             return Err(err(format!(
                 "no such option of `{}` (see `palisade {} --help`, and the README's table of Web3Signer options)",
                 sub.get_name(),
@@ -162,18 +166,47 @@ fn scalars(v: &Value) -> Result<Vec<String>, String> {
     }
 }
 
-/// Where the file's options go (after the last subcommand named) and that subcommand.
+/// Where the file's options go (after the last subcommand named) and that subcommand. Only
+/// positions where clap would read a subcommand count: not an option's value, and nothing
+/// after the first positional argument that is not a subcommand.
 fn subcommand_position<'a>(args: &[OsString], command: &'a Command) -> (usize, &'a Command) {
     let mut current = command;
     let mut at = args.len().min(1);
-    for (i, a) in args.iter().enumerate().skip(1) {
-        let Some(s) = a.to_str() else { continue };
-        if let Some(sub) = current.find_subcommand(s) {
-            current = sub;
-            at = i + 1;
+    let mut i = 1;
+    while i < args.len() {
+        let Some(s) = args[i].to_str() else { break };
+        if s == "--" {
+            break;
+        }
+        if let Some(long) = s.strip_prefix("--") {
+            let takes_value =
+                !long.contains('=') && find(current, command, long).is_some_and(|a| a.get_action().takes_values());
+            i += if takes_value { 2 } else { 1 };
+            continue;
+        }
+        if s.starts_with('-') && s.len() > 1 {
+            i += 1;
+            continue;
+        }
+        match current.find_subcommand(s) {
+            Some(sub) => {
+                current = sub;
+                at = i + 1;
+                i += 1;
+            }
+            None => break,
         }
     }
     (at, current)
+}
+
+/// Whether `name` is an option of a command other than `sub` (the file serves them all).
+fn another_commands_option(root: &Command, sub: &Command, name: &str) -> bool {
+    fn walk(c: &Command, sub: &Command, name: &str) -> bool {
+        c.get_subcommands()
+            .any(|s| (s.get_name() != sub.get_name() && find(s, s, name).is_some()) || walk(s, sub, name))
+    }
+    walk(root, sub, name)
 }
 
 /// The option named `name` (or one of its aliases) of `sub`, or a global one.
@@ -245,6 +278,39 @@ mod tests {
         unsafe { std::env::set_var("PALISADE_CONFIG_FILE_TEST_ONLY_ENV", "x") };
         let out = expanded("from-env: y\n", &[]).unwrap();
         assert_eq!(out, ["palisade", "serve"]);
+    }
+
+    #[test]
+    fn a_value_spelled_like_a_subcommand_is_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "flag: true\n").unwrap();
+        let command = command().arg(Arg::new("level").long("level").global(true));
+        let args = [
+            "palisade",
+            "--level",
+            "serve",
+            "serve",
+            "--config-file",
+            path.to_str().unwrap(),
+        ];
+        let out = expand(args.iter().map(OsString::from).collect(), &command).unwrap();
+        assert_eq!(out, ["palisade", "--level", "serve", "serve", "--flag"]);
+    }
+
+    #[test]
+    fn another_commands_options_are_left_to_it() {
+        let command = command().subcommand(Command::new("export").arg(Arg::new("to").long("to")));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "http-port: 7\nto: x.json\n").unwrap();
+        let run = |sub: &str| {
+            let args = ["palisade", sub, "--config-file", path.to_str().unwrap()];
+            let out = expand(args.iter().map(OsString::from).collect(), &command).unwrap();
+            out.into_iter().map(|a| a.into_string().unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(run("export"), ["palisade", "export", "--to=x.json"]);
+        assert_eq!(run("serve"), ["palisade", "serve", "--http-port=7"]);
     }
 
     #[test]
