@@ -28,7 +28,10 @@ fn spec_operations(spec: &Value) -> BTreeSet<(String, String, bool)> {
 fn router_and_spec_describe_the_same_endpoints() {
     let from_router: BTreeSet<(String, String, bool)> = endpoint_table()
         .into_iter()
-        .map(|e| (e.method.to_string(), e.path.to_string(), e.access == Access::Admin))
+        .map(|e| {
+            let secured = matches!(e.access, Access::Admin | Access::Module);
+            (e.method.to_string(), e.path.to_string(), secured)
+        })
         .collect();
     let from_spec = spec_operations(&spec());
     let missing_in_spec: Vec<_> = from_router.difference(&from_spec).collect();
@@ -52,7 +55,25 @@ fn sign_documents_every_status_it_returns() {
 /// "no route" 404 or to 405, and every secured one answers 401 without a token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_is_served() {
-    let p = Palisade::serve(&["--network", "minimal"]);
+    // The Commit-Boost routes answer (401 without a module's token) once enabled.
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules.yaml");
+    std::fs::write(
+        &modules,
+        "modules:\n  - id: M\n    signing_id: \"0x0101010101010101010101010101010101010101010101010101010101010101\"\n    jwt_secret: a-module-secret-of-some-length\n    consensus_keys: all\n",
+    )
+    .unwrap();
+    let proxy_pw = dir.path().join("proxy-pw.txt");
+    palisade::fsutil::write_private(&proxy_pw, b"pw", palisade::fsutil::Existing::Replace).unwrap();
+    let p = Palisade::serve(&[
+        "--network",
+        "minimal",
+        "--commit-boost-api-enabled",
+        "--commit-boost-modules-file",
+        modules.to_str().unwrap(),
+        "--proxy-keystores-password-file",
+        proxy_pw.to_str().unwrap(),
+    ]);
     let client = reqwest::Client::new();
     let pk = "0xa99a76ed7796f7be22d5b7e85deeb7c5677e88e511e0b337618f8c4eb61349b4bf2d153f649f7b53359fe8b94a38e44c";
     for (method, path, secured) in spec_operations(&spec()) {

@@ -36,6 +36,14 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommitBoostLabels {
+    /// The module's id from the modules file; `unauthenticated` when no module was proven.
+    pub module: String,
+    pub route: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -95,6 +103,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     /// The group commit's statements, what they decided, and their conflicts (PostgreSQL).
     pub commits: crate::protection::CommitStats,
+    /// Commit-Boost requests by module, route and outcome.
+    pub commit_boost: Family<CommitBoostLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,6 +133,12 @@ impl Metrics {
         let connections_open = Gauge::default();
         let bodies_refused = Counter::default();
         let commits = crate::protection::CommitStats::default();
+        let commit_boost = Family::<CommitBoostLabels, Counter>::default();
+        registry.register(
+            "commit_boost_requests",
+            "Commit-Boost signer API requests by module, route and outcome (signed, generated, listed, unauthorized, forbidden, unknown_key, bad_request, unavailable, error)",
+            commit_boost.clone(),
+        );
         registry.register(
             "database_statements",
             "Check-and-record statements run on PostgreSQL (each one transaction of the group commit)",
@@ -278,6 +294,7 @@ impl Metrics {
             database_rollbacks,
             replicas,
             commits,
+            commit_boost,
         }
     }
 

@@ -2,6 +2,7 @@
 //! operations, key reloads, the health verdicts and the metrics they keep. No HTTP and no
 //! SQL here.
 
+pub mod commit_boost;
 pub mod disabled;
 pub mod health;
 pub mod keymanager;

@@ -298,6 +298,38 @@ impl Signer {
         self.disabled.filter(self.keys.known_pubkeys())
     }
 
+    /// Signs a Commit-Boost root with the consensus key `pubkey`. No slashing protection is
+    /// involved: a `CommitBoostRoot` carries Commit-Boost's own domain, which no consensus
+    /// message has. A key disabled on some replica refuses this too.
+    pub async fn sign_commit_boost(
+        &self,
+        pubkey: &PublicKey,
+        root: &crate::consensus::commit_boost::CommitBoostRoot,
+    ) -> Result<Signature, SignError> {
+        let key = match self.keys.wait_for(pubkey, self.key_patience).await {
+            Lookup::Ready(k) => k,
+            Lookup::Loading => return Err(SignError::KeyLoading(*pubkey)),
+            Lookup::Failed(reason) => return Err(SignError::KeyFailed(*pubkey, reason)),
+            Lookup::Unknown => return Err(SignError::UnknownKey(*pubkey)),
+        };
+        if self.disabled.contains(pubkey) {
+            return Err(SignError::Refused(Refusal::Disabled));
+        }
+        key.sign(root.signing_root())
+            .await
+            .map_err(|e| SignError::Internal(format!("the key gave no signature: {e}")))
+    }
+
+    /// Whether `pubkey` is one of this signer's keys and not disabled.
+    pub fn holds_enabled(&self, pubkey: &PublicKey) -> bool {
+        self.keys.holds(pubkey) && !self.disabled.contains(pubkey)
+    }
+
+    /// The network this signer serves.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
     /// Signs the request for the key `identifier` (the URL's) with `body`, or says why not.
     /// `client` says who asked (recorded with blocks and attestations).
     pub async fn sign(&self, identifier: &str, body: &[u8], client: &str) -> Result<Signature, SignError> {

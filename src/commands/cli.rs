@@ -244,6 +244,28 @@ pub struct ServeArgs {
     )]
     pub api_token_file: PathBuf,
 
+    /// Serve the Commit-Boost signer API (`/signer/v1/*`: module keys, signatures under
+    /// Commit-Boost's own domain, proxy keys) to the modules of --commit-boost-modules-file.
+    #[arg(long, env = "PALISADE_COMMIT_BOOST_API_ENABLED", default_value_t = false, action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
+          requires_all = ["commit_boost_modules_file", "proxy_keystores_password_file"])]
+    pub commit_boost_api_enabled: bool,
+
+    /// The Commit-Boost modules: id, signing id, JWT secret and the consensus keys each may
+    /// use (YAML; see the README's "Commit-Boost" section).
+    #[arg(long, env = "PALISADE_COMMIT_BOOST_MODULES_FILE", value_name = "FILE")]
+    pub commit_boost_modules_file: Option<PathBuf>,
+
+    /// Where proxy keys are kept, encrypted (Web3Signer's layout). Default: `proxy-keystores`
+    /// in --data-path.
+    #[arg(long, env = "PALISADE_PROXY_KEYSTORES_PATH", value_name = "DIR")]
+    pub proxy_keystores_path: Option<PathBuf>,
+
+    /// The password proxy keystores are encrypted with (on PostgreSQL, every replica's must be
+    /// the same: they share the keys).
+    #[arg(long, env = "PALISADE_PROXY_KEYSTORES_PASSWORD_FILE", value_name = "FILE")]
+    pub proxy_keystores_password_file: Option<PathBuf>,
+
     /// Serve Prometheus metrics at /metrics.
     #[arg(long, env = "PALISADE_METRICS", default_value_t = true, action = ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", alias = "metrics-enabled")]

@@ -277,6 +277,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         loader.changes.clone(),
     ));
     let reloads = Reloads::new(loader.clone());
+    let commit_boost = commit_boost(&args, &db, &signer, &metrics, health.replica_id())
+        .await?
+        .map(Arc::new);
     let state = AppState {
         signer: signer.clone(),
         keymanager,
@@ -286,6 +289,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         chain: chain.clone(),
         token: Arc::new(token),
         signing_token,
+        commit_boost,
     };
 
     let tls = match (&args.tls_cert_file, &args.tls_key_file) {
@@ -748,4 +752,33 @@ fn replica_id(data_path: &std::path::Path, port: u16) -> anyhow::Result<String> 
         }
         Err(e) => Err(anyhow!("cannot write {}: {e}", file.display())),
     }
+}
+
+/// The Commit-Boost service, when enabled: its modules, its proxy keys loaded.
+async fn commit_boost(
+    args: &ServeArgs,
+    db: &Arc<crate::protection::SlashingDatabase>,
+    signer: &Arc<Signer>,
+    metrics: &Arc<Metrics>,
+    replica: &str,
+) -> anyhow::Result<Option<crate::app::commit_boost::CommitBoost>> {
+    use crate::app::commit_boost::{CommitBoost, Modules, store::ProxyStore};
+    if !args.commit_boost_api_enabled {
+        return Ok(None);
+    }
+    let (Some(modules), Some(password)) = (&args.commit_boost_modules_file, &args.proxy_keystores_password_file) else {
+        anyhow::bail!(
+            "--commit-boost-api-enabled needs --commit-boost-modules-file and --proxy-keystores-password-file"
+        );
+    };
+    let modules = Modules::load(modules).map_err(anyhow::Error::msg)?;
+    let dir = args
+        .proxy_keystores_path
+        .clone()
+        .unwrap_or_else(|| args.data_path.join("proxy-keystores"));
+    let store = ProxyStore::open(&dir, password, db.clone(), replica.to_string()).map_err(anyhow::Error::msg)?;
+    let cb = CommitBoost::start(modules, store, signer.clone(), metrics.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Some(cb))
 }

@@ -1,5 +1,6 @@
 //! Consensus-layer containers, presets and signing-root computation.
 
+pub mod commit_boost;
 pub mod containers;
 pub mod domain;
 pub mod preset;

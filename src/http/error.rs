@@ -27,6 +27,7 @@ pub enum ApiError {
     Busy(String),
     MissingToken,
     WrongToken,
+    CommitBoost(crate::app::commit_boost::CommitBoostError),
     Internal(String),
 }
 
@@ -54,16 +55,7 @@ impl From<ProtectionError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Sign(e) => match e {
-                SignError::BadRequest(_) | SignError::WrongChain { .. } | SignError::ZeroChain => {
-                    StatusCode::BAD_REQUEST
-                }
-                SignError::UnknownKey(_) | SignError::KeyFailed(..) => StatusCode::NOT_FOUND,
-                SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                SignError::Refused(_) => StatusCode::PRECONDITION_FAILED,
-                SignError::NotPermitted { .. } => StatusCode::FORBIDDEN,
-                SignError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            ApiError::Sign(e) => sign_status(e),
             ApiError::Protection(e) => match e {
                 ProtectionError::Refused(_) => StatusCode::PRECONDITION_FAILED,
                 ProtectionError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +77,19 @@ impl ApiError {
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MissingToken => StatusCode::UNAUTHORIZED,
             ApiError::WrongToken => StatusCode::FORBIDDEN,
+            ApiError::CommitBoost(e) => {
+                use crate::app::commit_boost::CommitBoostError as E;
+                match e {
+                    E::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                    E::Forbidden(_) => StatusCode::FORBIDDEN,
+                    E::UnknownKey(_) => StatusCode::NOT_FOUND,
+                    E::BadRequest(_) => StatusCode::BAD_REQUEST,
+                    // A disabled key is a refusal for the module, not a slashing question.
+                    E::Sign(SignError::Refused(_)) => StatusCode::FORBIDDEN,
+                    E::Sign(s) => sign_status(s),
+                    E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                }
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +109,7 @@ impl ApiError {
             | ApiError::Internal(m) => m.clone(),
             ApiError::MissingToken => "missing bearer token: send `Authorization: Bearer <token>`".into(),
             ApiError::WrongToken => "invalid bearer token".into(),
+            ApiError::CommitBoost(e) => e.to_string(),
         }
     }
 }
@@ -132,6 +138,18 @@ impl ApiError {
         } else {
             self.into_response()
         }
+    }
+}
+
+/// The status of a signing that gave no signature.
+fn sign_status(e: &SignError) -> StatusCode {
+    match e {
+        SignError::BadRequest(_) | SignError::WrongChain { .. } | SignError::ZeroChain => StatusCode::BAD_REQUEST,
+        SignError::UnknownKey(_) | SignError::KeyFailed(..) => StatusCode::NOT_FOUND,
+        SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        SignError::Refused(_) => StatusCode::PRECONDITION_FAILED,
+        SignError::NotPermitted { .. } => StatusCode::FORBIDDEN,
+        SignError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod client;
+pub mod commit_boost;
 pub mod connections;
 pub mod error;
 pub mod exposition;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub token: Arc<ApiToken>,
     /// Required on the signing routes when set (`--signing-token-file`).
     pub signing_token: Option<Arc<ApiToken>>,
+    /// The Commit-Boost signer API, when enabled.
+    pub commit_boost: Option<Arc<crate::app::commit_boost::CommitBoost>>,
 }
 
 /// A value a client chose, fit for a log line or an error message: control characters and
@@ -88,6 +91,8 @@ pub enum Access {
     Signing,
     /// Bearer token from `--api-token-file`.
     Admin,
+    /// A Commit-Boost module's JWT (checked by the handler: it covers the body).
+    Module,
 }
 
 /// One served endpoint. `openapi.yaml` must describe exactly these (a test checks it).
@@ -147,6 +152,33 @@ fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
     if metrics {
         v.push((ep("GET", "/metrics", Public), get(health::metrics)));
     }
+    // Routed always; without --commit-boost-api-enabled they answer 404 saying so.
+    {
+        use commit_boost as cb;
+        v.extend([
+            (ep("GET", "/signer/v1/get_pubkeys", Module), get(cb::get_pubkeys)),
+            (
+                ep("POST", "/signer/v1/request_signature", Module),
+                post(cb::request_signature),
+            ),
+            (
+                ep("POST", "/signer/v1/request_signature/bls", Module),
+                post(cb::request_signature_bls),
+            ),
+            (
+                ep("POST", "/signer/v1/request_signature/proxy-bls", Module),
+                post(cb::request_signature_proxy_bls),
+            ),
+            (
+                ep("POST", "/signer/v1/request_signature/proxy-ecdsa", Module),
+                post(cb::request_signature_proxy_ecdsa),
+            ),
+            (
+                ep("POST", "/signer/v1/generate_proxy_key", Module),
+                post(cb::generate_proxy_key),
+            ),
+        ]);
+    }
     v
 }
 
@@ -193,7 +225,7 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
                 body::read_whole(limits.clone(), req, next)
             }));
         let handler = match e.access {
-            Access::Public => handler,
+            Access::Public | Access::Module => handler,
             Access::Signing => handler.layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 auth::require_signing_token,

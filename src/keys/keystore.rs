@@ -332,7 +332,7 @@ impl Drop for KdfMemoryTaken {
     }
 }
 
-fn derive_key(kdf: &Module<KdfParams>, password: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+pub(super) fn derive_key(kdf: &Module<KdfParams>, password: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
     match (kdf.function.as_str(), &kdf.params) {
         ("scrypt", KdfParams::Scrypt { dklen, n, r, p, salt }) => {
             check_dklen(*dklen)?;

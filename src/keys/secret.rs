@@ -35,6 +35,14 @@ impl SecretKey {
         Ok(Self { inner, public })
     }
 
+    /// A new key from 32 bytes of input keying material (the BLS `KeyGen`, as blst does it).
+    pub fn generate(ikm: &Zeroizing<[u8; 32]>) -> Self {
+        let inner = Box::new(blst::min_pk::SecretKey::key_gen(ikm.as_ref(), &[]).expect("32 bytes of keying material"));
+        crate::process::lock_in_memory(inner.as_ref());
+        let public = PublicKey(inner.sk_to_pk().to_bytes());
+        Self { inner, public }
+    }
+
     /// From `0x`-prefixed hex (Web3Signer `file-raw` key definitions).
     pub fn from_hex(hex_str: &str) -> Result<Self, SecretKeyError> {
         let h = hex_str.trim();

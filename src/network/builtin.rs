@@ -1,6 +1,7 @@
 //! The public networks Palisade knows by name. Values from each network's published
 //! consensus config (eth-clients/{mainnet,hoodi,sepolia,holesky}, consensus-specs minimal,
-//! gnosischain/configs {mainnet,chiado}); genesis times and roots from their genesis states.
+//! gnosischain/configs {mainnet,chiado}; chain ids are their `DEPOSIT_CHAIN_ID`); genesis times
+//! and roots from their genesis states.
 
 use super::{ForkName::*, Network, PresetKind, forks_from};
 use crate::types::Root;
@@ -15,6 +16,16 @@ fn root(hex: &str) -> Option<Root> {
 
 pub fn by_name(name: &str) -> Option<Network> {
     // Genesis times from each network's genesis state; minimal has none.
+    let chain_id = match name {
+        "mainnet" => 1,
+        "hoodi" => 560048,
+        "sepolia" => 11155111,
+        "holesky" => 17000,
+        "gnosis" => 100,
+        "chiado" => 10200,
+        "minimal" => 5,
+        _ => return None,
+    };
     let (preset, forks, gvr, genesis_time) = match name {
         "mainnet" => (
             PresetKind::Mainnet,
@@ -125,5 +136,6 @@ pub fn by_name(name: &str) -> Option<Network> {
         genesis_validators_root: gvr,
         genesis_time,
         seconds_per_slot: preset.default_seconds_per_slot(),
+        chain_id: Some(chain_id),
     })
 }

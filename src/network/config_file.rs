@@ -22,6 +22,7 @@ struct RawConfig {
     MIN_GENESIS_TIME: Option<String>,
     GENESIS_DELAY: Option<String>,
     SECONDS_PER_SLOT: Option<String>,
+    DEPOSIT_CHAIN_ID: Option<String>,
     ALTAIR_FORK_VERSION: Option<String>,
     ALTAIR_FORK_EPOCH: Option<String>,
     BELLATRIX_FORK_VERSION: Option<String>,
@@ -169,6 +170,7 @@ fn parse(text: &str) -> Result<Network, String> {
         genesis_validators_root,
         genesis_time,
         seconds_per_slot,
+        chain_id: number("DEPOSIT_CHAIN_ID", &raw.DEPOSIT_CHAIN_ID)?,
     })
 }
 

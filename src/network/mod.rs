@@ -127,6 +127,8 @@ pub struct Network {
     /// Unix time of slot 0, when known: it turns the clock window on.
     pub genesis_time: Option<u64>,
     pub seconds_per_slot: u64,
+    /// The execution chain's id (`DEPOSIT_CHAIN_ID`), which Commit-Boost signs into its roots.
+    pub chain_id: Option<u64>,
 }
 
 /// Why a network could not be loaded.

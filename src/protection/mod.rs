@@ -72,6 +72,31 @@ pub struct StoredKeystore {
     pub sealed_with: String,
 }
 
+/// A Commit-Boost proxy key shared through the database: its keystore as written (encrypted
+/// with the proxy keystores' password). Opaque to the database.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredProxy {
+    /// The proxy's public key: 48 bytes (BLS) or 33 (compressed secp256k1).
+    pub proxy: Vec<u8>,
+    pub delegator: PublicKey,
+    /// `bls` or `ecdsa`.
+    pub scheme: String,
+    pub module: Option<String>,
+    pub keystore: String,
+}
+
+impl std::fmt::Debug for StoredProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "StoredProxy(0x{}, {} of {})",
+            hex::encode(&self.proxy),
+            self.scheme,
+            self.delegator
+        )
+    }
+}
+
 impl std::fmt::Debug for StoredKeystore {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "StoredKeystore({}, sealed with {})", self.pubkey, self.sealed_with)
@@ -434,6 +459,22 @@ impl SlashingDatabase {
         match self {
             SlashingDatabase::Postgres(s) => s.store_keystores(rows, secret_id, replica).await,
             SlashingDatabase::Sqlite(_) => Err(Self::not_shared()),
+        }
+    }
+
+    /// The Commit-Boost proxy keys every replica shares (none on SQLite: one host's files).
+    pub async fn stored_proxies(&self) -> Result<Vec<StoredProxy>, ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.stored_proxies().await,
+            SlashingDatabase::Sqlite(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Shares a new proxy key with every replica (nothing to do on SQLite).
+    pub async fn store_proxy(&self, row: &StoredProxy, replica: &str) -> Result<(), ProtectionError> {
+        match self {
+            SlashingDatabase::Postgres(s) => s.store_proxy(row, replica).await,
+            SlashingDatabase::Sqlite(_) => Ok(()),
         }
     }
 

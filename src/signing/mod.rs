@@ -1,5 +1,6 @@
 //! From an HTTP body to a typed signing job: request model, signing-root computation.
 
+pub mod commit_boost;
 pub mod job;
 pub mod parse;
 pub mod policy;

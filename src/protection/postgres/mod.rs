@@ -35,6 +35,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 mod batch;
 mod keystores;
 mod operations;
+mod proxies;
 
 use super::incarnation::{IDENTITY_QUERY, Incarnation};
 use super::rules::Watermarks;
