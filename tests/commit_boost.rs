@@ -634,3 +634,90 @@ fn a_bad_setup_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// A Web3Signer proxy folder loads as it is: an EIP-2335 keystore under `BLS/` and a Web3 Secret
+/// Storage file under `SECP256K1/` (the specifications' own test vectors, file names as
+/// Web3Signer's tests write them), usable by a module allowed their consensus key. Web3Signer
+/// reads its password file with the final newline; Palisade accepts either.
+#[tokio::test]
+async fn a_web3signer_proxy_folder_loads_as_it_is() {
+    const V3: &str = r#"{"crypto":{"cipher":"aes-128-ctr","cipherparams":{"iv":"6087dab2f9fdbbfaddc31a909735c1e6"},
+        "ciphertext":"5318b4d5bcd28de64ee5559e671353e16f075ecae9f99c7a79a38af5f869aa46","kdf":"pbkdf2",
+        "kdfparams":{"c":262144,"dklen":32,"prf":"hmac-sha256","salt":"ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd"},
+        "mac":"517ead924a9d0dc3124507e3393d175ce3ff7c1e96529c6c555ce9e51205e9b2"},
+        "id":"3198bc9c-6672-5ab3-d995-4942343ae5b6","version":3}"#;
+    let secp = secp256k1::Secp256k1::new();
+    let sk = secp256k1::SecretKey::from_slice(&unhex(
+        "7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d",
+    ))
+    .unwrap();
+    let public = secp256k1::PublicKey::from_secret_key(&secp, &sk);
+    let address = format!(
+        "0x{}",
+        hex::encode(&sha3::Keccak256::digest(&public.serialize_uncompressed()[1..])[12..])
+    );
+    let eip2335 = testkit::data_dir().join("test-keys/eip2335-vectors");
+    let bls_vector: Value =
+        serde_json::from_str(&std::fs::read_to_string(eip2335.join("pbkdf2.json")).unwrap()).unwrap();
+    let bls_proxy = format!("0x{}", bls_vector["pubkey"].as_str().unwrap());
+
+    let (_keys, ks, pw) = testkit::interop_keystores();
+    let pubkeys = testkit::interop_pubkeys();
+    let k0 = pubkeys[0].as_str();
+    for (folder, file, keystore, password) in [
+        (
+            "SECP256K1",
+            "UTC--2024-10-01T00-00-00.000000000Z--proxy.json".to_string(),
+            V3.to_string(),
+            b"testpassword\n".to_vec(),
+        ),
+        (
+            "BLS",
+            format!("{bls_proxy}.json"),
+            std::fs::read_to_string(eip2335.join("pbkdf2.json")).unwrap(),
+            std::fs::read(eip2335.join("password.txt")).unwrap(),
+        ),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("w3s-proxies").join(k0).join(folder);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), keystore).unwrap();
+        let modules = modules_file(work.path(), &pubkeys[1]);
+        let proxy_pw = work.path().join("proxy-password.txt");
+        palisade::fsutil::write_private(&proxy_pw, &password, palisade::fsutil::Existing::Replace).unwrap();
+        let mut args = serve_args(&ks, &pw, modules.to_str().unwrap(), proxy_pw.to_str().unwrap());
+        let proxies = work.path().join("w3s-proxies");
+        args.extend(["--proxy-keystores-path", proxies.to_str().unwrap()]);
+        let p = Palisade::serve_in(work.path(), &args);
+        testkit::http::keys_loaded(&p).await;
+        let (s, v) = call(&p, &A, "/signer/v1/get_pubkeys", None).await;
+        assert_eq!(s, 200, "{v}");
+        let entry = v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["consensus"] == k0)
+            .unwrap()
+            .clone();
+        let legacy = h(&[&unhex(OBJECT_ROOT), &domain()]);
+        if folder == "BLS" {
+            assert_eq!(entry["proxy_bls"], json!([bls_proxy]), "{v}");
+            let body = json!({"type": "proxy_bls", "pubkey": bls_proxy, "object_root": OBJECT_ROOT});
+            let (s, v) = call(&p, &A, "/signer/v1/request_signature", Some(body)).await;
+            assert_eq!(s, 200, "{v}");
+            assert!(bls_verifies(&bls_proxy, &legacy, v.as_str().unwrap()), "{v}");
+        } else {
+            assert_eq!(entry["proxy_ecdsa"], json!([address]), "{v}");
+            let compressed = format!("0x{}", hex::encode(public.serialize()));
+            let body = json!({"type": "proxy_ecdsa", "pubkey": compressed, "object_root": OBJECT_ROOT});
+            let (s, v) = call(&p, &A, "/signer/v1/request_signature", Some(body)).await;
+            assert_eq!(s, 200, "{v}");
+            let sig = secp256k1::ecdsa::Signature::from_compact(&unhex(v.as_str().unwrap())).unwrap();
+            secp.verify_ecdsa(secp256k1::Message::from_digest(h(&[&legacy])), &sig, &public)
+                .expect("the loaded secp256k1 key signs");
+        }
+        // Module B may not use k0, so it sees neither the key nor its proxies.
+        let (_, v) = call(&p, &B, "/signer/v1/get_pubkeys", None).await;
+        assert!(!v.to_string().contains(&k0[2..]), "{v}");
+    }
+}
