@@ -647,10 +647,10 @@ async fn a_web3signer_proxy_folder_loads_as_it_is() {
         "mac":"517ead924a9d0dc3124507e3393d175ce3ff7c1e96529c6c555ce9e51205e9b2"},
         "id":"3198bc9c-6672-5ab3-d995-4942343ae5b6","version":3}"#;
     let secp = secp256k1::Secp256k1::new();
-    let sk = secp256k1::SecretKey::from_slice(&unhex(
-        "7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d",
-    ))
-    .unwrap();
+    let secret: [u8; 32] = unhex("7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d")
+        .try_into()
+        .unwrap();
+    let sk = secp256k1::SecretKey::from_byte_array(secret).unwrap();
     let public = secp256k1::PublicKey::from_secret_key(&secp, &sk);
     let address = format!(
         "0x{}",
