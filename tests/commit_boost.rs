@@ -81,7 +81,12 @@ fn recovered_address(root: &[u8; 32], sig: &str) -> (String, secp256k1::PublicKe
     (format!("0x{}", hex::encode(&hash[12..])), pk)
 }
 
+/// Modules A (current Commit-Boost, keys 0..=6), B (current, `b_key` only) and W3S (Web3Signer's
+/// API, key 7 alone: such a module may share no key).
 fn modules_file(dir: &std::path::Path, b_key: &str) -> std::path::PathBuf {
+    let keys = testkit::interop_pubkeys();
+    let a_keys = serde_json::to_string(&keys[..7]).unwrap();
+    let w3s_key = &keys[7];
     let secret_file = dir.join("a.jwt");
     palisade::fsutil::write_private(&secret_file, SECRET_A.as_bytes(), palisade::fsutil::Existing::Replace).unwrap();
     let path = dir.join("modules.yaml");
@@ -92,16 +97,16 @@ fn modules_file(dir: &std::path::Path, b_key: &str) -> std::path::PathBuf {
   - id: A
     signing_id: \"{SIGNING_ID_A}\"
     jwt_secret_file: a.jwt
-    consensus_keys: all
+    consensus_keys: {a_keys}
   - id: B
     signing_id: \"{SIGNING_ID_B}\"
     jwt_secret: {SECRET_B}
     consensus_keys: [\"{b_key}\"]
-  - id: OLD
+  - id: W3S
     signing_id: \"0x2222222222222222222222222222222222222222222222222222222222222222\"
     jwt_secret: {SECRET_OLD}
-    consensus_keys: all
-    allow_plain_token: true
+    consensus_keys: [\"{w3s_key}\"]
+    api: web3signer
 "
         ),
     )
@@ -141,6 +146,10 @@ const A: Module = Module {
 const B: Module = Module {
     id: "B",
     secret: SECRET_B,
+};
+const W3S: Module = Module {
+    id: "W3S",
+    secret: SECRET_OLD,
 };
 
 async fn call(p: &Palisade, m: &Module<'_>, route: &str, body: Option<Value>) -> (u16, Value) {
@@ -209,7 +218,8 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
         .iter()
         .map(|k| k["consensus"].as_str().unwrap())
         .collect();
-    assert_eq!(listed.len(), pubkeys.len(), "{v}");
+    let listed: std::collections::BTreeSet<&str> = listed.into_iter().collect();
+    assert_eq!(listed, pubkeys[..7].iter().map(String::as_str).collect(), "{v}");
     assert!(v["keys"][0]["proxy_bls"].as_array().unwrap().is_empty());
     let (s, v) = call(&p, &B, "/signer/v1/get_pubkeys", None).await;
     assert_eq!(s, 200);
@@ -313,12 +323,45 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
     let (recovered, ecdsa_pk) = recovered_address(&expected, v["signature"].as_str().unwrap());
     assert_eq!(recovered, address, "the ECDSA signature recovers to another address");
 
-    // Web3Signer's route: the object root signed as it is; secp256k1 as r || s over its SHA-256.
+    // Web3Signer's API, for a module declared so (alone on its key 7): get_pubkeys and the
+    // delegation name an ECDSA proxy by its compressed key, and the object root is signed as it
+    // is; secp256k1 as r || s over its SHA-256.
+    let k7 = pubkeys[7].as_str();
+    let (s, w3s_bls) = call(
+        &p,
+        &W3S,
+        "/signer/v1/generate_proxy_key",
+        Some(json!({"pubkey": k7, "scheme": "bls"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{w3s_bls}");
+    let w3s_bls_proxy = w3s_bls["message"]["proxy"].as_str().unwrap().to_string();
+    let (s, w3s_ecdsa) = call(
+        &p,
+        &W3S,
+        "/signer/v1/generate_proxy_key",
+        Some(json!({"pubkey": k7, "scheme": "ecdsa"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{w3s_ecdsa}");
+    let compressed = w3s_ecdsa["message"]["proxy"].as_str().unwrap().to_string();
+    let c = unhex(&compressed);
+    assert_eq!(c.len(), 33, "{w3s_ecdsa}");
+    let root = h(&[&h(&[&root48(&unhex(k7)), &h(&[&c[..32], &pad(&c[32..])])]), &domain()]);
+    assert!(
+        bls_verifies(k7, &root, w3s_ecdsa["signature"].as_str().unwrap()),
+        "Web3Signer ECDSA delegation: {w3s_ecdsa}"
+    );
+    let (_, v) = call(&p, &W3S, "/signer/v1/get_pubkeys", None).await;
+    assert_eq!(
+        v,
+        json!({"keys": [{"consensus": k7, "proxy_bls": [w3s_bls_proxy], "proxy_ecdsa": [compressed]}]})
+    );
     let legacy = h(&[&unhex(OBJECT_ROOT), &domain()]);
-    for (kind, key) in [("consensus", k0), ("proxy_bls", bls_proxy.as_str())] {
+    for (kind, key) in [("consensus", k7), ("proxy_bls", w3s_bls_proxy.as_str())] {
         let (s, v) = call(
             &p,
-            &A,
+            &W3S,
             "/signer/v1/request_signature",
             Some(json!({"type": kind, "pubkey": key, "object_root": OBJECT_ROOT})),
         )
@@ -326,19 +369,25 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
         assert_eq!(s, 200, "{kind}: {v}");
         assert!(bls_verifies(key, &legacy, v.as_str().unwrap()), "{kind}: {v}");
     }
-    let compressed = format!("0x{}", hex::encode(ecdsa_pk.serialize()));
-    let (s, v) = call(
-        &p,
-        &A,
-        "/signer/v1/request_signature",
-        Some(json!({"type": "proxy_ecdsa", "pubkey": compressed, "object_root": OBJECT_ROOT})),
-    )
-    .await;
+    // Commit-Boost before v0.8 sent the module's secret itself as the bearer.
+    let body = json!({"type": "proxy_ecdsa", "pubkey": compressed, "object_root": OBJECT_ROOT}).to_string();
+    let (s, v) = call_with(&p, "/signer/v1/request_signature", Some(body), Some(SECRET_OLD.into())).await;
     assert_eq!(s, 200, "{v}");
+    let w3s_pk = secp256k1::PublicKey::from_slice(&c).unwrap();
     let sig = secp256k1::ecdsa::Signature::from_compact(&unhex(v.as_str().unwrap())).unwrap();
     secp256k1::Secp256k1::verification_only()
-        .verify_ecdsa(secp256k1::Message::from_digest(h(&[&legacy])), &sig, &ecdsa_pk)
+        .verify_ecdsa(secp256k1::Message::from_digest(h(&[&legacy])), &sig, &w3s_pk)
         .expect("Web3Signer-style ECDSA signature verifies over sha256(signing root)");
+    assert!(ecdsa_pk != w3s_pk);
+    // That route signs any root a module chooses: module A there could have B's commitments or
+    // a delegation signed. Refused, as the current routes are to W3S.
+    let forged = module_root(&unhex(OBJECT_ROOT), SIGNING_ID_B, 1, 1);
+    let body = json!({"type": "consensus", "pubkey": k1, "object_root": format!("0x{}", hex::encode(forged))});
+    let (s, v) = call(&p, &A, "/signer/v1/request_signature", Some(body)).await;
+    assert_eq!(s, 403, "{v}");
+    let body = json!({"pubkey": k7, "object_root": OBJECT_ROOT, "nonce": 1});
+    let (s, v) = call(&p, &W3S, "/signer/v1/request_signature/bls", Some(body)).await;
+    assert_eq!(s, 403, "{v}");
 
     // A module keeps to its keys and its proxies.
     let body = json!({"pubkey": k0, "object_root": OBJECT_ROOT, "nonce": 1});
@@ -352,9 +401,13 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
     )
     .await;
     assert_eq!(s, 403, "{v}");
+    // Another module's proxy is unknown to B (not even its existence is told).
     let body = json!({"proxy": bls_proxy, "object_root": OBJECT_ROOT, "nonce": 1});
     let (s, v) = call(&p, &B, "/signer/v1/request_signature/proxy-bls", Some(body)).await;
-    assert_eq!(s, 403, "{v}");
+    assert_eq!(s, 404, "{v}");
+    let body = json!({"proxy": address, "object_root": OBJECT_ROOT, "nonce": 1});
+    let (s, v) = call(&p, &B, "/signer/v1/request_signature/proxy-ecdsa", Some(body)).await;
+    assert_eq!(s, 404, "{v}");
     let other = &pubkeys[2];
     let body = json!({"proxy": other, "object_root": OBJECT_ROOT, "nonce": 1});
     let (s, v) = call(&p, &A, "/signer/v1/request_signature/proxy-bls", Some(body)).await;
@@ -392,32 +445,16 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
         ),
         ("another body", Some(jwt(SECRET_A, "A", route, Some("{}"), 300))),
         ("no payload hash", Some(jwt(SECRET_A, "A", route, None, 300))),
-        ("a secret as token", Some(SECRET_OLD.to_string())),
+        ("a module's secret as token", Some(SECRET_A.to_string())),
     ];
     for (what, token) in cases {
         let (s, v) = call_with(&p, route, Some(body.clone()), token).await;
         assert_eq!(s, 401, "{what}: {v}");
         assert!(v["error"].is_string(), "{what}: {v}");
     }
-    // A module of Commit-Boost before v0.8 (its secret as bearer), where the file allows it:
-    // on Web3Signer's route, and only there.
-    let legacy_body = json!({"type": "consensus", "pubkey": k1, "object_root": OBJECT_ROOT}).to_string();
-    let (s, v) = call_with(
-        &p,
-        "/signer/v1/request_signature",
-        Some(legacy_body.clone()),
-        Some(SECRET_OLD.into()),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, _) = call_with(
-        &p,
-        "/signer/v1/request_signature",
-        Some(legacy_body),
-        Some(SECRET_A.into()),
-    )
-    .await;
-    assert_eq!(s, 401, "module A's file does not allow its secret as a token");
+    // A current module's secret is never a token by itself.
+    let (s, _) = call_with(&p, "/signer/v1/get_pubkeys", None, Some(SECRET_A.into())).await;
+    assert_eq!(s, 401, "module A's secret was taken as a token");
 
     // Per-module metrics and a log line per refusal that names the module.
     let metrics = metrics_text(&p).await;
@@ -479,41 +516,44 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
 #[tokio::test]
 async fn no_commit_boost_signature_is_a_consensus_signature() {
     let (_keys, ks, pw) = testkit::interop_keystores();
-    let pubkeys = testkit::interop_pubkeys();
-    let work = tempfile::tempdir().unwrap();
-    let modules = modules_file(work.path(), &pubkeys[1]);
-    let proxy_pw = work.path().join("proxy-password.txt");
-    palisade::fsutil::write_private(&proxy_pw, b"proxy-pass", palisade::fsutil::Existing::Replace).unwrap();
-    let args = serve_args(&ks, &pw, modules.to_str().unwrap(), proxy_pw.to_str().unwrap());
-    let p = Palisade::serve_in(work.path(), &args);
-    testkit::http::keys_loaded(&p).await;
     let vectors = std::fs::read_to_string(testkit::data_dir().join("signing-vectors/sample.jsonl")).unwrap();
-    let mut types = std::collections::BTreeSet::new();
-    for line in vectors.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let (pk, root, consensus_sig) = (
-            v["pubkey"].as_str().unwrap(),
-            v["signing_root"].as_str().unwrap(),
-            v["signature"].as_str().unwrap(),
-        );
-        let root32: [u8; 32] = unhex(root).try_into().unwrap();
-        assert!(
-            bls_verifies(pk, &root32, consensus_sig),
-            "the vector itself: {}",
-            v["name"]
-        );
-        types.insert(v["request"]["type"].as_str().unwrap().to_string());
-        let asks = [
-            (
-                "/signer/v1/request_signature/bls",
-                json!({"pubkey": pk, "object_root": root, "nonce": 0}),
-            ),
-            (
-                "/signer/v1/request_signature",
-                json!({"type": "consensus", "pubkey": pk, "object_root": root}),
-            ),
-        ];
-        for (route, body) in asks {
+    let all = serde_json::to_string(&testkit::interop_pubkeys()).unwrap();
+    // Each API form in turn, by a module allowed every key: current Commit-Boost, then Web3Signer's.
+    for (api, route) in [
+        ("commit-boost", "/signer/v1/request_signature/bls"),
+        ("web3signer", "/signer/v1/request_signature"),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let modules = work.path().join("modules.yaml");
+        std::fs::write(
+            &modules,
+            format!("modules:\n  - id: A\n    signing_id: \"{SIGNING_ID_A}\"\n    jwt_secret: {SECRET_A}\n    consensus_keys: {all}\n    api: {api}\n"),
+        )
+        .unwrap();
+        let proxy_pw = work.path().join("proxy-password.txt");
+        palisade::fsutil::write_private(&proxy_pw, b"proxy-pass", palisade::fsutil::Existing::Replace).unwrap();
+        let args = serve_args(&ks, &pw, modules.to_str().unwrap(), proxy_pw.to_str().unwrap());
+        let p = Palisade::serve_in(work.path(), &args);
+        testkit::http::keys_loaded(&p).await;
+        let mut types = std::collections::BTreeSet::new();
+        for line in vectors.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let (pk, root, consensus_sig) = (
+                v["pubkey"].as_str().unwrap(),
+                v["signing_root"].as_str().unwrap(),
+                v["signature"].as_str().unwrap(),
+            );
+            let root32: [u8; 32] = unhex(root).try_into().unwrap();
+            assert!(
+                bls_verifies(pk, &root32, consensus_sig),
+                "the vector itself: {}",
+                v["name"]
+            );
+            types.insert(v["request"]["type"].as_str().unwrap().to_string());
+            let body = match api {
+                "commit-boost" => json!({"pubkey": pk, "object_root": root, "nonce": 0}),
+                _ => json!({"type": "consensus", "pubkey": pk, "object_root": root}),
+            };
             let (s, got) = call(&p, &A, route, Some(body)).await;
             assert_eq!(s, 200, "{route}: {got}");
             let sig = got["signature"].as_str().or(got.as_str()).unwrap();
@@ -528,25 +568,25 @@ async fn no_commit_boost_signature_is_a_consensus_signature() {
                 v["name"]
             );
         }
+        let every: std::collections::BTreeSet<String> = [
+            "AGGREGATE_AND_PROOF",
+            "AGGREGATE_AND_PROOF_V2",
+            "AGGREGATION_SLOT",
+            "ATTESTATION",
+            "BLOCK",
+            "BLOCK_V2",
+            "DEPOSIT",
+            "RANDAO_REVEAL",
+            "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
+            "SYNC_COMMITTEE_MESSAGE",
+            "SYNC_COMMITTEE_SELECTION_PROOF",
+            "VALIDATOR_REGISTRATION",
+            "VOLUNTARY_EXIT",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(types, every, "not every consensus type was tried");
     }
-    let every: std::collections::BTreeSet<String> = [
-        "AGGREGATE_AND_PROOF",
-        "AGGREGATE_AND_PROOF_V2",
-        "AGGREGATION_SLOT",
-        "ATTESTATION",
-        "BLOCK",
-        "BLOCK_V2",
-        "DEPOSIT",
-        "RANDAO_REVEAL",
-        "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
-        "SYNC_COMMITTEE_MESSAGE",
-        "SYNC_COMMITTEE_SELECTION_PROOF",
-        "VALIDATOR_REGISTRATION",
-        "VOLUNTARY_EXIT",
-    ]
-    .map(String::from)
-    .into();
-    assert_eq!(types, every, "not every consensus type was tried");
 }
 
 /// A proxy made on one replica signs on another (PostgreSQL), and both list it.
@@ -576,15 +616,22 @@ async fn proxy_keys_are_shared_by_replicas_on_postgres() {
     .await;
     assert_eq!(s, 200, "{made}");
     let address = made["message"]["proxy"].as_str().unwrap();
-    // Replica B never saw the request: it signs with the proxy from the shared database.
-    let (s, v) = call(
-        &b,
-        &A,
-        "/signer/v1/request_signature/proxy-ecdsa",
-        Some(json!({"proxy": address, "object_root": OBJECT_ROOT, "nonce": 3})),
+    // Replica B never saw the request: it signs with the proxy from the shared database (reread
+    // at most once a second, so within about a second).
+    let v = testkit::wait::until(
+        "replica B signs with the proxy A made",
+        std::time::Duration::from_secs(20),
+        || async {
+            let body = json!({"proxy": address, "object_root": OBJECT_ROOT, "nonce": 3});
+            let (s, v) = call(&b, &A, "/signer/v1/request_signature/proxy-ecdsa", Some(body)).await;
+            match s {
+                200 => Some(v),
+                404 => None,
+                _ => panic!("{s}: {v}"),
+            }
+        },
     )
     .await;
-    assert_eq!(s, 200, "{v}");
     let expected = module_root(&unhex(OBJECT_ROOT), SIGNING_ID_A, 3, 1);
     assert_eq!(
         recovered_address(&expected, v["signature"].as_str().unwrap()).0,
@@ -663,7 +710,7 @@ async fn a_web3signer_proxy_folder_loads_as_it_is() {
 
     let (_keys, ks, pw) = testkit::interop_keystores();
     let pubkeys = testkit::interop_pubkeys();
-    let k0 = pubkeys[0].as_str();
+    let k7 = pubkeys[7].as_str();
     for (folder, file, keystore, password) in [
         (
             "SECP256K1",
@@ -679,7 +726,7 @@ async fn a_web3signer_proxy_folder_loads_as_it_is() {
         ),
     ] {
         let work = tempfile::tempdir().unwrap();
-        let dir = work.path().join("w3s-proxies").join(k0).join(folder);
+        let dir = work.path().join("w3s-proxies").join(k7).join(folder);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(file), keystore).unwrap();
         let modules = modules_file(work.path(), &pubkeys[1]);
@@ -690,34 +737,43 @@ async fn a_web3signer_proxy_folder_loads_as_it_is() {
         args.extend(["--proxy-keystores-path", proxies.to_str().unwrap()]);
         let p = Palisade::serve_in(work.path(), &args);
         testkit::http::keys_loaded(&p).await;
-        let (s, v) = call(&p, &A, "/signer/v1/get_pubkeys", None).await;
+        let (s, v) = call(&p, &W3S, "/signer/v1/get_pubkeys", None).await;
         assert_eq!(s, 200, "{v}");
         let entry = v["keys"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|k| k["consensus"] == k0)
+            .find(|k| k["consensus"] == k7)
             .unwrap()
             .clone();
         let legacy = h(&[&unhex(OBJECT_ROOT), &domain()]);
         if folder == "BLS" {
             assert_eq!(entry["proxy_bls"], json!([bls_proxy]), "{v}");
             let body = json!({"type": "proxy_bls", "pubkey": bls_proxy, "object_root": OBJECT_ROOT});
-            let (s, v) = call(&p, &A, "/signer/v1/request_signature", Some(body)).await;
+            let (s, v) = call(&p, &W3S, "/signer/v1/request_signature", Some(body)).await;
             assert_eq!(s, 200, "{v}");
             assert!(bls_verifies(&bls_proxy, &legacy, v.as_str().unwrap()), "{v}");
         } else {
-            assert_eq!(entry["proxy_ecdsa"], json!([address]), "{v}");
             let compressed = format!("0x{}", hex::encode(public.serialize()));
+            assert_eq!(entry["proxy_ecdsa"], json!([compressed]), "{v}");
             let body = json!({"type": "proxy_ecdsa", "pubkey": compressed, "object_root": OBJECT_ROOT});
-            let (s, v) = call(&p, &A, "/signer/v1/request_signature", Some(body)).await;
+            let (s, v) = call(&p, &W3S, "/signer/v1/request_signature", Some(body)).await;
             assert_eq!(s, 200, "{v}");
             let sig = secp256k1::ecdsa::Signature::from_compact(&unhex(v.as_str().unwrap())).unwrap();
             secp.verify_ecdsa(secp256k1::Message::from_digest(h(&[&legacy])), &sig, &public)
                 .expect("the loaded secp256k1 key signs");
         }
-        // Module B may not use k0, so it sees neither the key nor its proxies.
-        let (_, v) = call(&p, &B, "/signer/v1/get_pubkeys", None).await;
-        assert!(!v.to_string().contains(&k0[2..]), "{v}");
+        // Module A may not use key 7: it sees neither the key nor its proxies, and may not sign
+        // with them.
+        let (_, v) = call(&p, &A, "/signer/v1/get_pubkeys", None).await;
+        assert!(!v.to_string().contains(&k7[2..]), "{v}");
+        let proxy = if folder == "BLS" {
+            ("proxy-bls", bls_proxy.clone())
+        } else {
+            ("proxy-ecdsa", address.clone())
+        };
+        let body = json!({"proxy": proxy.1, "object_root": OBJECT_ROOT, "nonce": 1});
+        let (s, v) = call(&p, &A, &format!("/signer/v1/request_signature/{}", proxy.0), Some(body)).await;
+        assert_eq!(s, 404, "{v}");
     }
 }

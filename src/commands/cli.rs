@@ -46,6 +46,68 @@ pub enum Command {
     /// Import or export EIP-3076 slashing-protection data.
     #[command(subcommand)]
     SlashingProtection(SlashingProtectionCommand),
+    /// Split a validator key into t-of-n shares (and, for emergencies, combine them again).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Split an EIP-2335 keystore (or a new key) into N share keystores, any T of which sign
+    /// for it. Each share is encrypted with its own random password, written beside it; the
+    /// whole key exists only in this process's memory.
+    Split(SplitArgs),
+    /// Emergency recovery only: rebuild the whole key from T share keystores. The result is one
+    /// more place the key lives: destroy it when done.
+    Combine(CombineArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SplitArgs {
+    /// The keystore to split (with --password-file).
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "generate",
+        conflicts_with = "generate",
+        requires = "password_file"
+    )]
+    pub keystore: Option<PathBuf>,
+    /// The keystore's password (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Split a new random key instead (its public key is printed; it never exists whole on disk).
+    #[arg(long)]
+    pub generate: bool,
+    /// Shares needed to sign (more than half of --shares keeps a minority from signing).
+    #[arg(long, value_name = "T")]
+    pub threshold: usize,
+    /// Shares made (at most 255).
+    #[arg(long, value_name = "N")]
+    pub shares: usize,
+    /// A new folder: `share-<i>/keystore.json` and `share-<i>/password.txt` for each share, and
+    /// `group.json` (group public key, threshold, verification vector) for coordinators.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// pbkdf2 rounds of the share keystores (EIP-2335's default; lower only for tests).
+    #[arg(long, default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub pbkdf2_rounds: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct CombineArgs {
+    /// A share keystore and its password file, `KEYSTORE:PASSWORD_FILE` (repeat T times).
+    #[arg(long = "share", value_name = "KEYSTORE:PASSWORD_FILE", required = true)]
+    pub shares: Vec<String>,
+    /// Where to write the recovered keystore (a new file).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The password to encrypt it with (first line).
+    #[arg(long, value_name = "FILE")]
+    pub output_password_file: PathBuf,
+    /// pbkdf2 rounds of the recovered keystore (EIP-2335's default; lower only for tests).
+    #[arg(long, default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub pbkdf2_rounds: u32,
 }
 
 /// An option's value that must not reach `Debug` output or stay in memory (a secret).

@@ -1,13 +1,14 @@
 //! The command line: `palisade serve` wires everything together; `palisade
-//! slashing-protection ...` works on the database alone.
+//! slashing-protection ...` works on the database alone; `palisade keys ...` on key files.
 
 pub mod cli;
 pub mod config_file;
 pub mod database;
+pub mod keys;
 pub mod serve;
 pub mod slashing_protection;
 
-use cli::{Cli, Command, SlashingProtectionCommand};
+use cli::{Cli, Command, KeysCommand, SlashingProtectionCommand};
 
 /// Runs the command the command line named.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -32,5 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SlashingProtection(SlashingProtectionCommand::Export { database, to, pubkey }) => {
             slashing_protection::export(&database, &to, &pubkey).await
         }
+        Command::Keys(KeysCommand::Split(args)) => keys::split(&args),
+        Command::Keys(KeysCommand::Combine(args)) => keys::combine(&args),
     }
 }

@@ -7,7 +7,7 @@
 //! Read from Commit-Boost v0.11.0 (`crates/common/src/signature.rs`, `types.rs`,
 //! `signer/schemes`) and Web3Signer 25.x (`SigningRootGenerator`, `ProxyDelegation`).
 
-use alloy_primitives::U256;
+use alloy_primitives::{FixedBytes, U256};
 use tree_hash::TreeHash;
 use tree_hash_derive::TreeHash;
 
@@ -18,9 +18,18 @@ use crate::types::{Address, PublicKey, PublicKeyBytes, Root, SigningRoot, Versio
 pub const COMMIT_BOOST: DomainType = DomainType([0x6d, 0x6d, 0x6f, 0x43]);
 
 /// Commit-Boost's domain on a chain: its genesis fork version and a zero genesis validators
-/// root (as Commit-Boost and Web3Signer compute it).
-pub fn domain(genesis_fork_version: Version) -> Root {
-    compute_domain(COMMIT_BOOST, genesis_fork_version, Root::ZERO)
+/// root (as Commit-Boost and Web3Signer compute it). Only `domain` makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitBoostDomain(Root);
+
+impl CommitBoostDomain {
+    pub fn root(&self) -> Root {
+        self.0
+    }
+}
+
+pub fn domain(genesis_fork_version: Version) -> CommitBoostDomain {
+    CommitBoostDomain(compute_domain(COMMIT_BOOST, genesis_fork_version, Root::ZERO))
 }
 
 /// A signing root under Commit-Boost's domain: the only kind of root the Commit-Boost routes
@@ -33,18 +42,23 @@ impl CommitBoostRoot {
         &self.0
     }
 
-    fn wrap(object_root: Root, domain: Root) -> Self {
-        debug_assert_eq!(domain.0[..4], COMMIT_BOOST.0);
-        CommitBoostRoot(compute_signing_root(object_root, domain))
+    fn wrap(object_root: Root, domain: CommitBoostDomain) -> Self {
+        CommitBoostRoot(compute_signing_root(object_root, domain.0))
     }
 
     /// Web3Signer's (and Commit-Boost's before v0.8) request: the module's root itself.
-    pub fn legacy(object_root: Root, domain: Root) -> Self {
+    pub fn legacy(object_root: Root, domain: CommitBoostDomain) -> Self {
         Self::wrap(object_root, domain)
     }
 
     /// Current Commit-Boost: the module's root bound to the module, a nonce and the chain.
-    pub fn for_module(object_root: Root, module_signing_id: Root, nonce: u64, chain_id: u64, domain: Root) -> Self {
+    pub fn for_module(
+        object_root: Root,
+        module_signing_id: Root,
+        nonce: u64,
+        chain_id: u64,
+        domain: CommitBoostDomain,
+    ) -> Self {
         let info = PropCommitSigningInfo {
             data: object_root,
             module_signing_id,
@@ -55,7 +69,7 @@ impl CommitBoostRoot {
     }
 
     /// The delegation of a proxy key by a consensus key.
-    pub fn delegation(delegator: &PublicKey, proxy: &DelegatedProxy, domain: Root) -> Self {
+    pub fn delegation(delegator: &PublicKey, proxy: &DelegatedProxy, domain: CommitBoostDomain) -> Self {
         let delegator = PublicKeyBytes::from(delegator.0);
         let root = match proxy {
             DelegatedProxy::Bls(p) => ProxyDelegationBls {
@@ -64,17 +78,23 @@ impl CommitBoostRoot {
             }
             .tree_hash_root(),
             DelegatedProxy::Address(a) => ProxyDelegationEcdsa { delegator, proxy: *a }.tree_hash_root(),
+            DelegatedProxy::Compressed(k) => ProxyDelegationSecp {
+                delegator,
+                proxy: FixedBytes::from(*k),
+            }
+            .tree_hash_root(),
         };
         Self::wrap(root, domain)
     }
 }
 
 /// What a delegation hands signing rights to: a BLS proxy key, or a secp256k1 proxy by its
-/// address (current Commit-Boost; Web3Signer's 33-byte form is not signed any more).
+/// address (current Commit-Boost) or by its compressed key (Web3Signer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DelegatedProxy {
     Bls(PublicKey),
     Address(Address),
+    Compressed([u8; 33]),
 }
 
 #[derive(TreeHash)]
@@ -92,6 +112,12 @@ struct ProxyDelegationBls {
 }
 
 #[derive(TreeHash)]
+struct ProxyDelegationSecp {
+    delegator: PublicKeyBytes,
+    proxy: FixedBytes<33>,
+}
+
+#[derive(TreeHash)]
 struct ProxyDelegationEcdsa {
     delegator: PublicKeyBytes,
     proxy: Address,
@@ -105,12 +131,12 @@ mod tests {
     #[test]
     fn domains_match_web3signers() {
         assert_eq!(
-            domain(Version::ZERO).to_string(),
+            domain(Version::ZERO).root().to_string(),
             "0x6d6d6f43f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a9"
         );
         assert_eq!(
-            domain(Version::from([0x01, 0x01, 0x70, 0x00])).to_string()[..10],
-            *"0x6d6d6f43"
+            domain(Version::from([0x01, 0x01, 0x70, 0x00])).root().to_string(),
+            "0x6d6d6f435b83a23759c560b2d0c64576e1dcfc34ea94c4988f3e0d9f77f05387"
         );
     }
 

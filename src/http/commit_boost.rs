@@ -1,8 +1,9 @@
 //! The Commit-Boost signer API (`/signer/v1/*`), served with `--commit-boost-api-enabled`.
-//! Each request proves its module with an HS256 JWT signed with that module's secret, whose
-//! claims name the route and the keccak256 of the body (current Commit-Boost); a module file
-//! may let a module present its secret itself, as Commit-Boost before v0.8 did, on every
-//! route but the current signature routes. The work is in `app::commit_boost`.
+//! Each request proves its module: a current Commit-Boost module with an HS256 JWT signed with
+//! its secret, whose claims name the route and the keccak256 of the body; a module declared
+//! `api: web3signer` (Commit-Boost before v0.8) with its secret itself or a JWT. Each kind has
+//! its routes: the current signature routes for the first, Web3Signer's for the second. The
+//! work is in `app::commit_boost`.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,6 +19,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::{ApiError, body_rejection};
+use crate::app::commit_boost::modules::Api;
 use crate::app::commit_boost::{CommitBoost, CommitBoostError, Module, SignedBy};
 use crate::consensus::commit_boost::DelegatedProxy;
 use crate::signing::commit_boost::{Route, parse_current, parse_legacy, parse_proxy_request};
@@ -38,24 +40,50 @@ fn unauthorized(m: impl Into<String>) -> CommitBoostError {
     CommitBoostError::Unauthorized(m.into())
 }
 
+/// Which modules a route is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum For {
+    Both,
+    CommitBoost,
+    Web3Signer,
+}
+
 /// The module the request proves it is, or why it proves nothing.
 fn authenticate<'a>(
     cb: &'a CommitBoost,
     headers: &HeaderMap,
     path: &str,
     body: &[u8],
-    plain_allowed: bool,
+    route_for: For,
 ) -> Result<&'a Module, CommitBoostError> {
     let token = super::auth::presented(headers)
         .ok_or_else(|| unauthorized("missing bearer token: send `Authorization: Bearer <module JWT>`"))?;
-    if token.split('.').count() != 3 {
-        // A module's secret itself (Commit-Boost before v0.8), where its module file allows it.
-        return cb
-            .modules()
-            .find(|m| m.plain_token && bool::from(m.secret.bytes().ct_eq(token.as_bytes())))
-            .filter(|_| plain_allowed)
-            .ok_or_else(|| unauthorized("invalid bearer token: not a JWT"));
+    let module = if token.split('.').count() != 3 {
+        // A Web3Signer-era module's secret itself.
+        cb.modules()
+            .find(|m| m.api == Api::Web3Signer && bool::from(m.secret.bytes().ct_eq(token.as_bytes())))
+            .ok_or_else(|| {
+                unauthorized("invalid bearer token: not a JWT, nor the secret of a module with `api: web3signer`")
+            })?
+    } else {
+        verified_jwt(cb, token, path, body)?
+    };
+    match (route_for, module.api) {
+        (For::Both, _) | (For::CommitBoost, Api::CommitBoost) | (For::Web3Signer, Api::Web3Signer) => Ok(module),
+        (For::CommitBoost, Api::Web3Signer) => Err(CommitBoostError::Forbidden(format!(
+            "module {} is declared `api: web3signer`: its signatures are asked for at /signer/v1/request_signature",
+            module.id
+        ))),
+        (For::Web3Signer, Api::CommitBoost) => Err(CommitBoostError::Forbidden(format!(
+            "module {}: this route signs roots not bound to the module; it serves modules declared `api: web3signer` only",
+            module.id
+        ))),
     }
+}
+
+/// The module of a JWT signed with its secret and not expired; for a current Commit-Boost
+/// module, also for this route and this body.
+fn verified_jwt<'a>(cb: &'a CommitBoost, token: &str, path: &str, body: &[u8]) -> Result<&'a Module, CommitBoostError> {
     // Which module the token claims to be decides the secret it must be signed with.
     let mut peek = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     peek.insecure_disable_signature_validation();
@@ -76,6 +104,7 @@ fn authenticate<'a>(
     )
     .map_err(|e| unauthorized(format!("JWT of module {} refused: {e}", module.id)))?
     .claims;
+    let strict = module.api == Api::CommitBoost;
     match claims.route.as_deref() {
         Some(r) if r == path => {}
         Some(r) => {
@@ -84,14 +113,17 @@ fn authenticate<'a>(
                 super::shown(r)
             )));
         }
-        None => return Err(unauthorized("the JWT names no route")),
+        None if strict => return Err(unauthorized("the JWT names no route")),
+        None => {}
     }
-    let hash = format!("0x{}", hex::encode(Keccak256::digest(body)));
-    match (claims.payload_hash.as_deref(), body.is_empty()) {
+    let hash = hex::encode(Keccak256::digest(body));
+    let given = claims.payload_hash.as_deref().map(|h| h.trim_start_matches("0x"));
+    match (given, body.is_empty()) {
         (None, true) => {}
         (Some(h), false) if h.eq_ignore_ascii_case(&hash) => {}
         (Some(_), true) => return Err(unauthorized("the JWT has a payload hash but the request has no body")),
-        (None, false) => return Err(unauthorized("the JWT has no payload_hash for the body")),
+        (None, false) if strict => return Err(unauthorized("the JWT has no payload_hash for the body")),
+        (None, false) => {}
         (Some(_), false) => return Err(unauthorized("the JWT's payload_hash is not the body's keccak256")),
     }
     Ok(module)
@@ -111,7 +143,7 @@ async fn run<'a, F, Fut>(
     headers: &HeaderMap,
     path: &str,
     body: &[u8],
-    plain_allowed: bool,
+    route_for: For,
     op: F,
 ) -> Result<Response, ApiError>
 where
@@ -119,7 +151,7 @@ where
     Fut: std::future::Future<Output = Result<(&'static str, Response), CommitBoostError>>,
 {
     let mut module_id = None;
-    let result = match authenticate(cb, headers, path, body, plain_allowed) {
+    let result = match authenticate(cb, headers, path, body, route_for) {
         Ok(module) => {
             module_id = Some(module.id.as_str());
             op(module).await
@@ -155,7 +187,7 @@ pub async fn get_pubkeys(State(state): State<AppState>, uri: Uri, headers: Heade
         &headers,
         uri.path(),
         &[],
-        true,
+        For::Both,
         |module| async move {
             let keys = cb.pubkeys(module).await;
             Ok(("listed", Json(json!({ "keys": keys })).into_response()))
@@ -185,7 +217,11 @@ async fn request(
         &headers,
         uri.path(),
         &text,
-        route.is_none(),
+        if route.is_none() {
+            For::Web3Signer
+        } else {
+            For::CommitBoost
+        },
         |module| async move {
             let req = match route {
                 None => parse_legacy(&body),
@@ -277,13 +313,14 @@ pub async fn generate_proxy_key(
         &headers,
         uri.path(),
         &text,
-        true,
+        For::Both,
         |module| async move {
             let req = parse_proxy_request(&body).map_err(bad)?;
             let d = cb.generate(module, &req).await?;
             let proxy = match d.proxy {
                 DelegatedProxy::Bls(p) => p.to_string(),
                 DelegatedProxy::Address(a) => format!("0x{}", hex::encode(a)),
+                DelegatedProxy::Compressed(k) => format!("0x{}", hex::encode(k)),
             };
             Ok((
                 "generated",

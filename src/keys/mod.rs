@@ -16,6 +16,7 @@ pub mod secret;
 pub mod source;
 pub mod sources;
 pub mod stores;
+pub mod threshold;
 
 pub use handle::{KeyError, SigningKey};
 pub use loader::{KeyLoader, LoadReport};

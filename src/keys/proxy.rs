@@ -262,6 +262,14 @@ impl ProxyKeys {
         v
     }
 
+    /// How many proxies of `delegator` were made for `module`.
+    pub fn count_of(&self, delegator: &PublicKey, module: &str) -> usize {
+        let keys = self.keys.read().expect("proxy keys");
+        keys.values()
+            .filter(|k| k.delegator == *delegator && k.module.as_deref() == Some(module))
+            .count()
+    }
+
     pub fn len(&self) -> usize {
         self.keys.read().expect("proxy keys").len()
     }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use crate::app::metrics::{CommitBoostLabels, Metrics};
 use crate::app::signer::{SignError, Signer};
-use crate::consensus::commit_boost::{CommitBoostRoot, DelegatedProxy};
+use crate::consensus::commit_boost::{CommitBoostDomain, CommitBoostRoot, DelegatedProxy};
 use crate::keys::proxy::{ProxyId, ProxyKey, ProxyKeys, Scheme};
 use crate::signing::commit_boost::{Dialect, KeyRef, ProxyRequest, ProxyScheme, SignatureRequest};
-use crate::types::{Address, PublicKey, Root, Signature};
+use crate::types::{Address, PublicKey, Signature};
+use modules::Api;
 pub use modules::{Module, Modules};
 use store::ProxyStore;
 
@@ -58,7 +59,7 @@ impl CommitBoostError {
 pub struct KeyEntry {
     pub consensus: PublicKey,
     pub proxy_bls: Vec<PublicKey>,
-    /// Addresses, lower-case hex.
+    /// Addresses (current Commit-Boost) or compressed keys (Web3Signer), lower-case hex.
     pub proxy_ecdsa: Vec<String>,
 }
 
@@ -83,13 +84,17 @@ pub struct Delegation {
     pub signature: Signature,
 }
 
+/// Proxy keys a module may have of one consensus key: enough for any use, and a bound on what
+/// a module can make the signer store.
+pub const MAX_PROXIES: usize = 64;
+
 pub struct CommitBoost {
     modules: Modules,
     proxies: Arc<ProxyKeys>,
     store: Arc<ProxyStore>,
     signer: Arc<Signer>,
     metrics: Arc<Metrics>,
-    domain: Root,
+    domain: CommitBoostDomain,
     chain_id: u64,
 }
 
@@ -188,7 +193,10 @@ impl CommitBoost {
                     }
                     match p.id {
                         ProxyId::Bls(k) => entry.proxy_bls.push(k),
-                        ProxyId::Ecdsa { address, .. } => entry.proxy_ecdsa.push(format!("0x{}", hex::encode(address))),
+                        ProxyId::Ecdsa { address, compressed } => entry.proxy_ecdsa.push(match module.api {
+                            Api::CommitBoost => format!("0x{}", hex::encode(address)),
+                            Api::Web3Signer => format!("0x{}", hex::encode(compressed)),
+                        }),
                     }
                 }
                 entry
@@ -217,11 +225,9 @@ impl CommitBoost {
         let proxy = found
             .filter(|p| p.id.scheme() == scheme)
             .ok_or_else(|| CommitBoostError::UnknownKey(format!("unknown proxy signer: {shown}")))?;
+        // Another module's proxy is as unknown to this one as a proxy that does not exist.
         if !self.usable_by(&proxy, module) {
-            return Err(CommitBoostError::Forbidden(format!(
-                "module {} may not use proxy {shown}",
-                module.id
-            )));
+            return Err(CommitBoostError::UnknownKey(format!("unknown proxy signer: {shown}")));
         }
         if !self.signer.holds_enabled(&proxy.delegator) {
             return Err(CommitBoostError::UnknownKey(format!(
@@ -291,16 +297,23 @@ impl CommitBoost {
             ProxyScheme::Ecdsa => Scheme::Ecdsa,
         };
         let key = ProxyKey::generate(scheme, req.delegator, Some(module.id.clone()));
-        let proxy = match key.id {
-            ProxyId::Bls(p) => DelegatedProxy::Bls(p),
-            ProxyId::Ecdsa { address, .. } => DelegatedProxy::Address(address),
+        let proxy = match (key.id, module.api) {
+            (ProxyId::Bls(p), _) => DelegatedProxy::Bls(p),
+            (ProxyId::Ecdsa { address, .. }, Api::CommitBoost) => DelegatedProxy::Address(address),
+            (ProxyId::Ecdsa { compressed, .. }, Api::Web3Signer) => DelegatedProxy::Compressed(compressed),
         };
         let root = CommitBoostRoot::delegation(&req.delegator, &proxy, self.domain);
         let signature = self.signer.sign_commit_boost(&req.delegator, &root).await?;
-        self.store
-            .keep(&key)
-            .await
-            .map_err(|e| CommitBoostError::Internal(format!("the proxy key could not be kept: {e}")))?;
+        if self.proxies.count_of(&req.delegator, &module.id) >= MAX_PROXIES {
+            return Err(CommitBoostError::Forbidden(format!(
+                "module {} has {MAX_PROXIES} proxy keys of {} already",
+                module.id, req.delegator
+            )));
+        }
+        let key = self.store.keep(key).await.map_err(|e| {
+            tracing::error!(module = %module.id, error = %e, "a Commit-Boost proxy key could not be kept");
+            CommitBoostError::Internal("the proxy key could not be kept (the signer's log says why)".into())
+        })?;
         tracing::info!(module = %module.id, delegator = %req.delegator, proxy = %key.id.key_hex(), "Commit-Boost proxy key made");
         self.proxies.insert(key);
         Ok(Delegation {

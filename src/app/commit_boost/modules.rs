@@ -8,7 +8,7 @@
 //!     signing_id: "0x6a33a23ef26a4836979edff86c493a69b26ccf0b4a16491a815a13787657431b"
 //!     jwt_secret_file: /etc/palisade/da-commit.jwt
 //!     consensus_keys: all            # or a list of 0x public keys
-//!     allow_plain_token: false       # true: the secret itself as bearer (Commit-Boost < 0.8)
+//!     api: commit-boost              # or web3signer (see `Api`)
 //! ```
 
 use std::collections::HashSet;
@@ -47,12 +47,31 @@ pub struct Module {
     pub signing_id: Root,
     pub secret: JwtSecret,
     pub keys: Allowed,
-    /// May present its secret itself as the bearer token (Commit-Boost before v0.8, which a
-    /// Web3Signer user's module may be), except on the current signature routes.
-    pub plain_token: bool,
+    pub api: Api,
+}
+
+/// Which form of the API a module speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// Current Commit-Boost: JWTs bound to the route and body; roots bound to the module's
+    /// signing id, a nonce and the chain.
+    CommitBoost,
+    /// Web3Signer's (Commit-Boost before v0.8): its secret itself or a JWT as the bearer, the
+    /// module's root signed as it is, secp256k1 proxies by their compressed keys. Such a module
+    /// can have any Commit-Boost-domain root signed (another module's commitment, a delegation),
+    /// so its consensus keys may be no other module's.
+    Web3Signer,
 }
 
 impl Module {
+    fn shares_keys_with(&self, other: &Module) -> bool {
+        match (&self.keys, &other.keys) {
+            (Allowed::Only(a), Allowed::Only(b)) => !a.is_disjoint(b),
+            (Allowed::Only(a), Allowed::All) | (Allowed::All, Allowed::Only(a)) => !a.is_empty(),
+            (Allowed::All, Allowed::All) => true,
+        }
+    }
+
     pub fn may_use(&self, key: &PublicKey) -> bool {
         match &self.keys {
             Allowed::All => true,
@@ -78,7 +97,7 @@ struct RawModule {
     jwt_secret_file: Option<PathBuf>,
     consensus_keys: serde_yaml_ng::Value,
     #[serde(default)]
-    allow_plain_token: bool,
+    api: Option<String>,
 }
 
 /// The modules, by id.
@@ -124,6 +143,14 @@ impl Modules {
         if modules.is_empty() {
             return Err(at("no modules".into()));
         }
+        for m in modules.iter().filter(|m| m.api == Api::Web3Signer) {
+            if let Some(other) = modules.iter().find(|o| o.id != m.id && m.shares_keys_with(o)) {
+                return Err(at(format!(
+                    "{}: a module with `api: web3signer` can have any Commit-Boost root signed, so it may share no consensus key with another module ({} does)",
+                    m.id, other.id
+                )));
+            }
+        }
         Ok(Modules(modules))
     }
 
@@ -159,6 +186,16 @@ impl Modules {
         if secret.len() < 16 {
             return Err("the JWT secret must have at least 16 characters".into());
         }
+        let api = match m.api.as_deref() {
+            None | Some("commit-boost") => Api::CommitBoost,
+            Some("web3signer") => Api::Web3Signer,
+            Some(other) => {
+                return Err(format!(
+                    "api: `{}` is not commit-boost or web3signer",
+                    other.escape_default()
+                ));
+            }
+        };
         let keys = match m.consensus_keys {
             serde_yaml_ng::Value::String(s) if s == "all" => Allowed::All,
             serde_yaml_ng::Value::Sequence(items) => Allowed::Only(
@@ -179,7 +216,7 @@ impl Modules {
             signing_id,
             secret: JwtSecret(secret),
             keys,
-            plain_token: m.allow_plain_token,
+            api,
         })
     }
 }
@@ -218,6 +255,14 @@ mod tests {
             (file("x", ID, "short", "all"), "at least 16"),
             (file("x", ID, good, "some"), "consensus_keys"),
             (file("x", ID, good, "[\"0x12\"]"), "consensus_keys"),
+            (
+                format!(
+                    "{}    api: web3signer\n{}",
+                    file("x", ID, good, "all"),
+                    file("y", &ID.replace("a", "b"), "another-secret-of-twenty", "all").replace("modules:\n", "")
+                ),
+                "may share no consensus key",
+            ),
         ] {
             let e = load(&text).unwrap_err();
             assert!(e.contains(says) && e.contains("modules.yaml"), "{text}: {e}");

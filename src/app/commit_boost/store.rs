@@ -20,7 +20,14 @@ pub struct ProxyStore {
     raw_password: Zeroizing<Vec<u8>>,
     db: Arc<SlashingDatabase>,
     replica: String,
+    following: tokio::sync::Mutex<()>,
+    last_follow: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Shared rows this replica could not decrypt.
+    failed: std::sync::Mutex<std::collections::HashSet<Vec<u8>>>,
 }
+
+/// How often requests may make a replica reread the shared proxy keys.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for ProxyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,39 +56,51 @@ impl ProxyStore {
                 password_file.display()
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| format!("--proxy-keystores-path {}: {e}", dir.display()))?;
+        crate::fsutil::private_dir(dir).map_err(|e| format!("--proxy-keystores-path {}: {e}", dir.display()))?;
         Ok(ProxyStore {
             dir: dir.to_path_buf(),
             password,
             raw_password: raw,
             db,
             replica,
+            following: Default::default(),
+            last_follow: Default::default(),
+            failed: Default::default(),
         })
     }
 
-    /// Keeps `key` for good: its file first, then (PostgreSQL) the database row every replica
-    /// reads. A proxy is handed out only once both are written.
-    pub async fn keep(&self, key: &ProxyKey) -> Result<(), String> {
-        let json = key.to_keystore_json(&self.password);
-        let mut path = self.dir.join(key.delegator.to_string()).join(key.id.scheme().folder());
-        if let Some(m) = &key.module {
-            path = path.join(m);
+    /// Keeps `key` for good: its file, then (PostgreSQL) the database row every replica reads;
+    /// if the row cannot be written the file is removed again, so that no replica ever holds a
+    /// proxy the others cannot have. The key is handed back only once both are written.
+    pub async fn keep(self: &Arc<Self>, key: ProxyKey) -> Result<ProxyKey, String> {
+        let me = self.clone();
+        // Encryption (pbkdf2) and fsync: off the async threads.
+        let (key, file, row) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let json = key.to_keystore_json(&me.password);
+            let mut path = me.dir.join(key.delegator.to_string()).join(key.id.scheme().folder());
+            if let Some(m) = &key.module {
+                path = path.join(m);
+            }
+            crate::fsutil::private_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let file = path.join(format!("{}.json", key.id.key_hex()));
+            crate::fsutil::write_private(&file, json.as_bytes(), crate::fsutil::Existing::Keep)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            let row = StoredProxy {
+                proxy: key.id.key_bytes(),
+                delegator: key.delegator,
+                scheme: scheme_name(key.id.scheme()).into(),
+                module: key.module.clone(),
+                keystore: json,
+            };
+            Ok((key, file, row))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        if let Err(e) = self.db.store_proxy(&row, &self.replica).await {
+            let _ = std::fs::remove_file(&file);
+            return Err(e.to_string());
         }
-        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file = path.join(format!("{}.json", key.id.key_hex()));
-        crate::fsutil::write_private(&file, json.as_bytes(), crate::fsutil::Existing::Keep)
-            .map_err(|e| format!("{}: {e}", file.display()))?;
-        let row = StoredProxy {
-            proxy: key.id.key_bytes(),
-            delegator: key.delegator,
-            scheme: scheme_name(key.id.scheme()).into(),
-            module: key.module.clone(),
-            keystore: json,
-        };
-        self.db
-            .store_proxy(&row, &self.replica)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(key)
     }
 
     /// Reads the keys in the folder (at startup); a file that cannot be read is reported and
@@ -154,10 +173,26 @@ impl ProxyStore {
             .map_err(|e| e.to_string())
     }
 
-    /// Adds the keys other replicas made (PostgreSQL); returns how many were new.
+    /// Adds the keys other replicas made (PostgreSQL); returns how many were new. At most one
+    /// reread a second and one at a time, however many requests ask; a row this replica cannot
+    /// decrypt (another password file) is reported once and not tried again.
     pub async fn follow(self: &Arc<Self>, into: &Arc<ProxyKeys>) -> Result<usize, String> {
+        let Ok(_turn) = self.following.try_lock() else {
+            return Ok(0);
+        };
+        {
+            let mut last = self.last_follow.lock().expect("proxy store");
+            if last.is_some_and(|t| t.elapsed() < FOLLOW_EVERY) {
+                return Ok(0);
+            }
+            *last = Some(std::time::Instant::now());
+        }
         let rows = self.db.stored_proxies().await.map_err(|e| e.to_string())?;
-        let new: Vec<StoredProxy> = rows.into_iter().filter(|r| into.find(&r.proxy).is_none()).collect();
+        let failed = self.failed.lock().expect("proxy store").clone();
+        let new: Vec<StoredProxy> = rows
+            .into_iter()
+            .filter(|r| !failed.contains(&r.proxy) && into.find(&r.proxy).is_none())
+            .collect();
         if new.is_empty() {
             return Ok(0);
         }
@@ -168,7 +203,10 @@ impl ProxyStore {
                 let scheme = if r.scheme == "bls" { Scheme::Bls } else { Scheme::Ecdsa };
                 match me.decrypt(scheme, &r.keystore, r.delegator, r.module.clone()) {
                     Ok(key) => added += usize::from(into.insert(key)),
-                    Err(e) => tracing::warn!(proxy = ?r, error = %e, "a shared Commit-Boost proxy key cannot be decrypted with this replica's password file"),
+                    Err(e) => {
+                        tracing::warn!(proxy = ?r, error = %e, "a shared Commit-Boost proxy key cannot be decrypted with this replica's --proxy-keystores-password-file (not tried again until a restart)");
+                        me.failed.lock().expect("proxy store").insert(r.proxy);
+                    }
                 }
             }
             added

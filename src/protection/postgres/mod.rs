@@ -345,18 +345,24 @@ impl PgStore {
         .await
     }
 
+    /// Replicas starting together on an empty database race to pin it: one insert wins, and a
+    /// loser's serialization failure is retried (it then reads the winner's root).
     pub async fn pin_chain(&self, root: Root) -> Result<Root, ProtectionError> {
-        timed(self.timeout, async {
-            sqlx::query("INSERT INTO chain (genesis_validators_root) VALUES ($1) ON CONFLICT DO NOTHING")
-                .bind(&root.0[..])
-                .execute(&self.pool)
-                .await?;
-            let (b,): (Vec<u8>,) = sqlx::query_as("SELECT genesis_validators_root FROM chain")
-                .fetch_one(&self.pool)
-                .await?;
-            chain_from_db(&b)
-        })
-        .await
+        let pinned = timed(
+            self.timeout,
+            retrying(|| async {
+                sqlx::query("INSERT INTO chain (genesis_validators_root) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(&root.0[..])
+                    .execute(&self.pool)
+                    .await?;
+                let (b,): (Vec<u8>,) = sqlx::query_as("SELECT genesis_validators_root FROM chain")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(b)
+            }),
+        )
+        .await?;
+        chain_from_db(&pinned)
     }
 
     pub async fn set_enabled(&self, pubkeys: &[PublicKey], enabled: bool) -> Result<(), ProtectionError> {
