@@ -175,6 +175,25 @@ async fn call_with(p: &Palisade, route: &str, body: Option<String>, token: Optio
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// A proxy key made for `m`: the answer of `generate_proxy_key`, which must be 200.
+async fn generate(p: &Palisade, m: &Module<'_>, delegator: &str, scheme: &str) -> Value {
+    let body = json!({"pubkey": delegator, "scheme": scheme});
+    let (s, v) = call(p, m, "/signer/v1/generate_proxy_key", Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// The `get_pubkeys` entry of `consensus`.
+fn entry_of(v: &Value, consensus: &str) -> Value {
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["consensus"] == consensus)
+        .unwrap_or_else(|| panic!("{consensus} not listed: {v}"))
+        .clone()
+}
+
 fn serve_args<'a>(
     ks: &'a std::path::Path,
     pw: &'a std::path::Path,
@@ -228,14 +247,7 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
 
     // generate_proxy_key: the delegation verifies with the consensus key over the root of
     // ProxyDelegation{delegator, proxy} under Commit-Boost's domain.
-    let (s, bls) = call(
-        &p,
-        &A,
-        "/signer/v1/generate_proxy_key",
-        Some(json!({"pubkey": k0, "scheme": "bls"})),
-    )
-    .await;
-    assert_eq!(s, 200, "{bls}");
+    let bls = generate(&p, &A, k0, "bls").await;
     assert_eq!(bls["message"]["delegator"], k0);
     let bls_proxy = bls["message"]["proxy"].as_str().unwrap().to_string();
     let root = h(&[&h(&[&root48(&unhex(k0)), &root48(&unhex(&bls_proxy))]), &domain()]);
@@ -243,14 +255,7 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
         bls_verifies(k0, &root, bls["signature"].as_str().unwrap()),
         "BLS delegation: {bls}"
     );
-    let (s, ecdsa) = call(
-        &p,
-        &A,
-        "/signer/v1/generate_proxy_key",
-        Some(json!({"pubkey": k0, "scheme": "ecdsa"})),
-    )
-    .await;
-    assert_eq!(s, 200, "{ecdsa}");
+    let ecdsa = generate(&p, &A, k0, "ecdsa").await;
     let address = ecdsa["message"]["proxy"].as_str().unwrap().to_string();
     assert_eq!(unhex(&address).len(), 20, "{ecdsa}");
     let root = h(&[&h(&[&root48(&unhex(k0)), &pad(&unhex(&address))]), &domain()]);
@@ -261,13 +266,7 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
 
     // The proxies are A's: listed for A, not for B (B may not use k0 at all).
     let (_, v) = call(&p, &A, "/signer/v1/get_pubkeys", None).await;
-    let entry = v["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["consensus"] == k0)
-        .unwrap()
-        .clone();
+    let entry = entry_of(&v, k0);
     assert_eq!(entry["proxy_bls"], json!([bls_proxy]));
     assert_eq!(entry["proxy_ecdsa"], json!([address]));
 
@@ -327,23 +326,9 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
     // delegation name an ECDSA proxy by its compressed key, and the object root is signed as it
     // is; secp256k1 as r || s over its SHA-256.
     let k7 = pubkeys[7].as_str();
-    let (s, w3s_bls) = call(
-        &p,
-        &W3S,
-        "/signer/v1/generate_proxy_key",
-        Some(json!({"pubkey": k7, "scheme": "bls"})),
-    )
-    .await;
-    assert_eq!(s, 200, "{w3s_bls}");
+    let w3s_bls = generate(&p, &W3S, k7, "bls").await;
     let w3s_bls_proxy = w3s_bls["message"]["proxy"].as_str().unwrap().to_string();
-    let (s, w3s_ecdsa) = call(
-        &p,
-        &W3S,
-        "/signer/v1/generate_proxy_key",
-        Some(json!({"pubkey": k7, "scheme": "ecdsa"})),
-    )
-    .await;
-    assert_eq!(s, 200, "{w3s_ecdsa}");
+    let w3s_ecdsa = generate(&p, &W3S, k7, "ecdsa").await;
     let compressed = w3s_ecdsa["message"]["proxy"].as_str().unwrap().to_string();
     let c = unhex(&compressed);
     assert_eq!(c.len(), 33, "{w3s_ecdsa}");
@@ -484,13 +469,7 @@ async fn every_route_answers_as_commit_boost_and_web3signer_do() {
     let p = Palisade::serve_in(work.path(), &args);
     testkit::http::keys_loaded(&p).await;
     let (_, v) = call(&p, &A, "/signer/v1/get_pubkeys", None).await;
-    let entry = v["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["consensus"] == k0)
-        .unwrap()
-        .clone();
+    let entry = entry_of(&v, k0);
     assert_eq!(
         (entry["proxy_bls"].clone(), entry["proxy_ecdsa"].clone()),
         (json!([bls_proxy]), json!([address]))
@@ -607,14 +586,7 @@ async fn proxy_keys_are_shared_by_replicas_on_postgres() {
     let b = Palisade::serve_in(b_dir.path(), &args);
     testkit::http::keys_loaded(&a).await;
     testkit::http::keys_loaded(&b).await;
-    let (s, made) = call(
-        &a,
-        &A,
-        "/signer/v1/generate_proxy_key",
-        Some(json!({"pubkey": k0, "scheme": "ecdsa"})),
-    )
-    .await;
-    assert_eq!(s, 200, "{made}");
+    let made = generate(&a, &A, k0, "ecdsa").await;
     let address = made["message"]["proxy"].as_str().unwrap();
     // Replica B never saw the request: it signs with the proxy from the shared database (reread
     // at most once a second, so within about a second).
@@ -638,13 +610,7 @@ async fn proxy_keys_are_shared_by_replicas_on_postgres() {
         address
     );
     let (_, v) = call(&b, &A, "/signer/v1/get_pubkeys", None).await;
-    let entry = v["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["consensus"] == k0)
-        .unwrap()
-        .clone();
+    let entry = entry_of(&v, k0);
     assert_eq!(entry["proxy_ecdsa"], json!([address]), "{v}");
     assert!(
         !b_dir.path().join("proxy-keystores").join(k0).exists(),
@@ -739,13 +705,7 @@ async fn a_web3signer_proxy_folder_loads_as_it_is() {
         testkit::http::keys_loaded(&p).await;
         let (s, v) = call(&p, &W3S, "/signer/v1/get_pubkeys", None).await;
         assert_eq!(s, 200, "{v}");
-        let entry = v["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["consensus"] == k7)
-            .unwrap()
-            .clone();
+        let entry = entry_of(&v, k7);
         let legacy = h(&[&unhex(OBJECT_ROOT), &domain()]);
         if folder == "BLS" {
             assert_eq!(entry["proxy_bls"], json!([bls_proxy]), "{v}");

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-use testkit::server::run;
+use serde_json::{Value, json};
+use testkit::http::{MINIMAL_GVR, attestation, minimal_network, post, sign_url};
+use testkit::server::{Palisade, run};
 
 /// Interop key 0's keystore and (private) password file, its public and secret key.
 fn interop_key0() -> (
@@ -189,4 +190,315 @@ fn bad_input_names_the_problem_and_writes_nothing() {
     let (ok, _, err) = split("2", "3", &password);
     assert!(!ok && err.contains("exists already"), "{err}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+/// A 3-of-4 group of the eight interop keys: four share nodes (each its own SQLite database,
+/// mutual TLS) and two coordinators that the validator client talks to over plain HTTP.
+struct Cluster {
+    pki: testkit::pki::Pki,
+    _work: tempfile::TempDir,
+    nodes: Vec<Option<Palisade>>,
+    coordinators: Vec<Palisade>,
+}
+
+const KEYS: usize = 8;
+
+impl Cluster {
+    async fn start() -> Cluster {
+        Self::start_with_pki(testkit::pki::Pki::new(), &[]).await
+    }
+
+    /// `replace`: node indices (1-based) whose URL the coordinators get in place of the node's.
+    async fn start_with_pki(pki: testkit::pki::Pki, replace: &[(usize, String)]) -> Cluster {
+        let work = tempfile::tempdir().unwrap();
+        let (_keys, ks, pw) = testkit::interop_keystores();
+        let net = minimal_network();
+        // Split every key; node i gets share i of each, with its own password file.
+        for k in 0..KEYS {
+            let out = work.path().join(format!("split-{k}"));
+            let (ok, _, err) = run(
+                &[
+                    "keys",
+                    "split",
+                    "--keystore",
+                    ks.join(format!("keystore-{k}.json")).to_str().unwrap(),
+                    "--password-file",
+                    pw.to_str().unwrap(),
+                    "--threshold",
+                    "3",
+                    "--shares",
+                    "4",
+                    "--output-dir",
+                    out.to_str().unwrap(),
+                    "--pbkdf2-rounds",
+                    "1024",
+                ],
+                work.path(),
+            );
+            assert!(ok, "{err}");
+            for i in 1..=4 {
+                let node = work.path().join(format!("node-{i}"));
+                std::fs::create_dir_all(node.join("keys")).unwrap();
+                std::fs::create_dir_all(node.join("passwords")).unwrap();
+                std::fs::copy(
+                    out.join(format!("share-{i}/keystore.json")),
+                    node.join(format!("keys/key-{k}.json")),
+                )
+                .unwrap();
+                std::fs::copy(
+                    out.join(format!("share-{i}/password.txt")),
+                    node.join(format!("passwords/key-{k}.txt")),
+                )
+                .unwrap();
+            }
+        }
+        let mut nodes = Vec::new();
+        for i in 1..=4 {
+            let node = work.path().join(format!("node-{i}"));
+            let args = [
+                "--keystores-path",
+                node.join("keys").to_str().unwrap(),
+                "--keystores-passwords-path",
+                node.join("passwords").to_str().unwrap(),
+                "--network",
+                &net,
+                "--tls-cert-file",
+                &pki.path("server.pem"),
+                "--tls-key-file",
+                &pki.path("server.key"),
+                "--tls-client-ca-file",
+                &pki.path("ca.pem"),
+            ]
+            .map(String::from);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.push(Some(Palisade::serve_in(&node, &args)));
+        }
+        let defs = work.path().join("coordinator-keys");
+        std::fs::create_dir_all(&defs).unwrap();
+        let urls: Vec<String> = (1..=4)
+            .map(|i| {
+                replace
+                    .iter()
+                    .find(|(r, _)| *r == i)
+                    .map(|(_, u)| u.clone())
+                    .unwrap_or_else(|| nodes[i - 1].as_ref().unwrap().base.clone())
+            })
+            .collect();
+        for k in 0..KEYS {
+            std::fs::write(
+                defs.join(format!("group-{k}.yaml")),
+                format!(
+                    "type: threshold\ngroupFile: {}\nnodes: {}\ntlsClientCertFile: {}\ntlsClientKeyFile: {}\ntlsCaFile: {}\ntimeout: 5000\n",
+                    work.path().join(format!("split-{k}/group.json")).display(),
+                    serde_json::to_string(&urls).unwrap(),
+                    pki.path("client.crt"),
+                    pki.path("client.key"),
+                    pki.path("ca.pem"),
+                ),
+            )
+            .unwrap();
+        }
+        let coordinators: Vec<Palisade> = (0..2)
+            .map(|c| {
+                let dir = work.path().join(format!("coordinator-{c}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                Palisade::serve_in(&dir, &["--key-config-path", defs.to_str().unwrap(), "--network", &net])
+            })
+            .collect();
+        let cluster = Cluster {
+            pki,
+            _work: work,
+            nodes,
+            coordinators,
+        };
+        // Share nodes list every group key once their shares are decrypted.
+        let tls = cluster.pki.client(Some("client.pem"));
+        for node in cluster.nodes.iter().flatten() {
+            let url = node.url("/api/v1/eth2/publicKeys");
+            testkit::wait::until("a share node's keys", std::time::Duration::from_secs(60), || async {
+                let keys: Vec<String> = tls.get(&url).send().await.ok()?.json().await.ok()?;
+                (keys.len() == KEYS).then_some(())
+            })
+            .await;
+        }
+        for c in &cluster.coordinators {
+            testkit::http::keys_loaded(c).await;
+        }
+        cluster
+    }
+
+    fn stop(&mut self, node: usize) {
+        self.nodes[node - 1] = None;
+    }
+}
+
+/// Every recorded request of the dev chain (blocks of each fork, attestations, aggregates,
+/// randao, sync committee) signs through a coordinator to exactly the whole key's recorded
+/// signature; a share node will not give a partial signature to a client without a
+/// certificate, nor a whole one to anybody; with one node down the group still signs, with two
+/// it answers 503 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3_of_4_group_signs_as_the_whole_key_and_survives_one_node() {
+    let mut cluster = Cluster::start().await;
+    let vectors = std::fs::read_to_string(testkit::data_dir().join("signing-vectors/sample.jsonl")).unwrap();
+    let coordinator = &cluster.coordinators[0];
+    let mut types = std::collections::BTreeSet::new();
+    for line in vectors.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["network"] != "minimal" {
+            continue;
+        }
+        let (s, body) = post(
+            &sign_url(coordinator, v["pubkey"].as_str().unwrap()),
+            v["request"].to_string(),
+        )
+        .await;
+        assert_eq!(s, 200, "{}: {body}", v["name"]);
+        assert_eq!(body["signature"], v["signature"], "{}", v["name"]);
+        types.insert(v["request"]["type"].as_str().unwrap().to_string());
+    }
+    assert!(types.len() >= 7, "{types:?}");
+
+    let key0 = &testkit::interop_pubkeys()[0];
+    let node = cluster.nodes[0].as_ref().unwrap();
+    let request = attestation(5, 6, 1, MINIMAL_GVR).to_string();
+    // A share is no key for a validator client, and partials need a certificate.
+    let tls = cluster.pki.client(Some("client.pem"));
+    let r = tls
+        .post(node.url(&format!("/api/v1/eth2/sign/{key0}")))
+        .header("content-type", "application/json")
+        .body(request.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "{}", r.text().await.unwrap());
+    let no_cert = cluster.pki.client(None);
+    assert!(
+        no_cert
+            .post(node.url(&format!("/internal/v1/threshold/sign/{key0}")))
+            .body(request.clone())
+            .send()
+            .await
+            .is_err(),
+        "a client without a certificate got through the TLS handshake"
+    );
+
+    cluster.stop(4);
+    let (s, body) = post(
+        &sign_url(&cluster.coordinators[0], key0),
+        attestation(6, 7, 1, MINIMAL_GVR).to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "one node down: {body}");
+    cluster.stop(3);
+    let started = std::time::Instant::now();
+    let (s, body) = post(
+        &sign_url(&cluster.coordinators[0], key0),
+        attestation(7, 8, 1, MINIMAL_GVR).to_string(),
+    )
+    .await;
+    assert_eq!(s, 503, "two nodes down: {body}");
+    eprintln!("two of four nodes down: 503 after {:?}", started.elapsed());
+    assert!(body["error"].as_str().unwrap().contains("2 of 3"), "{body}");
+}
+
+/// One node's slashing protection refuses (it signed a conflicting attestation) and one node is
+/// down: the two others are not enough, so the group refuses with 412; and of two coordinators
+/// racing conflicting attestations for one target, never both sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_racing_coordinators_never_make_a_slashable_pair() {
+    let mut cluster = Cluster::start().await;
+    let key0 = &testkit::interop_pubkeys()[0];
+    let tls = cluster.pki.client(Some("client.pem"));
+    let node1 = cluster.nodes[0].as_ref().unwrap();
+    let r = tls
+        .post(node1.url(&format!("/internal/v1/threshold/sign/{key0}")))
+        .header("content-type", "application/json")
+        .body(attestation(1, 2, 1, MINIMAL_GVR).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let partial: Value = r.json().await.unwrap();
+    assert_eq!(partial["index"], 1, "{partial}");
+    cluster.stop(2);
+    let (s, body) = post(
+        &sign_url(&cluster.coordinators[0], key0),
+        attestation(1, 2, 2, MINIMAL_GVR).to_string(),
+    )
+    .await;
+    assert_eq!(s, 412, "{body}");
+
+    // Two coordinators, conflicting attestations for the same target, at the same time (key 1,
+    // all four nodes of the first key's group but node 2 up).
+    let key1 = &testkit::interop_pubkeys()[1];
+    let (mut both, mut one) = (0, 0);
+    for target in 10..20u64 {
+        let (url_a, url_b) = (
+            sign_url(&cluster.coordinators[0], key1),
+            sign_url(&cluster.coordinators[1], key1),
+        );
+        let a = post(&url_a, attestation(target - 1, target, 1, MINIMAL_GVR).to_string());
+        let b = post(&url_b, attestation(target - 1, target, 2, MINIMAL_GVR).to_string());
+        let ((sa, _), (sb, _)) = tokio::join!(a, b);
+        both += usize::from(sa == 200 && sb == 200);
+        one += usize::from((sa == 200) != (sb == 200));
+    }
+    assert_eq!(both, 0, "both coordinators signed conflicting attestations");
+    eprintln!("racing coordinators: {one} of 10 targets signed once, the rest by neither");
+}
+
+/// A node that answers a partial signature of another key is ignored: the three honest nodes
+/// still make the whole key's signature. With one honest node down, the liar's answer cannot
+/// make up the third: 503, and the coordinator names the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answering_another_keys_partial_is_ignored() {
+    // Any valid signature that is not share 2's: the whole key 7's over some root.
+    let key0 = testkit::interop_pubkeys()[0].clone();
+    let other = blst::min_pk::SecretKey::key_gen(&[9u8; 32], &[]).unwrap();
+    let wrong = other.sign(&[1u8; 32], b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_", &[]);
+    let answer = json!({"index": 2, "signature": format!("0x{}", hex::encode(wrong.to_bytes()))}).to_string();
+    let pki = testkit::pki::Pki::new();
+    let tls = (
+        std::fs::read_to_string(pki.path("server.pem")).unwrap(),
+        std::fs::read_to_string(pki.path("server.key")).unwrap(),
+    );
+    let liar = testkit::mockstore::MockStore::start(
+        vec![testkit::mockstore::Route {
+            method: "POST",
+            path: format!("/internal/v1/threshold/sign/{key0}"),
+            status: 200,
+            body: answer,
+        }],
+        Some(tls),
+    )
+    .await;
+    // The coordinator trusts the cluster's CA: the liar needs a certificate from it.
+    let cluster = Cluster::start_with_pki(pki, &[(2, liar.base.clone())]).await;
+    let request = attestation(3, 4, 1, MINIMAL_GVR);
+    let (s, body) = post(&sign_url(&cluster.coordinators[0], &key0), request.to_string()).await;
+    assert_eq!(s, 200, "{body}");
+    // The whole key's signature of the same request, from a plain signer.
+    let (_keys, whole) = testkit::http::signer_with_interop_keys(&[]);
+    let (s, expected) = post(&sign_url(&whole, &key0), request.to_string()).await;
+    assert_eq!(s, 200, "{expected}");
+    assert_eq!(body["signature"], expected["signature"]);
+    assert!(!liar.requests().is_empty(), "the liar was never asked");
+    let mut cluster = cluster;
+    cluster.stop(4);
+    let (s, body) = post(
+        &sign_url(&cluster.coordinators[0], &key0),
+        attestation(4, 5, 1, MINIMAL_GVR).to_string(),
+    )
+    .await;
+    assert_eq!(s, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("an invalid partial signature"),
+        "{body}"
+    );
+    let log = cluster.coordinators[0].log();
+    assert!(
+        log.contains("does not verify for its share") && log.contains(&liar.base),
+        "{log}"
+    );
 }

@@ -9,6 +9,7 @@ use crate::app::disabled::DisabledKeys;
 use crate::app::health::DbHealth;
 use crate::app::metrics::Metrics;
 use crate::app::metrics::{RefusalLabels, TypeLabels};
+use crate::keys::handle::{KeyError, SignRequest};
 use crate::keys::{KeyRegistry, Lookup};
 use crate::network::Network;
 use crate::network::clock::ClockWindow;
@@ -47,6 +48,15 @@ pub enum SignError {
     },
     #[error("{0}")]
     ProtectionUnavailable(String),
+    /// This node holds only a share of the key: its signatures are partial, for coordinators.
+    #[error("this signer holds a share of {0}, whose signatures only a threshold coordinator can use")]
+    ShareOnly(PublicKey),
+    /// A threshold key's share nodes refused the message on their own slashing protection.
+    #[error("refused by the key's share nodes: {0}")]
+    HoldersRefused(String),
+    /// Too few of a threshold key's share nodes answered.
+    #[error("{0}")]
+    HoldersUnavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -59,8 +69,9 @@ impl SignError {
             SignError::UnknownKey(_) | SignError::KeyFailed(..) => "unknown_key",
             SignError::KeyLoading(_) => "key_loading",
             SignError::Refused(_) => "refused",
-            SignError::NotPermitted { .. } => "not_permitted",
-            SignError::ProtectionUnavailable(_) => "unavailable",
+            SignError::NotPermitted { .. } | SignError::ShareOnly(_) => "not_permitted",
+            SignError::HoldersRefused(_) => "refused",
+            SignError::ProtectionUnavailable(_) | SignError::HoldersUnavailable(_) => "unavailable",
             SignError::Internal(_) => "error",
         }
     }
@@ -315,7 +326,15 @@ impl Signer {
         if self.disabled.contains(pubkey) {
             return Err(SignError::Refused(Refusal::Disabled));
         }
-        key.sign(root.signing_root())
+        // Held in shares: no node signs what it cannot check against its own protection.
+        if key.share_index().is_some() || key.protected_by_holders() {
+            return Err(SignError::ShareOnly(*pubkey));
+        }
+        let request = SignRequest {
+            identifier: "commit-boost",
+            body: &[],
+        };
+        key.sign(root.signing_root(), request)
             .await
             .map_err(|e| SignError::Internal(format!("the key gave no signature: {e}")))
     }
@@ -333,16 +352,40 @@ impl Signer {
     /// Signs the request for the key `identifier` (the URL's) with `body`, or says why not.
     /// `client` says who asked (recorded with blocks and attestations).
     pub async fn sign(&self, identifier: &str, body: &[u8], client: &str) -> Result<Signature, SignError> {
+        self.sign_as(SignRequest { identifier, body }, client, false)
+            .await
+            .map(|(signature, _)| signature)
+    }
+
+    /// For a threshold coordinator: the partial signature of this node's share of the key
+    /// `identifier`, after this node's own slashing protection, and the share's index.
+    pub async fn sign_partial(
+        &self,
+        identifier: &str,
+        body: &[u8],
+        client: &str,
+    ) -> Result<(Signature, u32), SignError> {
+        self.sign_as(SignRequest { identifier, body }, client, true)
+            .await
+            .map(|(signature, index)| (signature, index.expect("a share signed")))
+    }
+
+    async fn sign_as(
+        &self,
+        request: SignRequest<'_>,
+        client: &str,
+        partial: bool,
+    ) -> Result<(Signature, Option<u32>), SignError> {
         let start = Instant::now();
-        let (job, result) = match parse_signing_request(&self.network, identifier, body) {
+        let (job, result) = match parse_signing_request(&self.network, request.identifier, request.body) {
             Ok(job) => {
-                let result = self.sign_job(&job, client).await;
+                let result = self.sign_job(&job, request, client, partial).await;
                 (Some(job), result)
             }
             Err(e) => (None, Err(e.into())),
         };
-        self.record_outcome(identifier, job.as_ref(), &result, start, client);
-        result.map(|(signature, _)| signature)
+        self.record_outcome(request.identifier, job.as_ref(), &result, start, client);
+        result.map(|(signature, _, index)| (signature, index))
     }
 
     /// The one place a request's outcome is counted and logged.
@@ -350,7 +393,7 @@ impl Signer {
         &self,
         identifier: &str,
         job: Option<&SigningJob>,
-        result: &Result<(Signature, Option<Recorded>), SignError>,
+        result: &Result<(Signature, Option<Recorded>, Option<u32>), SignError>,
         start: Instant,
         client: &str,
     ) {
@@ -362,7 +405,7 @@ impl Signer {
         );
         // A repeat is the same message signed again (another client replica, a retry).
         let outcome = match result {
-            Ok((_, Some(Recorded::Repeat))) => "repeat",
+            Ok((_, Some(Recorded::Repeat), _)) => "repeat",
             Ok(_) => "signed",
             Err(e) => e.outcome(),
         };
@@ -431,7 +474,13 @@ impl Signer {
 
     /// The signature for `job`, and for blocks and attestations whether it was new or a
     /// repeat; or why not.
-    async fn sign_job(&self, job: &SigningJob, client: &str) -> Result<(Signature, Option<Recorded>), SignError> {
+    async fn sign_job(
+        &self,
+        job: &SigningJob,
+        request: SignRequest<'_>,
+        client: &str,
+        partial: bool,
+    ) -> Result<(Signature, Option<Recorded>, Option<u32>), SignError> {
         let pubkey = job.pubkey;
         // The key is looked up before anything is pinned or recorded: a request for a key
         // this replica cannot sign with changes nothing.
@@ -441,6 +490,13 @@ impl Signer {
             Lookup::Failed(reason) => return Err(SignError::KeyFailed(pubkey, reason)),
             Lookup::Unknown => return Err(SignError::UnknownKey(pubkey)),
         };
+        // A share signs only partially, and only for a coordinator; a whole key never partially.
+        let share = key.share_index();
+        match (share, partial) {
+            (Some(_), false) => return Err(SignError::ShareOnly(pubkey)),
+            (None, true) => return Err(SignError::UnknownKey(pubkey)),
+            _ => {}
+        }
 
         self.permits(&pubkey, job.sign_type)
             .map_err(|scope| SignError::NotPermitted {
@@ -469,15 +525,19 @@ impl Signer {
         }
 
         let mut recorded = None;
-        if let Some(message) = &job.slashable {
+        if let Some(message) = &job.slashable
+            && !key.protected_by_holders()
+        {
             recorded = Some(self.protect(&pubkey, message, client).await?);
         }
-        // Only now, with the record committed, does the signature exist.
-        let signature = key
-            .sign(&job.signing_root)
-            .await
-            .map_err(|e| SignError::Internal(format!("the key gave no signature: {e}")))?;
-        Ok((signature, recorded))
+        // Only now, with the record committed (here, or by every share node that signs), does
+        // the signature exist.
+        let signature = key.sign(&job.signing_root, request).await.map_err(|e| match e {
+            KeyError::Refused(m) => SignError::HoldersRefused(m),
+            KeyError::Unavailable(m) => SignError::HoldersUnavailable(m),
+            KeyError::Failed(m) => SignError::Internal(format!("the key gave no signature: {m}")),
+        })?;
+        Ok((signature, recorded, share))
     }
 
     /// Checks `message` against this replica's record and the database, and records it

@@ -6,24 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::cli::{CombineArgs, SplitArgs};
 use crate::keys::keystore::{KdfChoice, Keystore};
 use crate::keys::secret::SecretKey;
-use crate::keys::threshold::{self, Share, VerificationVector};
-use crate::types::PublicKey;
-
-/// What a share keystore says about its group.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ShareInfo {
-    pub index: u32,
-    pub threshold: usize,
-    pub shares: usize,
-    pub group_public_key: PublicKey,
-    pub verification_vector: Vec<PublicKey>,
-}
+use crate::keys::threshold::{self, Share, ShareInfo, VerificationVector};
 
 /// A password file's first line (read as `serve` reads keystore password files).
 fn first_line(path: &Path) -> anyhow::Result<Zeroizing<String>> {

@@ -257,44 +257,21 @@ fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|r| body_rejection(r, super::MAX_BODY_BYTES))
 }
 
-/// `POST /signer/v1/request_signature` (Web3Signer's: a `type` field, the root as it is).
+/// `POST /signer/v1/request_signature` (Web3Signer's: a `type` field, the root as it is) and
+/// `POST /signer/v1/request_signature/{bls,proxy-bls,proxy-ecdsa}` (current Commit-Boost).
 pub async fn request_signature(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    request(state, None, uri, headers, read(body)?).await
-}
-
-/// `POST /signer/v1/request_signature/bls`
-pub async fn request_signature_bls(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    request(state, Some(Route::Consensus), uri, headers, read(body)?).await
-}
-
-/// `POST /signer/v1/request_signature/proxy-bls`
-pub async fn request_signature_proxy_bls(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    request(state, Some(Route::ProxyBls), uri, headers, read(body)?).await
-}
-
-/// `POST /signer/v1/request_signature/proxy-ecdsa`
-pub async fn request_signature_proxy_ecdsa(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    request(state, Some(Route::ProxyEcdsa), uri, headers, read(body)?).await
+    let route = match uri.path().rsplit_once('/').map(|(_, last)| last) {
+        Some("bls") => Some(Route::Consensus),
+        Some("proxy-bls") => Some(Route::ProxyBls),
+        Some("proxy-ecdsa") => Some(Route::ProxyEcdsa),
+        _ => None,
+    };
+    request(state, route, uri, headers, read(body)?).await
 }
 
 /// `POST /signer/v1/generate_proxy_key`

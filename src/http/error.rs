@@ -147,8 +147,9 @@ fn sign_status(e: &SignError) -> StatusCode {
         SignError::BadRequest(_) | SignError::WrongChain { .. } | SignError::ZeroChain => StatusCode::BAD_REQUEST,
         SignError::UnknownKey(_) | SignError::KeyFailed(..) => StatusCode::NOT_FOUND,
         SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        SignError::Refused(_) => StatusCode::PRECONDITION_FAILED,
-        SignError::NotPermitted { .. } => StatusCode::FORBIDDEN,
+        SignError::Refused(_) | SignError::HoldersRefused(_) => StatusCode::PRECONDITION_FAILED,
+        SignError::NotPermitted { .. } | SignError::ShareOnly(_) => StatusCode::FORBIDDEN,
+        SignError::HoldersUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         SignError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -93,6 +93,8 @@ pub enum Access {
     Admin,
     /// A Commit-Boost module's JWT (checked by the handler: it covers the body).
     Module,
+    /// A threshold coordinator's client certificate (mutual TLS; checked by the handler).
+    Coordinator,
 }
 
 /// One served endpoint. `openapi.yaml` must describe exactly these (a test checks it).
@@ -113,6 +115,10 @@ fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
     let mut v: Vec<(Endpoint, MethodRouter<AppState>)> = vec![
         (ep("POST", "/api/v1/eth2/sign/{identifier}", Signing), post(sign::sign)),
         (ep("GET", "/api/v1/eth2/publicKeys", Signing), get(sign::public_keys)),
+        (
+            ep("POST", "/internal/v1/threshold/sign/{identifier}", Coordinator),
+            post(sign::sign_partial),
+        ),
         (ep("GET", "/upcheck", Public), get(health::upcheck)),
         (ep("GET", "/healthcheck", Public), get(health::healthcheck)),
         (ep("GET", "/readyz", Public), get(health::readyz)),
@@ -163,15 +169,15 @@ fn endpoints(metrics: bool) -> Vec<(Endpoint, MethodRouter<AppState>)> {
             ),
             (
                 ep("POST", "/signer/v1/request_signature/bls", Module),
-                post(cb::request_signature_bls),
+                post(cb::request_signature),
             ),
             (
                 ep("POST", "/signer/v1/request_signature/proxy-bls", Module),
-                post(cb::request_signature_proxy_bls),
+                post(cb::request_signature),
             ),
             (
                 ep("POST", "/signer/v1/request_signature/proxy-ecdsa", Module),
-                post(cb::request_signature_proxy_ecdsa),
+                post(cb::request_signature),
             ),
             (
                 ep("POST", "/signer/v1/generate_proxy_key", Module),
@@ -225,7 +231,7 @@ pub fn router(state: AppState, options: HttpOptions) -> Router {
                 body::read_whole(limits.clone(), req, next)
             }));
         let handler = match e.access {
-            Access::Public | Access::Module => handler,
+            Access::Public | Access::Module | Access::Coordinator => handler,
             Access::Signing => handler.layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 auth::require_signing_token,

@@ -34,6 +34,29 @@ pub async fn sign(
     })
 }
 
+/// `POST /internal/v1/threshold/sign/{identifier}`: a share node's partial signature, for a
+/// threshold coordinator. Only over mutual TLS: the node must know which coordinator asks.
+pub async fn sign_partial(
+    State(state): State<AppState>,
+    Path(identifier): Path<String>,
+    client: Option<Extension<ClientInfo>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let client = client.map(|Extension(c)| c).unwrap_or_default();
+    if client.certificate.is_none() {
+        return Err(ApiError::Forbidden(
+            "partial signatures are given only to a coordinator with a client certificate (serve with --tls-client-ca-file)"
+                .into(),
+        ));
+    }
+    let body = body.map_err(|r| body_rejection(r, super::MAX_BODY_BYTES))?;
+    let (signature, index) = state
+        .signer
+        .sign_partial(&identifier, &body, &client.to_string())
+        .await?;
+    Ok(Json(json!({ "index": index, "signature": signature.to_string() })).into_response())
+}
+
 /// Bare hex only when the client asks for text/plain and not for JSON.
 fn wants_text(headers: &HeaderMap) -> bool {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {

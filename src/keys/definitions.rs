@@ -83,6 +83,11 @@ struct RawDefinition {
     client_id: Option<String>,
     client_secret: Option<Zeroizing<String>>,
     tenant_id: Option<String>,
+    // threshold (a coordinator's view of a t-of-n group)
+    group_file: Option<String>,
+    nodes: Option<Vec<String>>,
+    tls_client_cert_file: Option<String>,
+    tls_client_key_file: Option<String>,
     // Palisade's signing policy per key
     allowed_signing_types: Option<Vec<String>>,
     denied_signing_types: Option<Vec<String>>,
@@ -96,11 +101,18 @@ pub struct Definition {
 }
 
 pub enum KeyDefinition {
-    Keystore { keystore: PathBuf, password: PathBuf },
-    Raw { private_key: Zeroizing<String> },
+    Keystore {
+        keystore: PathBuf,
+        password: PathBuf,
+    },
+    Raw {
+        private_key: Zeroizing<String>,
+    },
     Aws(AwsSecret),
     Vault(VaultSecret),
     Azure(AzureSecret),
+    /// A threshold group, signed for by its share nodes.
+    Threshold(super::stores::threshold::GroupDefinition),
 }
 
 /// How an `aws-secret` definition authenticates.
@@ -152,6 +164,9 @@ impl KeyDefinition {
             KeyDefinition::Aws(a) => format!("aws-secret {} ({})", a.secret_name, a.region),
             KeyDefinition::Vault(v) => format!("hashicorp {}:{}{}", v.server_host, v.server_port, v.key_path),
             KeyDefinition::Azure(a) => format!("azure-secret {} in {}", a.secret_name, a.vault_url),
+            KeyDefinition::Threshold(g) => {
+                format!("threshold group {} ({} nodes)", g.group_file.display(), g.nodes.len())
+            }
         }
     }
 }
@@ -237,6 +252,24 @@ fn definition(raw: RawDefinition, base: &Path) -> Result<KeyDefinition, String> 
             keystore: resolve(&required(raw.keystore_file, "keystoreFile")?),
             password: resolve(&required(raw.keystore_password_file, "keystorePasswordFile")?),
         }),
+        Some("threshold") => {
+            let nodes = required(raw.nodes, "nodes")?;
+            if let Some(n) = nodes.iter().find(|n| !n.starts_with("https://")) {
+                return Err(format!(
+                    "nodes: `{n}`: share nodes are spoken to over https (mutual TLS)"
+                ));
+            }
+            Ok(KeyDefinition::Threshold(super::stores::threshold::GroupDefinition {
+                group_file: resolve(&required(raw.group_file, "groupFile")?),
+                nodes,
+                client_cert: resolve(&required(raw.tls_client_cert_file, "tlsClientCertFile")?),
+                client_key: resolve(&required(raw.tls_client_key_file, "tlsClientKeyFile")?),
+                ca: resolve(&required(raw.tls_ca_file, "tlsCaFile")?),
+                timeout: std::time::Duration::from_millis(
+                    raw.timeout.as_ref().map_or(Ok(2_000), |t| t.number("timeout"))?,
+                ),
+            }))
+        }
         Some("file-raw") => Ok(KeyDefinition::Raw {
             private_key: required(raw.private_key, "privateKey")?,
         }),

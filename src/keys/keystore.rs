@@ -52,6 +52,9 @@ pub struct Keystore {
     pub path: String,
     pub uuid: String,
     pub version: u32,
+    /// A share of a threshold key (`palisade keys split`): its group, index and vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<super::threshold::ShareInfo>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -91,7 +94,7 @@ pub struct CipherParams {
     pub iv: String,
 }
 
-fn unhex(field: &str, s: &str) -> Result<Vec<u8>, KeystoreError> {
+pub(super) fn unhex(field: &str, s: &str) -> Result<Vec<u8>, KeystoreError> {
     hex::decode(s.strip_prefix("0x").unwrap_or(s))
         .map_err(|e| KeystoreError::Format(format!("{field} is not hex: {e}")))
 }
@@ -107,6 +110,14 @@ impl Keystore {
             )));
         }
         Ok(ks)
+    }
+
+    /// The key this keystore signs for: a share's group key, else its own `pubkey`.
+    pub fn identity(&self) -> Result<Option<PublicKey>, KeystoreError> {
+        match &self.threshold {
+            Some(info) => Ok(Some(info.group_public_key)),
+            None => self.declared_pubkey(),
+        }
     }
 
     /// The `pubkey` field, when present and well-formed.
@@ -238,6 +249,7 @@ impl Keystore {
                 &u[20..32]
             ),
             version: 4,
+            threshold: None,
         }
     }
 }

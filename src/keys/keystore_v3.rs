@@ -9,7 +9,7 @@ use sha3::{Digest, Keccak256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::keystore::{KdfParams, KeystoreError, Module, derive_key};
+use super::keystore::{KdfParams, KeystoreError, Module, derive_key, unhex};
 
 type Aes128Ctr = ctr::Ctr128BE<Aes128>;
 
@@ -30,11 +30,6 @@ pub struct CryptoV3 {
     pub kdf: String,
     pub kdfparams: KdfParams,
     pub mac: String,
-}
-
-fn unhex(field: &str, s: &str) -> Result<Vec<u8>, KeystoreError> {
-    hex::decode(s.strip_prefix("0x").unwrap_or(s))
-        .map_err(|e| KeystoreError::Format(format!("{field} is not hex: {e}")))
 }
 
 impl KeystoreV3 {

@@ -230,7 +230,6 @@ impl KeyLoader {
                         Ok(keys) => {
                             for key in keys {
                                 let pubkey = key.public_key();
-                                let key: Arc<dyn SigningKey> = Arc::new(key);
                                 if registry.insert_ready(key, &pending.origin, announced) {
                                     r.added.push(Change {
                                         pubkey,
@@ -281,7 +280,7 @@ impl KeyLoader {
 /// What step 2 decided for one source before anything is added.
 struct SourcePlan {
     held_keys: HashSet<PublicKey>,
-    cheap_ready: Vec<(Arc<Origin>, super::SecretKey)>,
+    cheap_ready: Vec<(Arc<Origin>, Arc<dyn SigningKey>)>,
     slow: Vec<Pending>,
 }
 
@@ -335,7 +334,7 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
                     wanted.insert(*pk);
                     slow.push(p);
                 }
-                (None, Material::Raw(_) | Material::Secret(_)) => match p.unlock() {
+                (None, Material::Raw(_) | Material::Secret(_) | Material::Ready(_)) => match p.unlock() {
                     Ok(keys) => {
                         for k in keys {
                             wanted.insert(k.public_key());
@@ -403,7 +402,6 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
                 report.unchanged += 1;
                 continue;
             }
-            let key: Arc<dyn SigningKey> = Arc::new(key);
             if registry.insert_ready(key, &origin, false) {
                 report.added.push(Change {
                     pubkey,

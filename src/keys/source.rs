@@ -8,9 +8,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
+use super::handle::SigningKey;
 use super::keystore::{Keystore, KeystoreError};
 use super::origin::Origin;
 use super::secret::{SecretKey, SecretKeyError};
+use super::threshold::ShareKey;
 use crate::types::PublicKey;
 
 /// How a keystore is unlocked.
@@ -30,6 +32,8 @@ pub enum Material {
     Raw(Zeroizing<String>),
     /// A secret store's value: one hex key per line.
     Secret(Zeroizing<String>),
+    /// A key ready as it is (a threshold group, signed for by its share nodes).
+    Ready(Arc<dyn SigningKey>),
 }
 
 /// One listed key (or secret holding several), before it is unlocked.
@@ -112,6 +116,9 @@ pub enum UnlockError {
     /// A secret store's value that is not one or more keys.
     #[error("{0}")]
     Secret(String),
+    /// A share keystore whose share its own verification vector does not commit to.
+    #[error("{0}")]
+    Share(String),
 }
 
 /// Reads a password file as UTF-8 text (normalisation strips a trailing newline later).
@@ -125,17 +132,27 @@ pub fn read_password(path: &std::path::Path) -> Result<Zeroizing<String>, String
 
 impl Pending {
     /// The expensive step: run the KDF and decrypt, or parse the key(s).
-    pub fn unlock(&self) -> Result<Vec<SecretKey>, UnlockError> {
+    pub fn unlock(&self) -> Result<Vec<Arc<dyn SigningKey>>, UnlockError> {
+        let whole = |k: SecretKey| -> Arc<dyn SigningKey> { Arc::new(k) };
         match &self.material {
-            Material::Raw(hex) => Ok(vec![SecretKey::from_hex(hex)?]),
-            Material::Secret(value) => super::stores::keys_in(value).map_err(UnlockError::Secret),
+            Material::Raw(hex) => Ok(vec![whole(SecretKey::from_hex(hex)?)]),
+            Material::Secret(value) => Ok(super::stores::keys_in(value)
+                .map_err(UnlockError::Secret)?
+                .into_iter()
+                .map(whole)
+                .collect()),
             Material::Keystore { keystore, password } => {
                 let pw = match password {
                     Password::Given(p) => p.clone(),
                     Password::File(path) => Arc::new(read_password(path).map_err(UnlockError::Password)?),
                 };
-                Ok(vec![keystore.decrypt(&pw)?])
+                let secret = keystore.decrypt(&pw)?;
+                Ok(vec![match &keystore.threshold {
+                    Some(info) => Arc::new(ShareKey::new(secret, info.clone()).map_err(UnlockError::Share)?),
+                    None => whole(secret),
+                }])
             }
+            Material::Ready(key) => Ok(vec![key.clone()]),
         }
     }
 }

@@ -7,11 +7,81 @@
 //! in the emergency `combine_secret`).
 
 use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
+use futures::future::BoxFuture;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::handle::{KeyError, SignRequest, SigningKey};
 use super::secret::SecretKey;
-use crate::types::{PublicKey, Signature};
+use crate::types::{PublicKey, Signature, SigningRoot};
+
+/// What a share keystore says about its group (its `threshold` object).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShareInfo {
+    pub index: u32,
+    pub threshold: usize,
+    pub shares: usize,
+    pub group_public_key: PublicKey,
+    pub verification_vector: Vec<PublicKey>,
+}
+
+impl ShareInfo {
+    /// Checks the object against itself: the vector's first key is the group's, its length the
+    /// threshold, and `share` is the share the vector commits to at the index.
+    pub fn check(&self, share: &PublicKey) -> Result<(), String> {
+        let vector = VerificationVector(self.verification_vector.clone());
+        if self.verification_vector.first() != Some(&self.group_public_key) || vector.threshold() != self.threshold {
+            return Err("threshold: the verification vector does not match the group key and threshold".into());
+        }
+        if self.threshold > self.shares {
+            return Err("threshold: more needed than there are shares".into());
+        }
+        match vector.share_public_key(self.index) {
+            Ok(k) if k == *share => Ok(()),
+            Ok(_) => Err(format!(
+                "threshold: share {} does not match the verification vector",
+                self.index
+            )),
+            Err(e) => Err(format!("threshold: {e}")),
+        }
+    }
+}
+
+/// A share node's key: a share of the group key, found under the group's public key; it signs
+/// partially.
+pub struct ShareKey {
+    secret: SecretKey,
+    info: ShareInfo,
+}
+
+impl ShareKey {
+    /// The share, checked against its group's verification vector.
+    pub fn new(secret: SecretKey, info: ShareInfo) -> Result<ShareKey, String> {
+        info.check(&secret.public_key())?;
+        Ok(ShareKey { secret, info })
+    }
+}
+
+impl std::fmt::Debug for ShareKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ShareKey({} of {})", self.info.index, self.info.group_public_key)
+    }
+}
+
+impl SigningKey for ShareKey {
+    fn public_key(&self) -> PublicKey {
+        self.info.group_public_key
+    }
+
+    fn sign<'a>(&'a self, root: &'a SigningRoot, _: SignRequest<'a>) -> BoxFuture<'a, Result<Signature, KeyError>> {
+        Box::pin(std::future::ready(Ok(self.secret.sign(root))))
+    }
+
+    fn share_index(&self) -> Option<u32> {
+        Some(self.info.index)
+    }
+}
 
 /// Why shares or partials cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -6,6 +6,7 @@ pub mod http;
 pub mod mockstore;
 pub mod moto;
 pub mod pg;
+pub mod pki;
 pub mod procs;
 pub mod server;
 pub mod slashable;

@@ -45,7 +45,7 @@ impl CommitBoostError {
             CommitBoostError::BadRequest(_) => "bad_request",
             CommitBoostError::Sign(e) => match e {
                 SignError::UnknownKey(_) | SignError::KeyFailed(..) => "unknown_key",
-                SignError::Refused(_) => "forbidden",
+                SignError::Refused(_) | SignError::ShareOnly(_) => "forbidden",
                 SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => "unavailable",
                 _ => "error",
             },

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use super::folder::{push_keystore, read_keystore, sorted_files};
 use crate::keys::definitions::{self, AwsAuth, Definition, KeyDefinition};
+use crate::keys::handle::SigningKey;
 use crate::keys::origin::{Origin, OriginKind};
 use crate::keys::source::{Found, KeySource, Material, Password, Pending, SourceError};
 use crate::keys::stores::aws::{CredentialSource, Credentials, SecretsManager};
@@ -100,6 +101,17 @@ fn list_local(name: &Arc<str>, dir: &Path) -> Result<Found, SourceError> {
             let label = doc_label(&file, i);
             let types = def.signing_types;
             match def.key {
+                KeyDefinition::Threshold(group) => {
+                    let label = format!("{label} (threshold group {})", group.group_file.display());
+                    match crate::keys::stores::threshold::ThresholdKey::open(&group) {
+                        Ok(key) => found.keys.push(Pending {
+                            declared: Some(key.public_key()),
+                            origin: Origin::new(name, unit.clone(), label, OriginKind::Definition, types),
+                            material: Material::Ready(std::sync::Arc::new(key)),
+                        }),
+                        Err(reason) => found.fail(label, Some(unit.clone()), reason),
+                    }
+                }
                 KeyDefinition::Raw { private_key } => found.keys.push(Pending {
                     origin: Origin::new(name, unit.clone(), label, OriginKind::Definition, types),
                     declared: None,
@@ -288,7 +300,7 @@ async fn fetch(def: &KeyDefinition) -> Result<Zeroizing<String>, StoreError> {
             .fetch()
             .await
         }
-        KeyDefinition::Keystore { .. } | KeyDefinition::Raw { .. } => {
+        KeyDefinition::Keystore { .. } | KeyDefinition::Raw { .. } | KeyDefinition::Threshold(_) => {
             Err(StoreError::Config("not a secret-store definition".into()))
         }
     }

@@ -76,7 +76,7 @@ pub fn read_keystore(path: &Path) -> Result<Option<Keystore>, String> {
 
 /// Adds a parsed keystore to `found` (its pubkey, when declared, is known at once).
 pub fn push_keystore(found: &mut Found, origin: Arc<Origin>, ks: Keystore, password: Password) {
-    match ks.declared_pubkey() {
+    match ks.identity() {
         Ok(declared) => found.keys.push(Pending {
             origin,
             declared,

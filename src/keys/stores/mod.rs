@@ -1,11 +1,13 @@
 //! Secret stores that hold validator keys (as Web3Signer's YAML definitions name them): AWS
 //! Secrets Manager, HashiCorp Vault (KV v2) and Azure Key Vault, spoken to over HTTPS with the
 //! crates the signer already has. Each store's value is one key in hex, or several, one per
-//! line (bulk secrets).
+//! line (bulk secrets). And the share nodes of a threshold group, which hold a key no
+//! one holds whole (`threshold`).
 
 pub mod aws;
 pub mod azure;
 pub mod http;
+pub mod threshold;
 pub mod vault;
 
 use zeroize::Zeroizing;

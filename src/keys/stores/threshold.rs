@@ -1,0 +1,224 @@
+//! A threshold group's key as a coordinator holds it: no secret at all. A signing goes to every
+//! share node at once (the client's request as it is, over mutual TLS); each node checks it
+//! against its own slashing protection and answers a partial signature. The first `t` partials
+//! that verify against their shares' public keys are combined, and the result is checked
+//! against the group key before it leaves.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+
+use crate::keys::handle::{KeyError, SignRequest, SigningKey};
+use crate::keys::threshold::{VerificationVector, combine_signatures};
+use crate::types::{PublicKey, Signature, SigningRoot};
+
+/// The route share nodes answer partial signatures on.
+pub const PARTIAL_ROUTE: &str = "/internal/v1/threshold/sign";
+
+const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+
+/// A `type: threshold` key definition.
+pub struct GroupDefinition {
+    /// `group.json` as `palisade keys split` writes it.
+    pub group_file: PathBuf,
+    pub nodes: Vec<String>,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub ca: PathBuf,
+    pub timeout: Duration,
+}
+
+pub struct ThresholdKey {
+    vector: VerificationVector,
+    threshold: usize,
+    /// Each share's public key, by index - 1.
+    shares: Vec<PublicKey>,
+    nodes: Vec<String>,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for ThresholdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ThresholdKey({}, {} of {})",
+            self.vector.group_public_key(),
+            self.threshold,
+            self.nodes.len()
+        )
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GroupFile {
+    group_public_key: PublicKey,
+    threshold: usize,
+    shares: usize,
+    verification_vector: Vec<PublicKey>,
+}
+
+#[derive(serde::Deserialize)]
+struct Partial {
+    index: u32,
+    signature: String,
+}
+
+fn verifies(pk: &PublicKey, root: &SigningRoot, sig: &Signature) -> bool {
+    let (Ok(pk), Ok(sig)) = (
+        blst::min_pk::PublicKey::key_validate(&pk.0),
+        blst::min_pk::Signature::sig_validate(&sig.0, true),
+    ) else {
+        return false;
+    };
+    sig.verify(false, &root.0, DST, &[], &pk, false) == blst::BLST_ERROR::BLST_SUCCESS
+}
+
+impl ThresholdKey {
+    pub fn open(d: &GroupDefinition) -> Result<ThresholdKey, String> {
+        let text =
+            std::fs::read_to_string(&d.group_file).map_err(|e| format!("groupFile {}: {e}", d.group_file.display()))?;
+        let g: GroupFile =
+            serde_json::from_str(&text).map_err(|e| format!("groupFile {}: {e}", d.group_file.display()))?;
+        let vector = VerificationVector(g.verification_vector);
+        if vector.0.first() != Some(&g.group_public_key) || vector.threshold() != g.threshold || g.threshold > g.shares
+        {
+            return Err(format!(
+                "groupFile {}: the verification vector does not match the group key and threshold",
+                d.group_file.display()
+            ));
+        }
+        let shares = (1..=g.shares as u32)
+            .map(|i| vector.share_public_key(i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("groupFile {}: {e}", d.group_file.display()))?;
+        if d.nodes.len() < g.threshold {
+            return Err(format!(
+                "{} nodes cannot give {} partial signatures",
+                d.nodes.len(),
+                g.threshold
+            ));
+        }
+        let read = |p: &PathBuf, what: &str| std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()));
+        let mut identity = read(&d.client_cert, "tlsClientCertFile")?;
+        identity.extend(read(&d.client_key, "tlsClientKeyFile")?);
+        let identity =
+            reqwest::Identity::from_pem(&identity).map_err(|e| format!("tlsClientCertFile/tlsClientKeyFile: {e}"))?;
+        let ca = reqwest::Certificate::from_pem(&read(&d.ca, "tlsCaFile")?).map_err(|e| format!("tlsCaFile: {e}"))?;
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .identity(identity)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(d.timeout)
+            .connect_timeout(d.timeout)
+            .build()
+            .map_err(|e| format!("TLS client: {e}"))?;
+        Ok(ThresholdKey {
+            threshold: g.threshold,
+            vector,
+            shares,
+            nodes: d.nodes.clone(),
+            client,
+        })
+    }
+
+    async fn ask(&self, node: &str, request: SignRequest<'_>) -> Result<Partial, (bool, String)> {
+        let url = format!("{}{PARTIAL_ROUTE}/{}", node.trim_end_matches('/'), request.identifier);
+        let resp = self
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(request.body.to_vec())
+            .send()
+            .await
+            .map_err(|e| (false, format!("{node}: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        match status {
+            200 => {
+                serde_json::from_str(&text).map_err(|e| (false, format!("{node}: an answer that is no partial ({e})")))
+            }
+            412 => Err((true, format!("{node}: {}", super::http::short(text.as_bytes())))),
+            s => Err((false, format!("{node}: {s} {}", super::http::short(text.as_bytes())))),
+        }
+    }
+
+    async fn combine(&self, root: &SigningRoot, request: SignRequest<'_>) -> Result<Signature, KeyError> {
+        let mut asked: FuturesUnordered<_> = self
+            .nodes
+            .iter()
+            .map(|n| async move { (n.as_str(), self.ask(n, request).await) })
+            .collect();
+        let (mut partials, mut refused, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some((node, answer)) = asked.next().await {
+            match answer {
+                Ok(p) => {
+                    let share = p.index.checked_sub(1).and_then(|i| self.shares.get(i as usize));
+                    let sig = crate::types::parse_hex_array::<96>(&p.signature).map(Signature);
+                    match (share, sig) {
+                        (Some(pk), Ok(sig))
+                            if verifies(pk, root, &sig) && !partials.iter().any(|(i, _)| *i == p.index) =>
+                        {
+                            partials.push((p.index, sig));
+                            if partials.len() == self.threshold {
+                                break;
+                            }
+                        }
+                        _ => {
+                            tracing::warn!(%node, index = p.index, group = %self.vector.group_public_key(),
+                                "a share node answered a partial signature that does not verify for its share: ignored");
+                            failed.push(format!("{node}: an invalid partial signature"));
+                        }
+                    }
+                }
+                Err((true, why)) => refused.push(why),
+                Err((false, why)) => failed.push(why),
+            }
+        }
+        if partials.len() < self.threshold {
+            let answered = partials.len() + refused.len();
+            let why = format!(
+                "{} of {} needed partial signatures (refused: [{}]; failed: [{}])",
+                partials.len(),
+                self.threshold,
+                refused.join("; "),
+                failed.join("; ")
+            );
+            // Nodes that answer are enough, but some refused what they had signed otherwise.
+            return Err(if !refused.is_empty() && answered >= self.threshold {
+                KeyError::Refused(why)
+            } else {
+                KeyError::Unavailable(why)
+            });
+        }
+        let combined = combine_signatures(&partials, self.threshold).map_err(|e| KeyError::Failed(e.to_string()))?;
+        if !verifies(&self.vector.group_public_key(), root, &combined) {
+            return Err(KeyError::Failed(
+                "the combined signature does not verify for the group key".into(),
+            ));
+        }
+        Ok(combined)
+    }
+}
+
+impl SigningKey for ThresholdKey {
+    fn public_key(&self) -> PublicKey {
+        self.vector.group_public_key()
+    }
+
+    fn sign<'a>(
+        &'a self,
+        root: &'a SigningRoot,
+        request: SignRequest<'a>,
+    ) -> BoxFuture<'a, Result<Signature, KeyError>> {
+        Box::pin(self.combine(root, request))
+    }
+
+    fn protected_by_holders(&self) -> bool {
+        true
+    }
+}
