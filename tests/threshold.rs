@@ -502,3 +502,138 @@ async fn a_node_answering_another_keys_partial_is_ignored() {
         "{log}"
     );
 }
+
+/// Proactive refresh through the binary: every holder deals, every holder applies all deals.
+/// The group key stays, any 3 new shares give the key back, and old and new shares together
+/// give no key at all.
+#[test]
+fn a_refresh_keeps_the_group_key_and_retires_the_old_shares() {
+    let (_keys, keystore, password, pubkey, secret) = interop_key0();
+    let work = tempfile::tempdir().unwrap();
+    let old = work.path().join("old");
+    let (ok, _, err) = run(
+        &[
+            "keys",
+            "split",
+            "--keystore",
+            keystore.to_str().unwrap(),
+            "--password-file",
+            password.to_str().unwrap(),
+            "--threshold",
+            "3",
+            "--shares",
+            "4",
+            "--output-dir",
+            old.to_str().unwrap(),
+            "--pbkdf2-rounds",
+            "1024",
+        ],
+        work.path(),
+    );
+    assert!(ok, "{err}");
+    let share = |dir: &Path, i: u32| {
+        (
+            dir.join(format!("share-{i}/keystore.json")),
+            dir.join(format!("share-{i}/password.txt")),
+        )
+    };
+    let mut deals = Vec::new();
+    for i in 1..=4 {
+        let (ks, pw) = share(&old, i);
+        let deal = work.path().join(format!("deal-{i}.json"));
+        let (ok, _, err) = run(
+            &[
+                "keys",
+                "refresh-deal",
+                "--share",
+                ks.to_str().unwrap(),
+                "--password-file",
+                pw.to_str().unwrap(),
+                "--output",
+                deal.to_str().unwrap(),
+            ],
+            work.path(),
+        );
+        assert!(ok, "{err}");
+        deals.push(deal);
+    }
+    let new = work.path().join("new");
+    std::fs::create_dir(&new).unwrap();
+    for i in 1..=4 {
+        let (ks, pw) = share(&old, i);
+        let out = new.join(format!("share-{i}"));
+        let mut args: Vec<String> = ["keys", "refresh-apply", "--share"].map(String::from).to_vec();
+        args.extend([
+            ks.display().to_string(),
+            "--password-file".into(),
+            pw.display().to_string(),
+        ]);
+        for d in &deals {
+            args.extend(["--deal".to_string(), d.display().to_string()]);
+        }
+        args.extend([
+            "--output-dir".into(),
+            out.display().to_string(),
+            "--pbkdf2-rounds".into(),
+            "1024".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = run(&args, work.path());
+        assert!(ok, "{err}");
+        let group: Value = serde_json::from_str(&std::fs::read_to_string(out.join("group.json")).unwrap()).unwrap();
+        assert_eq!(group["group_public_key"], pubkey.as_str());
+        assert_ne!(
+            secret_of(&out.join("keystore.json"), &out.join("password.txt")),
+            secret_of(&ks, &pw)
+        );
+    }
+    let new_pw = work.path().join("pw.txt");
+    palisade::fsutil::write_private(&new_pw, b"recovered", palisade::fsutil::Existing::Replace).unwrap();
+    let combine = |picked: [(&Path, u32); 3], name: &str| {
+        let out = work.path().join(name);
+        let mut args: Vec<String> = ["keys", "combine"].map(String::from).to_vec();
+        for (dir, i) in picked {
+            let (ks, pw) = share(dir, i);
+            args.extend(["--share".to_string(), format!("{}:{}", ks.display(), pw.display())]);
+        }
+        args.extend([
+            "--output".into(),
+            out.display().to_string(),
+            "--output-password-file".into(),
+            new_pw.display().to_string(),
+            "--pbkdf2-rounds".into(),
+            "1024".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = run(&args, work.path());
+        (ok, err, out)
+    };
+    let (ok, err, out) = combine([(&new, 1), (&new, 3), (&new, 4)], "from-new.json");
+    assert!(ok, "{err}");
+    assert_eq!(secret_of(&out, &new_pw), secret);
+    let (ok, err, out) = combine([(&old, 1), (&old, 2), (&new, 4)], "mixed.json");
+    assert!(!ok && err.contains("not to the group key"), "{err}");
+    assert!(!out.exists());
+    // A deal set missing a holder is refused, naming what is missing; nothing is written.
+    let (ks, pw) = share(&old, 1);
+    let out = work.path().join("short");
+    let (ok, _, err) = run(
+        &[
+            "keys",
+            "refresh-apply",
+            "--share",
+            ks.to_str().unwrap(),
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--deal",
+            deals[0].to_str().unwrap(),
+            "--deal",
+            deals[1].to_str().unwrap(),
+            "--output-dir",
+            out.to_str().unwrap(),
+        ],
+        work.path(),
+    );
+    assert!(!ok && err.contains("one deal from each of the 4 holders"), "{err}");
+    assert!(!out.exists());
+}

@@ -17,7 +17,7 @@ use crate::messages;
 const TICKS: f64 = 100.0; // USER_HZ on Linux
 
 /// CPU seconds (user + system) of a process so far.
-fn cpu_of(pid: &str) -> Option<f64> {
+pub(crate) fn cpu_of(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -31,6 +31,7 @@ mod mainnet;
 mod messages;
 mod protection_bench;
 mod proxy;
+mod threshold;
 
 use clap::{Parser, Subcommand};
 
@@ -149,6 +150,16 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         history_rows: u64,
     },
+    /// A 3-of-4 threshold group (4 share nodes over mutual TLS, a coordinator) against a plain
+    /// signer: latency, rate and CPU per signature, next to raw BLS.
+    Threshold {
+        #[arg(long, default_value_t = 16)]
+        validators: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -193,5 +204,10 @@ fn main() -> anyhow::Result<()> {
             seconds,
             history_rows,
         } => protection_bench::run(database_url, validators, &clients, &replicas, seconds, history_rows),
+        Command::Threshold {
+            validators,
+            connections,
+            seconds,
+        } => threshold::run(validators, connections, seconds),
     }
 }

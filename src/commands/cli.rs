@@ -60,6 +60,44 @@ pub enum KeysCommand {
     /// Emergency recovery only: rebuild the whole key from T share keystores. The result is one
     /// more place the key lives: destroy it when done.
     Combine(CombineArgs),
+    /// Proactive refresh, step 1 on each share's node: deal a sharing of zero to every holder
+    /// (a public file, its parts encrypted to each holder's share).
+    RefreshDeal(RefreshDealArgs),
+    /// Proactive refresh, step 2 on each share's node: the new share from one deal of every
+    /// holder. The group key stays; old shares no longer combine with new ones.
+    RefreshApply(RefreshApplyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RefreshDealArgs {
+    /// This node's share keystore.
+    #[arg(long, value_name = "FILE")]
+    pub share: PathBuf,
+    /// Its password (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: PathBuf,
+    /// Where to write the deal (a new file).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RefreshApplyArgs {
+    /// This node's share keystore.
+    #[arg(long, value_name = "FILE")]
+    pub share: PathBuf,
+    /// Its password (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: PathBuf,
+    /// A deal (repeat: one from every holder, this one's included).
+    #[arg(long = "deal", value_name = "FILE", required = true)]
+    pub deals: Vec<PathBuf>,
+    /// A new folder: `keystore.json` and `password.txt` of the new share, `group.json`.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// pbkdf2 rounds of the new share keystore (EIP-2335's default; lower only for tests).
+    #[arg(long, default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub pbkdf2_rounds: u32,
 }
 
 #[derive(Args, Debug)]

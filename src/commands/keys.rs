@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow, bail};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
-use super::cli::{CombineArgs, SplitArgs};
+use super::cli::{CombineArgs, RefreshApplyArgs, RefreshDealArgs, SplitArgs};
 use crate::keys::keystore::{KdfChoice, Keystore};
 use crate::keys::secret::SecretKey;
 use crate::keys::threshold::{self, Share, ShareInfo, VerificationVector};
@@ -43,83 +43,98 @@ pub fn split(a: &SplitArgs) -> anyhow::Result<()> {
     };
     let (shares, vector) = threshold::split(&key, a.threshold, a.shares)?;
     drop(key);
-    // Written into a hidden sibling, then renamed: the folder appears complete or not at all.
-    let parent = a
-        .output_dir
+    let kdf = KdfChoice::Pbkdf2 { c: a.pbkdf2_rounds };
+    whole_folder(&a.output_dir, |dir| {
+        for share in &shares {
+            write_share(
+                &dir.join(format!("share-{}", share.index)),
+                share,
+                &vector,
+                a.shares,
+                kdf,
+            )?;
+        }
+        write_group(dir, &vector, a.shares)
+    })?;
+    println!(
+        "split {} into {} shares, any {} of which sign: {}",
+        vector.group_public_key(),
+        a.shares,
+        a.threshold,
+        a.output_dir.display()
+    );
+    Ok(())
+}
+
+/// Writes a new folder through `fill`: into a hidden sibling, then renamed, so that it appears
+/// complete or not at all; an existing folder is refused.
+fn whole_folder(out: &Path, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if out.exists() {
+        bail!(
+            "{}: exists already (a new folder is written whole, or not at all)",
+            out.display()
+        );
+    }
+    let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = a
-        .output_dir
+    let name = out
         .file_name()
-        .ok_or_else(|| anyhow!("--output-dir needs a folder name"))?;
+        .ok_or_else(|| anyhow!("{}: needs a folder name", out.display()))?;
     let tmp = parent.join(format!(".{}.partial", name.to_string_lossy()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let kdf = KdfChoice::Pbkdf2 { c: a.pbkdf2_rounds };
-    let written = write_shares(&tmp, &shares, &vector, a.threshold, a.shares, kdf);
-    match written.and_then(|()| std::fs::rename(&tmp, &a.output_dir).map_err(Into::into)) {
-        Ok(()) => {
-            println!(
-                "split {} into {} shares, any {} of which sign: {}",
-                vector.group_public_key(),
-                a.shares,
-                a.threshold,
-                a.output_dir.display()
-            );
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
+    let written = crate::fsutil::private_dir(&tmp)
+        .map_err(Into::into)
+        .and_then(|()| fill(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, out).map_err(Into::into));
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
+    written
 }
 
-fn write_shares(
-    dir: &Path,
-    shares: &[Share],
-    vector: &VerificationVector,
-    t: usize,
-    n: usize,
-    kdf: KdfChoice,
-) -> anyhow::Result<()> {
+/// `dir/keystore.json` (the share, with its `threshold` object) and `dir/password.txt` (a new
+/// random password).
+fn write_share(dir: &Path, share: &Share, vector: &VerificationVector, n: usize, kdf: KdfChoice) -> anyhow::Result<()> {
+    let t = vector.threshold();
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(bytes.as_mut());
+    let password = Zeroizing::new(hex::encode(bytes.as_ref()));
+    let mut keystore = Keystore::encrypt(&share.secret, &password, kdf);
+    keystore.description = Some(format!(
+        "share {} of {} ({} needed) of {}",
+        share.index,
+        n,
+        t,
+        vector.group_public_key()
+    ));
+    keystore.threshold = Some(ShareInfo {
+        index: share.index,
+        threshold: t,
+        shares: n,
+        group_public_key: vector.group_public_key(),
+        verification_vector: vector.0.clone(),
+    });
     crate::fsutil::private_dir(dir)?;
-    for share in shares {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        rand::rng().fill_bytes(bytes.as_mut());
-        let password = Zeroizing::new(hex::encode(bytes.as_ref()));
-        let mut keystore = serde_json::to_value(Keystore::encrypt(&share.secret, &password, kdf))?;
-        keystore["description"] = format!(
-            "share {} of {} ({} needed) of {}",
-            share.index,
-            n,
-            t,
-            vector.group_public_key()
-        )
-        .into();
-        keystore["threshold"] = serde_json::to_value(ShareInfo {
-            index: share.index,
-            threshold: t,
-            shares: n,
-            group_public_key: vector.group_public_key(),
-            verification_vector: vector.0.clone(),
-        })?;
-        let sub = dir.join(format!("share-{}", share.index));
-        crate::fsutil::private_dir(&sub)?;
-        crate::fsutil::write_private(
-            &sub.join("password.txt"),
-            password.as_bytes(),
-            crate::fsutil::Existing::Keep,
-        )?;
-        crate::fsutil::write_private(
-            &sub.join("keystore.json"),
-            serde_json::to_string_pretty(&keystore)?.as_bytes(),
-            crate::fsutil::Existing::Keep,
-        )?;
-    }
+    crate::fsutil::write_private(
+        &dir.join("password.txt"),
+        password.as_bytes(),
+        crate::fsutil::Existing::Keep,
+    )?;
+    crate::fsutil::write_private(
+        &dir.join("keystore.json"),
+        serde_json::to_string_pretty(&keystore)?.as_bytes(),
+        crate::fsutil::Existing::Keep,
+    )?;
+    Ok(())
+}
+
+/// `dir/group.json`: what coordinators need (group key, threshold, vector, share keys).
+fn write_group(dir: &Path, vector: &VerificationVector, n: usize) -> anyhow::Result<()> {
     let group = serde_json::json!({
         "group_public_key": vector.group_public_key(),
-        "threshold": t,
+        "threshold": vector.threshold(),
         "shares": n,
         "verification_vector": vector.0,
         "share_public_keys": (1..=n as u32).map(|i| vector.share_public_key(i)).collect::<Result<Vec<_>, _>>()?,
@@ -129,6 +144,53 @@ fn write_shares(
         serde_json::to_string_pretty(&group)?.as_bytes(),
         crate::fsutil::Existing::Keep,
     )?;
+    Ok(())
+}
+
+/// `keys refresh-deal`: this holder's deal for the next refresh (a public file).
+pub fn refresh_deal(a: &RefreshDealArgs) -> anyhow::Result<()> {
+    let (share, info) = read_share(&a.share, &a.password_file)?;
+    let vector = VerificationVector(info.verification_vector.clone());
+    let deal = crate::keys::refresh::deal(&share, &vector, info.shares)?;
+    crate::fsutil::write_private(
+        &a.output,
+        serde_json::to_string_pretty(&deal)?.as_bytes(),
+        crate::fsutil::Existing::Keep,
+    )
+    .with_context(|| format!("--output {}", a.output.display()))?;
+    println!(
+        "deal of share {} of {} written to {}",
+        share.index,
+        info.group_public_key,
+        a.output.display()
+    );
+    Ok(())
+}
+
+/// `keys refresh-apply`: this holder's new share from every holder's deal.
+pub fn refresh_apply(a: &RefreshApplyArgs) -> anyhow::Result<()> {
+    let (share, info) = read_share(&a.share, &a.password_file)?;
+    let vector = VerificationVector(info.verification_vector.clone());
+    let deals = a
+        .deals
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).with_context(|| format!("--deal {}", f.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("--deal {}", f.display()))
+        })
+        .collect::<anyhow::Result<Vec<crate::keys::refresh::Deal>>>()?;
+    let (new, new_vector) = crate::keys::refresh::apply(&share, &vector, info.shares, &deals)?;
+    let kdf = KdfChoice::Pbkdf2 { c: a.pbkdf2_rounds };
+    whole_folder(&a.output_dir, |dir| {
+        write_share(dir, &new, &new_vector, info.shares, kdf)?;
+        write_group(dir, &new_vector, info.shares)
+    })?;
+    println!(
+        "share {} of {} refreshed into {}: replace the old share with it on this node, then destroy the old one",
+        new.index,
+        info.group_public_key,
+        a.output_dir.display()
+    );
     Ok(())
 }
 

@@ -35,5 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keys(KeysCommand::Split(args)) => keys::split(&args),
         Command::Keys(KeysCommand::Combine(args)) => keys::combine(&args),
+        Command::Keys(KeysCommand::RefreshDeal(args)) => keys::refresh_deal(&args),
+        Command::Keys(KeysCommand::RefreshApply(args)) => keys::refresh_apply(&args),
     }
 }

@@ -11,6 +11,7 @@ pub mod loader;
 pub mod origin;
 pub mod password;
 pub mod proxy;
+pub mod refresh;
 pub mod registry;
 pub mod secret;
 pub mod source;

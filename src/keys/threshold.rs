@@ -140,6 +140,12 @@ pub struct Share {
     pub secret: SecretKey,
 }
 
+impl std::fmt::Debug for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Share({}, {})", self.index, self.secret.public_key())
+    }
+}
+
 fn check_index(index: u32) -> Result<(), ThresholdError> {
     if (1..=255).contains(&index) {
         Ok(())
@@ -148,7 +154,7 @@ fn check_index(index: u32) -> Result<(), ThresholdError> {
     }
 }
 
-fn scalar_of(sk: &SecretKey) -> Zeroizing<Scalar> {
+pub(super) fn scalar_of(sk: &SecretKey) -> Zeroizing<Scalar> {
     let mut le = *sk.to_bytes();
     le.reverse();
     let s = Option::<Scalar>::from(Scalar::from_bytes(&le)).expect("a valid secret key is below the group order");
@@ -156,13 +162,13 @@ fn scalar_of(sk: &SecretKey) -> Zeroizing<Scalar> {
     Zeroizing::new(s)
 }
 
-fn secret_of(s: &Scalar) -> Option<SecretKey> {
+pub(super) fn secret_of(s: &Scalar) -> Option<SecretKey> {
     let mut be = Zeroizing::new(s.to_bytes());
     be.reverse();
     SecretKey::from_bytes(&be).ok()
 }
 
-fn random_scalar() -> Zeroizing<Scalar> {
+pub(super) fn random_scalar() -> Zeroizing<Scalar> {
     let mut wide = Zeroizing::new([0u8; 64]);
     rand::rng().fill_bytes(wide.as_mut());
     Zeroizing::new(Scalar::from_bytes_wide(&wide))
