@@ -6,7 +6,7 @@
 //! Secrets here are scalars zeroed when dropped; the whole key exists only while splitting (or
 //! in the emergency `combine_secret`).
 
-use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
+use bls12_381::{G1Affine, G1Projective, Scalar};
 use futures::future::BoxFuture;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -242,13 +242,41 @@ pub fn combine_signatures(partials: &[(u32, Signature)], t: usize) -> Result<Sig
     }
     let used = &partials[..t];
     let indices: Vec<u32> = used.iter().map(|(i, _)| *i).collect();
-    let mut acc = G2Projective::identity();
-    for ((index, sig), l) in used.iter().zip(lagrange(&indices)?) {
-        let point =
-            Option::<G2Affine>::from(G2Affine::from_compressed(&sig.0)).ok_or(ThresholdError::Partial(*index))?;
-        acc += G2Projective::from(point) * l;
+    let coefficients = lagrange(&indices)?;
+    let mut acc = blst::blst_p2::default();
+    for (n, ((index, sig), l)) in used.iter().zip(coefficients).enumerate() {
+        let term = g2_times(sig, &l).ok_or(ThresholdError::Partial(*index))?;
+        if n == 0 {
+            acc = term;
+        } else {
+            // SAFETY: blst's point addition on two valid, initialised projective points.
+            unsafe { blst::blst_p2_add_or_double(&mut acc, &acc, &term) };
+        }
     }
-    Ok(Signature(G2Affine::from(acc).to_compressed()))
+    let mut out = [0u8; 96];
+    // SAFETY: `out` is the 96 bytes a compressed G2 point takes.
+    unsafe { blst::blst_p2_compress(out.as_mut_ptr(), &acc) };
+    Ok(Signature(out))
+}
+
+/// `sig * l` in G2, with blst (an order of magnitude faster than the pure-Rust curve); `None`
+/// when `sig` is not a point of the G2 subgroup.
+fn g2_times(sig: &Signature, l: &Scalar) -> Option<blst::blst_p2> {
+    let mut affine = blst::blst_p2_affine::default();
+    // SAFETY: blst reads 96 bytes from the array and writes the affine point it decodes.
+    let decoded = unsafe { blst::blst_p2_uncompress(&mut affine, sig.0.as_ptr()) };
+    // SAFETY: reads an initialised affine point.
+    if decoded != blst::BLST_ERROR::BLST_SUCCESS || !unsafe { blst::blst_p2_affine_in_g2(&affine) } {
+        return None;
+    }
+    let (mut point, mut product) = (blst::blst_p2::default(), blst::blst_p2::default());
+    let scalar = l.to_bytes(); // little-endian, as blst_p2_mult reads it
+    // SAFETY: initialised inputs; the scalar is 32 bytes, of which 255 bits are read.
+    unsafe {
+        blst::blst_p2_from_affine(&mut point, &affine);
+        blst::blst_p2_mult(&mut product, &point, scalar.as_ptr(), 255);
+    }
+    Some(product)
 }
 
 /// Emergency recovery: the whole key from `t` shares. Never part of signing.

@@ -147,61 +147,75 @@ impl ThresholdKey {
         }
     }
 
+    /// Optimistic: the first `t` well-formed partials are combined and the result checked once
+    /// against the group key; only when that fails is each partial checked, the bad ones
+    /// dropped (and their nodes named), and more awaited.
     async fn combine(&self, root: &SigningRoot, request: SignRequest<'_>) -> Result<Signature, KeyError> {
         let mut asked: FuturesUnordered<_> = self
             .nodes
             .iter()
             .map(|n| async move { (n.as_str(), self.ask(n, request).await) })
             .collect();
-        let (mut partials, mut refused, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        let group = self.vector.group_public_key();
+        // (share index, partial, node) of the well-formed answers.
+        let mut partials: Vec<(u32, Signature, &str)> = Vec::new();
+        let (mut refused, mut failed) = (Vec::new(), Vec::new());
+        let invalid = |node: &str, index: u32, failed: &mut Vec<String>| {
+            tracing::warn!(%node, index, %group,
+                "a share node answered a partial signature that does not verify for its share: ignored");
+            failed.push(format!("{node}: an invalid partial signature"));
+        };
         while let Some((node, answer)) = asked.next().await {
             match answer {
                 Ok(p) => {
-                    let share = p.index.checked_sub(1).and_then(|i| self.shares.get(i as usize));
-                    let sig = crate::types::parse_hex_array::<96>(&p.signature).map(Signature);
-                    match (share, sig) {
-                        (Some(pk), Ok(sig))
-                            if verifies(pk, root, &sig) && !partials.iter().any(|(i, _)| *i == p.index) =>
-                        {
-                            partials.push((p.index, sig));
-                            if partials.len() == self.threshold {
-                                break;
-                            }
+                    let known = p.index.checked_sub(1).is_some_and(|i| (i as usize) < self.shares.len());
+                    match crate::types::parse_hex_array::<96>(&p.signature).map(Signature) {
+                        Ok(sig) if known && !partials.iter().any(|(i, _, _)| *i == p.index) => {
+                            partials.push((p.index, sig, node))
                         }
-                        _ => {
-                            tracing::warn!(%node, index = p.index, group = %self.vector.group_public_key(),
-                                "a share node answered a partial signature that does not verify for its share: ignored");
-                            failed.push(format!("{node}: an invalid partial signature"));
-                        }
+                        _ => invalid(node, p.index, &mut failed),
                     }
                 }
                 Err((true, why)) => refused.push(why),
                 Err((false, why)) => failed.push(why),
             }
-        }
-        if partials.len() < self.threshold {
-            let answered = partials.len() + refused.len();
-            let why = format!(
-                "{} of {} needed partial signatures (refused: [{}]; failed: [{}])",
-                partials.len(),
-                self.threshold,
-                refused.join("; "),
-                failed.join("; ")
-            );
-            // Nodes that answer are enough, but some refused what they had signed otherwise.
-            return Err(if !refused.is_empty() && answered >= self.threshold {
-                KeyError::Refused(why)
-            } else {
-                KeyError::Unavailable(why)
+            if partials.len() < self.threshold {
+                continue;
+            }
+            let used: Vec<(u32, Signature)> = partials.iter().map(|(i, s, _)| (*i, *s)).collect();
+            if let Ok(combined) = combine_signatures(&used, self.threshold)
+                && verifies(&group, root, &combined)
+            {
+                return Ok(combined);
+            }
+            // Some partial is bad: find it, drop it, and wait for more.
+            partials.retain(|(i, s, node)| {
+                let good = verifies(&self.shares[*i as usize - 1], root, s);
+                if !good {
+                    invalid(node, *i, &mut failed);
+                }
+                good
             });
+            if partials.len() >= self.threshold {
+                return Err(KeyError::Failed(
+                    "valid partial signatures combine to no valid group signature".into(),
+                ));
+            }
         }
-        let combined = combine_signatures(&partials, self.threshold).map_err(|e| KeyError::Failed(e.to_string()))?;
-        if !verifies(&self.vector.group_public_key(), root, &combined) {
-            return Err(KeyError::Failed(
-                "the combined signature does not verify for the group key".into(),
-            ));
-        }
-        Ok(combined)
+        let answered = partials.len() + refused.len();
+        let why = format!(
+            "{} of {} needed partial signatures (refused: [{}]; failed: [{}])",
+            partials.len(),
+            self.threshold,
+            refused.join("; "),
+            failed.join("; ")
+        );
+        // Nodes that answer are enough, but some refused what they had signed otherwise.
+        Err(if !refused.is_empty() && answered >= self.threshold {
+            KeyError::Refused(why)
+        } else {
+            KeyError::Unavailable(why)
+        })
     }
 }
 
