@@ -39,12 +39,9 @@ fn secret_of(keystore: &Path, password: &Path) -> String {
     format!("0x{}", hex::encode(*sk.to_bytes()))
 }
 
-#[test]
-fn a_key_split_3_of_4_comes_back_from_any_3_shares() {
-    let (_keys, keystore, password, pubkey, secret) = interop_key0();
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("shares");
-    let (ok, stdout, err) = run(
+/// `palisade keys split` of `keystore` 3-of-4 into `out` (cheap KDF): (succeeded, stdout, stderr).
+fn split_3_of_4(keystore: &Path, password: &Path, out: &Path, workdir: &Path) -> (bool, String, String) {
+    run(
         &[
             "keys",
             "split",
@@ -61,8 +58,16 @@ fn a_key_split_3_of_4_comes_back_from_any_3_shares() {
             "--pbkdf2-rounds",
             "1024",
         ],
-        work.path(),
-    );
+        workdir,
+    )
+}
+
+#[test]
+fn a_key_split_3_of_4_comes_back_from_any_3_shares() {
+    let (_keys, keystore, password, pubkey, secret) = interop_key0();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("shares");
+    let (ok, stdout, err) = split_3_of_4(&keystore, &password, &out, work.path());
     assert!(ok, "{err}");
     assert!(stdout.contains(&pubkey), "{stdout}");
     let group: Value = serde_json::from_str(&std::fs::read_to_string(out.join("group.json")).unwrap()).unwrap();
@@ -216,25 +221,7 @@ impl Cluster {
         // Split every key; node i gets share i of each, with its own password file.
         for k in 0..KEYS {
             let out = work.path().join(format!("split-{k}"));
-            let (ok, _, err) = run(
-                &[
-                    "keys",
-                    "split",
-                    "--keystore",
-                    ks.join(format!("keystore-{k}.json")).to_str().unwrap(),
-                    "--password-file",
-                    pw.to_str().unwrap(),
-                    "--threshold",
-                    "3",
-                    "--shares",
-                    "4",
-                    "--output-dir",
-                    out.to_str().unwrap(),
-                    "--pbkdf2-rounds",
-                    "1024",
-                ],
-                work.path(),
-            );
+            let (ok, _, err) = split_3_of_4(&ks.join(format!("keystore-{k}.json")), &pw, &out, work.path());
             assert!(ok, "{err}");
             for i in 1..=4 {
                 let node = work.path().join(format!("node-{i}"));
@@ -511,25 +498,7 @@ fn a_refresh_keeps_the_group_key_and_retires_the_old_shares() {
     let (_keys, keystore, password, pubkey, secret) = interop_key0();
     let work = tempfile::tempdir().unwrap();
     let old = work.path().join("old");
-    let (ok, _, err) = run(
-        &[
-            "keys",
-            "split",
-            "--keystore",
-            keystore.to_str().unwrap(),
-            "--password-file",
-            password.to_str().unwrap(),
-            "--threshold",
-            "3",
-            "--shares",
-            "4",
-            "--output-dir",
-            old.to_str().unwrap(),
-            "--pbkdf2-rounds",
-            "1024",
-        ],
-        work.path(),
-    );
+    let (ok, _, err) = split_3_of_4(&keystore, &password, &old, work.path());
     assert!(ok, "{err}");
     let share = |dir: &Path, i: u32| {
         (
