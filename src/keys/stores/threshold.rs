@@ -116,7 +116,15 @@ impl ThresholdKey {
             .timeout(d.timeout)
             .connect_timeout(d.timeout)
             .build()
-            .map_err(|e| format!("TLS client: {e}"))?;
+            .map_err(|e| {
+                let mut why = format!("TLS client: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                why
+            })?;
         Ok(ThresholdKey {
             threshold: g.threshold,
             vector,
