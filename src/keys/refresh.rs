@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::secret::SecretKey;
+use super::secret::{SecretKey, verify};
 use super::threshold::{Share, VerificationVector, random_scalar, scalar_of, secret_of};
 use crate::types::{PublicKey, Signature, SigningRoot};
 
@@ -158,26 +158,6 @@ pub fn deal(share: &Share, vector: &VerificationVector, shares: usize) -> Result
     Ok(d)
 }
 
-fn verifies(pk: &PublicKey, root: &SigningRoot, sig: &str) -> bool {
-    let Ok(bytes) = crate::types::parse_hex_array::<96>(sig) else {
-        return false;
-    };
-    let (Ok(pk), Ok(sig)) = (
-        blst::min_pk::PublicKey::key_validate(&pk.0),
-        blst::min_pk::Signature::sig_validate(&Signature(bytes).0, true),
-    ) else {
-        return false;
-    };
-    sig.verify(
-        false,
-        &root.0,
-        b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_",
-        &[],
-        &pk,
-        false,
-    ) == blst::BLST_ERROR::BLST_SUCCESS
-}
-
 /// Holder `share` applies one deal from every holder: its new share and the group's new
 /// verification vector. Every deal must refresh this state, be signed by its dealer's share,
 /// deal a sharing of zero, and deal this holder a sub-share its commitments agree with.
@@ -215,7 +195,8 @@ pub fn apply(
             return Err(bad("it refreshes another group or another state of it"));
         }
         let dealer_pk = vector.share_public_key(d.dealer).map_err(|e| bad(&e.to_string()))?;
-        if !verifies(&dealer_pk, &deal_root(d), &d.signature) {
+        let signature = crate::types::parse_hex_array::<96>(&d.signature).map(Signature);
+        if !signature.is_ok_and(|sig| verify(&dealer_pk, &deal_root(d), &sig)) {
             return Err(bad("its signature is not its dealer's share's"));
         }
         let commitments: Vec<G1Affine> = d

@@ -69,6 +69,18 @@ impl SecretKey {
     }
 }
 
+/// Whether `signature` is `pubkey`'s over `root` in the consensus ciphersuite (both points
+/// checked: on the curve and in their subgroups).
+pub fn verify(pubkey: &PublicKey, root: &SigningRoot, signature: &Signature) -> bool {
+    let (Ok(pk), Ok(sig)) = (
+        blst::min_pk::PublicKey::key_validate(&pubkey.0),
+        blst::min_pk::Signature::sig_validate(&signature.0, true),
+    ) else {
+        return false;
+    };
+    sig.verify(false, root.as_bytes(), DST, &[], &pk, false) == blst::BLST_ERROR::BLST_SUCCESS
+}
+
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "SecretKey({}, <redacted>)", self.public)

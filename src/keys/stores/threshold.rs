@@ -12,13 +12,12 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 
 use crate::keys::handle::{KeyError, SignRequest, SigningKey};
+use crate::keys::secret::verify;
 use crate::keys::threshold::{VerificationVector, combine_signatures};
 use crate::types::{PublicKey, Signature, SigningRoot};
 
 /// The route share nodes answer partial signatures on.
 pub const PARTIAL_ROUTE: &str = "/internal/v1/threshold/sign";
-
-const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
 /// A `type: threshold` key definition.
 pub struct GroupDefinition {
@@ -64,16 +63,6 @@ struct GroupFile {
 struct Partial {
     index: u32,
     signature: String,
-}
-
-fn verifies(pk: &PublicKey, root: &SigningRoot, sig: &Signature) -> bool {
-    let (Ok(pk), Ok(sig)) = (
-        blst::min_pk::PublicKey::key_validate(&pk.0),
-        blst::min_pk::Signature::sig_validate(&sig.0, true),
-    ) else {
-        return false;
-    };
-    sig.verify(false, &root.0, DST, &[], &pk, false) == blst::BLST_ERROR::BLST_SUCCESS
 }
 
 impl ThresholdKey {
@@ -192,13 +181,13 @@ impl ThresholdKey {
             }
             let used: Vec<(u32, Signature)> = partials.iter().map(|(i, s, _)| (*i, *s)).collect();
             if let Ok(combined) = combine_signatures(&used, self.threshold)
-                && verifies(&group, root, &combined)
+                && verify(&group, root, &combined)
             {
                 return Ok(combined);
             }
             // Some partial is bad: find it, drop it, and wait for more.
             partials.retain(|(i, s, node)| {
-                let good = verifies(&self.shares[*i as usize - 1], root, s);
+                let good = verify(&self.shares[*i as usize - 1], root, s);
                 if !good {
                     invalid(node, *i, &mut failed);
                 }
