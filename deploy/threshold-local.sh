@@ -15,7 +15,9 @@
 # TH_DIR (default /tmp/palisade-threshold: everything it creates, shares and certificates
 # included), TH_NODE_PORT (9301: nodes on 9301-9304), TH_COORDINATOR_A, TH_COORDINATOR_B (9311,
 # 9312), PALISADE_BIN (default the release binary under CARGO_TARGET_DIR or target/, built if
-# missing). Needs openssl and curl.
+# missing), TH_KEYSTORES (a folder of keystore-<k>.json and password.txt, default the demo
+# keys), TH_KEYS (how many of them, default 4), TH_NETWORK (default mainnet; `smoke` signs
+# mainnet messages). Needs openssl and curl. tests/e2e/lodestar.sh threshold runs Lodestar on it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +28,9 @@ BIN=${PALISADE_BIN:-$TARGET/release/palisade}
 NODE_PORT=${TH_NODE_PORT:-9301}
 COORD_A=${TH_COORDINATOR_A:-9311}
 COORD_B=${TH_COORDINATOR_B:-9312}
-KEYS=4
+KEYS=${TH_KEYS:-4}
+KEYSTORES=${TH_KEYSTORES:-$ROOT/keystores}
+NETWORK=${TH_NETWORK:-mainnet}
 
 say() { printf '[threshold] %s\n' "$*"; }
 wait_ready() { # url, what
@@ -66,7 +70,7 @@ up() {
     say "certificates: a CA, the nodes' server certificate, the coordinators' client certificate ($DIR/pki)"
     local k i
     for k in $(seq 0 $((KEYS - 1))); do
-        "$BIN" keys split --keystore "$ROOT/keystores/keystore-$k.json" --password-file "$ROOT/keystores/password.txt" \
+        "$BIN" keys split --keystore "$KEYSTORES/keystore-$k.json" --password-file "$KEYSTORES/password.txt" \
             --threshold 3 --shares 4 --output-dir "$DIR/split-$k" --pbkdf2-rounds 16384 > /dev/null
         for i in 1 2 3 4; do
             mkdir -p "$DIR/node-$i/keys" "$DIR/node-$i/passwords"
@@ -74,9 +78,9 @@ up() {
             cp "$DIR/split-$k/share-$i/password.txt" "$DIR/node-$i/passwords/key-$k.txt"
         done
     done
-    say "split $KEYS demo keys 3-of-4 ($DIR/split-*)"
+    say "split $KEYS keys 3-of-4 ($DIR/split-*)"
     for i in 1 2 3 4; do
-        (cd "$DIR/node-$i" && exec "$BIN" serve --http-port $((NODE_PORT + i - 1)) --network mainnet \
+        (cd "$DIR/node-$i" && exec "$BIN" serve --http-port $((NODE_PORT + i - 1)) --network "$NETWORK" \
             --keystores-path "$DIR/node-$i/keys" --keystores-passwords-path "$DIR/node-$i/passwords" \
             --tls-cert-file "$DIR/pki/node.pem" --tls-key-file "$DIR/pki/node.key" \
             --tls-client-ca-file "$DIR/pki/ca.pem" --data-path "$DIR/node-$i") > "$DIR/node-$i.log" 2>&1 &
@@ -98,7 +102,7 @@ EOF
     done
     for c in A:$COORD_A B:$COORD_B; do
         mkdir -p "$DIR/coordinator-${c%%:*}"
-        (cd "$DIR/coordinator-${c%%:*}" && exec "$BIN" serve --http-port "${c##*:}" --network mainnet \
+        (cd "$DIR/coordinator-${c%%:*}" && exec "$BIN" serve --http-port "${c##*:}" --network "$NETWORK" \
             --key-config-path "$DIR/groups" --data-path "$DIR/coordinator-${c%%:*}") > "$DIR/coordinator-${c%%:*}.log" 2>&1 &
         echo $! > "$DIR/coordinator-${c%%:*}.pid"
     done

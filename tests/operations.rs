@@ -216,7 +216,41 @@ async fn a_replica_without_keys_is_not_ready_unless_allowed() {
 async fn alert_rules_use_real_metrics() {
     let rules_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/palisade-alerts.yml");
     let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&rules_path).unwrap()).unwrap();
-    let p = Palisade::serve(&["--network", "minimal"]);
+    // A threshold group's coordinator too, whose node metrics exist once a group is configured.
+    let work = tempfile::tempdir().unwrap();
+    let (pki, split) = (Pki::new(), work.path().join("split"));
+    let (ok, _, err) = testkit::server::run(
+        &[
+            "keys",
+            "split",
+            "--generate",
+            "--threshold",
+            "2",
+            "--shares",
+            "3",
+            "--output-dir",
+            split.to_str().unwrap(),
+            "--pbkdf2-rounds",
+            "1024",
+        ],
+        work.path(),
+    );
+    assert!(ok, "{err}");
+    let defs = work.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("group.yaml"),
+        format!(
+            "type: threshold\ngroupFile: {}\nnodes: [\"https://127.0.0.1:9\", \"https://127.0.0.1:10\", \"https://127.0.0.1:11\"]\ntlsClientCertFile: {}\ntlsClientKeyFile: {}\ntlsCaFile: {}\n",
+            split.join("group.json").display(),
+            pki.path("client.crt"),
+            pki.path("client.key"),
+            pki.path("ca.pem")
+        ),
+    )
+    .unwrap();
+    let p = Palisade::serve(&["--network", "minimal", "--key-config-path", defs.to_str().unwrap()]);
+    testkit::http::keys_loaded(&p).await;
     let exposition = reqwest::get(p.url("/metrics")).await.unwrap().text().await.unwrap();
     let mut alerts = Vec::new();
     for group in rules["groups"].as_sequence().unwrap() {

@@ -197,6 +197,134 @@ fn bad_input_names_the_problem_and_writes_nothing() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
 
+/// Splits each interop key 3-of-4 into `dir/split-<k>`.
+fn split_all(dir: &Path) -> Vec<std::path::PathBuf> {
+    let (_keys, ks, pw) = testkit::interop_keystores();
+    (0..KEYS)
+        .map(|k| {
+            let out = dir.join(format!("split-{k}"));
+            let (ok, _, err) = split_3_of_4(&ks.join(format!("keystore-{k}.json")), &pw, &out, dir);
+            assert!(ok, "{err}");
+            out
+        })
+        .collect()
+}
+
+/// Puts the share in `share` (keystore and password) on node `i` as key `k`.
+fn install(dir: &Path, i: usize, k: usize, share: &Path) {
+    let node = dir.join(format!("node-{i}"));
+    std::fs::create_dir_all(node.join("keys")).unwrap();
+    std::fs::create_dir_all(node.join("passwords")).unwrap();
+    std::fs::copy(share.join("keystore.json"), node.join(format!("keys/key-{k}.json"))).unwrap();
+    std::fs::copy(share.join("password.txt"), node.join(format!("passwords/key-{k}.txt"))).unwrap();
+}
+
+/// `palisade keys reshare-recipient` into `dir/name`: the printed public key.
+fn recipient_key(dir: &Path, name: &str) -> String {
+    let out = dir.join(name);
+    let (ok, stdout, err) = run(
+        &[
+            "keys",
+            "reshare-recipient",
+            "--output-dir",
+            out.to_str().unwrap(),
+            "--pbkdf2-rounds",
+            "1024",
+        ],
+        dir,
+    );
+    assert!(ok, "{err}");
+    let key = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("0x"))
+        .unwrap()
+        .to_string();
+    let ks: Value = serde_json::from_str(&std::fs::read_to_string(out.join("keystore.json")).unwrap()).unwrap();
+    assert_eq!(
+        format!("0x{}", ks["pubkey"].as_str().unwrap().trim_start_matches("0x")),
+        key
+    );
+    key
+}
+
+/// `palisade keys reshare-deal` by the share in `share` to 3-of-5, with `recipients`' keys.
+fn reshare_deal(dir: &Path, share: &Path, recipients: &[(u32, String)], name: &str) -> std::path::PathBuf {
+    let out = dir.join(name);
+    let mut args: Vec<String> = ["keys", "reshare-deal", "--share"].map(String::from).to_vec();
+    args.extend([
+        share.join("keystore.json").display().to_string(),
+        "--password-file".into(),
+        share.join("password.txt").display().to_string(),
+        "--threshold".into(),
+        "3".into(),
+        "--shares".into(),
+        "5".into(),
+        "--output".into(),
+        out.display().to_string(),
+    ]);
+    for (i, key) in recipients {
+        args.extend(["--recipient".into(), format!("{i}={key}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = run(&args, dir);
+    assert!(ok, "{err}");
+    out
+}
+
+/// `palisade keys reshare-apply` on new holder `index`, whose keystore is in `holder`.
+fn reshare_apply(dir: &Path, holder: &Path, index: u32, group: &str, deals: &[std::path::PathBuf], out: &Path) {
+    let (ok, _, err) = try_reshare_apply(dir, holder, index, group, deals, out);
+    assert!(ok, "{err}");
+}
+
+fn try_reshare_apply(
+    dir: &Path,
+    holder: &Path,
+    index: u32,
+    group: &str,
+    deals: &[std::path::PathBuf],
+    out: &Path,
+) -> (bool, String, String) {
+    let mut args: Vec<String> = ["keys", "reshare-apply", "--keystore"].map(String::from).to_vec();
+    args.extend([
+        holder.join("keystore.json").display().to_string(),
+        "--password-file".into(),
+        holder.join("password.txt").display().to_string(),
+        "--index".into(),
+        index.to_string(),
+        "--group-public-key".into(),
+        group.to_string(),
+        "--output-dir".into(),
+        out.display().to_string(),
+        "--pbkdf2-rounds".into(),
+        "1024".into(),
+    ]);
+    for d in deals {
+        args.extend(["--deal".into(), d.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&args, dir)
+}
+
+/// `palisade_threshold_node_errors_total` of `node` for `reason` on a coordinator.
+async fn node_errors(coordinator: &Palisade, node: &str, reason: &str) -> f64 {
+    let metrics = reqwest::get(coordinator.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("palisade_threshold_node_errors_total{")
+                && l.contains(&format!("node=\"{node}\""))
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// A 3-of-4 group of the eight interop keys: four share nodes (each its own SQLite database,
 /// mutual TLS) and two coordinators that the validator client talks to over plain HTTP.
 struct Cluster {
@@ -216,31 +344,63 @@ impl Cluster {
     /// `replace`: node indices (1-based) whose URL the coordinators get in place of the node's.
     async fn start_with_pki(pki: testkit::pki::Pki, replace: &[(usize, String)]) -> Cluster {
         let work = tempfile::tempdir().unwrap();
-        let (_keys, ks, pw) = testkit::interop_keystores();
-        let net = minimal_network();
-        // Split every key; node i gets share i of each, with its own password file.
-        for k in 0..KEYS {
-            let out = work.path().join(format!("split-{k}"));
-            let (ok, _, err) = split_3_of_4(&ks.join(format!("keystore-{k}.json")), &pw, &out, work.path());
-            assert!(ok, "{err}");
+        let groups = split_all(work.path());
+        for (k, group) in groups.iter().enumerate() {
             for i in 1..=4 {
-                let node = work.path().join(format!("node-{i}"));
-                std::fs::create_dir_all(node.join("keys")).unwrap();
-                std::fs::create_dir_all(node.join("passwords")).unwrap();
-                std::fs::copy(
-                    out.join(format!("share-{i}/keystore.json")),
-                    node.join(format!("keys/key-{k}.json")),
-                )
-                .unwrap();
-                std::fs::copy(
-                    out.join(format!("share-{i}/password.txt")),
-                    node.join(format!("passwords/key-{k}.txt")),
-                )
-                .unwrap();
+                install(work.path(), i, k, &group.join(format!("share-{i}")));
             }
         }
+        let groups = groups.iter().map(|g| g.join("group.json")).collect();
+        Self::serve(pki, work, 4, groups, replace).await
+    }
+
+    /// Every key split 3-of-4, then reshared 3-of-5 by holders 1, 3 and 4 (node 2 is lost):
+    /// a new machine takes index 2 and another joins as 5, each with a recipient key.
+    async fn reshared() -> Cluster {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path();
+        let groups = split_all(dir);
+        let recipients: Vec<(u32, String)> = [2, 5]
+            .map(|i| (i, recipient_key(dir, &format!("recipient-{i}"))))
+            .to_vec();
+        let mut group_files = Vec::new();
+        for (k, group) in groups.iter().enumerate() {
+            let pubkey = &testkit::interop_pubkeys()[k];
+            let deals: Vec<std::path::PathBuf> = [1, 3, 4]
+                .map(|i| {
+                    reshare_deal(
+                        dir,
+                        &group.join(format!("share-{i}")),
+                        &recipients,
+                        &format!("deal-{k}-{i}.json"),
+                    )
+                })
+                .to_vec();
+            for i in 1..=5 {
+                let holder = match recipients.iter().find(|(r, _)| *r == i) {
+                    Some(_) => dir.join(format!("recipient-{i}")),
+                    None => group.join(format!("share-{i}")),
+                };
+                let out = dir.join(format!("reshared-{k}/share-{i}"));
+                reshare_apply(dir, &holder, i, pubkey, &deals, &out);
+                install(dir, i as usize, k, &out);
+            }
+            group_files.push(dir.join(format!("reshared-{k}/share-1/group.json")));
+        }
+        Self::serve(testkit::pki::Pki::new(), work, 5, group_files, &[]).await
+    }
+
+    /// Starts `n` share nodes from `work/node-<i>` and two coordinators for `groups`.
+    async fn serve(
+        pki: testkit::pki::Pki,
+        work: tempfile::TempDir,
+        n: usize,
+        groups: Vec<std::path::PathBuf>,
+        replace: &[(usize, String)],
+    ) -> Cluster {
+        let net = minimal_network();
         let mut nodes = Vec::new();
-        for i in 1..=4 {
+        for i in 1..=n {
             let node = work.path().join(format!("node-{i}"));
             let args = [
                 "--keystores-path",
@@ -262,7 +422,7 @@ impl Cluster {
         }
         let defs = work.path().join("coordinator-keys");
         std::fs::create_dir_all(&defs).unwrap();
-        let urls: Vec<String> = (1..=4)
+        let urls: Vec<String> = (1..=n)
             .map(|i| {
                 replace
                     .iter()
@@ -271,12 +431,12 @@ impl Cluster {
                     .unwrap_or_else(|| nodes[i - 1].as_ref().unwrap().base.clone())
             })
             .collect();
-        for k in 0..KEYS {
+        for (k, group) in groups.iter().enumerate() {
             std::fs::write(
                 defs.join(format!("group-{k}.yaml")),
                 format!(
                     "type: threshold\ngroupFile: {}\nnodes: {}\ntlsClientCertFile: {}\ntlsClientKeyFile: {}\ntlsCaFile: {}\ntimeout: 5000\n",
-                    work.path().join(format!("split-{k}/group.json")).display(),
+                    group.display(),
                     serde_json::to_string(&urls).unwrap(),
                     pki.path("client.crt"),
                     pki.path("client.key"),
@@ -415,6 +575,8 @@ async fn refusals_and_racing_coordinators_never_make_a_slashable_pair() {
     )
     .await;
     assert_eq!(s, 412, "{body}");
+    let node1 = &cluster.nodes[0].as_ref().unwrap().base;
+    assert_eq!(node_errors(&cluster.coordinators[0], node1, "refused").await, 1.0);
 
     // Two coordinators, conflicting attestations for the same target, at the same time (key 1,
     // all four nodes of the first key's group but node 2 up).
@@ -488,6 +650,11 @@ async fn a_node_answering_another_keys_partial_is_ignored() {
         log.contains("does not verify for its share") && log.contains(&liar.base),
         "{log}"
     );
+    // ... and counted against it, for an alert; the honest nodes are not.
+    let coordinator = &cluster.coordinators[0];
+    assert!(node_errors(coordinator, &liar.base, "invalid_partial").await >= 1.0);
+    let honest = &cluster.nodes[0].as_ref().unwrap().base;
+    assert_eq!(node_errors(coordinator, honest, "invalid_partial").await, 0.0);
 }
 
 /// Proactive refresh through the binary: every holder deals, every holder applies all deals.
@@ -605,4 +772,95 @@ fn a_refresh_keeps_the_group_key_and_retires_the_old_shares() {
     );
     assert!(!ok && err.contains("one deal from each of the 4 holders"), "{err}");
     assert!(!out.exists());
+}
+
+/// A lost node replaced and a fifth added by resharing (holders 1, 3 and 4 deal; the key is
+/// never whole): the 3-of-5 group signs every recorded request to the whole key's signature
+/// through the replacement, the new node and one old holder alone, and with three down, 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_reshared_to_a_replaced_and_an_added_node_signs_as_the_whole_key() {
+    let mut cluster = Cluster::reshared().await;
+    cluster.stop(1);
+    cluster.stop(3);
+    let vectors = std::fs::read_to_string(testkit::data_dir().join("signing-vectors/sample.jsonl")).unwrap();
+    let mut signed = 0;
+    for line in vectors.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["network"] != "minimal" {
+            continue;
+        }
+        let (s, body) = post(
+            &sign_url(&cluster.coordinators[1], v["pubkey"].as_str().unwrap()),
+            v["request"].to_string(),
+        )
+        .await;
+        assert_eq!(s, 200, "{}: {body}", v["name"]);
+        assert_eq!(body["signature"], v["signature"], "{}", v["name"]);
+        signed += 1;
+    }
+    assert!(signed >= 7, "only {signed} vectors");
+    cluster.stop(4);
+    let (s, body) = post(
+        &sign_url(&cluster.coordinators[0], &testkit::interop_pubkeys()[0]),
+        attestation(7, 8, 1, MINIMAL_GVR).to_string(),
+    )
+    .await;
+    assert_eq!(s, 503, "three of five down: {body}");
+}
+
+/// A reshare that cannot give a consistent share is refused, naming why, and writes nothing:
+/// deals from fewer than the threshold of holders, a recipient key that is not the one dealt
+/// to, a deal of another group; a dealer without a recipient key for a new node is told so.
+#[test]
+fn a_reshare_refuses_short_foreign_or_misaddressed_deals() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let groups = split_all(dir);
+    let recipients = vec![(5, recipient_key(dir, "recipient-5"))];
+    let deals: Vec<std::path::PathBuf> = [1, 2, 3]
+        .map(|i| {
+            reshare_deal(
+                dir,
+                &groups[0].join(format!("share-{i}")),
+                &recipients,
+                &format!("deal-{i}.json"),
+            )
+        })
+        .to_vec();
+    let key0 = &testkit::interop_pubkeys()[0];
+    let holder = dir.join("recipient-5");
+    let out = dir.join("out");
+    let (ok, _, err) = try_reshare_apply(dir, &holder, 5, key0, &deals[..2], &out);
+    assert!(!ok && err.contains("at least 3 current holders"), "{err}");
+    let (ok, _, err) = try_reshare_apply(dir, &holder, 4, key0, &deals, &out);
+    assert!(!ok && err.contains("recipient key"), "{err}");
+    let other = reshare_deal(dir, &groups[1].join("share-3"), &recipients, "other.json");
+    let mixed = [deals[0].clone(), deals[1].clone(), other];
+    let (ok, _, err) = try_reshare_apply(dir, &holder, 5, key0, &mixed, &out);
+    assert!(!ok && err.contains("deal of 3"), "{err}");
+    assert!(!out.exists(), "a refused reshare wrote its output");
+    let (ok, _, err) = run(
+        &[
+            "keys",
+            "reshare-deal",
+            "--share",
+            groups[0].join("share-1/keystore.json").to_str().unwrap(),
+            "--password-file",
+            groups[0].join("share-1/password.txt").to_str().unwrap(),
+            "--threshold",
+            "3",
+            "--shares",
+            "5",
+            "--output",
+            dir.join("no-recipient.json").to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert!(!ok && err.contains("--recipient 5=PUBKEY"), "{err}");
+    // The reshared share opens and signs as share 5 of the same key.
+    reshare_apply(dir, &holder, 5, key0, &deals, &out);
+    let share: Value = serde_json::from_str(&std::fs::read_to_string(out.join("keystore.json")).unwrap()).unwrap();
+    assert_eq!(share["threshold"]["index"], 5);
+    assert_eq!(share["threshold"]["shares"], 5);
+    assert_eq!(share["threshold"]["group_public_key"], key0.as_str());
 }

@@ -140,6 +140,11 @@ impl Metrics {
             commit_boost.clone(),
         );
         registry.register(
+            "threshold_node_errors",
+            "Share nodes' answers a threshold coordinator could not use, by node and reason (invalid_partial: a partial that does not verify for the node's share; refused: its slashing protection refused; unavailable: no answer in time, or an error)",
+            crate::keys::stores::threshold::NODE_ERRORS.clone(),
+        );
+        registry.register(
             "database_statements",
             "Check-and-record statements run on PostgreSQL (each one transaction of the group commit)",
             commits.statements.clone(),

@@ -66,6 +66,74 @@ pub enum KeysCommand {
     /// Proactive refresh, step 2 on each share's node: the new share from one deal of every
     /// holder. The group key stays; old shares no longer combine with new ones.
     RefreshApply(RefreshApplyArgs),
+    /// Adding, replacing or removing a node (or a new threshold), step 1 on each new node: a
+    /// recipient key (keystore and password) that its sub-shares are encrypted to. Its public
+    /// key is printed for the dealers; holders that stay need none.
+    ReshareRecipient(ReshareRecipientArgs),
+    /// Step 2 on at least T current holders: deal a sharing of this share to the new holders
+    /// (a public file, its parts encrypted to each new holder).
+    ReshareDeal(ReshareDealArgs),
+    /// Step 3 on every new holder: its new share from the same set of deals. The group key
+    /// stays; every share changes, and old shares no longer combine with new ones.
+    ReshareApply(ReshareApplyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReshareRecipientArgs {
+    /// A new folder: `keystore.json` and `password.txt` of the recipient key.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// pbkdf2 rounds of the keystore (EIP-2335's default; lower only for tests).
+    #[arg(long, default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub pbkdf2_rounds: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct ReshareDealArgs {
+    /// This node's share keystore.
+    #[arg(long, value_name = "FILE")]
+    pub share: PathBuf,
+    /// Its password (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: PathBuf,
+    /// Shares the new holders need to sign.
+    #[arg(long, value_name = "T")]
+    pub threshold: usize,
+    /// New holders, numbered 1 to N.
+    #[arg(long, value_name = "N")]
+    pub shares: usize,
+    /// A new holder's recipient key, `INDEX=PUBKEY` (repeat). An index without one is the node
+    /// that holds that share today, its sub-share encrypted to its current share.
+    #[arg(long = "recipient", value_name = "INDEX=PUBKEY")]
+    pub recipients: Vec<String>,
+    /// Where to write the deal (a new file).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReshareApplyArgs {
+    /// This node's recipient keystore, or, for a holder that stays, its current share keystore.
+    #[arg(long, value_name = "FILE")]
+    pub keystore: PathBuf,
+    /// Its password (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: PathBuf,
+    /// This node's index among the new holders.
+    #[arg(long, value_name = "I")]
+    pub index: u32,
+    /// The group public key (the validator) the new share is for.
+    #[arg(long, value_name = "PUBKEY")]
+    pub group_public_key: String,
+    /// A deal (repeat: at least T current holders', the same set on every new holder).
+    #[arg(long = "deal", value_name = "FILE", required = true)]
+    pub deals: Vec<PathBuf>,
+    /// A new folder: `keystore.json` and `password.txt` of the new share, `group.json`.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// pbkdf2 rounds of the new share keystore (EIP-2335's default; lower only for tests).
+    #[arg(long, default_value_t = 1 << 18, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub pbkdf2_rounds: u32,
 }
 
 #[derive(Args, Debug)]

@@ -14,7 +14,7 @@ use crate::keys::secret::SecretKey;
 use crate::keys::threshold::{self, Share, ShareInfo, VerificationVector};
 
 /// A password file's first line (read as `serve` reads keystore password files).
-fn first_line(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+pub(super) fn first_line(path: &Path) -> anyhow::Result<Zeroizing<String>> {
     let text =
         Zeroizing::new(std::fs::read_to_string(path).with_context(|| format!("password file {}", path.display()))?);
     Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_string()))
@@ -68,7 +68,7 @@ pub fn split(a: &SplitArgs) -> anyhow::Result<()> {
 
 /// Writes a new folder through `fill`: into a hidden sibling, then renamed, so that it appears
 /// complete or not at all; an existing folder is refused.
-fn whole_folder(out: &Path, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub(super) fn whole_folder(out: &Path, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyhow::Result<()> {
     if out.exists() {
         bail!(
             "{}: exists already (a new folder is written whole, or not at all)",
@@ -96,7 +96,13 @@ fn whole_folder(out: &Path, fill: impl FnOnce(&Path) -> anyhow::Result<()>) -> a
 
 /// `dir/keystore.json` (the share, with its `threshold` object) and `dir/password.txt` (a new
 /// random password).
-fn write_share(dir: &Path, share: &Share, vector: &VerificationVector, n: usize, kdf: KdfChoice) -> anyhow::Result<()> {
+pub(super) fn write_share(
+    dir: &Path,
+    share: &Share,
+    vector: &VerificationVector,
+    n: usize,
+    kdf: KdfChoice,
+) -> anyhow::Result<()> {
     let t = vector.threshold();
     let mut bytes = Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(bytes.as_mut());
@@ -131,7 +137,7 @@ fn write_share(dir: &Path, share: &Share, vector: &VerificationVector, n: usize,
 }
 
 /// `dir/group.json`: what coordinators need (group key, threshold, vector, share keys).
-fn write_group(dir: &Path, vector: &VerificationVector, n: usize) -> anyhow::Result<()> {
+pub(super) fn write_group(dir: &Path, vector: &VerificationVector, n: usize) -> anyhow::Result<()> {
     let group = serde_json::json!({
         "group_public_key": vector.group_public_key(),
         "threshold": vector.threshold(),

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config_file;
 pub mod database;
 pub mod keys;
+pub mod reshare;
 pub mod serve;
 pub mod slashing_protection;
 
@@ -37,5 +38,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Combine(args)) => keys::combine(&args),
         Command::Keys(KeysCommand::RefreshDeal(args)) => keys::refresh_deal(&args),
         Command::Keys(KeysCommand::RefreshApply(args)) => keys::refresh_apply(&args),
+        Command::Keys(KeysCommand::ReshareRecipient(args)) => reshare::recipient(&args),
+        Command::Keys(KeysCommand::ReshareDeal(args)) => reshare::deal(&args),
+        Command::Keys(KeysCommand::ReshareApply(args)) => reshare::apply(&args),
     }
 }

@@ -2,6 +2,7 @@
 //! definitions, secret stores), how they are unlocked and reloaded, and the in-memory
 //! registry the signing path reads through the `SigningKey` handle.
 
+pub mod dealing;
 pub mod definitions;
 pub mod fleet;
 pub mod handle;
@@ -13,6 +14,7 @@ pub mod password;
 pub mod proxy;
 pub mod refresh;
 pub mod registry;
+pub mod reshare;
 pub mod secret;
 pub mod source;
 pub mod sources;

@@ -10,17 +10,17 @@
 //! is signed by the dealer's old share, and every sub-share is checked against the dealer's
 //! commitments before it is used.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use bls12_381::{G1Affine, G1Projective, Scalar};
-use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::dealing::{Polynomial, SubShare, hex48, key_point, open, point, seal, vector_hash};
 use super::secret::{SecretKey, verify};
-use super::threshold::{Share, VerificationVector, random_scalar, scalar_of, secret_of};
+use super::threshold::{Share, VerificationVector, scalar_of, secret_of};
 use crate::types::{PublicKey, Signature, SigningRoot};
+
+const PURPOSE: &[u8] = b"palisade refresh sub-share";
 
 /// A dealer's contribution to one refresh.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,38 +37,12 @@ pub struct Deal {
     pub signature: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SubShare {
-    pub to: u32,
-    /// The ephemeral public key (G1, compressed).
-    pub ephemeral: String,
-    pub ciphertext: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefreshError {
     #[error("deal of {dealer}: {reason}")]
     Deal { dealer: u32, reason: String },
     #[error("{0}")]
     Round(String),
-}
-
-fn hex48(p: &G1Affine) -> String {
-    format!("0x{}", hex::encode(p.to_compressed()))
-}
-
-fn point(s: &str) -> Option<G1Affine> {
-    let b: [u8; 48] = hex::decode(s.trim_start_matches("0x")).ok()?.try_into().ok()?;
-    Option::from(G1Affine::from_compressed(&b))
-}
-
-/// What names a group state: the hash of its verification vector.
-pub fn vector_hash(v: &VerificationVector) -> String {
-    let mut h = Sha256::new();
-    for k in &v.0 {
-        h.update(k.0);
-    }
-    format!("0x{}", hex::encode(h.finalize()))
 }
 
 /// The root a dealer signs: every field of the deal but the signature.
@@ -90,67 +64,24 @@ fn deal_root(d: &Deal) -> SigningRoot {
     SigningRoot(h.finalize().into())
 }
 
-fn cipher(shared: &G1Affine, ephemeral: &G1Affine, dealer: u32, to: u32) -> Aes256Gcm {
-    let hk = Hkdf::<Sha256>::new(Some(&ephemeral.to_compressed()), &shared.to_compressed());
-    let mut key = Zeroizing::new([0u8; 32]);
-    let info = [
-        b"palisade refresh sub-share".as_slice(),
-        &dealer.to_le_bytes(),
-        &to.to_le_bytes(),
-    ]
-    .concat();
-    hk.expand(&info, key.as_mut()).expect("32 bytes from HKDF-SHA-256");
-    Aes256Gcm::new_from_slice(key.as_ref()).expect("a 32-byte key")
-}
-
 /// Deals a sharing of zero for the group of `vector`, as holder `share`.
 pub fn deal(share: &Share, vector: &VerificationVector, shares: usize) -> Result<Deal, RefreshError> {
-    let t = vector.threshold();
-    let mut coefficients: Zeroizing<Vec<Scalar>> = Zeroizing::new(vec![Scalar::zero()]);
-    for _ in 1..t {
-        coefficients.push(*random_scalar());
-    }
-    let commitments = coefficients
-        .iter()
-        .map(|c| hex48(&G1Affine::from(G1Projective::generator() * c)))
-        .collect();
+    let zero = Polynomial::random(&Scalar::zero(), vector.threshold());
     let mut sub_shares = Vec::new();
     for to in 1..=shares as u32 {
-        let x = Scalar::from(u64::from(to));
-        let mut y = Zeroizing::new(Scalar::zero());
-        for c in coefficients.iter().rev() {
-            *y = *y * x + c;
-        }
         let recipient = vector
             .share_public_key(to)
             .ok()
-            .and_then(|p| point(&p.to_string()))
+            .and_then(|p| key_point(&p))
             .ok_or_else(|| RefreshError::Round(format!("share {to} has no public key in the vector")))?;
-        let r = random_scalar();
-        let ephemeral = G1Affine::from(G1Projective::generator() * *r);
-        let shared = G1Affine::from(G1Projective::from(recipient) * *r);
-        let plain = Zeroizing::new(y.to_bytes());
-        let ciphertext = cipher(&shared, &ephemeral, share.index, to)
-            .encrypt(
-                Nonce::from_slice(&[0u8; 12]),
-                Payload {
-                    msg: plain.as_ref(),
-                    aad: b"",
-                },
-            )
-            .expect("AES-GCM encrypts");
-        sub_shares.push(SubShare {
-            to,
-            ephemeral: hex48(&ephemeral),
-            ciphertext: format!("0x{}", hex::encode(ciphertext)),
-        });
+        sub_shares.push(seal(PURPOSE, share.index, to, &recipient, &zero.at(to)));
     }
     let mut d = Deal {
         version: 1,
         group_public_key: vector.group_public_key(),
         refreshes: vector_hash(vector),
         dealer: share.index,
-        commitments,
+        commitments: zero.commitments().iter().map(hex48).collect(),
         sub_shares,
         signature: String::new(),
     };
@@ -176,16 +107,14 @@ pub fn apply(
         )));
     }
     let state = vector_hash(vector);
-    let old: Vec<G1Projective> = vector
+    let mut new: Vec<G1Projective> = vector
         .0
         .iter()
-        .map(|p| point(&p.to_string()).map(G1Projective::from))
+        .map(|p| key_point(p).map(G1Projective::from))
         .collect::<Option<_>>()
         .ok_or_else(|| RefreshError::Round("the verification vector is not valid".into()))?;
-    let mut new = old.clone();
-    let mut sum = Zeroizing::new(*scalar_of(&share.secret));
     let own = scalar_of(&share.secret);
-    let x = Scalar::from(u64::from(share.index));
+    let mut sum = Zeroizing::new(*own);
     for d in deals {
         let bad = |reason: &str| RefreshError::Deal {
             dealer: d.dealer,
@@ -199,10 +128,10 @@ pub fn apply(
         if !signature.is_ok_and(|sig| verify(&dealer_pk, &deal_root(d), &sig)) {
             return Err(bad("its signature is not its dealer's share's"));
         }
-        let commitments: Vec<G1Affine> = d
+        let commitments: Vec<G1Projective> = d
             .commitments
             .iter()
-            .map(|c| point(c))
+            .map(|c| point(c).map(G1Projective::from))
             .collect::<Option<_>>()
             .ok_or_else(|| bad("a commitment is not a G1 point"))?;
         if commitments.len() != t || !bool::from(commitments[0].is_identity()) {
@@ -213,37 +142,9 @@ pub fn apply(
             .iter()
             .find(|s| s.to == share.index)
             .ok_or_else(|| bad("no sub-share for this holder"))?;
-        let ephemeral = point(&sub.ephemeral).ok_or_else(|| bad("the ephemeral key is not a G1 point"))?;
-        let shared = G1Affine::from(G1Projective::from(ephemeral) * *own);
-        let ciphertext =
-            hex::decode(sub.ciphertext.trim_start_matches("0x")).map_err(|_| bad("the ciphertext is not hex"))?;
-        let plain = Zeroizing::new(
-            cipher(&shared, &ephemeral, d.dealer, share.index)
-                .decrypt(
-                    Nonce::from_slice(&[0u8; 12]),
-                    Payload {
-                        msg: &ciphertext,
-                        aad: b"",
-                    },
-                )
-                .map_err(|_| bad("its sub-share for this holder does not decrypt"))?,
-        );
-        let bytes: [u8; 32] = plain
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad("a sub-share is not 32 bytes"))?;
-        let y: Scalar = Option::from(Scalar::from_bytes(&bytes)).ok_or_else(|| bad("a sub-share is not a scalar"))?;
-        // Feldman: the sub-share is the committed polynomial at this holder's index.
-        let mut expected = G1Projective::identity();
-        for c in commitments.iter().rev() {
-            expected = expected * x + G1Projective::from(*c);
-        }
-        if G1Affine::from(G1Projective::generator() * y) != G1Affine::from(expected) {
-            return Err(bad("its sub-share does not match its commitments"));
-        }
-        *sum += y;
+        *sum += *open(PURPOSE, d.dealer, &own, sub, &commitments).map_err(bad)?;
         for (k, c) in commitments.iter().enumerate() {
-            new[k] += G1Projective::from(*c);
+            new[k] += c;
         }
     }
     let secret: SecretKey = secret_of(&sum).ok_or_else(|| RefreshError::Round("the new share is zero".into()))?;

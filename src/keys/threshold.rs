@@ -12,6 +12,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::dealing::{Polynomial, committed_at};
 use super::handle::{KeyError, SignRequest, SigningKey};
 use super::secret::SecretKey;
 use crate::types::{PublicKey, Signature, SigningRoot};
@@ -124,13 +125,9 @@ impl VerificationVector {
     /// The public key share `index` must have: the committed polynomial at `index`.
     pub fn share_public_key(&self, index: u32) -> Result<PublicKey, ThresholdError> {
         check_index(index)?;
-        let x = Scalar::from(u64::from(index));
-        let mut acc = G1Projective::identity();
-        // Horner: c0 + x(c1 + x(c2 + ...)).
-        for c in self.points()?.iter().rev() {
-            acc = acc * x + c;
-        }
-        Ok(PublicKey(G1Affine::from(acc).to_compressed()))
+        Ok(PublicKey(
+            G1Affine::from(committed_at(&self.points()?, index)).to_compressed(),
+        ))
     }
 }
 
@@ -180,25 +177,16 @@ pub fn split(key: &SecretKey, t: usize, n: usize) -> Result<(Vec<Share>, Verific
         return Err(ThresholdError::Parameters { t, n });
     }
     loop {
-        let mut coefficients: Zeroizing<Vec<Scalar>> = Zeroizing::new(vec![*scalar_of(key)]);
-        for _ in 1..t {
-            coefficients.push(*random_scalar());
-        }
+        let polynomial = Polynomial::random(&scalar_of(key), t);
         let vector = VerificationVector(
-            coefficients
+            polynomial
+                .commitments()
                 .iter()
-                .map(|c| PublicKey(G1Affine::from(G1Projective::generator() * c).to_compressed()))
+                .map(|c| PublicKey(c.to_compressed()))
                 .collect(),
         );
         let shares: Option<Vec<Share>> = (1..=n as u32)
-            .map(|i| {
-                let x = Scalar::from(u64::from(i));
-                let mut y = Zeroizing::new(Scalar::zero());
-                for c in coefficients.iter().rev() {
-                    *y = *y * x + c;
-                }
-                secret_of(&y).map(|secret| Share { index: i, secret })
-            })
+            .map(|i| secret_of(&polynomial.at(i)).map(|secret| Share { index: i, secret }))
             .collect();
         // A share of zero (probability ~n/2^255) is no key: draw another polynomial.
         if let Some(shares) = shares {
@@ -208,7 +196,7 @@ pub fn split(key: &SecretKey, t: usize, n: usize) -> Result<(Vec<Share>, Verific
 }
 
 /// The Lagrange coefficients at zero for the shares `indices`.
-fn lagrange(indices: &[u32]) -> Result<Vec<Scalar>, ThresholdError> {
+pub(super) fn lagrange(indices: &[u32]) -> Result<Vec<Scalar>, ThresholdError> {
     let mut seen = std::collections::HashSet::new();
     for i in indices {
         check_index(*i)?;

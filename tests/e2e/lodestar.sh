@@ -14,6 +14,12 @@
 # slashed, Palisade answered no 5xx, and the independent checker finds every signature valid,
 # nothing slashable signed, and everything signed recorded in the database.
 #
+# `tests/e2e/lodestar.sh threshold` runs the same chain through a 3-of-4 threshold group
+# instead (deploy/threshold-local.sh: every key split, 4 share nodes each with its own SQLite
+# database, mutual TLS, coordinators A and B behind the balancer): at the kill, coordinator A
+# and share node 4 are killed together; the checker's database is the union of the exports of
+# the three nodes left (every group signature was recorded by at least two of them).
+#
 # `tests/e2e/lodestar.sh install` only installs Lodestar (CI starts it early, in the
 # background).
 #
@@ -33,6 +39,8 @@ BIN="$TARGET/debug/palisade"
 BENCH="$TARGET/debug/palisade-bench"
 BN=http://127.0.0.1:9596
 STARTED=$(date +%s)
+MODE=${1:-replicas}
+case "$MODE" in replicas|threshold|install) ;; *) echo "usage: $0 [replicas|threshold|install]"; exit 2 ;; esac
 PIDS=()
 PG_PID=""
 
@@ -53,12 +61,16 @@ cleanup() {
     fi
     # Lodestar forks helpers: make sure nothing of it survives.
     pkill -KILL -f "$LODESTAR_DIR/node_modules" 2>/dev/null
+    if [ "$MODE" = threshold ] && [ -d "$WORK/threshold" ]; then
+        mkdir -p "$WORK/threshold-logs" && cp "$WORK"/threshold/*.log "$WORK/threshold-logs/" 2>/dev/null
+        threshold down > /dev/null
+    fi
     # PG_PID may be runuser's, which does not pass signals on: ask pg_ctl.
     [ -n "$PG_PID" ] && as_postgres "$PG_BIN/pg_ctl" -D "$WORK/pg" stop -m immediate -w > /dev/null 2>&1
     wait 2>/dev/null
     if [ "$rc" -ne 0 ]; then
         # The cause of a failure belongs in the CI output, not only in a folder that may be gone.
-        for f in "$WORK"/*.log; do
+        for f in "$WORK"/*.log "$WORK"/threshold-logs/*.log; do
             [ -s "$f" ] || continue
             printf '\n----- %s (last 40 lines) -----\n' "$f"
             tail -n 40 "$f"
@@ -101,36 +113,56 @@ install_lodestar
 export NODE_OPTIONS="--require $LODESTAR_DIR/polyfill.cjs"
 LODESTAR="$LODESTAR_DIR/node_modules/.bin/lodestar"
 
-# ---------------------------------------------------------------- PostgreSQL
-PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/pg"
-[ "$(id -u)" = 0 ] && chown postgres "$WORK" "$WORK/pg"
-as_postgres "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --locale=C -N > "$WORK/initdb.log" 2>&1
-as_postgres "$PG_BIN/postgres" -D "$WORK/pg" -p "$PG_PORT" -c listen_addresses=127.0.0.1 \
-    -c unix_socket_directories= > "$WORK/postgres.log" 2>&1 &
-PG_PID=$!
-for _ in $(seq 600); do "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.1; done
-"$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE palisade" postgres
-DB_URL="postgres://postgres@127.0.0.1:$PG_PORT/palisade"
-log "PostgreSQL on port $PG_PORT"
-
-# ---------------------------------------------------------------- Palisade replicas
-mkdir -p "$WORK/keys"
-cp "$ROOT"/tests/data/test-keys/interop/keystore-*.json "$WORK/keys/"
-cp "$ROOT/tests/data/test-keys/interop/password.txt" "$WORK/password.txt"
-start_replica() { # name port
-    (cd "$WORK" && exec "$BIN" serve --http-port "$2" --network "$NETWORK_CFG" --database-url "$DB_URL" \
-        --keystores-path "$WORK/keys" --keystores-password-file "$WORK/password.txt" \
-        --api-token-file "$WORK/api-token.txt" --data-path "$WORK/replica-$1") > "$WORK/palisade-$1.log" 2>&1 &
-    PIDS+=($!)
-    # Ready, not just alive: Lodestar fetches the key list once, and keys decrypt in the background.
-    for _ in $(seq 600); do curl -sf "http://127.0.0.1:$2/readyz" > /dev/null && return 0; sleep 0.1; done
-    fail "replica $1 was not ready within 60 s: $(tail -5 "$WORK/palisade-$1.log")"
+# ---------------------------------------------------------------- signers
+# The threshold group's recipe, on this run's folder, network, keys and the debug binary.
+threshold() {
+    TH_DIR="$WORK/threshold" TH_KEYSTORES="$ROOT/tests/data/test-keys/interop" TH_KEYS=8 \
+        TH_NETWORK="$NETWORK_CFG" TH_COORDINATOR_A=9001 TH_COORDINATOR_B=9002 PALISADE_BIN="$BIN" \
+        "$ROOT/deploy/threshold-local.sh" "$@"
 }
-start_replica A 9001
-REPLICA_A=${PIDS[-1]}
-start_replica B 9002
-log "Palisade replicas A (9001) and B (9002) on one database"
+node_curl() { # share node i, path: as a coordinator, with the node's API token
+    curl -sf --cacert "$WORK/threshold/pki/ca.pem" --cert "$WORK/threshold/pki/coordinator.pem" \
+        --key "$WORK/threshold/pki/coordinator.key" \
+        -H "Authorization: Bearer $(cat "$WORK/threshold/node-$1/palisade-api-token.txt")" \
+        "https://127.0.0.1:$((9300 + $1))$2"
+}
+if [ "$MODE" = threshold ]; then
+    threshold up
+    REPLICA_A=$(cat "$WORK/threshold/coordinator-A.pid")
+    NODE_4=$(cat "$WORK/threshold/node-4.pid")
+    log "3-of-4 group: share nodes on 9301-9304, coordinators A (9001) and B (9002)"
+else
+    # ---------------------------------------------------------------- PostgreSQL
+    PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkdir -p "$WORK/pg"
+    [ "$(id -u)" = 0 ] && chown postgres "$WORK" "$WORK/pg"
+    as_postgres "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --locale=C -N > "$WORK/initdb.log" 2>&1
+    as_postgres "$PG_BIN/postgres" -D "$WORK/pg" -p "$PG_PORT" -c listen_addresses=127.0.0.1 \
+        -c unix_socket_directories= > "$WORK/postgres.log" 2>&1 &
+    PG_PID=$!
+    for _ in $(seq 600); do "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.1; done
+    "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE DATABASE palisade" postgres
+    DB_URL="postgres://postgres@127.0.0.1:$PG_PORT/palisade"
+    log "PostgreSQL on port $PG_PORT"
+
+    # ---------------------------------------------------------------- Palisade replicas
+    mkdir -p "$WORK/keys"
+    cp "$ROOT"/tests/data/test-keys/interop/keystore-*.json "$WORK/keys/"
+    cp "$ROOT/tests/data/test-keys/interop/password.txt" "$WORK/password.txt"
+    start_replica() { # name port
+        (cd "$WORK" && exec "$BIN" serve --http-port "$2" --network "$NETWORK_CFG" --database-url "$DB_URL" \
+            --keystores-path "$WORK/keys" --keystores-password-file "$WORK/password.txt" \
+            --api-token-file "$WORK/api-token.txt" --data-path "$WORK/replica-$1") > "$WORK/palisade-$1.log" 2>&1 &
+        PIDS+=($!)
+        # Ready, not just alive: Lodestar fetches the key list once, and keys decrypt in the background.
+        for _ in $(seq 600); do curl -sf "http://127.0.0.1:$2/readyz" > /dev/null && return 0; sleep 0.1; done
+        fail "replica $1 was not ready within 60 s: $(tail -5 "$WORK/palisade-$1.log")"
+    }
+    start_replica A 9001
+    REPLICA_A=${PIDS[-1]}
+    start_replica B 9002
+    log "Palisade replicas A (9001) and B (9002) on one database"
+fi
 
 python3 "$HERE/lb.py" --listen 127.0.0.1:9000=vc1 --listen 127.0.0.1:9003=vc2 \
     --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 \
@@ -167,7 +199,12 @@ while true; do
         kill -KILL "$REPLICA_A"
         wait "$REPLICA_A" 2>/dev/null || true
         KILLED_AT=$elapsed
-        log "killed replica A (SIGKILL); the balancer must fail over to B"
+        if [ "$MODE" = threshold ]; then
+            kill -KILL "$NODE_4"
+            log "killed coordinator A and share node 4 (SIGKILL); B must sign with nodes 1 to 3"
+        else
+            log "killed replica A (SIGKILL); the balancer must fail over to B"
+        fi
     fi
     FINALIZED=$(curl -sf "$BN/eth/v1/beacon/states/head/finality_checkpoints" | json 'd["data"]["finalized"]["epoch"]' 2>/dev/null || echo 0)
     HEAD=$(curl -sf "$BN/eth/v1/beacon/headers/head" | json 'd["data"]["header"]["message"]["slot"]' 2>/dev/null || echo 0)
@@ -186,10 +223,31 @@ SLASHED=$(curl -sf "$BN/eth/v1/beacon/states/head/validators" | json 'sum(1 for 
 VALIDATORS=$(curl -sf "$BN/eth/v1/beacon/states/head/validators" | json 'len(d["data"])')
 BLOCKS=$(cat "$WORK/lodestar-dev.log" "$WORK/lodestar-vc2.log" | grep -c "Published block" || true)
 sleep 3   # let the last replays through
-METRICS_B=$(curl -sf http://127.0.0.1:9002/metrics)
-curl -sf -H "Authorization: Bearer $(cat "$WORK/api-token.txt")" \
-    http://127.0.0.1:9002/api/v1/eth2/slashing-protection/export > "$WORK/export.json"
-for pid in "${PIDS[@]:2}"; do kill -TERM "$pid" 2>/dev/null || true; done
+if [ "$MODE" = threshold ]; then
+    # The nodes decide: their refusals, and the union of what the three left recorded.
+    METRICS_B=$(node_curl 1 /metrics)
+    for i in 1 2 3; do node_curl "$i" /api/v1/eth2/slashing-protection/export > "$WORK/export-node-$i.json"; done
+    python3 - "$WORK" <<'EOF'
+import json, sys
+work = sys.argv[1]
+merged, meta = {}, None
+for i in (1, 2, 3):
+    d = json.load(open(f"{work}/export-node-{i}.json"))
+    meta = d["metadata"]
+    for v in d["data"]:
+        m = merged.setdefault(v["pubkey"], {"pubkey": v["pubkey"], "signed_blocks": [], "signed_attestations": []})
+        m["signed_blocks"] += v["signed_blocks"]
+        m["signed_attestations"] += v["signed_attestations"]
+json.dump({"metadata": meta, "data": list(merged.values())}, open(f"{work}/export.json", "w"))
+EOF
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    mkdir -p "$WORK/threshold-logs" && cp "$WORK"/threshold/*.log "$WORK/threshold-logs/"
+else
+    METRICS_B=$(curl -sf http://127.0.0.1:9002/metrics)
+    curl -sf -H "Authorization: Bearer $(cat "$WORK/api-token.txt")" \
+        http://127.0.0.1:9002/api/v1/eth2/slashing-protection/export > "$WORK/export.json"
+    for pid in "${PIDS[@]:2}"; do kill -TERM "$pid" 2>/dev/null || true; done
+fi
 
 # ---------------------------------------------------------------- checks
 log "checking"
@@ -213,34 +271,39 @@ print(f"failovers (requests retried on the other replica): {stats['failovers']}"
 EOF
 REFUSED_B=$(echo "$METRICS_B" | awk '/^palisade_slashing_refusals_total/ {s += $2} END {print s + 0}')
 REPEATS_B=$(echo "$METRICS_B" | awk '/^palisade_signing_requests_total.*outcome="repeat"/ {s += $2} END {print s + 0}')
-FIVEXX=$(cat "$WORK"/palisade-*.log | grep -c "answered with a server error" || true)
+FIVEXX=$(cat "$WORK"/palisade-*.log "$WORK"/threshold-logs/*.log 2>/dev/null | grep -c "answered with a server error" || true)
 REPLAYS=$(python3 -c "import json; print(sum(1 for l in open('$WORK/responses.jsonl') if json.loads(l)['source']=='replayer'))")
 REPLAYS_NOT_412=$(python3 -c "import json; print(sum(1 for l in open('$WORK/responses.jsonl') if json.loads(l)['source']=='replayer' and json.loads(l)['status']!=412))")
 FAILOVERS=$(json 'd["failovers"]' < "$WORK/lb-stats.json")
 
+if [ "$MODE" = threshold ]; then
+    SIGNER_B="share node 1"; KILLED="coordinator A and share node 4"
+else
+    SIGNER_B="replica B"; KILLED="replica A"
+fi
 cat <<EOF | tee -a "$WORK/summary.txt"
-== end-to-end summary ==
+== end-to-end summary ($MODE) ==
 epochs finalized:          $FINALIZED (head slot $HEAD)
 blocks proposed:           $BLOCKS (published by the two validator clients)
 validators slashed:        $SLASHED of $VALIDATORS
 conflicting replays:       $REPLAYS sent, $REPLAYS_NOT_412 not refused
-412 refusals (replica B):  $REFUSED_B
-repeats (replica B):       $REPEATS_B (the second client's identical requests)
+412 refusals ($SIGNER_B): $REFUSED_B
+repeats ($SIGNER_B):      $REPEATS_B (the second client's identical requests)
 5xx answered by Palisade:  $FIVEXX
-failovers:                 $FAILOVERS (replica A killed at ${KILLED_AT}s)
+failovers:                 $FAILOVERS ($KILLED killed at ${KILLED_AT}s)
 total time:                $(( $(date +%s) - STARTED ))s
 EOF
 
 check '$CHECKER_OK' "the independent checker found violations (see above)"
 check '[ "$FINALIZED" -ge 4 ]' "the chain did not finalize past epoch 3 (finalized $FINALIZED)"
-check '[ -n "$KILLED_AT" ]' "replica A was never killed"
+check '[ -n "$KILLED_AT" ]' "$KILLED never killed"
 check '[ "$BLOCKS" -gt 0 ]' "no block was proposed"
 check '[ "$SLASHED" -eq 0 ]' "$SLASHED validators were slashed"
 check '[ "$VALIDATORS" -eq 8 ]' "expected 8 validators, the chain has $VALIDATORS"
 check '[ "$FIVEXX" -eq 0 ]' "Palisade answered $FIVEXX requests with a 5xx"
 check '[ "$REPLAYS" -gt 0 ]' "no conflicting replay was sent"
 check '[ "$REPLAYS_NOT_412" -eq 0 ]' "$REPLAYS_NOT_412 conflicting replays were not refused"
-check '[ "$REFUSED_B" -gt 0 ]' "replica B's metrics show no refusal"
+check '[ "$REFUSED_B" -gt 0 ]' "$SIGNER_B's metrics show no refusal"
 check '[ "$FAILOVERS" -gt 0 ]' "no request failed over after replica A was killed"
 if [ ${#FAILURES[@]} -gt 0 ]; then
     for f in "${FAILURES[@]}"; do log "FAIL: $f"; done

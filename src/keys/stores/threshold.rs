@@ -10,11 +10,37 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::keys::handle::{KeyError, SignRequest, SigningKey};
 use crate::keys::secret::verify;
 use crate::keys::threshold::{VerificationVector, combine_signatures};
 use crate::types::{PublicKey, Signature, SigningRoot};
+
+/// What share nodes answered that the coordinator could not use, by node and reason
+/// (`invalid_partial`, `refused`, `unavailable`): one counter for every group of the process,
+/// which `/metrics` exports.
+pub static NODE_ERRORS: std::sync::LazyLock<Family<NodeErrorLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeErrorLabels {
+    pub node: String,
+    pub reason: &'static str,
+}
+
+const NODE_ERROR_REASONS: [&str; 3] = ["invalid_partial", "refused", "unavailable"];
+
+fn node_error(node: &str, reason: &'static str) {
+    NODE_ERRORS
+        .get_or_create(&NodeErrorLabels {
+            node: node.to_string(),
+            reason,
+        })
+        .inc();
+}
 
 /// The route share nodes answer partial signatures on.
 pub const PARTIAL_ROUTE: &str = "/internal/v1/threshold/sign";
@@ -114,6 +140,15 @@ impl ThresholdKey {
                 }
                 why
             })?;
+        // Every node's series from zero, so that the first error is an increase an alert sees.
+        for node in &d.nodes {
+            for reason in NODE_ERROR_REASONS {
+                let _ = NODE_ERRORS.get_or_create(&NodeErrorLabels {
+                    node: node.clone(),
+                    reason,
+                });
+            }
+        }
         Ok(ThresholdKey {
             threshold: g.threshold,
             vector,
@@ -160,6 +195,7 @@ impl ThresholdKey {
         let invalid = |node: &str, index: u32, failed: &mut Vec<String>| {
             tracing::warn!(%node, index, %group,
                 "a share node answered a partial signature that does not verify for its share: ignored");
+            node_error(node, "invalid_partial");
             failed.push(format!("{node}: an invalid partial signature"));
         };
         while let Some((node, answer)) = asked.next().await {
@@ -173,8 +209,14 @@ impl ThresholdKey {
                         _ => invalid(node, p.index, &mut failed),
                     }
                 }
-                Err((true, why)) => refused.push(why),
-                Err((false, why)) => failed.push(why),
+                Err((true, why)) => {
+                    node_error(node, "refused");
+                    refused.push(why)
+                }
+                Err((false, why)) => {
+                    node_error(node, "unavailable");
+                    failed.push(why)
+                }
             }
             if partials.len() < self.threshold {
                 continue;
