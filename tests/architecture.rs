@@ -116,6 +116,132 @@ fn every_room_imports_only_rooms_below_it() {
     }
 }
 
+/// What each room uses, exactly: a new dependency (even one the layers allow) must be added
+/// here on purpose, and one that is gone must be struck. `protection`, for one, knows nothing
+/// of how requests are parsed or keys held.
+const USES: &[(&str, &[&str])] = &[
+    (
+        "commands",
+        &[
+            "app",
+            "fsutil",
+            "http",
+            "keys",
+            "network",
+            "protection",
+            "signing",
+            "types",
+        ],
+    ),
+    (
+        "http",
+        &[
+            "app",
+            "consensus",
+            "fsutil",
+            "json",
+            "protection",
+            "ratelimit",
+            "signing",
+            "types",
+        ],
+    ),
+    (
+        "app",
+        &[
+            "consensus",
+            "fsutil",
+            "keys",
+            "network",
+            "process",
+            "protection",
+            "ratelimit",
+            "signing",
+            "types",
+        ],
+    ),
+    ("protection", &["fsutil", "json", "types"]),
+    ("keys", &["consensus", "fsutil", "json", "process", "signing", "types"]),
+    ("signing", &["consensus", "json", "network", "types"]),
+    ("consensus", &["types"]),
+    ("network", &["types"]),
+];
+
+#[test]
+fn every_room_uses_exactly_what_it_declares() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut actual: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap();
+        let room = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let room = room.trim_end_matches(".rs").to_string();
+        let code = std::fs::read_to_string(file).unwrap();
+        let entry = actual.entry(room.clone()).or_default();
+        for used in rooms_used(without_tests(&code)) {
+            if used != room && used != "self" && used != "super" {
+                entry.insert(used);
+            }
+        }
+    }
+    for (room, declared) in USES {
+        let declared: BTreeSet<String> = declared.iter().map(|s| s.to_string()).collect();
+        let used = actual.get(*room).cloned().unwrap_or_default();
+        assert_eq!(
+            used, declared,
+            "`{room}` uses {used:?}, USES declares {declared:?}: update one of them"
+        );
+    }
+}
+
+/// No function in `src/` runs over 120 lines: a longer one is several steps that want names.
+#[test]
+fn no_function_is_longer_than_120_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut long = Vec::new();
+    for file in &files {
+        let code = std::fs::read_to_string(file).unwrap();
+        let lines: Vec<&str> = code.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            let is_fn = [
+                "fn ",
+                "pub fn ",
+                "async fn ",
+                "pub async fn ",
+                "const fn ",
+                "pub(crate) fn ",
+                "pub(super) fn ",
+            ]
+            .iter()
+            .any(|p| trimmed.starts_with(p));
+            // A declaration without a body, or a body on one line, is no long function.
+            let opens = lines[i..]
+                .iter()
+                .map(|l| l.trim_end())
+                .find(|l| l.ends_with('{') || l.ends_with(';'));
+            if !is_fn || trimmed.ends_with('}') || opens.is_none_or(|l| l.ends_with(';')) {
+                continue;
+            }
+            // Its end: the first line after it that closes at its own indentation.
+            let end = lines[i + 1..]
+                .iter()
+                .position(|l| *l == format!("{indent}}}"))
+                .map(|n| i + 1 + n);
+            if let Some(end) = end
+                && end - i + 1 > 120
+            {
+                long.push(format!("{}:{}: {} lines", file.display(), i + 1, end - i + 1));
+            }
+        }
+    }
+    assert!(long.is_empty(), "functions over 120 lines:\n{}", long.join("\n"));
+}
+
 #[test]
 fn the_scanner_sees_both_import_forms() {
     let used = rooms_used("use crate::app::signer::Signer;\nuse crate::{json::parse_at, types::{Slot, Epoch}};");

@@ -3,100 +3,21 @@
 //! `Health` is the handle the health endpoints and the probe loop use; the signer reads
 //! only the verdict.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::metrics::Metrics;
 use crate::keys::KeyRegistry;
 use crate::keys::registry::{KeyCounts, LoadFailure};
-use crate::protection::{ChainPin, SlashingDatabase};
+use crate::protection::Protection;
 use crate::types::Root;
 
-/// How often the database is probed.
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The last database probe's verdict.
-pub struct DbHealth {
-    /// A verdict older than this is not trusted, neither for readiness nor to refuse at once:
-    /// a probe interval plus a probe's longest time, plus a margin.
-    stale_after: Duration,
-    up: AtomicBool,
-    /// When the last probe ended, on the monotonic clock: an age must not jump when the wall
-    /// clock is stepped.
-    checked_at: Mutex<Option<Instant>>,
-    latency_us: AtomicU64,
-    replicas: AtomicU32,
-    error: Mutex<Option<String>>,
-}
-
-impl DbHealth {
-    /// For probes that each take at most `probe_timeout`.
-    pub fn new(probe_timeout: Duration) -> Self {
-        DbHealth {
-            stale_after: PROBE_INTERVAL + probe_timeout + Duration::from_millis(500),
-            up: AtomicBool::new(false),
-            checked_at: Mutex::new(None),
-            latency_us: AtomicU64::new(0),
-            replicas: AtomicU32::new(0),
-            error: Mutex::new(None),
-        }
-    }
-
-    pub fn record(&self, result: Result<(Duration, u32), String>) {
-        match result {
-            Ok((latency, replicas)) => {
-                self.latency_us.store(latency.as_micros() as u64, Relaxed);
-                self.replicas.store(replicas, Relaxed);
-                *self.error.lock().expect("health") = None;
-                self.up.store(true, Relaxed);
-            }
-            Err(e) => {
-                *self.error.lock().expect("health") = Some(e);
-                self.up.store(false, Relaxed);
-            }
-        }
-        *self.checked_at.lock().expect("health") = Some(Instant::now());
-    }
-
-    pub fn age(&self) -> Option<Duration> {
-        self.checked_at.lock().expect("health").map(|at| at.elapsed())
-    }
-
-    fn fresh(&self) -> bool {
-        self.age().is_some_and(|a| a <= self.stale_after)
-    }
-
-    pub fn up_and_fresh(&self) -> bool {
-        self.up.load(Relaxed) && self.fresh()
-    }
-
-    /// The reason, when the last probe failed and is recent.
-    pub fn known_down(&self) -> Option<String> {
-        if self.up.load(Relaxed) || !self.fresh() {
-            return None;
-        }
-        self.error()
-    }
-
-    pub fn error(&self) -> Option<String> {
-        self.error.lock().expect("health").clone()
-    }
-
-    pub fn latency(&self) -> Duration {
-        Duration::from_micros(self.latency_us.load(Relaxed))
-    }
-
-    pub fn replicas(&self) -> u32 {
-        self.replicas.load(Relaxed)
-    }
-}
+pub use crate::protection::verdict::{DbHealth, PROBE_INTERVAL};
 
 /// Health, readiness and the database probe of one replica.
 pub struct Health {
-    db: Arc<SlashingDatabase>,
+    protection: Arc<Protection>,
     keys: Arc<KeyRegistry>,
-    chain: Arc<ChainPin>,
     metrics: Arc<Metrics>,
     /// This replica's name in the database's heartbeats.
     replica_id: String,
@@ -106,34 +27,30 @@ pub struct Health {
     /// (`--database-timeout-ms`; no synchronous standby, a saturated disk) means protected
     /// signing does not work now. A shorter bound would refuse signings that would succeed.
     probe_timeout: Duration,
-    verdict: Arc<DbHealth>,
 }
 
 impl Health {
     pub fn new(
-        db: Arc<SlashingDatabase>,
+        protection: Arc<Protection>,
         keys: Arc<KeyRegistry>,
-        chain: Arc<ChainPin>,
         metrics: Arc<Metrics>,
         replica_id: String,
         ready_min_keys: Option<usize>,
         probe_timeout: Duration,
     ) -> Self {
         Health {
-            db,
+            protection,
             keys,
-            chain,
             metrics,
             replica_id,
             ready_min_keys,
             probe_timeout,
-            verdict: Arc::new(DbHealth::new(probe_timeout)),
         }
     }
 
-    /// The database verdict, shared with the signer for fail-fast.
-    pub fn verdict(&self) -> &Arc<DbHealth> {
-        &self.verdict
+    /// The database verdict (the protection front's, which refuses at once on it).
+    pub fn verdict(&self) -> &DbHealth {
+        self.protection.verdict()
     }
 
     pub fn replica_id(&self) -> &str {
@@ -141,11 +58,11 @@ impl Health {
     }
 
     pub fn backend(&self) -> &'static str {
-        self.db.backend_name()
+        self.protection.backend_name()
     }
 
     pub fn chain(&self) -> Option<Root> {
-        self.chain.get()
+        self.protection.chain()
     }
 
     /// The keys' counts (also set in the metrics).
@@ -175,16 +92,20 @@ impl Health {
     /// for readiness, health, metrics and fail-fast, and returns it.
     pub async fn probe(&self) -> bool {
         let started = Instant::now();
-        let result = self.db.probe(&self.replica_id, self.probe_timeout).await;
+        let result = self
+            .protection
+            .database()
+            .probe(&self.replica_id, self.probe_timeout)
+            .await;
         let up = result.is_ok();
         match result {
             Ok(replicas) => {
                 let latency = started.elapsed();
                 self.metrics.database_latency_seconds.set(latency.as_secs_f64());
                 self.metrics.replicas.set(replicas as i64);
-                self.verdict.record(Ok((latency, replicas)));
+                self.verdict().record(Ok((latency, replicas)));
             }
-            Err(e) => self.verdict.record(Err(e.to_string())),
+            Err(e) => self.verdict().record(Err(e.to_string())),
         }
         self.metrics.database_up.set(up as i64);
         up
@@ -192,7 +113,7 @@ impl Health {
 
     /// Probes again when the verdict is older than `max_age`.
     pub async fn probe_if_older(&self, max_age: Duration) {
-        if self.verdict.age().is_none_or(|a| a > max_age) {
+        if self.verdict().age().is_none_or(|a| a > max_age) {
             self.probe().await;
         }
     }
@@ -200,13 +121,13 @@ impl Health {
     /// Whether this replica can sign blocks and attestations safely now, and if not why.
     pub fn readiness(&self) -> Readiness {
         let mut reasons = Vec::new();
-        if !self.verdict.up_and_fresh() {
-            reasons.push(match self.verdict.error() {
+        if !self.verdict().up_and_fresh() {
+            reasons.push(match self.verdict().error() {
                 Some(e) => format!("slashing-protection database check failing: {e}"),
                 None => "slashing-protection database not checked yet".into(),
             });
         }
-        if self.chain.get().is_none() {
+        if self.protection.chain().is_none() {
             reasons.push(
                 "no chain pinned: configure --network with a genesis validators root, or --genesis-validators-root"
                     .into(),
@@ -250,23 +171,5 @@ pub struct Readiness {
 impl Readiness {
     pub fn ready(&self) -> bool {
         self.reasons.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_fresh_failure_refuses_at_once_a_stale_one_does_not() {
-        let h = DbHealth::new(Duration::from_millis(1500));
-        assert!(h.known_down().is_none() && !h.up_and_fresh(), "unchecked");
-        h.record(Err("connection refused".into()));
-        assert_eq!(h.known_down().as_deref(), Some("connection refused"));
-        *h.checked_at.lock().unwrap() = Instant::now().checked_sub(Duration::from_secs(10));
-        assert!(h.known_down().is_none(), "a stale verdict must not refuse");
-        h.record(Ok((Duration::from_millis(2), 3)));
-        assert!(h.up_and_fresh() && h.known_down().is_none());
-        assert_eq!(h.replicas(), 3);
     }
 }

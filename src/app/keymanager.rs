@@ -23,7 +23,7 @@ use crate::keys::fleet::FleetSecret;
 use crate::keys::keystore::Keystore;
 use crate::keys::{KeyRegistry, Lookup, Origin, OriginKind, SecretKey};
 use crate::protection::interchange::{FORMAT_VERSION, Metadata};
-use crate::protection::{ChainPin, Interchange, ProtectionError, SlashingDatabase, StoredKeystore};
+use crate::protection::{Interchange, Protection, ProtectionError, SlashingDatabase, StoredKeystore};
 use crate::types::{PublicKey, Root};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +75,7 @@ pub enum ImportStore {
 
 pub struct KeyManager {
     keys: Arc<KeyRegistry>,
-    db: Arc<SlashingDatabase>,
-    chain: Arc<ChainPin>,
+    protection: Arc<Protection>,
     disabled: Arc<DisabledKeys>,
     store: ImportStore,
     /// Held for each import or deletion, and by key loads while they decide what changes:
@@ -88,20 +87,22 @@ pub struct KeyManager {
 impl KeyManager {
     pub fn new(
         keys: Arc<KeyRegistry>,
-        db: Arc<SlashingDatabase>,
-        chain: Arc<ChainPin>,
+        protection: Arc<Protection>,
         disabled: Arc<DisabledKeys>,
         store: ImportStore,
         changes: Arc<tokio::sync::Mutex<()>>,
     ) -> Self {
         Self {
             keys,
-            db,
-            chain,
+            protection,
             disabled,
             store,
             changes,
         }
+    }
+
+    fn db(&self) -> &SlashingDatabase {
+        self.protection.database()
     }
 
     /// Why imports cannot be kept here now, if they cannot (checked before any work).
@@ -117,7 +118,7 @@ impl KeyManager {
                     .into(),
             ));
         };
-        match self.db.fleet_secret_id().await? {
+        match self.db().fleet_secret_id().await? {
             Some(pinned) if pinned != secret.id() => Ok(Some(
                 ProtectionError::FleetSecretMismatch {
                     pinned,
@@ -217,7 +218,7 @@ impl KeyManager {
     ) -> Result<Vec<Status>, KeyManagerError> {
         let _changes = self.changes.lock().await;
         if let Some(i) = &interchange {
-            self.chain.import(&self.db, i).await?;
+            self.protection.import(i).await?;
         }
 
         let pubkeys: Vec<PublicKey> = decrypted
@@ -225,7 +226,7 @@ impl KeyManager {
             .filter_map(|d| d.as_ref().ok().map(|i| i.key.public_key()))
             .collect();
         let disabled: std::collections::HashSet<PublicKey> = self
-            .db
+            .db()
             .key_states(&pubkeys)
             .await?
             .into_iter()
@@ -255,7 +256,7 @@ impl KeyManager {
         }
 
         let fresh_keys: Vec<PublicKey> = fresh.iter().map(|(_, i)| i.key.public_key()).collect();
-        self.db.set_enabled(&fresh_keys, true).await?;
+        self.db().set_enabled(&fresh_keys, true).await?;
         self.disabled.remove(&fresh_keys);
 
         // Stored, even a key still loaded here that a deletion elsewhere disabled: on a fleet
@@ -313,7 +314,7 @@ impl KeyManager {
                     })
                     .collect();
                 if !rows.is_empty() {
-                    self.db
+                    self.db()
                         .store_keystores(&rows, secret.id(), replica)
                         .await
                         .map_err(|e| e.to_string())?;
@@ -341,7 +342,7 @@ impl KeyManager {
     async fn delete_now(&self, pubkeys: Vec<PublicKey>) -> Result<(Vec<Status>, Interchange), KeyManagerError> {
         let _changes = self.changes.lock().await;
         let known: std::collections::HashSet<PublicKey> = self
-            .db
+            .db()
             .key_states(&pubkeys)
             .await?
             .into_iter()
@@ -366,16 +367,16 @@ impl KeyManager {
         }
         // Disable first: from here on every replica refuses these keys. Unknown keys are
         // not recorded at all.
-        self.db.set_enabled(&to_disable, false).await?;
+        self.db().set_enabled(&to_disable, false).await?;
         self.disabled.add(&to_disable);
 
-        let chain = self.db.pinned_chain().await?;
+        let chain = self.db().pinned_chain().await?;
         let interchange = match chain {
-            Some(_) if !to_disable.is_empty() => self.db.export(Some(&to_disable)).await?,
+            Some(_) if !to_disable.is_empty() => self.protection.export(Some(&to_disable)).await?,
             _ => Interchange {
                 metadata: Metadata {
                     interchange_format_version: FORMAT_VERSION.into(),
-                    genesis_validators_root: chain.or(self.chain.get()).unwrap_or(Root::ZERO),
+                    genesis_validators_root: chain.or(self.protection.chain()).unwrap_or(Root::ZERO),
                 },
                 data: vec![],
             },
@@ -390,7 +391,7 @@ impl KeyManager {
                     // Not loaded here, but maybe imported elsewhere a moment ago: its stored
                     // keystore goes too, or every replica would keep a disabled key's keystore.
                     if matches!(self.store, ImportStore::Shared { .. })
-                        && let Err(e) = self.db.delete_stored_keystores(&[*pk]).await
+                        && let Err(e) = self.db().delete_stored_keystores(&[*pk]).await
                     {
                         tracing::error!(pubkey = %pk, error = %e, "cannot remove a deleted key's stored keystore");
                     }
@@ -422,7 +423,7 @@ impl KeyManager {
     async fn unstore(&self, pk: &PublicKey, origin: &Origin) -> Result<(), String> {
         match &origin.kind {
             OriginKind::Shared => self
-                .db
+                .db()
                 .delete_stored_keystores(&[*pk])
                 .await
                 .map(|_| ())

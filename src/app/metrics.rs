@@ -113,193 +113,175 @@ impl Default for Metrics {
     }
 }
 
+/// Every metric's name (after the `palisade_` prefix) and help text.
+const HELP: &[(&str, &str)] = &[
+    ("build_info", "The running build (1)"),
+    (
+        "ready",
+        "1 while this replica can sign blocks and attestations (as /readyz), else 0",
+    ),
+    ("signing_requests", "Signing requests by type and outcome"),
+    (
+        "slashing_refusals",
+        "Signings refused by slashing protection, by type, reason and risk (slashable, invalid, policy, clock)",
+    ),
+    (
+        "signing_duration_seconds",
+        "Time from request to signature for signed requests",
+    ),
+    (
+        "protection_duration_seconds",
+        "Time of the slashing-protection check and record (one database transaction)",
+    ),
+    ("keys", "Validator keys by state (loaded, loading, failed)"),
+    (
+        "database_up",
+        "1 if the slashing-protection database answered the last check",
+    ),
+    (
+        "database_latency_seconds",
+        "Round trip of the last database health check",
+    ),
+    (
+        "database_pool_connections",
+        "Database connections of this replica by state (open, idle)",
+    ),
+    (
+        "replicas",
+        "Palisade replicas with a heartbeat in the database in the last 10 s (PostgreSQL)",
+    ),
+    (
+        "database_rollbacks",
+        "Times the slashing-protection database held less than this replica had committed (restored backup, lost commits)",
+    ),
+    (
+        "http_connections_refused",
+        "Connections closed on arrival: --http-max-connections (or the client's share) were open and none could give way",
+    ),
+    (
+        "http_connections_evicted",
+        "Connections closed to make room for a new one (state: silent = never completed a request, idle)",
+    ),
+    (
+        "http_connections_timed_out",
+        "Connections closed by a timeout (state: first_request, header, idle, handshake)",
+    ),
+    (
+        "http_bodies_refused",
+        "Requests answered 503 because --http-body-budget-mb of request bodies were in flight",
+    ),
+    ("http_connections_open", "Open client connections"),
+    (
+        "database_statements",
+        "Check-and-record statements run on PostgreSQL (each one transaction of the group commit)",
+    ),
+    (
+        "database_decided",
+        "Blocks and attestations decided by those statements (decided / statements = mean batch size)",
+    ),
+    (
+        "database_conflicts",
+        "Check-and-record statements rolled back by a serialization conflict or deadlock and run again",
+    ),
+    (
+        "commit_boost_requests",
+        "Commit-Boost signer API requests by module, route and outcome (signed, generated, listed, unauthorized, forbidden, unknown_key, bad_request, unavailable, error)",
+    ),
+    (
+        "threshold_node_errors",
+        "Share nodes' answers a threshold coordinator could not use, by node and reason (invalid_partial: a partial that does not verify for the node's share; refused: its slashing protection refused; unavailable: no answer in time, or an error)",
+    ),
+];
+
+fn help(name: &str) -> &'static str {
+    HELP.iter().find(|(n, _)| *n == name).map_or("", |(_, h)| h)
+}
+
+/// Registers `metric` under `name` (with its help text) and hands it back.
+fn reg<M: prometheus_client::registry::Metric + Clone>(r: &mut Registry, name: &str, metric: M) -> M {
+    r.register(name, help(name), metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("palisade");
-        let requests = Family::<SignLabels, Counter>::default();
-        let refusals = Family::<RefusalLabels, Counter>::default();
-        let signing_seconds =
-            Family::<TypeLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let protection_seconds = latency_histogram();
-        let keys = Family::<StateLabels, Gauge>::default();
-        let database_up = Gauge::default();
-        let database_latency_seconds = Gauge::<f64, AtomicU64>::default();
-        let database_pool_connections = Family::<StateLabels, Gauge>::default();
-        let database_rollbacks = Counter::default();
-        let replicas = Gauge::default();
-        let connections_refused = Counter::default();
-        let connections_evicted = Family::<StateLabels, Counter>::default();
-        let connections_timed_out = Family::<StateLabels, Counter>::default();
-        let connections_open = Gauge::default();
-        let bodies_refused = Counter::default();
-        let commits = crate::protection::CommitStats::default();
-        let commit_boost = Family::<CommitBoostLabels, Counter>::default();
-        registry.register(
-            "commit_boost_requests",
-            "Commit-Boost signer API requests by module, route and outcome (signed, generated, listed, unauthorized, forbidden, unknown_key, bad_request, unavailable, error)",
-            commit_boost.clone(),
-        );
-        registry.register(
+        let r = &mut registry;
+        r.register(
             "threshold_node_errors",
-            "Share nodes' answers a threshold coordinator could not use, by node and reason (invalid_partial: a partial that does not verify for the node's share; refused: its slashing protection refused; unavailable: no answer in time, or an error)",
+            help("threshold_node_errors"),
             crate::keys::stores::threshold::NODE_ERRORS.clone(),
         );
-        registry.register(
-            "database_statements",
-            "Check-and-record statements run on PostgreSQL (each one transaction of the group commit)",
-            commits.statements.clone(),
-        );
-        registry.register(
-            "database_decided",
-            "Blocks and attestations decided by those statements (decided / statements = mean batch size)",
-            commits.decided.clone(),
-        );
-        registry.register(
-            "database_conflicts",
-            "Check-and-record statements rolled back by a serialization conflict or deadlock and run again",
-            commits.conflicts.clone(),
-        );
-        registry.register(
-            "http_connections_refused",
-            "Connections closed on arrival: --http-max-connections (or the client's share) were open and none could give way",
-            connections_refused.clone(),
-        );
-        registry.register(
-            "http_connections_evicted",
-            "Connections closed to make room for a new one (state: silent = never completed a request, idle)",
-            connections_evicted.clone(),
-        );
-        registry.register(
-            "http_connections_timed_out",
-            "Connections closed by a timeout (state: first_request, header, idle, handshake)",
-            connections_timed_out.clone(),
-        );
-        registry.register(
-            "http_bodies_refused",
-            "Requests answered 503 because --http-body-budget-mb of request bodies were in flight",
-            bodies_refused.clone(),
-        );
-        registry.register(
-            "http_connections_open",
-            "Open client connections",
-            connections_open.clone(),
-        );
-        for state in ["first_request", "header", "idle", "handshake"] {
-            let _ = connections_timed_out.get_or_create(&StateLabels { state });
-        }
-        for state in ["silent", "idle"] {
-            let _ = connections_evicted.get_or_create(&StateLabels { state });
-        }
-        registry.register(
-            "signing_requests",
-            "Signing requests by type and outcome",
-            requests.clone(),
-        );
-        registry.register(
-            "slashing_refusals",
-            "Signings refused by slashing protection, by type, reason and risk (slashable, invalid, policy, clock)",
-            refusals.clone(),
-        );
-        registry.register(
-            "signing_duration_seconds",
-            "Time from request to signature for signed requests",
-            signing_seconds.clone(),
-        );
-        registry.register(
-            "protection_duration_seconds",
-            "Time of the slashing-protection check and record (one database transaction)",
-            protection_seconds.clone(),
-        );
-        registry.register(
-            "keys",
-            "Validator keys by state (loaded, loading, failed)",
-            keys.clone(),
-        );
-        registry.register(
-            "database_up",
-            "1 if the slashing-protection database answered the last check",
-            database_up.clone(),
-        );
-        registry.register(
-            "database_latency_seconds",
-            "Round trip of the last database health check",
-            database_latency_seconds.clone(),
-        );
-        registry.register(
-            "database_pool_connections",
-            "Database connections of this replica by state (open, idle)",
-            database_pool_connections.clone(),
-        );
-        registry.register(
-            "replicas",
-            "Palisade replicas with a heartbeat in the database in the last 10 s (PostgreSQL)",
-            replicas.clone(),
-        );
-        registry.register(
-            "database_rollbacks",
-            "Times the slashing-protection database held less than this replica had committed (restored backup, lost commits)",
-            database_rollbacks.clone(),
-        );
-        let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 while this replica can sign blocks and attestations (as /readyz), else 0",
-            ready.clone(),
-        );
-        let build_info = Family::<BuildLabels, Gauge>::default();
-        registry.register("build_info", "The running build (1)", build_info.clone());
+        let build_info = reg(r, "build_info", Family::<BuildLabels, Gauge>::default());
         build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
+        let metrics = Self {
+            ready: reg(r, "ready", Gauge::default()),
+            process: ProcessMetrics::new(),
+            requests: reg(r, "signing_requests", Family::default()),
+            refusals: reg(r, "slashing_refusals", Family::default()),
+            signing_seconds: reg(
+                r,
+                "signing_duration_seconds",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+            protection_seconds: reg(r, "protection_duration_seconds", latency_histogram()),
+            keys: reg(r, "keys", Family::default()),
+            database_up: reg(r, "database_up", Gauge::default()),
+            database_latency_seconds: reg(r, "database_latency_seconds", Gauge::default()),
+            database_pool_connections: reg(r, "database_pool_connections", Family::default()),
+            replicas: reg(r, "replicas", Gauge::default()),
+            database_rollbacks: reg(r, "database_rollbacks", Counter::default()),
+            connections_refused: reg(r, "http_connections_refused", Counter::default()),
+            connections_evicted: reg(r, "http_connections_evicted", Family::default()),
+            connections_timed_out: reg(r, "http_connections_timed_out", Family::default()),
+            bodies_refused: reg(r, "http_bodies_refused", Counter::default()),
+            connections_open: reg(r, "http_connections_open", Gauge::default()),
+            commits: crate::protection::CommitStats {
+                statements: reg(r, "database_statements", Counter::default()),
+                decided: reg(r, "database_decided", Counter::default()),
+                conflicts: reg(r, "database_conflicts", Counter::default()),
+            },
+            commit_boost: reg(r, "commit_boost_requests", Family::default()),
+            registry,
+        };
+        metrics.zero_series();
+        metrics
+    }
+
+    /// Series that alerts and dashboards use exist from the start at zero: Prometheus's
+    /// increase() does not count the first event of a series that appears with it.
+    fn zero_series(&self) {
+        for state in ["first_request", "header", "idle", "handshake"] {
+            let _ = self.connections_timed_out.get_or_create(&StateLabels { state });
+        }
+        for state in ["silent", "idle"] {
+            let _ = self.connections_evicted.get_or_create(&StateLabels { state });
+        }
         for state in ["open", "idle"] {
-            let _ = database_pool_connections.get_or_create(&StateLabels { state });
+            let _ = self.database_pool_connections.get_or_create(&StateLabels { state });
         }
         for state in ["loaded", "loading", "failed"] {
-            let _ = keys.get_or_create(&StateLabels { state });
+            let _ = self.keys.get_or_create(&StateLabels { state });
         }
-        // Series that alerts use exist from the start at zero: Prometheus's increase() does not
-        // count the first event of a series that appears with it.
         for t in crate::signing::SignType::ALL {
-            let _ = signing_seconds.get_or_create(&TypeLabels { r#type: t.as_str() });
+            let _ = self.signing_seconds.get_or_create(&TypeLabels { r#type: t.as_str() });
             for outcome in OUTCOMES {
-                let _ = requests.get_or_create(&SignLabels {
+                let _ = self.requests.get_or_create(&SignLabels {
                     r#type: t.as_str(),
                     outcome,
                 });
             }
-        }
-        for t in crate::signing::SignType::ALL {
             for reason in crate::protection::Refusal::CODES {
-                let _ = refusals.get_or_create(&RefusalLabels {
+                let _ = self.refusals.get_or_create(&RefusalLabels {
                     r#type: t.as_str(),
                     reason,
                     risk: crate::protection::Refusal::risk(reason),
                 });
             }
-        }
-        Self {
-            registry,
-            ready,
-            process: ProcessMetrics::new(),
-            requests,
-            refusals,
-            connections_refused,
-            connections_evicted,
-            connections_timed_out,
-            connections_open,
-            bodies_refused,
-            signing_seconds,
-            protection_seconds,
-            keys,
-            database_up,
-            database_latency_seconds,
-            database_pool_connections,
-            database_rollbacks,
-            replicas,
-            commits,
-            commit_boost,
         }
     }
 

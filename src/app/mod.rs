@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod reload;
 pub mod shared_keystores;
 pub mod signer;
+pub mod slashing;

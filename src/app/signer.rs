@@ -6,31 +6,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::disabled::DisabledKeys;
-use crate::app::health::DbHealth;
 use crate::app::metrics::Metrics;
 use crate::app::metrics::{RefusalLabels, TypeLabels};
 use crate::keys::handle::{KeyError, SignRequest};
 use crate::keys::{KeyRegistry, Lookup};
 use crate::network::Network;
 use crate::network::clock::ClockWindow;
-use crate::protection::interchange::{FORMAT_VERSION, Metadata, SignedAttestation, SignedBlock, ValidatorData};
-use crate::protection::repair::{RepairRequest, Repaired};
-use crate::protection::replica::{ReplicaMemory, Rollback};
-use crate::protection::{ChainPin, Interchange, ProtectionError, Recorded, Refusal, SlashingDatabase};
+use crate::protection::{Protection, ProtectionError, Recorded, Refusal};
 use crate::ratelimit::RateLimit;
 use crate::signing::policy::{Scope, TypeSet};
 use crate::signing::{ParseError, SigningJob, parse_signing_request};
-use crate::types::{PublicKey, Root, Signature, SlashableMessage};
+use crate::types::{PublicKey, Signature, SlashableMessage};
 
 /// Why a signing request did not produce a signature. `http::error` maps each to a status.
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
     #[error("{0}")]
     BadRequest(#[from] ParseError),
-    #[error("request is for genesis validators root {given}, but this signer is pinned to {pinned}")]
-    WrongChain { pinned: Root, given: Root },
-    #[error("{}", ProtectionError::ZeroChain)]
-    ZeroChain,
     #[error("no key loaded for {0}")]
     UnknownKey(PublicKey),
     #[error("key {0} failed to load: {1}")]
@@ -46,8 +38,9 @@ pub enum SignError {
         sign_type: crate::signing::SignType,
         scope: crate::signing::policy::Scope,
     },
+    /// Slashing protection could not answer yes or no (unavailable, another chain, ...).
     #[error("{0}")]
-    ProtectionUnavailable(String),
+    Protection(ProtectionError),
     /// This node holds only a share of the key: its signatures are partial, for coordinators.
     #[error("this signer holds a share of {0}, whose signatures only a threshold coordinator can use")]
     ShareOnly(PublicKey),
@@ -65,15 +58,27 @@ impl SignError {
     /// The `outcome` label of the requests metric.
     pub fn outcome(&self) -> &'static str {
         match self {
-            SignError::BadRequest(_) | SignError::WrongChain { .. } | SignError::ZeroChain => "bad_request",
+            SignError::BadRequest(_) => "bad_request",
             SignError::UnknownKey(_) | SignError::KeyFailed(..) => "unknown_key",
             SignError::KeyLoading(_) => "key_loading",
             SignError::Refused(_) => "refused",
             SignError::NotPermitted { .. } | SignError::ShareOnly(_) => "not_permitted",
             SignError::HoldersRefused(_) => "refused",
-            SignError::ProtectionUnavailable(_) | SignError::HoldersUnavailable(_) => "unavailable",
+            SignError::HoldersUnavailable(_) => "unavailable",
+            SignError::Protection(p) => match p {
+                ProtectionError::Unavailable(_) => "unavailable",
+                ProtectionError::WrongChain { .. } | ProtectionError::ZeroChain => "bad_request",
+                ProtectionError::Refused(_) => "refused",
+                _ => "error",
+            },
             SignError::Internal(_) => "error",
         }
+    }
+
+    /// Whether this replica failed (and an operator should hear of it), not the request.
+    fn is_failure(&self) -> bool {
+        matches!(self, SignError::Internal(_))
+            || matches!(self, SignError::Protection(p) if !matches!(p, ProtectionError::WrongChain { .. } | ProtectionError::ZeroChain))
     }
 }
 
@@ -90,15 +95,7 @@ impl From<ProtectionError> for SignError {
     fn from(e: ProtectionError) -> Self {
         match e {
             ProtectionError::Refused(r) => SignError::Refused(r),
-            ProtectionError::Unavailable(_) => SignError::ProtectionUnavailable(e.to_string()),
-            ProtectionError::WrongChain { pinned, given } => SignError::WrongChain { pinned, given },
-            ProtectionError::ZeroChain => SignError::ZeroChain,
-            ProtectionError::InvalidInterchange(m)
-            | ProtectionError::Internal(m)
-            | ProtectionError::InvalidRepair(m)
-            | ProtectionError::RepairRefused(m)
-            | ProtectionError::NotShared(m) => SignError::Internal(format!("slashing protection: {m}")),
-            ProtectionError::FleetSecretMismatch { .. } => SignError::Internal(e.to_string()),
+            e => SignError::Protection(e),
         }
     }
 }
@@ -107,39 +104,29 @@ impl From<ProtectionError> for SignError {
 pub struct SignerParts {
     pub network: Network,
     pub keys: Arc<KeyRegistry>,
-    pub db: Arc<SlashingDatabase>,
-    pub chain: Arc<ChainPin>,
+    pub protection: Arc<Protection>,
     pub metrics: Arc<Metrics>,
-    /// The last database probe's verdict (kept by `Health`), for fail-fast.
-    pub db_health: Arc<DbHealth>,
     pub disabled: Arc<DisabledKeys>,
     /// How long a request for a key that is still being decrypted waits for it.
     pub key_patience: Duration,
     /// Slots further ahead of the wall clock are refused; `None` when the genesis time is
     /// unknown or the window is turned off.
     pub clock: Option<ClockWindow>,
-    /// What this replica committed itself (see `protection::replica`).
-    pub memory: ReplicaMemory,
     /// The signing types this signer signs at all; a key's definition may narrow it.
     pub signing_types: TypeSet,
 }
 
-/// The signing path and the replica's own record. Its parts are its own: other modules get
-/// narrow handles (`Health`, `KeyManager`) built from the same shared pieces.
+/// The signing path. Its parts are its own: other modules get narrow handles (`Health`,
+/// `KeyManager`, `SlashingAdmin`) built from the same shared pieces.
 pub struct Signer {
     network: Network,
     keys: Arc<KeyRegistry>,
-    db: Arc<SlashingDatabase>,
-    chain: Arc<ChainPin>,
+    protection: Arc<Protection>,
     metrics: Arc<Metrics>,
-    db_health: Arc<DbHealth>,
     disabled: Arc<DisabledKeys>,
     key_patience: Duration,
     clock: Option<ClockWindow>,
-    memory: ReplicaMemory,
     signing_types: TypeSet,
-    /// Woken when the database is found behind this replica's record: write the record back.
-    write_back_wanted: tokio::sync::Notify,
 }
 
 impl Signer {
@@ -147,16 +134,12 @@ impl Signer {
         Signer {
             network: p.network,
             keys: p.keys,
-            db: p.db,
-            chain: p.chain,
+            protection: p.protection,
             metrics: p.metrics,
-            db_health: p.db_health,
             disabled: p.disabled,
             key_patience: p.key_patience,
             clock: p.clock,
-            memory: p.memory,
             signing_types: p.signing_types,
-            write_back_wanted: Default::default(),
         }
     }
 
@@ -169,139 +152,6 @@ impl Signer {
             Some((types, by)) if !types.contains(t) => Err(Scope::Key(by)),
             _ => Ok(()),
         }
-    }
-
-    /// This replica's record of what it committed (saved to its state file by `serve`).
-    pub fn record(&self) -> &ReplicaMemory {
-        &self.memory
-    }
-
-    /// Waits until the database was found behind this replica's record.
-    pub async fn write_back_wanted(&self) {
-        self.write_back_wanted.notified().await
-    }
-
-    /// Asks for the record to be written back again (after a failed attempt).
-    pub fn want_write_back(&self) {
-        self.write_back_wanted.notify_one();
-    }
-
-    /// Sets validators' watermarks to the operator's values (see `protection::repair`);
-    /// this replica then forgets its own record of those keys, or it would refuse what the
-    /// repair allows.
-    pub async fn repair(&self, mut req: RepairRequest) -> Result<Vec<Repaired>, ProtectionError> {
-        req.clock = self
-            .clock
-            .map(|c| (c.limit(std::time::SystemTime::now(), 0), self.network.slots_per_epoch()));
-        let done = self.db.repair(&req).await?;
-        self.memory.forget(&req.pubkeys);
-        for d in &done {
-            tracing::warn!(pubkey = %d.pubkey, actor = %req.actor, reason = %req.reason, before = ?d.before,
-                after = ?d.after, discarded_blocks = d.discarded_blocks.len(),
-                discarded_attestations = d.discarded_attestations.len(), "watermarks repaired");
-        }
-        Ok(done)
-    }
-
-    /// The database holds less than this replica committed: it went back in time.
-    fn rollback_detected(&self, r: &Rollback) {
-        self.metrics.database_rollbacks.inc();
-        tracing::error!(
-            pubkey = %r.pubkey,
-            database = %r.database,
-            replica = %r.replica,
-            "the slashing-protection database holds less than this replica committed (restored from a backup? \
-             a failover to a standby that was behind?): refusing at or below this replica's record and writing it back"
-        );
-        self.write_back_wanted.notify_one();
-    }
-
-    /// Compares the database with this replica's record for every validator it remembers;
-    /// writes the record back if the database is behind. Run at startup and periodically.
-    pub async fn sweep(&self) -> Result<usize, ProtectionError> {
-        let floors = self.memory.snapshot();
-        if floors.is_empty() {
-            return Ok(0);
-        }
-        let keys: Vec<PublicKey> = floors.iter().map(|(k, _)| *k).collect();
-        let db: std::collections::HashMap<PublicKey, crate::protection::Watermarks> =
-            self.db.watermarks_of(&keys).await?.into_iter().collect();
-        let mut behind = 0;
-        for (pk, _) in &floors {
-            let found = match db.get(pk) {
-                Some(w) => self.memory.compare(pk, w),
-                None => self.memory.compare(pk, &Default::default()),
-            };
-            if let Some(r) = found {
-                behind += 1;
-                if behind <= 10 {
-                    self.rollback_detected(&r);
-                }
-            }
-        }
-        if behind > 0 {
-            tracing::error!(
-                validators = behind,
-                "the slashing-protection database is behind this replica's record"
-            );
-            self.write_back().await?;
-        }
-        Ok(behind)
-    }
-
-    /// Writes this replica's record into the database, merging to the maxima as an import
-    /// does, so that every replica is protected by what this one signed. Validators repaired
-    /// since are left alone.
-    pub async fn write_back(&self) -> Result<usize, ProtectionError> {
-        let Some(chain) = self.chain.get() else { return Ok(0) };
-        let floors = self.memory.snapshot();
-        let keys: Vec<PublicKey> = floors.iter().map(|(k, _)| *k).collect();
-        let db: std::collections::HashMap<PublicKey, u32> = self
-            .db
-            .watermarks_of(&keys)
-            .await?
-            .into_iter()
-            .map(|(k, w)| (k, w.repairs))
-            .collect();
-        let keep: Vec<_> = floors
-            .into_iter()
-            .filter(|(k, f)| db.get(k).is_none_or(|r| *r <= f.repairs))
-            .collect();
-        let data = keep
-            .iter()
-            .map(|(pubkey, f)| ValidatorData {
-                pubkey: *pubkey,
-                signed_blocks: f
-                    .block
-                    .map(|(slot, signing_root)| SignedBlock { slot, signing_root })
-                    .into_iter()
-                    .collect(),
-                signed_attestations: f
-                    .attestation
-                    .map(|(source_epoch, target_epoch, signing_root)| SignedAttestation {
-                        source_epoch,
-                        target_epoch,
-                        signing_root,
-                    })
-                    .into_iter()
-                    .collect(),
-            })
-            .collect();
-        let interchange = Interchange {
-            metadata: Metadata {
-                interchange_format_version: FORMAT_VERSION.into(),
-                genesis_validators_root: chain,
-            },
-            data,
-        };
-        let n = self.db.import(&interchange).await?;
-        let repairs: Vec<(PublicKey, u32)> = keep.iter().map(|(k, f)| (*k, f.repairs)).collect();
-        self.db.raise_repairs(&repairs).await?;
-        tracing::warn!(
-            validators = n,
-            "wrote this replica's record back into the slashing-protection database"
-        );
-        Ok(n)
     }
 
     /// Keys that can sign (or will, once decrypted), without the disabled ones.
@@ -449,7 +299,7 @@ impl Signer {
                         similar_since_last = held, "slashing protection refused to sign");
                 }
             }
-            Err(e @ (SignError::ProtectionUnavailable(_) | SignError::Internal(_))) => {
+            Err(e) if e.is_failure() => {
                 static FAILURES: RateLimit = RateLimit::new();
                 if let Some(held) = FAILURES.allow() {
                     tracing::error!(%pubkey, r#type = type_label, error = %e, similar_since_last = held, "signing failed");
@@ -521,14 +371,14 @@ impl Signer {
         }
 
         if let Some(given) = job.chain {
-            self.chain.admit(&self.db, given).await?;
+            self.protection.admit(given).await?;
         }
 
         let mut recorded = None;
         if let Some(message) = &job.slashable
             && !key.protected_by_holders()
         {
-            recorded = Some(self.protect(&pubkey, message, client).await?);
+            recorded = Some(self.protection.check(&pubkey, message, client).await?);
         }
         // Only now, with the record committed (here, or by every share node that signs), does
         // the signature exist.
@@ -538,35 +388,6 @@ impl Signer {
             KeyError::Failed(m) => SignError::Internal(format!("the key gave no signature: {m}")),
         })?;
         Ok((signature, recorded, share))
-    }
-
-    /// Checks `message` against this replica's record and the database, and records it
-    /// (committed) when it may be signed.
-    async fn protect(
-        &self,
-        pubkey: &PublicKey,
-        message: &SlashableMessage,
-        client: &str,
-    ) -> Result<Recorded, SignError> {
-        // Never at or below what this replica committed itself, whatever the database says.
-        if let Some(r) = self.memory.check(pubkey, message) {
-            return Err(SignError::Refused(r));
-        }
-        // Known down: refuse at once, so the client can try another replica in time. A stale
-        // verdict is not trusted: then the database is tried, and recovery is quick.
-        if let Some(why) = self.db_health.known_down() {
-            return Err(SignError::ProtectionUnavailable(format!(
-                "slashing-protection database unavailable (its last check failed: {why}); refused without waiting"
-            )));
-        }
-        let started = Instant::now();
-        let checked = self.db.check_and_record(pubkey, message, client).await;
-        self.metrics.protection_seconds.observe(started.elapsed().as_secs_f64());
-        let checked = checked?;
-        if let Some(rollback) = self.memory.committed(pubkey, message, &checked.seen) {
-            self.rollback_detected(&rollback);
-        }
-        Ok(checked.recorded)
     }
 }
 
@@ -583,7 +404,8 @@ mod outcome_tests {
             SignError::UnknownKey(pk),
             SignError::KeyLoading(pk),
             SignError::Refused(Refusal::Disabled),
-            SignError::ProtectionUnavailable(String::new()),
+            SignError::Protection(ProtectionError::Unavailable(String::new())),
+            SignError::Protection(ProtectionError::ZeroChain),
             SignError::Internal(String::new()),
         ];
         for e in errors {

@@ -152,13 +152,19 @@ pub async fn high_watermark(
 ) -> anyhow::Result<()> {
     let db = open(database).await?;
     let keys = (!pubkeys.is_empty()).then_some(pubkeys);
+    let actor = cli_actor();
+    let change = |value| crate::protection::HighWatermarkChange {
+        value,
+        keys,
+        actor: &actor,
+    };
     match (value, clear) {
         (Some(v), _) => {
-            db.set_high_watermark(Some(v), keys, &cli_actor()).await?;
+            db.set_high_watermark(change(Some(v))).await?;
             eprintln!("high watermark set: slot {}, epoch {}", v.0, v.1);
         }
         (None, true) => {
-            db.set_high_watermark(None, keys, &cli_actor()).await?;
+            db.set_high_watermark(change(None)).await?;
             eprintln!("high watermark cleared");
         }
         (None, false) => match db.high_watermark().await? {

@@ -24,8 +24,7 @@ pub async fn import(
     let body = body.map_err(|r| body_rejection(r, super::MAX_ADMIN_BODY_BYTES))?;
     let interchange = Interchange::from_json(body_text(&body).map_err(ApiError::BadRequest)?)
         .map_err(|e| ApiError::Protection(ProtectionError::InvalidInterchange(e)))?;
-    let n = state.chain.import(&state.db, &interchange).await?;
-    tracing::info!(validators = n, "slashing-protection data imported");
+    let n = state.slashing.import(&interchange).await?;
     Ok(Json(json!({ "imported_validators": n })))
 }
 
@@ -50,7 +49,7 @@ fn pubkeys_of(query: Option<&str>) -> Result<Option<Vec<PublicKey>>, ApiError> {
 /// `GET /api/v1/eth2/slashing-protection/export[?pubkey=0x..]`
 pub async fn export(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<Interchange>, ApiError> {
     let keys = pubkeys_of(query.as_deref())?;
-    Ok(Json(state.db.export(keys.as_deref()).await?))
+    Ok(Json(state.slashing.export(keys.as_deref()).await?))
 }
 
 /// `GET /eth/v1/keystores`

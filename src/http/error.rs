@@ -56,17 +56,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Sign(e) => sign_status(e),
-            ApiError::Protection(e) => match e {
-                ProtectionError::Refused(_) => StatusCode::PRECONDITION_FAILED,
-                ProtectionError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                ProtectionError::WrongChain { .. }
-                | ProtectionError::ZeroChain
-                | ProtectionError::InvalidInterchange(_)
-                | ProtectionError::InvalidRepair(_) => StatusCode::BAD_REQUEST,
-                ProtectionError::RepairRefused(_) | ProtectionError::FleetSecretMismatch { .. } => StatusCode::CONFLICT,
-                ProtectionError::NotShared(_) => StatusCode::BAD_REQUEST,
-                ProtectionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            ApiError::Protection(e) => protection_status(e),
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -144,13 +134,29 @@ impl ApiError {
 /// The status of a signing that gave no signature.
 fn sign_status(e: &SignError) -> StatusCode {
     match e {
-        SignError::BadRequest(_) | SignError::WrongChain { .. } | SignError::ZeroChain => StatusCode::BAD_REQUEST,
+        SignError::BadRequest(_) => StatusCode::BAD_REQUEST,
         SignError::UnknownKey(_) | SignError::KeyFailed(..) => StatusCode::NOT_FOUND,
-        SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        SignError::KeyLoading(_) => StatusCode::SERVICE_UNAVAILABLE,
         SignError::Refused(_) | SignError::HoldersRefused(_) => StatusCode::PRECONDITION_FAILED,
+        SignError::Protection(e) => protection_status(e),
         SignError::NotPermitted { .. } | SignError::ShareOnly(_) => StatusCode::FORBIDDEN,
         SignError::HoldersUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         SignError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The status of what slashing protection answered, on the signing path and the admin routes.
+fn protection_status(e: &ProtectionError) -> StatusCode {
+    match e {
+        ProtectionError::Refused(_) => StatusCode::PRECONDITION_FAILED,
+        ProtectionError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ProtectionError::WrongChain { .. }
+        | ProtectionError::ZeroChain
+        | ProtectionError::InvalidInterchange(_)
+        | ProtectionError::InvalidRepair(_)
+        | ProtectionError::NotShared(_) => StatusCode::BAD_REQUEST,
+        ProtectionError::RepairRefused(_) | ProtectionError::FleetSecretMismatch { .. } => StatusCode::CONFLICT,
+        ProtectionError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

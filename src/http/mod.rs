@@ -1,5 +1,6 @@
-//! The HTTP API: the router, the accept loop (plain or TLS) and thin handlers; the work
-//! happens in `app` (the signer and the Key Manager operations).
+//! The HTTP API: the router, the accept loop (plain or TLS) and thin handlers that reach only
+//! `app` (the signer, the Key Manager, the slashing-protection admin calls, health, reloads,
+//! Commit-Boost), where the work happens.
 
 pub mod admin;
 pub mod auth;
@@ -26,7 +27,7 @@ use crate::app::health::Health;
 use crate::app::keymanager::KeyManager;
 use crate::app::reload::Reloads;
 use crate::app::signer::Signer;
-use crate::protection::{ChainPin, SlashingDatabase};
+use crate::app::slashing::SlashingAdmin;
 use auth::ApiToken;
 use error::ApiError;
 
@@ -43,9 +44,8 @@ pub struct AppState {
     pub keymanager: Arc<KeyManager>,
     pub reloads: Arc<Reloads>,
     pub health: Arc<Health>,
-    /// For the slashing-protection admin endpoints (import, export, high watermark).
-    pub db: Arc<SlashingDatabase>,
-    pub chain: Arc<ChainPin>,
+    /// The slashing-protection admin endpoints (import, export, watermarks).
+    pub slashing: Arc<SlashingAdmin>,
     pub token: Arc<ApiToken>,
     /// Required on the signing routes when set (`--signing-token-file`).
     pub signing_token: Option<Arc<ApiToken>>,

@@ -100,27 +100,13 @@ pub async fn serve(
     grace: Duration,
 ) {
     let limits = options.limits;
-    let mut builder = Builder::new(TokioExecutor::new());
-    // Our own deadlines replace hyper's header timeout, which also cut idle keep-alive
-    // connections at the header deadline (see `ConnState`).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_buf_size(MAX_HEAD_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_streams)
-        .max_header_list_size(MAX_HEAD_BYTES as u32)
-        .initial_connection_window_size(H2_WINDOW)
-        .initial_stream_window_size(H2_WINDOW);
+    let builder = builder(&limits);
     let graceful = GracefulShutdown::new();
     let acceptor = options.tls.clone().map(TlsAcceptor::from);
     let proxies = Arc::new(options.trusted_proxies);
     let metrics = options.metrics.unwrap_or_default();
     let table = Connections::new(limits.max_connections, limits.max_connections_per_client);
-    let (accept_failures, refusals, evictions) = (RateLimit::new(), RateLimit::new(), RateLimit::new());
+    let accept_failures = RateLimit::new();
     let warnings = Arc::new(ConnWarnings::default());
     tokio::pin!(shutdown);
     loop {
@@ -138,94 +124,21 @@ pub async fn serve(
                     }
                 };
                 let trusted_proxy = proxies.trusts(remote.ip());
-                let admitted = match table.admit(remote.ip(), trusted_proxy) {
-                    Ok((admitted, evicted)) => {
-                        if evicted != Evicted::None {
-                            let state = if evicted == Evicted::Silent { "silent" } else { "idle" };
-                            metrics.connections_evicted.get_or_create(&StateLabels { state }).inc();
-                            if let Some(held) = evictions.allow() {
-                                tracing::warn!(peer = %remote, closed = state, similar_since_last = held,
-                                    "connection limit reached: closed the connection with least claim to make room");
-                            }
-                        }
-                        admitted
-                    }
-                    Err(refused) => {
-                        metrics.connections_refused.inc();
-                        if let Some(held) = refusals.allow() {
-                            let why = match refused {
-                                Refused::Full { max } => format!("{max} connections (--http-max-connections) are open, each busy or proven"),
-                                Refused::ClientShare { per_client } => format!("this address holds {per_client} connections (--http-max-connections-per-client), each busy or proven"),
-                            };
-                            tracing::warn!(peer = %remote, similar_since_last = held, "connection closed on arrival: {why}");
-                        }
-                        drop(stream);
-                        continue;
-                    }
+                let Some(admitted) = admit(&table, remote, trusted_proxy, &metrics, &warnings) else {
+                    drop(stream);
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
-                let (acceptor, proxies, metrics, warnings) = (acceptor.clone(), proxies.clone(), metrics.clone(), warnings.clone());
-                tokio::spawn(async move {
-                    metrics.connections_open.inc();
-                    let _open = scopeguard(|| {
-                        metrics.connections_open.dec();
-                    });
-                    let state = admitted.state.clone();
-                    let deadlines = Deadlines { header: limits.header_timeout, idle: limits.idle_timeout };
-                    let conn = Conn { router, builder, watcher, proxies: proxies.clone(), deadlines, metrics: metrics.clone() };
-                    let mut client = ClientInfo { peer: Some(remote), ..Default::default() };
-                    // The handshakes count against the first request's deadline, and the
-                    // connection may give way during them.
-                    let first = tokio::time::Instant::from_std(state.deadline(deadlines).unwrap_or_else(Instant::now));
-                    let handshakes = async {
-                        let mut stream = stream;
-                        if trusted_proxy {
-                            match proxy_header(&mut stream).await {
-                                Ok(forwarded) => client.forwarded = forwarded,
-                                Err(e) => {
-                                    if let Some(held) = warnings.proxy.allow() {
-                                        tracing::warn!(peer = %remote, error = %e, similar_since_last = held, "bad PROXY protocol header");
-                                    }
-                                    return None;
-                                }
-                            }
-                        }
-                        match &acceptor {
-                            None => Some((Io::Plain(stream), client)),
-                            Some(acceptor) => match acceptor.accept(stream).await {
-                                Ok(tls) => {
-                                    client.certificate = crate::http::tls::client_certificate(tls.get_ref().1);
-                                    if client.certificate.is_some() {
-                                        state.prove();
-                                    }
-                                    Some((Io::Tls(Box::new(tls)), client))
-                                }
-                                Err(e) => {
-                                    if let Some(held) = warnings.tls.allow() {
-                                        tracing::warn!(client = %client, error = %crate::http::shown(&e.to_string()),
-                                            similar_since_last = held, "TLS handshake failed");
-                                    }
-                                    None
-                                }
-                            },
-                        }
-                    };
-                    let ready = tokio::select! {
-                        r = tokio::time::timeout_at(first, handshakes) => match r {
-                            Ok(r) => r,
-                            Err(_) => {
-                                let state = if acceptor.is_some() { "handshake" } else { "first_request" };
-                                metrics.connections_timed_out.get_or_create(&StateLabels { state }).inc();
-                                None
-                            }
-                        },
-                        _ = state.evicted() => None,
-                    };
-                    if let Some((io, client)) = ready {
-                        conn.serve(io, client, admitted).await;
-                    }
-                });
+                let conn = Conn {
+                    router: router.clone(),
+                    builder: builder.clone(),
+                    watcher: graceful.watcher(),
+                    proxies: proxies.clone(),
+                    deadlines: Deadlines { header: limits.header_timeout, idle: limits.idle_timeout },
+                    metrics: metrics.clone(),
+                };
+                let arrival = Arrival { stream, remote, trusted_proxy, admitted };
+                tokio::spawn(connection(arrival, conn, acceptor.clone(), warnings.clone()));
                 // Lets the new connection read its request before a burst of others is
                 // accepted (which could pick it to give way).
                 tokio::task::yield_now().await;
@@ -241,11 +154,152 @@ pub async fn serve(
     }
 }
 
+/// HTTP/1 and HTTP/2 with our limits. Our own deadlines replace hyper's header timeout, which
+/// also cut idle keep-alive connections at the header deadline (see `ConnState`).
+fn builder(limits: &ConnectionLimits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .initial_connection_window_size(H2_WINDOW)
+        .initial_stream_window_size(H2_WINDOW);
+    builder
+}
+
+/// A place in the connection table for a new connection from `remote`, another one closed to
+/// make room if need be; `None` when it must be closed on arrival.
+fn admit(
+    table: &Arc<Connections>,
+    remote: SocketAddr,
+    trusted_proxy: bool,
+    metrics: &Metrics,
+    warnings: &ConnWarnings,
+) -> Option<Admitted> {
+    match table.admit(remote.ip(), trusted_proxy) {
+        Ok((admitted, evicted)) => {
+            if evicted != Evicted::None {
+                let state = if evicted == Evicted::Silent { "silent" } else { "idle" };
+                metrics.connections_evicted.get_or_create(&StateLabels { state }).inc();
+                if let Some(held) = warnings.evictions.allow() {
+                    tracing::warn!(peer = %remote, closed = state, similar_since_last = held,
+                        "connection limit reached: closed the connection with least claim to make room");
+                }
+            }
+            Some(admitted)
+        }
+        Err(refused) => {
+            metrics.connections_refused.inc();
+            if let Some(held) = warnings.refusals.allow() {
+                let why = match refused {
+                    Refused::Full { max } => {
+                        format!("{max} connections (--http-max-connections) are open, each busy or proven")
+                    }
+                    Refused::ClientShare { per_client } => format!(
+                        "this address holds {per_client} connections (--http-max-connections-per-client), each busy or proven"
+                    ),
+                };
+                tracing::warn!(peer = %remote, similar_since_last = held, "connection closed on arrival: {why}");
+            }
+            None
+        }
+    }
+}
+
+/// A connection just accepted and admitted.
+struct Arrival {
+    stream: TcpStream,
+    remote: SocketAddr,
+    trusted_proxy: bool,
+    admitted: Admitted,
+}
+
+/// One connection's life: the PROXY header and TLS handshakes within the first request's
+/// deadline (the connection may give way during them), then its requests.
+async fn connection(a: Arrival, conn: Conn, acceptor: Option<TlsAcceptor>, warnings: Arc<ConnWarnings>) {
+    let metrics = conn.metrics.clone();
+    metrics.connections_open.inc();
+    let _open = scopeguard(|| {
+        metrics.connections_open.dec();
+    });
+    let state = a.admitted.state.clone();
+    let first = tokio::time::Instant::from_std(state.deadline(conn.deadlines).unwrap_or_else(Instant::now));
+    let tls = acceptor.is_some();
+    let ready = tokio::select! {
+        r = tokio::time::timeout_at(first, handshakes(a.stream, a.remote, a.trusted_proxy, acceptor, &state, &warnings)) => match r {
+            Ok(r) => r,
+            Err(_) => {
+                let state = if tls { "handshake" } else { "first_request" };
+                metrics.connections_timed_out.get_or_create(&StateLabels { state }).inc();
+                None
+            }
+        },
+        _ = state.evicted() => None,
+    };
+    if let Some((io, client)) = ready {
+        conn.serve(io, client, a.admitted).await;
+    }
+}
+
+/// The PROXY protocol header (from a trusted proxy) and the TLS handshake, if any: the stream
+/// to serve and who is at its other end, or `None` when either fails.
+async fn handshakes(
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    trusted_proxy: bool,
+    acceptor: Option<TlsAcceptor>,
+    state: &ConnState,
+    warnings: &ConnWarnings,
+) -> Option<(Io, ClientInfo)> {
+    let mut client = ClientInfo {
+        peer: Some(remote),
+        ..Default::default()
+    };
+    if trusted_proxy {
+        match proxy_header(&mut stream).await {
+            Ok(forwarded) => client.forwarded = forwarded,
+            Err(e) => {
+                if let Some(held) = warnings.proxy.allow() {
+                    tracing::warn!(peer = %remote, error = %e, similar_since_last = held, "bad PROXY protocol header");
+                }
+                return None;
+            }
+        }
+    }
+    let Some(acceptor) = acceptor else {
+        return Some((Io::Plain(stream), client));
+    };
+    match acceptor.accept(stream).await {
+        Ok(tls) => {
+            client.certificate = crate::http::tls::client_certificate(tls.get_ref().1);
+            if client.certificate.is_some() {
+                state.prove();
+            }
+            Some((Io::Tls(Box::new(tls)), client))
+        }
+        Err(e) => {
+            if let Some(held) = warnings.tls.allow() {
+                tracing::warn!(client = %client, error = %crate::http::shown(&e.to_string()),
+                    similar_since_last = held, "TLS handshake failed");
+            }
+            None
+        }
+    }
+}
+
 /// Warnings any peer can trigger at will, each at most once a second.
 #[derive(Default)]
 struct ConnWarnings {
     tls: RateLimit,
     proxy: RateLimit,
+    refusals: RateLimit,
+    evictions: RateLimit,
 }
 
 /// A plain or TLS connection.

@@ -11,6 +11,7 @@ use super::AppState;
 use super::client::ClientInfo;
 use super::error::{ApiError, body_rejection};
 use crate::json::parse_body;
+use crate::protection::HighWatermarkChange;
 use crate::protection::repair::{RepairRequest, Repaired};
 use crate::types::{Epoch, PublicKey, Slot};
 
@@ -77,14 +78,14 @@ pub async fn repair(
         clock: None,
         discard_past: false,
     };
-    let done: Vec<Repaired> = state.signer.repair(req).await?;
+    let done: Vec<Repaired> = state.slashing.repair(req).await?;
     Ok(Json(json!({ "data": done })))
 }
 
 /// `GET /api/v1/eth2/highWatermark`: `{"slot", "epoch"}`, or `{}` when none is set
 /// (Web3Signer's answer).
 pub async fn high_watermark(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(match state.db.high_watermark().await? {
+    Ok(Json(match state.slashing.high_watermark().await? {
         Some((slot, epoch)) => json!({"slot": slot, "epoch": epoch}),
         None => json!({}),
     }))
@@ -114,11 +115,12 @@ pub async fn set_high_watermark(
     let body = body_of(body)?;
     let h: HighWatermark = parse_body(&body).map_err(ApiError::BadRequest)?;
     let who = actor(&client);
-    state
-        .db
-        .set_high_watermark(Some((h.slot, h.epoch)), h.pubkeys.as_deref(), &who)
-        .await?;
-    tracing::warn!(slot = %h.slot, epoch = %h.epoch, keys = ?h.pubkeys.as_ref().map(Vec::len), actor = %who, "high watermark set");
+    let change = HighWatermarkChange {
+        value: Some((h.slot, h.epoch)),
+        keys: h.pubkeys.as_deref(),
+        actor: &who,
+    };
+    state.slashing.set_high_watermark(change).await?;
     Ok(Json(json!({"slot": h.slot, "epoch": h.epoch})))
 }
 
@@ -135,7 +137,11 @@ pub async fn clear_high_watermark(
         parse_body(&body).map_err(ApiError::BadRequest)?
     };
     let who = actor(&client);
-    state.db.set_high_watermark(None, k.pubkeys.as_deref(), &who).await?;
-    tracing::warn!(keys = ?k.pubkeys.as_ref().map(Vec::len), actor = %who, "high watermark cleared");
+    let change = HighWatermarkChange {
+        value: None,
+        keys: k.pubkeys.as_deref(),
+        actor: &who,
+    };
+    state.slashing.set_high_watermark(change).await?;
     Ok(Json(json!({})))
 }

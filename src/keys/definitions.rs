@@ -289,45 +289,7 @@ fn definition(raw: RawDefinition, base: &Path) -> Result<KeyDefinition, String> 
                 endpoint_override: raw.endpoint_override,
             }))
         }
-        Some("hashicorp") => {
-            if let Some(m) = raw.auth_method.as_deref().filter(|m| !m.eq_ignore_ascii_case("TOKEN")) {
-                return Err(format!("authMethod `{m}` is not supported (TOKEN only)"));
-            }
-            let port = match &raw.server_port {
-                Some(p) => {
-                    u16::try_from(p.number("serverPort")?).map_err(|_| "`serverPort` must be a port".to_string())?
-                }
-                None => 8200,
-            };
-            let tls_enabled = raw
-                .tls_enabled
-                .as_ref()
-                .map_or(Ok(false), |t| t.boolean("tlsEnabled"))?;
-            if !tls_enabled && (raw.tls_known_servers_path.is_some() || raw.tls_ca_file.is_some()) {
-                return Err("tlsKnownServersPath and tlsCaFile need `tlsEnabled: true`".into());
-            }
-            if raw.tls_known_servers_path.is_some() && raw.tls_ca_file.is_some() {
-                return Err("give tlsKnownServersPath (certificate fingerprints) or tlsCaFile (a CA), not both".into());
-            }
-            let server_host = required(raw.server_host, "serverHost")?;
-            if !tls_enabled && !is_loopback(&server_host) {
-                tracing::warn!(host = %server_host, "a Vault token will cross the network in clear text: set `tlsEnabled: true`");
-            }
-            Ok(KeyDefinition::Vault(VaultSecret {
-                server_host,
-                server_port: port,
-                timeout_ms: raw.timeout.as_ref().map_or(Ok(10_000), |t| t.number("timeout"))?,
-                tls_enabled: raw
-                    .tls_enabled
-                    .as_ref()
-                    .map_or(Ok(false), |t| t.boolean("tlsEnabled"))?,
-                tls_known_servers: raw.tls_known_servers_path.as_deref().map(resolve),
-                tls_ca_file: raw.tls_ca_file.as_deref().map(resolve),
-                key_path: required(raw.key_path, "keyPath")?,
-                key_name: raw.key_name.unwrap_or_else(|| "value".into()),
-                token: required(raw.token, "token")?,
-            }))
-        }
+        Some("hashicorp") => vault(raw, &resolve),
         Some("azure-secret") => {
             if let Some(m) = raw
                 .authentication_mode
@@ -357,6 +319,45 @@ fn definition(raw: RawDefinition, base: &Path) -> Result<KeyDefinition, String> 
         )),
         None => Err("missing field `type`".into()),
     }
+}
+
+/// A `type: hashicorp` definition: a secret in HashiCorp Vault's KV store.
+fn vault(raw: RawDefinition, resolve: &dyn Fn(&str) -> std::path::PathBuf) -> Result<KeyDefinition, String> {
+    if let Some(m) = raw.auth_method.as_deref().filter(|m| !m.eq_ignore_ascii_case("TOKEN")) {
+        return Err(format!("authMethod `{m}` is not supported (TOKEN only)"));
+    }
+    let port = match &raw.server_port {
+        Some(p) => u16::try_from(p.number("serverPort")?).map_err(|_| "`serverPort` must be a port".to_string())?,
+        None => 8200,
+    };
+    let tls_enabled = raw
+        .tls_enabled
+        .as_ref()
+        .map_or(Ok(false), |t| t.boolean("tlsEnabled"))?;
+    if !tls_enabled && (raw.tls_known_servers_path.is_some() || raw.tls_ca_file.is_some()) {
+        return Err("tlsKnownServersPath and tlsCaFile need `tlsEnabled: true`".into());
+    }
+    if raw.tls_known_servers_path.is_some() && raw.tls_ca_file.is_some() {
+        return Err("give tlsKnownServersPath (certificate fingerprints) or tlsCaFile (a CA), not both".into());
+    }
+    let server_host = required(raw.server_host, "serverHost")?;
+    if !tls_enabled && !is_loopback(&server_host) {
+        tracing::warn!(host = %server_host, "a Vault token will cross the network in clear text: set `tlsEnabled: true`");
+    }
+    Ok(KeyDefinition::Vault(VaultSecret {
+        server_host,
+        server_port: port,
+        timeout_ms: raw.timeout.as_ref().map_or(Ok(10_000), |t| t.number("timeout"))?,
+        tls_enabled: raw
+            .tls_enabled
+            .as_ref()
+            .map_or(Ok(false), |t| t.boolean("tlsEnabled"))?,
+        tls_known_servers: raw.tls_known_servers_path.as_deref().map(resolve),
+        tls_ca_file: raw.tls_ca_file.as_deref().map(resolve),
+        key_path: required(raw.key_path, "keyPath")?,
+        key_name: raw.key_name.unwrap_or_else(|| "value".into()),
+        token: required(raw.token, "token")?,
+    }))
 }
 
 #[cfg(test)]

@@ -289,102 +289,120 @@ struct SourcePlan {
 /// moved from one source to another is dropped by the first and taken by the second.
 fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found, SourceError>)>) -> Prepared {
     let mut report = LoadReport::default();
-    let mut plans = Vec::new();
-    for (source, listing) in listed {
-        let name = source.name().clone();
-        registry.clear_failures(&name);
-        let found = match listing {
-            Ok(f) => f,
-            Err(e) => {
-                // Nothing known about the source now: every key it gave stays. With none, its
-                // keys are missing: a failure; with some, they are stale.
-                tracing::error!(source = %name, error = %e, "key source could not be read; keeping the keys it gave before");
-                if registry.held_from(&name).is_empty() {
-                    let whole = Origin::new(&name, "", name.to_string(), super::OriginKind::Definition, None);
-                    registry.fail(None, &whole, e.to_string());
-                } else {
-                    registry.stale(&name, name.to_string(), e.to_string());
-                }
-                report.failed.push(Failed {
-                    source: name.to_string(),
-                    reason: e.to_string(),
-                });
-                continue;
-            }
-        };
-        let held = registry.held_from(&name);
-        let held_keys: HashSet<PublicKey> = held.iter().map(|h| h.pubkey).collect();
-        let held_units: HashSet<&str> = held.iter().map(|h| h.origin.unit.as_str()).collect();
-        let mut kept_units: HashSet<String> = found.keep.iter().cloned().collect();
-        for f in &found.failures {
-            let stale = f.unit.as_deref().is_some_and(|u| held_units.contains(u));
-            record_failure(registry, &name, f, stale, &mut report);
-            if let Some(u) = &f.unit {
-                kept_units.insert(u.clone());
-            }
-        }
+    let plans: Vec<SourcePlan> = listed
+        .into_iter()
+        .filter_map(|(source, listing)| plan_source(registry, &source, listing, &mut report))
+        .collect();
+    let unlock = install(registry, plans, &mut report);
+    Prepared { unlock, report }
+}
 
-        // What the source gives now: declared pubkeys, and the keys of cheap material.
-        let mut wanted: HashSet<PublicKey> = HashSet::new();
-        let mut cheap_ready = Vec::new();
-        let mut slow = Vec::new();
-        for p in found.keys {
-            match (&p.declared, &p.material) {
-                (Some(pk), _) => {
-                    wanted.insert(*pk);
-                    slow.push(p);
-                }
-                (None, Material::Raw(_) | Material::Secret(_) | Material::Ready(_)) => match p.unlock() {
-                    Ok(keys) => {
-                        for k in keys {
-                            wanted.insert(k.public_key());
-                            cheap_ready.push((p.origin.clone(), k));
-                        }
-                    }
-                    Err(reason) => {
-                        kept_units.insert(p.origin.unit.clone());
-                        let stale = held_units.contains(p.origin.unit.as_str());
-                        record_failure(
-                            registry,
-                            &name,
-                            &Failure {
-                                label: p.origin.label.clone(),
-                                reason: reason.to_string(),
-                                unit: Some(p.origin.unit.clone()),
-                                pubkey: None,
-                                origin: Some(p.origin.clone()),
-                            },
-                            stale,
-                            &mut report,
-                        );
-                    }
-                },
-                // A keystore without a pubkey: known only after its KDF; its unit's keys
-                // stay until then.
-                (None, Material::Keystore { .. }) => {
-                    kept_units.insert(p.origin.unit.clone());
-                    slow.push(p);
-                }
+/// One source's plan: its failures recorded, the keys it no longer holds removed, its cheap
+/// keys unlocked, its keystores left for later; `None` when it could not be read (its keys
+/// stay).
+fn plan_source(
+    registry: &KeyRegistry,
+    source: &Arc<dyn KeySource>,
+    listing: Result<Found, SourceError>,
+    report: &mut LoadReport,
+) -> Option<SourcePlan> {
+    let name = source.name().clone();
+    registry.clear_failures(&name);
+    let found = match listing {
+        Ok(f) => f,
+        Err(e) => {
+            // Nothing known about the source now: every key it gave stays. With none, its
+            // keys are missing: a failure; with some, they are stale.
+            tracing::error!(source = %name, error = %e, "key source could not be read; keeping the keys it gave before");
+            if registry.held_from(&name).is_empty() {
+                let whole = Origin::new(&name, "", name.to_string(), super::OriginKind::Definition, None);
+                registry.fail(None, &whole, e.to_string());
+            } else {
+                registry.stale(&name, name.to_string(), e.to_string());
             }
+            report.failed.push(Failed {
+                source: name.to_string(),
+                reason: e.to_string(),
+            });
+            return None;
         }
-
-        // Gone from the source (and not covered by a unit that failed to read): refused now.
-        for h in &held {
-            if !wanted.contains(&h.pubkey) && !kept_units.contains(&h.origin.unit) && registry.remove(&h.pubkey) {
-                tracing::info!(pubkey = %h.pubkey, source = %h.origin, "key removed: its source no longer holds it");
-                report.removed.push(Change {
-                    pubkey: h.pubkey,
-                    source: h.origin.label.clone(),
-                });
-            }
+    };
+    let held = registry.held_from(&name);
+    let held_keys: HashSet<PublicKey> = held.iter().map(|h| h.pubkey).collect();
+    let held_units: HashSet<&str> = held.iter().map(|h| h.origin.unit.as_str()).collect();
+    let mut kept_units: HashSet<String> = found.keep.iter().cloned().collect();
+    for f in &found.failures {
+        let stale = f.unit.as_deref().is_some_and(|u| held_units.contains(u));
+        record_failure(registry, &name, f, stale, report);
+        if let Some(u) = &f.unit {
+            kept_units.insert(u.clone());
         }
-        plans.push(SourcePlan {
-            held_keys,
-            cheap_ready,
-            slow,
-        });
     }
 
+    // What the source gives now: declared pubkeys, and the keys of cheap material.
+    let mut wanted: HashSet<PublicKey> = HashSet::new();
+    let mut cheap_ready = Vec::new();
+    let mut slow = Vec::new();
+    for p in found.keys {
+        match (&p.declared, &p.material) {
+            (Some(pk), _) => {
+                wanted.insert(*pk);
+                slow.push(p);
+            }
+            (None, Material::Raw(_) | Material::Secret(_) | Material::Ready(_)) => match p.unlock() {
+                Ok(keys) => {
+                    for k in keys {
+                        wanted.insert(k.public_key());
+                        cheap_ready.push((p.origin.clone(), k));
+                    }
+                }
+                Err(reason) => {
+                    kept_units.insert(p.origin.unit.clone());
+                    let stale = held_units.contains(p.origin.unit.as_str());
+                    record_failure(
+                        registry,
+                        &name,
+                        &Failure {
+                            label: p.origin.label.clone(),
+                            reason: reason.to_string(),
+                            unit: Some(p.origin.unit.clone()),
+                            pubkey: None,
+                            origin: Some(p.origin.clone()),
+                        },
+                        stale,
+                        report,
+                    );
+                }
+            },
+            // A keystore without a pubkey: known only after its KDF; its unit's keys
+            // stay until then.
+            (None, Material::Keystore { .. }) => {
+                kept_units.insert(p.origin.unit.clone());
+                slow.push(p);
+            }
+        }
+    }
+
+    // Gone from the source (and not covered by a unit that failed to read): refused now.
+    for h in &held {
+        if !wanted.contains(&h.pubkey) && !kept_units.contains(&h.origin.unit) && registry.remove(&h.pubkey) {
+            tracing::info!(pubkey = %h.pubkey, source = %h.origin, "key removed: its source no longer holds it");
+            report.removed.push(Change {
+                pubkey: h.pubkey,
+                source: h.origin.label.clone(),
+            });
+        }
+    }
+    Some(SourcePlan {
+        held_keys,
+        cheap_ready,
+        slow,
+    })
+}
+
+/// Adds what the plans give: cheap keys installed now, keystores announced (requests wait for
+/// them); what is left to unlock in step 3.
+fn install(registry: &KeyRegistry, plans: Vec<SourcePlan>, report: &mut LoadReport) -> Vec<(Pending, bool)> {
     let mut unlock = Vec::new();
     for plan in plans {
         // The first definition of a key in the source's order gives it its origin; a later one
@@ -430,7 +448,7 @@ fn prepare(registry: &KeyRegistry, listed: Vec<(Arc<dyn KeySource>, Result<Found
             }
         }
     }
-    Prepared { unlock, report }
+    unlock
 }
 
 /// A second definition of a loaded key: the key stays loaded from the first, and the policies

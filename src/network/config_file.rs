@@ -61,7 +61,55 @@ fn parse(text: &str) -> Result<Network, String> {
         }
         None => return Err("PRESET_BASE is missing".into()),
     };
+    let forks = forks(&raw)?;
+    let genesis_validators_root = raw
+        .GENESIS_VALIDATORS_ROOT
+        .as_deref()
+        .map(|v| {
+            parse_hex_array::<32>(v.trim())
+                .map(Root::from)
+                .map_err(|e| format!("GENESIS_VALIDATORS_ROOT: {e}"))
+        })
+        .transpose()?;
+    let seconds_per_slot =
+        number("SECONDS_PER_SLOT", &raw.SECONDS_PER_SLOT)?.unwrap_or(preset.default_seconds_per_slot());
+    if seconds_per_slot == 0 {
+        return Err("SECONDS_PER_SLOT must be positive".into());
+    }
+    Ok(Network {
+        genesis_time: genesis_time(&raw)?,
+        chain_id: number("DEPOSIT_CHAIN_ID", &raw.DEPOSIT_CHAIN_ID)?,
+        name: raw.CONFIG_NAME.unwrap_or_else(|| "custom".into()),
+        preset,
+        forks,
+        genesis_validators_root,
+        seconds_per_slot,
+    })
+}
 
+fn number(field: &str, v: &Option<String>) -> Result<Option<u64>, String> {
+    v.as_deref()
+        .map(|v| parse_u64_decimal(v.trim()).map_err(|e| format!("{field}: {e}")))
+        .transpose()
+}
+
+/// MIN_GENESIS_TIME + GENESIS_DELAY is the earliest genesis the config allows: a clock window
+/// taken from it can only be looser than the real one, never refuse an honest duty.
+fn genesis_time(raw: &RawConfig) -> Result<Option<u64>, String> {
+    Ok(match number("GENESIS_TIME", &raw.GENESIS_TIME)? {
+        Some(t) => Some(t),
+        None => match (
+            number("MIN_GENESIS_TIME", &raw.MIN_GENESIS_TIME)?,
+            number("GENESIS_DELAY", &raw.GENESIS_DELAY)?,
+        ) {
+            (Some(min), delay) => Some(min.saturating_add(delay.unwrap_or(0))),
+            (None, _) => None,
+        },
+    })
+}
+
+/// The forks in order, from phase0 to the last one the config lists.
+fn forks(raw: &RawConfig) -> Result<Vec<Fork>, String> {
     let version = |field: &str, v: &str| -> Result<Version, String> {
         parse_hex_array::<4>(v.trim())
             .map(Version::from)
@@ -130,48 +178,7 @@ fn parse(text: &str) -> Result<Network, String> {
         }
     }
 
-    let genesis_validators_root = raw
-        .GENESIS_VALIDATORS_ROOT
-        .as_deref()
-        .map(|v| {
-            parse_hex_array::<32>(v.trim())
-                .map(Root::from)
-                .map_err(|e| format!("GENESIS_VALIDATORS_ROOT: {e}"))
-        })
-        .transpose()?;
-
-    let number = |field: &str, v: &Option<String>| -> Result<Option<u64>, String> {
-        v.as_deref()
-            .map(|v| parse_u64_decimal(v.trim()).map_err(|e| format!("{field}: {e}")))
-            .transpose()
-    };
-    // MIN_GENESIS_TIME + GENESIS_DELAY is the earliest genesis the config allows: a clock
-    // window taken from it can only be looser than the real one, never refuse an honest duty.
-    let genesis_time = match number("GENESIS_TIME", &raw.GENESIS_TIME)? {
-        Some(t) => Some(t),
-        None => match (
-            number("MIN_GENESIS_TIME", &raw.MIN_GENESIS_TIME)?,
-            number("GENESIS_DELAY", &raw.GENESIS_DELAY)?,
-        ) {
-            (Some(min), delay) => Some(min.saturating_add(delay.unwrap_or(0))),
-            (None, _) => None,
-        },
-    };
-    let seconds_per_slot =
-        number("SECONDS_PER_SLOT", &raw.SECONDS_PER_SLOT)?.unwrap_or(preset.default_seconds_per_slot());
-    if seconds_per_slot == 0 {
-        return Err("SECONDS_PER_SLOT must be positive".into());
-    }
-
-    Ok(Network {
-        name: raw.CONFIG_NAME.unwrap_or_else(|| "custom".into()),
-        preset,
-        forks,
-        genesis_validators_root,
-        genesis_time,
-        seconds_per_slot,
-        chain_id: number("DEPOSIT_CHAIN_ID", &raw.DEPOSIT_CHAIN_ID)?,
-    })
+    Ok(forks)
 }
 
 #[cfg(test)]

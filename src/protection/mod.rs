@@ -1,11 +1,17 @@
 //! Slashing protection: an EIP-3076 database checked and written in one transaction before
 //! any block or attestation is signed.
 //!
-//! One interface (`SlashingDatabase`) with two backends: PostgreSQL, shared by any number of
-//! replicas, and embedded SQLite for one host. Both apply the same rule (`rules`), store the
-//! same schema and pass the same tests.
+//! The signing path and the admin calls reach it through one front (`front::Protection`: the
+//! database, this replica's own record, the chain pin and the health verdict). The database is
+//! one storage contract (`SlashingDatabase`, its calls listed once in `storage_contract!`)
+//! with two backends: PostgreSQL, shared by any number of replicas, which decides in SQL
+//! (`sql.rs`, one statement per batch), and embedded SQLite for one host, which decides with
+//! `rules::Watermarks::check` in a transaction. The SQL decides exactly as
+//! `rules::Watermarks::check`: `tests/protection/exhaustive.rs` holds both backends to its
+//! answer (and to a model of slashability) for every sequence of a bounded space.
 
 mod chain;
+pub mod front;
 pub mod incarnation;
 pub mod interchange;
 pub mod postgres;
@@ -14,11 +20,12 @@ pub mod replica;
 pub mod rules;
 mod sql;
 mod sqlite;
+pub mod verdict;
 
 use std::time::Duration;
 
 pub use crate::types::SlashableMessage;
-pub use chain::ChainPin;
+pub use front::{Protection, ProtectionMetrics};
 pub use interchange::Interchange;
 pub use rules::{Refusal, Verdict, Watermarks};
 
@@ -101,6 +108,15 @@ impl std::fmt::Debug for StoredKeystore {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "StoredKeystore({}, sealed with {})", self.pubkey, self.sealed_with)
     }
+}
+
+/// A change of the high watermark: set to (slot, epoch), or cleared (`None`), for every key
+/// or only `keys`; `actor` is who asked (audited).
+#[derive(Clone, Copy, Debug)]
+pub struct HighWatermarkChange<'a> {
+    pub value: Option<(Slot, Epoch)>,
+    pub keys: Option<&'a [PublicKey]>,
+    pub actor: &'a str,
 }
 
 /// A check that passed: the message is recorded (or was, by this signer, before).
@@ -235,6 +251,79 @@ macro_rules! dispatch {
     };
 }
 
+/// The storage contract: every call of `SlashingDatabase` that the backends answer as they
+/// are, written once. A line is a call; `else X` is what SQLite (one host's database) answers
+/// for what only a shared PostgreSQL keeps. The calls with logic of their own (validation,
+/// registration, grouping) are the methods below.
+macro_rules! storage_contract {
+    ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $(, else $sqlite:expr)?; )*) => {
+        impl SlashingDatabase { $(
+            $(#[$doc])*
+            pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, ProtectionError> {
+                match self {
+                    SlashingDatabase::Postgres(s) => s.$name($($arg),*).await,
+                    SlashingDatabase::Sqlite(_s) => storage_contract!(@sqlite _s.$name($($arg),*) $(, $sqlite)?),
+                }
+            }
+        )* }
+    };
+    (@sqlite $s:ident.$name:ident($($arg:ident),*)) => { $s.$name($($arg),*).await };
+    (@sqlite $s:ident.$name:ident($($arg:ident),*), $e:expr) => {{ let _ = ($($arg,)*); $e }};
+}
+
+storage_contract! {
+    /// The one call on the signing path: checks `message` against the validator's watermarks
+    /// and, if it is new, records it, in one committed transaction. Only after this returns
+    /// `Ok` may a signature be made.
+    fn check_and_record(pubkey: &PublicKey, message: &SlashableMessage, client: &str) -> Checked;
+    /// Creates rows for validators not yet in the database (sorted, idempotent, safe to race).
+    fn register(pubkeys: &[PublicKey]) -> ();
+    /// The chain the database is pinned to, if any.
+    fn pinned_chain() -> Option<Root>;
+    /// Pins the database to `root` if it is not pinned yet; returns the pinned root.
+    fn pin_chain(root: Root) -> Root;
+    /// Exports the retained history and the watermarks as EIP-3076 (all validators, or the
+    /// given ones).
+    fn export(pubkeys: Option<&[PublicKey]>) -> Interchange;
+    /// Disables (or re-enables) validators, creating their rows if needed: a disabled
+    /// validator is refused by every replica.
+    fn set_enabled(pubkeys: &[PublicKey], enabled: bool) -> ();
+    /// Which of `pubkeys` the database knows, and whether each is enabled.
+    fn key_states(pubkeys: &[PublicKey]) -> Vec<(PublicKey, bool)>;
+    /// The watermarks of the given validators (those the database knows).
+    fn watermarks_of(pubkeys: &[PublicKey]) -> Vec<(PublicKey, Watermarks)>;
+    /// Raises validators' repair counts to at least the given ones (a replica restoring what
+    /// a database that went back in time forgot).
+    fn raise_repairs(pairs: &[(PublicKey, u32)]) -> ();
+    /// The global high watermark (slot, epoch), if set.
+    fn high_watermark() -> Option<(Slot, Epoch)>;
+    /// Every disabled validator (deleted through the Key Manager API on some replica).
+    fn disabled_keys() -> Vec<PublicKey>;
+    /// This replica's heartbeat, committed as durably as a signing, within `limit`: proof
+    /// that protected signing works now. Returns the number of live replicas.
+    fn probe(replica: &str, limit: Duration) -> u32;
+    /// A round trip to the database; its latency.
+    fn ping() -> Duration;
+    /// Whether a committed record could be lost with the database's settings. SQLite is
+    /// always opened with `synchronous = FULL` in WAL mode.
+    fn durability() -> Durability, else Ok(Durability::default());
+    /// A number that changes with every change to the shared keystores.
+    fn keystore_generation() -> i64, else Ok(0);
+    /// The fleet secret the shared keystores are sealed with (its id), once pinned.
+    fn fleet_secret_id() -> Option<String>, else Ok(None);
+    /// The shared keystores and the generation they are, from one snapshot.
+    fn stored_keystores() -> (i64, Vec<StoredKeystore>), else Ok((0, Vec::new()));
+    /// Stores keystores for every replica, sealed with the fleet secret `secret_id` (pinned
+    /// by the first such call; another one is refused and nothing is stored).
+    fn store_keystores(rows: &[StoredKeystore], secret_id: &str, replica: &str) -> (), else Err(Self::not_shared());
+    /// The Commit-Boost proxy keys every replica shares (none on SQLite: one host's files).
+    fn stored_proxies() -> Vec<StoredProxy>, else Ok(Vec::new());
+    /// Shares a new proxy key with every replica (nothing to do on SQLite).
+    fn store_proxy(row: &StoredProxy, replica: &str) -> (), else Ok(());
+    /// Removes stored keystores (a Key Manager deletion); how many there were.
+    fn delete_stored_keystores(pubkeys: &[PublicKey]) -> u64, else Ok(0);
+}
+
 impl SlashingDatabase {
     /// Opens `postgres://...` or `sqlite://PATH`, waits for it to be reachable and applies
     /// the schema migrations.
@@ -258,18 +347,6 @@ impl SlashingDatabase {
         }
     }
 
-    /// The one call on the signing path: checks `message` against the validator's
-    /// watermarks and, if it is new, records it, in one committed transaction. Only after
-    /// this returns `Ok` may a signature be made.
-    pub async fn check_and_record(
-        &self,
-        pubkey: &PublicKey,
-        message: &SlashableMessage,
-        client: &str,
-    ) -> Result<Checked, ProtectionError> {
-        dispatch!(self.check_and_record(pubkey, message, client))
-    }
-
     /// Checks and records several messages as one group (PostgreSQL: one batch of the group
     /// commit; SQLite: one after the other), each decided as if they came in this order.
     pub async fn check_together(
@@ -289,21 +366,6 @@ impl SlashingDatabase {
         }
     }
 
-    /// Creates rows for validators not yet in the database (sorted, idempotent, safe to race).
-    pub async fn register(&self, pubkeys: &[PublicKey]) -> Result<(), ProtectionError> {
-        dispatch!(self.register(pubkeys))
-    }
-
-    /// The chain the database is pinned to, if any.
-    pub async fn pinned_chain(&self) -> Result<Option<Root>, ProtectionError> {
-        dispatch!(self.pinned_chain())
-    }
-
-    /// Pins the database to `root` if it is not pinned yet; returns the pinned root.
-    pub async fn pin_chain(&self, root: Root) -> Result<Root, ProtectionError> {
-        dispatch!(self.pin_chain(root))
-    }
-
     /// Imports EIP-3076 data, all or nothing, merging to the highest values. Returns the
     /// number of validators in the file.
     pub async fn import(&self, interchange: &Interchange) -> Result<usize, ProtectionError> {
@@ -311,62 +373,19 @@ impl SlashingDatabase {
         dispatch!(self.import(interchange))
     }
 
-    /// Exports the retained history and the watermarks as EIP-3076 (all validators, or the
-    /// given ones).
-    pub async fn export(&self, pubkeys: Option<&[PublicKey]>) -> Result<Interchange, ProtectionError> {
-        dispatch!(self.export(pubkeys))
-    }
-
-    /// Disables (or re-enables) validators, creating their rows if needed: a disabled
-    /// validator is refused by every replica.
-    pub async fn set_enabled(&self, pubkeys: &[PublicKey], enabled: bool) -> Result<(), ProtectionError> {
-        dispatch!(self.set_enabled(pubkeys, enabled))
-    }
-
-    /// Which of `pubkeys` the database knows, and whether each is enabled.
-    pub async fn key_states(&self, pubkeys: &[PublicKey]) -> Result<Vec<(PublicKey, bool)>, ProtectionError> {
-        dispatch!(self.key_states(pubkeys))
-    }
-
-    /// The watermarks of the given validators (those the database knows).
-    pub async fn watermarks_of(&self, pubkeys: &[PublicKey]) -> Result<Vec<(PublicKey, Watermarks)>, ProtectionError> {
-        dispatch!(self.watermarks_of(pubkeys))
-    }
-
-    /// Raises validators' repair counts to at least the given ones (a replica restoring what
-    /// a database that went back in time forgot).
-    pub async fn raise_repairs(&self, pairs: &[(PublicKey, u32)]) -> Result<(), ProtectionError> {
-        dispatch!(self.raise_repairs(pairs))
-    }
-
-    /// The global high watermark (slot, epoch), if set.
-    pub async fn high_watermark(&self) -> Result<Option<(Slot, Epoch)>, ProtectionError> {
-        dispatch!(self.high_watermark())
-    }
-
     /// Sets (or with `None` clears) the high watermark, for all keys or only `pubkeys`.
-    pub async fn set_high_watermark(
-        &self,
-        value: Option<(Slot, Epoch)>,
-        pubkeys: Option<&[PublicKey]>,
-        actor: &str,
-    ) -> Result<(), ProtectionError> {
+    pub async fn set_high_watermark(&self, change: HighWatermarkChange<'_>) -> Result<(), ProtectionError> {
         // The named keys need a row of their own to carry it.
-        if let Some(keys) = pubkeys {
+        if let Some(keys) = change.keys {
             self.register(keys).await?;
         }
-        dispatch!(self.set_high_watermark(value, pubkeys, actor))
+        dispatch!(self.set_high_watermark(change))
     }
 
     /// Sets validators' watermarks to the operator's values (lowering included), audited.
     pub async fn repair(&self, req: &repair::RepairRequest) -> Result<Vec<repair::Repaired>, ProtectionError> {
         req.validate()?;
         dispatch!(self.repair(req))
-    }
-
-    /// Every disabled validator (deleted through the Key Manager API on some replica).
-    pub async fn disabled_keys(&self) -> Result<Vec<PublicKey>, ProtectionError> {
-        dispatch!(self.disabled_keys())
     }
 
     /// Deletes history older than `keep_epochs` behind each validator's watermark. The
@@ -377,15 +396,6 @@ impl SlashingDatabase {
             attestations: dispatch!(self.prune_history(sql::History::Attestations, keep_epochs))?,
             blocks: dispatch!(self.prune_history(sql::History::Blocks, keep_slots))?,
         })
-    }
-
-    /// Whether a committed record could be lost with the database's settings. SQLite is
-    /// always opened with `synchronous = FULL` in WAL mode.
-    pub async fn durability(&self) -> Result<Durability, ProtectionError> {
-        match self {
-            SlashingDatabase::Postgres(s) => s.durability().await,
-            SlashingDatabase::Sqlite(_) => Ok(Durability::default()),
-        }
     }
 
     /// Open and idle connections of this replica's pool (PostgreSQL only).
@@ -404,17 +414,6 @@ impl SlashingDatabase {
         }
     }
 
-    /// This replica's heartbeat, committed as durably as a signing, within `limit`: proof
-    /// that protected signing works now. Returns the number of live replicas.
-    pub async fn probe(&self, replica: &str, limit: Duration) -> Result<u32, ProtectionError> {
-        dispatch!(self.probe(replica, limit))
-    }
-
-    /// A round trip to the database; its latency.
-    pub async fn ping(&self) -> Result<Duration, ProtectionError> {
-        dispatch!(self.ping())
-    }
-
     /// Whether keystores imported on one replica are kept here for all (PostgreSQL).
     pub fn shares_keystores(&self) -> bool {
         matches!(self, SlashingDatabase::Postgres(_))
@@ -422,68 +421,6 @@ impl SlashingDatabase {
 
     fn not_shared() -> ProtectionError {
         ProtectionError::NotShared("an SQLite database is one host's: it keeps no shared keystores".into())
-    }
-
-    /// A number that changes with every change to the shared keystores.
-    pub async fn keystore_generation(&self) -> Result<i64, ProtectionError> {
-        match self {
-            SlashingDatabase::Postgres(s) => s.keystore_generation().await,
-            SlashingDatabase::Sqlite(_) => Ok(0),
-        }
-    }
-
-    /// The fleet secret the shared keystores are sealed with (its id), once pinned.
-    pub async fn fleet_secret_id(&self) -> Result<Option<String>, ProtectionError> {
-        match self {
-            SlashingDatabase::Postgres(s) => s.fleet_secret_id().await,
-            SlashingDatabase::Sqlite(_) => Ok(None),
-        }
-    }
-
-    /// The shared keystores and the generation they are, from one snapshot.
-    pub async fn stored_keystores(&self) -> Result<(i64, Vec<StoredKeystore>), ProtectionError> {
-        match self {
-            SlashingDatabase::Postgres(s) => s.stored_keystores().await,
-            SlashingDatabase::Sqlite(_) => Ok((0, Vec::new())),
-        }
-    }
-
-    /// Stores keystores for every replica, sealed with the fleet secret `secret_id` (pinned
-    /// by the first such call; another one is refused and nothing is stored).
-    pub async fn store_keystores(
-        &self,
-        rows: &[StoredKeystore],
-        secret_id: &str,
-        replica: &str,
-    ) -> Result<(), ProtectionError> {
-        match self {
-            SlashingDatabase::Postgres(s) => s.store_keystores(rows, secret_id, replica).await,
-            SlashingDatabase::Sqlite(_) => Err(Self::not_shared()),
-        }
-    }
-
-    /// The Commit-Boost proxy keys every replica shares (none on SQLite: one host's files).
-    pub async fn stored_proxies(&self) -> Result<Vec<StoredProxy>, ProtectionError> {
-        match self {
-            SlashingDatabase::Postgres(s) => s.stored_proxies().await,
-            SlashingDatabase::Sqlite(_) => Ok(Vec::new()),
-        }
-    }
-
-    /// Shares a new proxy key with every replica (nothing to do on SQLite).
-    pub async fn store_proxy(&self, row: &StoredProxy, replica: &str) -> Result<(), ProtectionError> {
-        match self {
-            SlashingDatabase::Postgres(s) => s.store_proxy(row, replica).await,
-            SlashingDatabase::Sqlite(_) => Ok(()),
-        }
-    }
-
-    /// Removes stored keystores (a Key Manager deletion); how many there were.
-    pub async fn delete_stored_keystores(&self, pubkeys: &[PublicKey]) -> Result<u64, ProtectionError> {
-        match self {
-            SlashingDatabase::Postgres(s) => s.delete_stored_keystores(pubkeys).await,
-            SlashingDatabase::Sqlite(_) => Ok(0),
-        }
     }
 }
 

@@ -197,26 +197,14 @@ impl Watermarks {
     }
 
     fn above_high_watermark(&self, p: &SlashableMessage) -> Option<Refusal> {
-        match *p {
-            SlashableMessage::Block { slot, .. } => {
-                self.high_slot
-                    .filter(|h| slot >= *h)
-                    .map(|h| Refusal::AboveHighWatermark {
-                        what: "block slot",
-                        value: slot.0,
-                        high: h.0,
-                    })
-            }
+        let (what, value, high) = match *p {
+            SlashableMessage::Block { slot, .. } => ("block slot", slot.0, self.high_slot.map(|h| h.0)),
             SlashableMessage::Attestation { target, .. } => {
-                self.high_epoch
-                    .filter(|h| target >= *h)
-                    .map(|h| Refusal::AboveHighWatermark {
-                        what: "attestation target epoch",
-                        value: target.0,
-                        high: h.0,
-                    })
+                ("attestation target epoch", target.0, self.high_epoch.map(|h| h.0))
             }
-        }
+        };
+        high.filter(|h| value >= *h)
+            .map(|high| Refusal::AboveHighWatermark { what, value, high })
     }
 
     /// The watermarks after signing `p` (a `Verdict::New`).
@@ -282,13 +270,14 @@ impl Watermarks {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn r(b: u8) -> SigningRoot {
+    pub(in crate::protection) fn r(b: u8) -> SigningRoot {
         SigningRoot([b; 32])
     }
-    fn att(s: u64, t: u64, root: u8) -> SlashableMessage {
+    /// An attestation whose signing root is `root` repeated.
+    pub(in crate::protection) fn att(s: u64, t: u64, root: u8) -> SlashableMessage {
         SlashableMessage::Attestation {
             source: Epoch(s),
             target: Epoch(t),

@@ -82,34 +82,24 @@ pub fn parse_signing_request(network: &Network, identifier: &str, body: &[u8]) -
         pubkey,
         sign_type: env.sign_type,
         signing_root,
-        slashable: message.protect.with_root(signing_root),
+        slashable: {
+            debug_assert_eq!(
+                !matches!(message.protect, Protect::No),
+                env.sign_type.row().slashable,
+                "TYPES and message_root disagree on {}",
+                env.sign_type
+            );
+            message.protect.with_root(signing_root)
+        },
         chain: message.chain,
         slot: message.slot,
     })
 }
 
-/// The payload field a type carries (BLOCK_V2 carries `beacon_block`, and so on).
-fn payload_field(t: SignType) -> &'static str {
-    match t {
-        SignType::Block => "block",
-        SignType::BlockV2 => "beacon_block",
-        SignType::Attestation => "attestation",
-        SignType::AggregationSlot => "aggregation_slot",
-        SignType::AggregateAndProof | SignType::AggregateAndProofV2 => "aggregate_and_proof",
-        SignType::Deposit => "deposit",
-        SignType::RandaoReveal => "randao_reveal",
-        SignType::VoluntaryExit => "voluntary_exit",
-        SignType::SyncCommitteeMessage => "sync_committee_message",
-        SignType::SyncCommitteeSelectionProof => "sync_aggregator_selection_data",
-        SignType::SyncCommitteeContributionAndProof => "contribution_and_proof",
-        SignType::ValidatorRegistration => "validator_registration",
-    }
-}
-
 /// A request carries the payload of its own type and no other: a second object would be
 /// one the signature does not cover.
 fn only_own_payload(env: &Envelope) -> Result<(), String> {
-    let own = payload_field(env.sign_type);
+    let own = env.sign_type.payload_field();
     match env.payloads().iter().find(|(name, v)| v.is_some() && *name != own) {
         Some((name, _)) => Err(format!(
             "field `{name}` does not belong to a request of type {} (it carries `{own}`)",
@@ -152,7 +142,7 @@ struct Message {
 }
 
 fn payload<'a>(env: &Envelope<'a>) -> Result<&'a str, String> {
-    let field = payload_field(env.sign_type);
+    let field = env.sign_type.payload_field();
     env.payloads()
         .into_iter()
         .find(|(name, _)| *name == field)
@@ -257,46 +247,12 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
 
     match t {
         SignType::Block => {
-            let raw = payload(env)?;
-            let SlotProbe { slot } = parse_at("block", raw)?;
-            if fork_of(network, slot) != ForkName::Phase0 {
-                return Err(format!(
-                    "type BLOCK carries a PHASE0 block, but slot {slot} is in {} on {}: send BLOCK_V2",
-                    fork_of(network, slot),
-                    network.name
-                ));
-            }
-            let b: BeaconBlockPhase0 = parse_for_fork("block", raw, network, slot, "BeaconBlock")?;
-            block(b.tree_hash_root(), b.slot)
+            let (root, slot) = phase0_block_root(network, payload(env)?)?;
+            block(root, slot)
         }
         SignType::BlockV2 => {
-            let v: BlockV2 = parse_at("beacon_block", payload(env)?)?;
-            match (v.block_header, v.block) {
-                (Some(_), Some(_)) => Err("beacon_block: give either `block` or `block_header`, not both".into()),
-                (Some(h), None) => {
-                    // A header has one root whatever the fork; the version must still be right.
-                    check_version("beacon_block.version", v.version, network, h.slot)?;
-                    block(h.tree_hash_root(), h.slot)
-                }
-                (None, Some(raw)) => {
-                    let SlotProbe { slot } = parse_at("beacon_block.block", raw.get())?;
-                    check_version("beacon_block.version", v.version, network, slot)?;
-                    let root = match v.version {
-                        ForkName::Phase0 => full_block_root::<BeaconBlockPhase0>(raw.get(), network, slot)?,
-                        ForkName::Altair => full_block_root::<BeaconBlockAltair<P>>(raw.get(), network, slot)?,
-                        later => {
-                            return Err(format!(
-                                "beacon_block: a full `block` is accepted for PHASE0 and ALTAIR only; send `block_header` for {later}"
-                            ));
-                        }
-                    };
-                    block(root, slot)
-                }
-                (None, None) => Err(format!(
-                    "beacon_block: missing field `block_header` (or `block` for PHASE0/ALTAIR) for version {}",
-                    v.version
-                )),
-            }
+            let (root, slot) = block_v2_root::<P>(network, payload(env)?)?;
+            block(root, slot)
         }
         SignType::Attestation => {
             let a: AttestationData = parse_at("attestation", payload(env)?)?;
@@ -321,23 +277,7 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
             let (root, slot) = aggregate_root::<P>(network, payload(env)?)?;
             unprotected(root, DomainType::AGGREGATE_AND_PROOF, slot)
         }
-        SignType::Deposit => {
-            let d: DepositRequest = parse_at("deposit", payload(env)?)?;
-            let message = DepositMessage {
-                pubkey: d.pubkey,
-                withdrawal_credentials: d.withdrawal_credentials,
-                amount: d.amount,
-            };
-            // Deposits are valid on any fork and any chain of that genesis version: the
-            // domain uses the genesis version and a zero root; `fork_info` is ignored.
-            Ok(Message {
-                object_root: message.tree_hash_root(),
-                domain: compute_domain(DomainType::DEPOSIT, d.genesis_fork_version, Root::ZERO),
-                protect: Protect::No,
-                chain: None,
-                slot: None,
-            })
-        }
+        SignType::Deposit => deposit_message(payload(env)?),
         SignType::RandaoReveal => {
             let r: RandaoReveal = parse_at("randao_reveal", payload(env)?)?;
             on_chain(
@@ -377,24 +317,89 @@ fn message_root<P: Preset>(network: &Network, env: &Envelope) -> Result<Message,
                 c.contribution.slot,
             )
         }
-        SignType::ValidatorRegistration => {
-            let r: ValidatorRegistration = parse_at("validator_registration", payload(env)?)?;
-            // Builder domain: the network's genesis version and a zero root, whatever
-            // `fork_info` says (Nimbus sends one with a zero genesis validators root).
-            let domain = compute_domain(
-                DomainType::APPLICATION_BUILDER,
-                network.genesis_fork_version(),
-                Root::ZERO,
-            );
-            Ok(Message {
-                object_root: r.tree_hash_root(),
-                domain,
-                protect: Protect::No,
-                chain: None,
-                slot: None,
-            })
-        }
+        SignType::ValidatorRegistration => registration_message(network, payload(env)?),
     }
+}
+
+/// A BLOCK request's phase0 block: its root and slot (refused on a later fork).
+fn phase0_block_root(network: &Network, raw: &str) -> Result<(Root, Slot), String> {
+    let SlotProbe { slot } = parse_at("block", raw)?;
+    if fork_of(network, slot) != ForkName::Phase0 {
+        return Err(format!(
+            "type BLOCK carries a PHASE0 block, but slot {slot} is in {} on {}: send BLOCK_V2",
+            fork_of(network, slot),
+            network.name
+        ));
+    }
+    let b: BeaconBlockPhase0 = parse_for_fork("block", raw, network, slot, "BeaconBlock")?;
+    Ok((b.tree_hash_root(), b.slot))
+}
+
+/// A BLOCK_V2 request's block: a header (any fork) or a full PHASE0/ALTAIR block.
+fn block_v2_root<P: Preset>(network: &Network, raw: &str) -> Result<(Root, Slot), String> {
+    let v: BlockV2 = parse_at("beacon_block", raw)?;
+    match (v.block_header, v.block) {
+        (Some(_), Some(_)) => Err("beacon_block: give either `block` or `block_header`, not both".into()),
+        (Some(h), None) => {
+            // A header has one root whatever the fork; the version must still be right.
+            check_version("beacon_block.version", v.version, network, h.slot)?;
+            Ok((h.tree_hash_root(), h.slot))
+        }
+        (None, Some(raw)) => {
+            let SlotProbe { slot } = parse_at("beacon_block.block", raw.get())?;
+            check_version("beacon_block.version", v.version, network, slot)?;
+            let root = match v.version {
+                ForkName::Phase0 => full_block_root::<BeaconBlockPhase0>(raw.get(), network, slot)?,
+                ForkName::Altair => full_block_root::<BeaconBlockAltair<P>>(raw.get(), network, slot)?,
+                later => {
+                    return Err(format!(
+                        "beacon_block: a full `block` is accepted for PHASE0 and ALTAIR only; send `block_header` for {later}"
+                    ));
+                }
+            };
+            Ok((root, slot))
+        }
+        (None, None) => Err(format!(
+            "beacon_block: missing field `block_header` (or `block` for PHASE0/ALTAIR) for version {}",
+            v.version
+        )),
+    }
+}
+
+/// Deposits are valid on any fork and any chain of that genesis version: the domain uses the
+/// genesis version and a zero root; `fork_info` is ignored.
+fn deposit_message(raw: &str) -> Result<Message, String> {
+    let d: DepositRequest = parse_at("deposit", raw)?;
+    let message = DepositMessage {
+        pubkey: d.pubkey,
+        withdrawal_credentials: d.withdrawal_credentials,
+        amount: d.amount,
+    };
+    Ok(Message {
+        object_root: message.tree_hash_root(),
+        domain: compute_domain(DomainType::DEPOSIT, d.genesis_fork_version, Root::ZERO),
+        protect: Protect::No,
+        chain: None,
+        slot: None,
+    })
+}
+
+/// Builder domain: the network's genesis version and a zero root, whatever `fork_info` says
+/// (Nimbus sends one with a zero genesis validators root).
+fn registration_message(network: &Network, raw: &str) -> Result<Message, String> {
+    let r: ValidatorRegistration = parse_at("validator_registration", raw)?;
+    let domain = compute_domain(
+        DomainType::APPLICATION_BUILDER,
+        network.genesis_fork_version(),
+        Root::ZERO,
+    );
+    Ok(Message {
+        object_root: r.tree_hash_root(),
+        domain,
+        protect: Protect::No,
+        chain: None,
+        slot: None,
+    })
 }
 
 /// An aggregate's root and slot. The body is bare or `{version, data}`; the container is the

@@ -6,15 +6,15 @@ use std::fmt;
 
 use super::SignType;
 
-/// A set of signing types.
+/// A set of signing types (room for 32).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TypeSet(u16);
+pub struct TypeSet(u32);
 
 impl TypeSet {
     pub const ALL: TypeSet = TypeSet((1 << SignType::ALL.len()) - 1);
     pub const NONE: TypeSet = TypeSet(0);
 
-    fn bit(t: SignType) -> u16 {
+    fn bit(t: SignType) -> u32 {
         1 << SignType::ALL
             .iter()
             .position(|x| *x == t)

@@ -46,7 +46,8 @@ impl CommitBoostError {
             CommitBoostError::Sign(e) => match e {
                 SignError::UnknownKey(_) | SignError::KeyFailed(..) => "unknown_key",
                 SignError::Refused(_) | SignError::ShareOnly(_) => "forbidden",
-                SignError::KeyLoading(_) | SignError::ProtectionUnavailable(_) => "unavailable",
+                SignError::KeyLoading(_)
+                | SignError::Protection(crate::protection::ProtectionError::Unavailable(_)) => "unavailable",
                 _ => "error",
             },
             CommitBoostError::Internal(_) => "error",

@@ -129,7 +129,7 @@ enum Outcome {
 }
 
 /// What the workers share.
-pub(super) struct Signer {
+pub(super) struct Committer {
     pub pool: PgPool,
     pub timeout: Duration,
     pub incarnation: Arc<Incarnation>,
@@ -139,23 +139,23 @@ pub(super) struct Signer {
 /// The queue in front of the workers. Dropping it stops them once the queue is empty.
 pub(super) struct Batcher {
     queue: mpsc::Sender<Job>,
-    signer: Arc<Signer>,
+    committer: Arc<Committer>,
 }
 
 impl Batcher {
     /// Starts the workers (needs a Tokio runtime).
-    pub fn start(signer: Signer) -> Self {
+    pub fn start(committer: Committer) -> Self {
         let (queue, rx) = mpsc::channel(16 * 1024);
         let rx = Arc::new(Mutex::new(rx));
-        let signer = Arc::new(signer);
+        let committer = Arc::new(committer);
         for _ in 0..WORKERS {
-            tokio::spawn(work(signer.clone(), rx.clone()));
+            tokio::spawn(work(committer.clone(), rx.clone()));
         }
-        Self { queue, signer }
+        Self { queue, committer }
     }
 
     pub fn pool(&self) -> &PgPool {
-        &self.signer.pool
+        &self.committer.pool
     }
 
     /// Decides `messages` as one batch, in this order, exactly as a worker decides what it
@@ -165,7 +165,7 @@ impl Batcher {
             .iter()
             .map(|&(pubkey, message)| Job::new(pubkey, message, client))
             .unzip();
-        self.signer.run(jobs).await;
+        self.committer.run(jobs).await;
         let mut out = Vec::with_capacity(answers.len());
         for a in answers {
             out.push(
@@ -191,7 +191,7 @@ impl Batcher {
     }
 }
 
-async fn work(signer: Arc<Signer>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn work(committer: Arc<Committer>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -205,11 +205,11 @@ async fn work(signer: Arc<Signer>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
             }
             jobs
         };
-        signer.run(jobs).await;
+        committer.run(jobs).await;
     }
 }
 
-impl Signer {
+impl Committer {
     /// Decides every job of a batch, in rounds of one message per validator.
     async fn run(&self, jobs: Vec<Job>) {
         let mut order: Vec<PublicKey> = Vec::new();

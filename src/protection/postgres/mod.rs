@@ -235,7 +235,7 @@ impl PgStore {
                 ("plan_cache_mode", "force_generic_plan"),
             ]),
         );
-        let batcher = batch::Batcher::start(batch::Signer {
+        let batcher = batch::Batcher::start(batch::Committer {
             pool: sign_pool,
             timeout: opts.timeout,
             incarnation: incarnation.clone(),

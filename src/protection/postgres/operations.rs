@@ -7,7 +7,6 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::{BEGIN, PgStore, REGISTER, TxError, retrying};
-use crate::protection::ProtectionError;
 use crate::protection::interchange::Interchange;
 use crate::protection::repair::{RepairRequest, Repaired};
 use crate::protection::rules::Watermarks;
@@ -16,6 +15,7 @@ use crate::protection::sql::{
     build_export, chain_from_db, from_db, plan_from_rows, pubkey_from_db, repair_lock_error, root_from_db, root_to_db,
     timed, to_db, watermarks_from_row,
 };
+use crate::protection::{HighWatermarkChange, ProtectionError};
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 /// New watermarks of a repair ($2 block slot, $3/$4 attestation source/target; NULL keeps the
@@ -212,12 +212,8 @@ impl PgStore {
         .await
     }
 
-    pub async fn set_high_watermark(
-        &self,
-        value: Option<(Slot, Epoch)>,
-        pubkeys: Option<&[PublicKey]>,
-        actor: &str,
-    ) -> Result<(), ProtectionError> {
+    pub async fn set_high_watermark(&self, change: HighWatermarkChange<'_>) -> Result<(), ProtectionError> {
+        let (value, pubkeys, actor) = (change.value, change.keys, change.actor);
         let (slot, epoch) = (value.map(|v| to_db(v.0.0)), value.map(|v| to_db(v.1.0)));
         timed(self.timeout, async {
             match (pubkeys, value) {

@@ -4,13 +4,13 @@
 use sqlx::{Connection, Row};
 
 use super::{SqliteStore, finish, pin_chain, pinned_chain, row_for, write_watermarks};
-use crate::protection::ProtectionError;
 use crate::protection::interchange::Interchange;
 use crate::protection::repair::{RepairRequest, Repaired};
 use crate::protection::sql::{
     AUDIT_COLUMNS, AttestationRow, BlockRow, History, StoredValidator, WATERMARK_COLUMNS, bind_audit, build_export,
     chain_from_db, from_db, plan_from_rows, pubkey_from_db, root_from_db, root_to_db, to_db, watermarks_from_row,
 };
+use crate::protection::{HighWatermarkChange, ProtectionError};
 use crate::types::{Epoch, PublicKey, Root, Slot};
 
 /// Rows (a validator's watermarks, one block, one attestation) per import transaction:
@@ -145,12 +145,8 @@ impl SqliteStore {
         Ok(row.map(|(s, e)| (Slot(from_db(s)), Epoch(from_db(e)))))
     }
 
-    pub async fn set_high_watermark(
-        &self,
-        value: Option<(Slot, Epoch)>,
-        pubkeys: Option<&[PublicKey]>,
-        actor: &str,
-    ) -> Result<(), ProtectionError> {
+    pub async fn set_high_watermark(&self, change: HighWatermarkChange<'_>) -> Result<(), ProtectionError> {
+        let (value, pubkeys, actor) = (change.value, change.keys, change.actor);
         let (slot, epoch) = (value.map(|v| to_db(v.0.0)), value.map(|v| to_db(v.1.0)));
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;

@@ -1,16 +1,17 @@
-//! What this replica committed itself: per validator, the highest block and the highest
-//! attestation it signed, in memory and in a small state file of its own.
+//! This replica's record (`ReplicaRecord`): per validator, the highest block and the highest
+//! attestation it committed itself (a `Floor`: it never signs at or below it), in memory and
+//! in its state file (`replica-state.bin` under `--data-path`, see `state_file`).
 //!
 //! The shared database is the record every replica decides on. If it goes back in time (a
 //! restored backup, a promoted asynchronous standby), it no longer holds what was signed
-//! since, and any replica could sign a conflicting message. This memory catches that for
+//! since, and any replica could sign a conflicting message. This record catches that for
 //! everything this replica signed: it never signs at or below its own record, it notices when
 //! the database holds less than it committed, and it writes its record back so that the other
 //! replicas are protected too. It cannot protect a message that only another replica signed,
 //! nor one whose replica lost its state file as well.
 //!
 //! A repair by the operator lowers watermarks on purpose and bumps the validator's repair
-//! count; memory older than the repair is dropped, never written back over it.
+//! count; a record older than the repair is dropped, never written back over it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,12 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sha2::{Digest, Sha256};
-
 use super::rules::{Refusal, Verdict, Watermarks};
 use super::{Mark, Seen};
 use crate::types::SlashableMessage;
 use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
+
+mod state_file;
+use state_file::{decode, encode};
 
 /// What this replica committed for one validator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,7 +77,7 @@ pub struct Rollback {
     pub replica: String,
 }
 
-pub struct ReplicaMemory {
+pub struct ReplicaRecord {
     floors: Mutex<HashMap<PublicKey, Floor>>,
     /// The identity of the database this record was last saved against (see `incarnation`).
     database: Mutex<Option<String>>,
@@ -88,10 +90,7 @@ struct StateFile {
     _lock: File,
 }
 
-const MAGIC: &[u8] = b"palisade-replica-state v2\n";
-const ENTRY: usize = 48 + 4 + 1 + 8 + 32 + 1 + 8 + 8 + 32;
-
-impl ReplicaMemory {
+impl ReplicaRecord {
     /// Memory without a file (tests, tools).
     pub fn in_memory() -> Self {
         Self {
@@ -123,11 +122,11 @@ impl ReplicaMemory {
             Err(std::fs::TryLockError::WouldBlock) => return Err(StateFileError::InUse(path.into())),
             Err(std::fs::TryLockError::Error(e)) => return Err(StateFileError::io("lock", &lock_path, e)),
         }
-        let (floors, database) = match std::fs::read(path) {
+        let (floors, database, old_format) = match std::fs::read(path) {
             Ok(bytes) => match decode(&bytes) {
-                Ok((file_chain, database, floors)) if chain.is_none_or(|c| c == file_chain) => (floors, database),
-                Ok((file_chain, _, _)) => {
-                    tracing::warn!(file = %path.display(), %file_chain, "replica state is for another chain: starting without it");
+                Ok(d) if chain.is_none_or(|c| c == d.chain) => (d.floors, d.database, d.old_format),
+                Ok(d) => {
+                    tracing::warn!(file = %path.display(), file_chain = %d.chain, "replica state is for another chain: starting without it");
                     Default::default()
                 }
                 Err(e) => {
@@ -138,10 +137,14 @@ impl ReplicaMemory {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
             Err(e) => return Err(StateFileError::io("read", path, e)),
         };
+        if old_format {
+            tracing::info!(file = %path.display(), "replica state file in the old format: rewritten in the current one");
+        }
         Ok(Self {
             floors: Mutex::new(floors),
             database: Mutex::new(database),
-            dirty: AtomicBool::new(false),
+            // A file in the old format is read this once and written again in the current one.
+            dirty: AtomicBool::new(old_format),
             file: Some(StateFile {
                 path: path.to_path_buf(),
                 _lock: lock,
@@ -340,96 +343,13 @@ fn describe_floor(f: &Floor) -> String {
     )
 }
 
-// File format: MAGIC, the chain root, the database identity (u16 length, UTF-8), then
-// fixed-size entries, then a SHA-256 of all before.
-
-fn encode(chain: Root, database: Option<&str>, floors: &[(PublicKey, Floor)]) -> Vec<u8> {
-    let database = database.unwrap_or("").as_bytes();
-    let database = &database[..database.len().min(u16::MAX as usize)];
-    let mut out = Vec::with_capacity(MAGIC.len() + 34 + database.len() + floors.len() * ENTRY + 32);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&chain.0);
-    out.extend_from_slice(&(database.len() as u16).to_le_bytes());
-    out.extend_from_slice(database);
-    for (pk, f) in floors {
-        out.extend_from_slice(&pk.0);
-        out.extend_from_slice(&f.repairs.to_le_bytes());
-        let (slot, broot) = f.block.map_or((None, None), |(s, r)| (Some(s), r));
-        out.push(slot.is_some() as u8 | (broot.is_some() as u8) << 1);
-        out.extend_from_slice(&slot.map_or(0, |s| s.0).to_le_bytes());
-        out.extend_from_slice(&broot.map_or([0; 32], |r| r.0));
-        let (att, aroot) = f.attestation.map_or((None, None), |(s, t, r)| (Some((s, t)), r));
-        out.push(att.is_some() as u8 | (aroot.is_some() as u8) << 1);
-        out.extend_from_slice(&att.map_or(0, |a| a.0.0).to_le_bytes());
-        out.extend_from_slice(&att.map_or(0, |a| a.1.0).to_le_bytes());
-        out.extend_from_slice(&aroot.map_or([0; 32], |r| r.0));
-    }
-    let sum: [u8; 32] = Sha256::digest(&out).into();
-    out.extend_from_slice(&sum);
-    out
-}
-
-type Decoded = (Root, Option<String>, HashMap<PublicKey, Floor>);
-
-fn decode(bytes: &[u8]) -> Result<Decoded, String> {
-    let body_len = bytes.len().checked_sub(32).ok_or("too short")?;
-    let (body, sum) = bytes.split_at(body_len);
-    if Sha256::digest(body).as_slice() != sum {
-        return Err("checksum mismatch".into());
-    }
-    let rest = body.strip_prefix(MAGIC).ok_or("not a replica state file")?;
-    if rest.len() < 34 {
-        return Err("truncated".into());
-    }
-    let chain = Root::from_slice(&rest[..32]);
-    let n = u16::from_le_bytes([rest[32], rest[33]]) as usize;
-    let database = rest.get(34..34 + n).ok_or("truncated")?;
-    let database = String::from_utf8(database.to_vec()).map_err(|_| "bad database identity")?;
-    let rest = &rest[34 + n..];
-    if !rest.len().is_multiple_of(ENTRY) {
-        return Err("truncated".into());
-    }
-    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    let root_at = |b: &[u8], i: usize| SigningRoot(b[i..i + 32].try_into().expect("32 bytes"));
-    let mut floors = HashMap::new();
-    for e in rest.chunks(ENTRY) {
-        let pk = PublicKey::from_slice(&e[..48]).expect("48 bytes");
-        let repairs = u32::from_le_bytes(e[48..52].try_into().expect("4 bytes"));
-        let bflags = e[52];
-        let block = (bflags & 1 == 1).then(|| (Slot(u64_at(e, 53)), (bflags & 2 == 2).then(|| root_at(e, 61))));
-        let aflags = e[93];
-        let attestation = (aflags & 1 == 1).then(|| {
-            (
-                Epoch(u64_at(e, 94)),
-                Epoch(u64_at(e, 102)),
-                (aflags & 2 == 2).then(|| root_at(e, 110)),
-            )
-        });
-        floors.insert(
-            pk,
-            Floor {
-                repairs,
-                block,
-                attestation,
-            },
-        );
-    }
-    Ok((chain, (!database.is_empty()).then_some(database), floors))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protection::rules::tests::att;
 
     fn pk(b: u8) -> PublicKey {
         PublicKey([b; 48])
-    }
-    fn att(s: u64, t: u64, r: u8) -> SlashableMessage {
-        SlashableMessage::Attestation {
-            source: Epoch(s),
-            target: Epoch(t),
-            root: SigningRoot([r; 32]),
-        }
     }
     fn seen_att(s: u64, t: u64, repairs: u32) -> Seen {
         Seen {
@@ -443,7 +363,7 @@ mod tests {
 
     #[test]
     fn refuses_below_its_own_record_and_spots_a_database_behind_it() {
-        let m = ReplicaMemory::in_memory();
+        let m = ReplicaRecord::in_memory();
         m.record(&pk(1), &att(4, 5, 1), 0);
         // The same message again is for the database to answer; a lower one is refused.
         assert_eq!(m.check(&pk(1), &att(4, 5, 1)), None);
@@ -465,8 +385,8 @@ mod tests {
         let path = dir.path().join("state/replica-state.bin");
         let chain = Root::from([7u8; 32]);
         {
-            let m = ReplicaMemory::open(&path, Some(chain)).unwrap();
-            let second = ReplicaMemory::open(&path, Some(chain)).err().unwrap();
+            let m = ReplicaRecord::open(&path, Some(chain)).unwrap();
+            let second = ReplicaRecord::open(&path, Some(chain)).err().unwrap();
             assert!(matches!(second, StateFileError::InUse(_)), "{second}");
             assert!(second.to_string().contains("another Palisade process"), "{second}");
             m.record(&pk(1), &att(4, 5, 1), 2);
@@ -481,21 +401,53 @@ mod tests {
             m.set_database(Some("16384/7/00000001".into()));
             m.flush(Some(chain)).unwrap();
         }
-        let m = ReplicaMemory::open(&path, Some(chain)).unwrap();
+        let m = ReplicaRecord::open(&path, Some(chain)).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m.database().as_deref(), Some("16384/7/00000001"));
         assert!(m.check(&pk(1), &att(3, 4, 1)).is_some());
-        let other = ReplicaMemory::open(&dir.path().join("x"), None).unwrap();
+        let other = ReplicaRecord::open(&dir.path().join("x"), None).unwrap();
         drop(other);
         // Damaged or for another chain: started without it.
         drop(m);
         assert_eq!(
-            ReplicaMemory::open(&path, Some(Root::from([8u8; 32]))).unwrap().len(),
+            ReplicaRecord::open(&path, Some(Root::from([8u8; 32]))).unwrap().len(),
             0
         );
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[40] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(ReplicaMemory::open(&path, Some(chain)).unwrap().len(), 0);
+        assert_eq!(ReplicaRecord::open(&path, Some(chain)).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_version_2_file_is_read_once_and_written_again_as_version_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replica-state.bin");
+        let chain = Root::from([7u8; 32]);
+        let floor = Floor {
+            repairs: 1,
+            block: Some((Slot(9), Some(SigningRoot([3; 32])))),
+            attestation: Some((Epoch(4), Epoch(5), None)),
+        };
+        std::fs::write(&path, state_file::encode_v2(chain, Some("db-1"), &[(pk(1), floor)])).unwrap();
+        let m = ReplicaRecord::open(&path, Some(chain)).unwrap();
+        assert_eq!(m.snapshot(), vec![(pk(1), floor)]);
+        assert_eq!(m.database().as_deref(), Some("db-1"));
+        m.flush(Some(chain)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(r#""version":3"#) && text.contains(r#""sha256":"#),
+            "{text}"
+        );
+        drop(m);
+        let again = ReplicaRecord::open(&path, Some(chain)).unwrap();
+        assert_eq!(again.snapshot(), vec![(pk(1), floor)]);
+        drop(again);
+        // A version this build does not know (a newer Palisade's) is not guessed at.
+        let newer = text.replace(r#""version":3"#, r#""version":4"#);
+        let state = &newer[newer.find(r#""state":"#).unwrap() + 8..newer.rfind(r#","sha256""#).unwrap()];
+        let sum = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(state.as_bytes()));
+        std::fs::write(&path, format!(r#"{{"state":{state},"sha256":"{sum}"}}"#)).unwrap();
+        assert_eq!(ReplicaRecord::open(&path, Some(chain)).unwrap().len(), 0);
     }
 }
