@@ -123,6 +123,11 @@ pub(super) fn write_share(
         verification_vector: vector.0.clone(),
     });
     crate::fsutil::private_dir(dir)?;
+    write_keystore(dir, &keystore, &password)
+}
+
+/// `dir/keystore.json` and `dir/password.txt`, private, never over existing files.
+pub(super) fn write_keystore(dir: &Path, keystore: &Keystore, password: &str) -> anyhow::Result<()> {
     crate::fsutil::write_private(
         &dir.join("password.txt"),
         password.as_bytes(),
@@ -130,7 +135,7 @@ pub(super) fn write_share(
     )?;
     crate::fsutil::write_private(
         &dir.join("keystore.json"),
-        serde_json::to_string_pretty(&keystore)?.as_bytes(),
+        serde_json::to_string_pretty(keystore)?.as_bytes(),
         crate::fsutil::Existing::Keep,
     )?;
     Ok(())
@@ -153,17 +158,22 @@ pub(super) fn write_group(dir: &Path, vector: &VerificationVector, n: usize) -> 
     Ok(())
 }
 
+/// A deal (public) to `--output`, a new file.
+pub(super) fn write_deal(output: &Path, deal: &impl serde::Serialize) -> anyhow::Result<()> {
+    crate::fsutil::write_private(
+        output,
+        serde_json::to_string_pretty(deal)?.as_bytes(),
+        crate::fsutil::Existing::Keep,
+    )
+    .with_context(|| format!("--output {}", output.display()))
+}
+
 /// `keys refresh-deal`: this holder's deal for the next refresh (a public file).
 pub fn refresh_deal(a: &RefreshDealArgs) -> anyhow::Result<()> {
     let (share, info) = read_share(&a.share, &a.password_file)?;
     let vector = VerificationVector(info.verification_vector.clone());
     let deal = crate::keys::refresh::deal(&share, &vector, info.shares)?;
-    crate::fsutil::write_private(
-        &a.output,
-        serde_json::to_string_pretty(&deal)?.as_bytes(),
-        crate::fsutil::Existing::Keep,
-    )
-    .with_context(|| format!("--output {}", a.output.display()))?;
+    write_deal(&a.output, &deal)?;
     println!(
         "deal of share {} of {} written to {}",
         share.index,

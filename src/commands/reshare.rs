@@ -6,7 +6,7 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::cli::{ReshareApplyArgs, ReshareDealArgs, ReshareRecipientArgs};
-use super::keys::{first_line, read_share, whole_folder, write_group, write_share};
+use super::keys::{first_line, read_share, whole_folder, write_deal, write_group, write_keystore, write_share};
 use crate::keys::keystore::{KdfChoice, Keystore};
 use crate::keys::reshare::{self, Recipient, ReshareDeal};
 use crate::keys::secret::SecretKey;
@@ -22,19 +22,7 @@ pub fn recipient(a: &ReshareRecipientArgs) -> anyhow::Result<()> {
     let password = Zeroizing::new(hex::encode(bytes.as_ref()));
     let mut keystore = Keystore::encrypt(&key, &password, KdfChoice::Pbkdf2 { c: a.pbkdf2_rounds });
     keystore.description = Some("Palisade reshare recipient key (not a validator key)".into());
-    whole_folder(&a.output_dir, |dir| {
-        crate::fsutil::write_private(
-            &dir.join("password.txt"),
-            password.as_bytes(),
-            crate::fsutil::Existing::Keep,
-        )?;
-        crate::fsutil::write_private(
-            &dir.join("keystore.json"),
-            serde_json::to_string_pretty(&keystore)?.as_bytes(),
-            crate::fsutil::Existing::Keep,
-        )?;
-        Ok(())
-    })?;
+    whole_folder(&a.output_dir, |dir| write_keystore(dir, &keystore, &password))?;
     println!(
         "recipient key {} written to {}: give the dealers this public key",
         key.public_key(),
@@ -78,12 +66,7 @@ pub fn deal(a: &ReshareDealArgs) -> anyhow::Result<()> {
     let vector = VerificationVector(info.verification_vector.clone());
     let recipients = recipients(a, &vector, info.shares)?;
     let deal = reshare::deal(&share, &vector, a.threshold, &recipients)?;
-    crate::fsutil::write_private(
-        &a.output,
-        serde_json::to_string_pretty(&deal)?.as_bytes(),
-        crate::fsutil::Existing::Keep,
-    )
-    .with_context(|| format!("--output {}", a.output.display()))?;
+    write_deal(&a.output, &deal)?;
     println!(
         "reshare deal of share {} of {} ({} of {} from now on) written to {}",
         share.index,

@@ -94,6 +94,42 @@ fn cipher(purpose: &[u8], shared: &G1Affine, ephemeral: &G1Affine, dealer: u32, 
     Aes256Gcm::new_from_slice(key.as_ref()).expect("a 32-byte key")
 }
 
+/// The root a dealer signs, from its fields before these: the commitments and sub-shares.
+pub(super) fn finish_deal_root(
+    mut h: Sha256,
+    commitments: &[String],
+    sub_shares: &[SubShare],
+) -> crate::types::SigningRoot {
+    for c in commitments {
+        h.update(c.as_bytes());
+    }
+    for s in sub_shares {
+        h.update(s.to.to_le_bytes());
+        h.update(s.ephemeral.as_bytes());
+        h.update(s.ciphertext.as_bytes());
+    }
+    crate::types::SigningRoot(h.finalize().into())
+}
+
+/// A deal's commitments, once its signature is found to be its dealer's share's (`dealer_pk`)
+/// over `root`.
+pub(super) fn signed_commitments(
+    dealer_pk: &PublicKey,
+    root: &crate::types::SigningRoot,
+    signature: &str,
+    commitments: &[String],
+) -> Result<Vec<G1Projective>, &'static str> {
+    let signature = crate::types::parse_hex_array::<96>(signature).map(crate::types::Signature);
+    if !signature.is_ok_and(|sig| super::secret::verify(dealer_pk, root, &sig)) {
+        return Err("its signature is not its dealer's share's");
+    }
+    commitments
+        .iter()
+        .map(|c| point(c).map(G1Projective::from))
+        .collect::<Option<_>>()
+        .ok_or("a commitment is not a G1 point")
+}
+
 /// `y` for holder `to`, encrypted to `recipient` (a fresh ephemeral key each time, so the zero
 /// nonce is never reused under one key).
 pub(super) fn seal(purpose: &[u8], dealer: u32, to: u32, recipient: &G1Affine, y: &Scalar) -> SubShare {

@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::dealing::{Polynomial, SubShare, hex48, key_point, open, point, seal, vector_hash};
-use super::secret::{SecretKey, verify};
+use super::dealing::{
+    Polynomial, SubShare, finish_deal_root, hex48, key_point, open, seal, signed_commitments, vector_hash,
+};
+use super::secret::SecretKey;
 use super::threshold::{Share, VerificationVector, scalar_of, secret_of};
-use crate::types::{PublicKey, Signature, SigningRoot};
+use crate::types::{PublicKey, SigningRoot};
 
 const PURPOSE: &[u8] = b"palisade refresh sub-share";
 
@@ -53,15 +55,7 @@ fn deal_root(d: &Deal) -> SigningRoot {
     h.update(d.group_public_key.0);
     h.update(d.refreshes.as_bytes());
     h.update(d.dealer.to_le_bytes());
-    for c in &d.commitments {
-        h.update(c.as_bytes());
-    }
-    for s in &d.sub_shares {
-        h.update(s.to.to_le_bytes());
-        h.update(s.ephemeral.as_bytes());
-        h.update(s.ciphertext.as_bytes());
-    }
-    SigningRoot(h.finalize().into())
+    finish_deal_root(h, &d.commitments, &d.sub_shares)
 }
 
 /// Deals a sharing of zero for the group of `vector`, as holder `share`.
@@ -124,16 +118,7 @@ pub fn apply(
             return Err(bad("it refreshes another group or another state of it"));
         }
         let dealer_pk = vector.share_public_key(d.dealer).map_err(|e| bad(&e.to_string()))?;
-        let signature = crate::types::parse_hex_array::<96>(&d.signature).map(Signature);
-        if !signature.is_ok_and(|sig| verify(&dealer_pk, &deal_root(d), &sig)) {
-            return Err(bad("its signature is not its dealer's share's"));
-        }
-        let commitments: Vec<G1Projective> = d
-            .commitments
-            .iter()
-            .map(|c| point(c).map(G1Projective::from))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("a commitment is not a G1 point"))?;
+        let commitments = signed_commitments(&dealer_pk, &deal_root(d), &d.signature, &d.commitments).map_err(bad)?;
         if commitments.len() != t || !bool::from(commitments[0].is_identity()) {
             return Err(bad("it does not deal a sharing of zero of the group's threshold"));
         }
@@ -171,6 +156,7 @@ pub fn apply(
 mod tests {
     use super::*;
     use crate::keys::threshold::{combine_signatures, split};
+    use crate::types::Signature;
 
     #[test]
     fn a_refresh_keeps_the_key_and_old_shares_stop_combining_with_new_ones() {

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::dealing::{Polynomial, SubShare, hex48, key_point, open, point, seal};
+use super::dealing::{Polynomial, SubShare, finish_deal_root, hex48, key_point, open, seal, signed_commitments};
 use super::refresh::RefreshError;
-use super::secret::{SecretKey, verify};
+use super::secret::SecretKey;
 use super::threshold::{Share, VerificationVector, lagrange, scalar_of, secret_of};
-use crate::types::{PublicKey, Signature, SigningRoot};
+use crate::types::{PublicKey, SigningRoot};
 
 const PURPOSE: &[u8] = b"palisade reshare sub-share";
 
@@ -66,15 +66,7 @@ fn deal_root(d: &ReshareDeal) -> SigningRoot {
         h.update(r.index.to_le_bytes());
         h.update(r.public_key.0);
     }
-    for c in &d.commitments {
-        h.update(c.as_bytes());
-    }
-    for s in &d.sub_shares {
-        h.update(s.to.to_le_bytes());
-        h.update(s.ephemeral.as_bytes());
-        h.update(s.ciphertext.as_bytes());
-    }
-    SigningRoot(h.finalize().into())
+    finish_deal_root(h, &d.commitments, &d.sub_shares)
 }
 
 fn check_recipients(threshold: usize, recipients: &[Recipient]) -> Result<(), RefreshError> {
@@ -188,16 +180,7 @@ pub fn apply(own: &SecretKey, index: u32, group: &PublicKey, deals: &[ReshareDea
             ));
         }
         let dealer_pk = vector.share_public_key(d.dealer).map_err(|e| bad(&e.to_string()))?;
-        let signature = crate::types::parse_hex_array::<96>(&d.signature).map(Signature);
-        if !signature.is_ok_and(|sig| verify(&dealer_pk, &deal_root(d), &sig)) {
-            return Err(bad("its signature is not its dealer's share's"));
-        }
-        let commitments: Vec<G1Projective> = d
-            .commitments
-            .iter()
-            .map(|c| point(c).map(G1Projective::from))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("a commitment is not a G1 point"))?;
+        let commitments = signed_commitments(&dealer_pk, &deal_root(d), &d.signature, &d.commitments).map_err(bad)?;
         if commitments.len() != d.threshold || key_point(&dealer_pk).map(G1Projective::from) != Some(commitments[0]) {
             return Err(bad("it does not deal its own share at the new threshold"));
         }
