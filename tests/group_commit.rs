@@ -23,7 +23,7 @@ async fn replicas(n: usize) -> Vec<Arc<SlashingDatabase>> {
 
 type Outcome = Result<Recorded, ProtectionError>;
 
-fn outcomes(r: Vec<Result<palisade::protection::Checked, ProtectionError>>) -> Vec<Outcome> {
+fn outcomes(r: Vec<Result<palisade::protection::Accepted, ProtectionError>>) -> Vec<Outcome> {
     r.into_iter().map(|c| c.map(|c| c.recorded)).collect()
 }
 

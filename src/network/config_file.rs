@@ -71,13 +71,14 @@ fn parse(text: &str) -> Result<Network, String> {
                 .map_err(|e| format!("GENESIS_VALIDATORS_ROOT: {e}"))
         })
         .transpose()?;
+    let genesis_time = genesis_time(&raw)?;
     let seconds_per_slot =
         number("SECONDS_PER_SLOT", &raw.SECONDS_PER_SLOT)?.unwrap_or(preset.default_seconds_per_slot());
     if seconds_per_slot == 0 {
         return Err("SECONDS_PER_SLOT must be positive".into());
     }
     Ok(Network {
-        genesis_time: genesis_time(&raw)?,
+        genesis_time,
         chain_id: number("DEPOSIT_CHAIN_ID", &raw.DEPOSIT_CHAIN_ID)?,
         name: raw.CONFIG_NAME.unwrap_or_else(|| "custom".into()),
         preset,

@@ -108,13 +108,13 @@ impl Protection {
             )));
         }
         let started = Instant::now();
-        let checked = self.db.check_and_record(pubkey, message, client).await;
+        let accepted = self.db.check_and_record(pubkey, message, client).await;
         self.metrics.seconds.observe(started.elapsed().as_secs_f64());
-        let checked = checked?;
-        if let Some(rollback) = self.record.committed(pubkey, message, &checked.seen) {
+        let accepted = accepted?;
+        if let Some(rollback) = self.record.committed(pubkey, message, &accepted.held) {
             self.rollback_detected(&rollback);
         }
-        Ok(checked.recorded)
+        Ok(accepted.recorded)
     }
 
     /// Imports `interchange` (all or nothing) once its chain is admitted.

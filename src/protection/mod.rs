@@ -130,14 +130,14 @@ pub enum Recorded {
 /// check read it: the replica compares it with what it committed itself (a database that
 /// went back in time holds less).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Seen {
+pub struct HeldBefore {
     pub repairs: u32,
-    pub mark: Mark,
+    pub mark: HeldMark,
 }
 
 /// The watermarks of the message's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mark {
+pub enum HeldMark {
     Block(Option<Slot>),
     Attestation {
         source: Option<Epoch>,
@@ -148,13 +148,13 @@ pub enum Mark {
     AttestationTarget(Option<Epoch>),
 }
 
-impl Seen {
-    pub fn of(w: &Watermarks, p: &SlashableMessage) -> Seen {
-        Seen {
+impl HeldBefore {
+    pub fn of(w: &Watermarks, p: &SlashableMessage) -> HeldBefore {
+        HeldBefore {
             repairs: w.repairs,
             mark: match p {
-                SlashableMessage::Block { .. } => Mark::Block(w.block_slot),
-                SlashableMessage::Attestation { .. } => Mark::Attestation {
+                SlashableMessage::Block { .. } => HeldMark::Block(w.block_slot),
+                SlashableMessage::Attestation { .. } => HeldMark::Attestation {
                     source: w.att_source,
                     target: w.att_target,
                 },
@@ -165,9 +165,9 @@ impl Seen {
 
 /// A check that passed, and what the database held before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Checked {
+pub struct Accepted {
     pub recorded: Recorded,
-    pub seen: Seen,
+    pub held: HeldBefore,
 }
 
 /// What the PostgreSQL group commit did, shared with the metrics.
@@ -275,7 +275,7 @@ storage_contract! {
     /// The one call on the signing path: checks `message` against the validator's watermarks
     /// and, if it is new, records it, in one committed transaction. Only after this returns
     /// `Ok` may a signature be made.
-    fn check_and_record(pubkey: &PublicKey, message: &SlashableMessage, client: &str) -> Checked;
+    fn check_and_record(pubkey: &PublicKey, message: &SlashableMessage, client: &str) -> Accepted;
     /// Creates rows for validators not yet in the database (sorted, idempotent, safe to race).
     fn register(pubkeys: &[PublicKey]) -> ();
     /// The chain the database is pinned to, if any.
@@ -353,7 +353,7 @@ impl SlashingDatabase {
         &self,
         messages: &[(PublicKey, SlashableMessage)],
         client: &str,
-    ) -> Vec<Result<Checked, ProtectionError>> {
+    ) -> Vec<Result<Accepted, ProtectionError>> {
         match self {
             SlashingDatabase::Postgres(s) => s.check_together(messages, client).await,
             SlashingDatabase::Sqlite(s) => {

@@ -18,11 +18,23 @@ use crate::http::server::ServerOptions;
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-pub async fn serve(args: &ServeArgs, config: &Config, app: &App) -> anyhow::Result<()> {
+/// The signing port, bound, and its TLS configuration: before anything runs in the
+/// background, so that a bad certificate or a port in use ends the start with nothing begun.
+pub struct Bound {
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
     let tls = tls(args)?;
     let listener = TcpListener::bind((args.http_host.as_str(), args.http_port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.http_host, args.http_port))?;
+    Ok(Bound { listener, tls })
+}
+
+pub async fn serve(args: &ServeArgs, config: &Config, app: &App, bound: Bound) -> anyhow::Result<()> {
+    let Bound { listener, tls } = bound;
     announce(args, config, app, listener.local_addr()?, tls.is_some());
     let guard = Arc::new(crate::http::guard::HttpGuard::new(
         &args.http_host_allowlist,

@@ -1,6 +1,6 @@
 //! `palisade serve`, built in named steps, each handing the next what it made, so that data
-//! flows one way: configuration -> slashing protection -> keys -> app -> background duties
-//! -> HTTP.
+//! flows one way: configuration -> slashing protection -> keys -> app -> the port bound ->
+//! background duties -> HTTP.
 
 mod app;
 mod aws;
@@ -29,8 +29,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let protection = protection::open(&args, &config, &metrics).await?;
     let keys = keys::list(&args, &config, &protection).await?;
     let app = app::build(&args, &config, &keys, &protection, &metrics).await?;
+    let bound = listen::bind(&args).await?;
     duties::spawn(&args, &config, keys, &app, hup);
-    listen::serve(&args, &config, &app).await?;
+    listen::serve(&args, &config, &app, bound).await?;
     if let Err(e) = protection.record().flush(protection.chain()) {
         tracing::error!(error = %e, "saving this replica's record");
     }

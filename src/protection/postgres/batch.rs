@@ -30,7 +30,7 @@ use crate::protection::rules::Verdict;
 use crate::protection::sql::{
     MAX_ATTEMPTS, Retries, WATERMARK_COLUMNS, from_db, root_to_db, to_db, watermarks_from_row,
 };
-use crate::protection::{Checked, CommitStats, Mark, ProtectionError, Recorded, Seen};
+use crate::protection::{Accepted, CommitStats, HeldBefore, HeldMark, ProtectionError, Recorded};
 use crate::types::SlashableMessage;
 use crate::types::{Epoch, PublicKey, Slot};
 
@@ -94,9 +94,9 @@ SELECT n, prev_mark, repairs, NULL FROM v";
 static READ_WATERMARKS: LazyLock<String> =
     LazyLock::new(|| format!("SELECT v.pubkey, {WATERMARK_COLUMNS} FROM validators v WHERE pubkey = ANY($1)"));
 
-type Answer = Result<Checked, ProtectionError>;
+type Answer = Result<Accepted, ProtectionError>;
 
-struct Job {
+struct QueuedCheck {
     pubkey: PublicKey,
     message: SlashableMessage,
     client: String,
@@ -106,11 +106,11 @@ struct Job {
     rounds: usize,
 }
 
-impl Job {
+impl QueuedCheck {
     /// A job and where its answer will arrive.
-    fn new(pubkey: PublicKey, message: SlashableMessage, client: &str) -> (Job, oneshot::Receiver<Answer>) {
+    fn new(pubkey: PublicKey, message: SlashableMessage, client: &str) -> (QueuedCheck, oneshot::Receiver<Answer>) {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        let job = QueuedCheck {
             pubkey,
             message,
             client: client.to_string(),
@@ -138,7 +138,7 @@ pub(super) struct Committer {
 
 /// The queue in front of the workers. Dropping it stops them once the queue is empty.
 pub(super) struct Batcher {
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<QueuedCheck>,
     committer: Arc<Committer>,
 }
 
@@ -161,9 +161,9 @@ impl Batcher {
     /// Decides `messages` as one batch, in this order, exactly as a worker decides what it
     /// took from the queue (for tests and benchmarks that need to know what was batched).
     pub async fn check_together(&self, messages: &[(PublicKey, SlashableMessage)], client: &str) -> Vec<Answer> {
-        let (jobs, answers): (Vec<Job>, Vec<_>) = messages
+        let (jobs, answers): (Vec<QueuedCheck>, Vec<_>) = messages
             .iter()
-            .map(|&(pubkey, message)| Job::new(pubkey, message, client))
+            .map(|&(pubkey, message)| QueuedCheck::new(pubkey, message, client))
             .unzip();
         self.committer.run(jobs).await;
         let mut out = Vec::with_capacity(answers.len());
@@ -180,7 +180,7 @@ impl Batcher {
     /// request given up on is left out of any batch not yet started, and if its record was
     /// already committed, asking again is a repeat.
     pub async fn check(&self, pubkey: PublicKey, message: SlashableMessage, client: &str) -> Answer {
-        let (job, answer) = Job::new(pubkey, message, client);
+        let (job, answer) = QueuedCheck::new(pubkey, message, client);
         self.queue
             .send(job)
             .await
@@ -191,7 +191,7 @@ impl Batcher {
     }
 }
 
-async fn work(committer: Arc<Committer>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn work(committer: Arc<Committer>, rx: Arc<Mutex<mpsc::Receiver<QueuedCheck>>>) {
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -211,9 +211,9 @@ async fn work(committer: Arc<Committer>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
 
 impl Committer {
     /// Decides every job of a batch, in rounds of one message per validator.
-    async fn run(&self, jobs: Vec<Job>) {
+    async fn run(&self, jobs: Vec<QueuedCheck>) {
         let mut order: Vec<PublicKey> = Vec::new();
-        let mut queues: HashMap<PublicKey, VecDeque<Job>> = HashMap::new();
+        let mut queues: HashMap<PublicKey, VecDeque<QueuedCheck>> = HashMap::new();
         for job in jobs {
             let q = queues.entry(job.pubkey).or_default();
             if q.is_empty() {
@@ -223,7 +223,7 @@ impl Committer {
         }
         loop {
             // The head of each validator's queue, skipping requests already given up on.
-            let mut round: Vec<Job> = Vec::new();
+            let mut round: Vec<QueuedCheck> = Vec::new();
             for pk in &order {
                 let q = queues.get_mut(pk).expect("queue");
                 while q.front().is_some_and(|j| j.reply.is_closed()) {
@@ -263,7 +263,7 @@ impl Committer {
     }
 
     /// One round: every member is a different validator.
-    async fn decide(&self, members: &[Job]) -> Vec<Outcome> {
+    async fn decide(&self, members: &[QueuedCheck]) -> Vec<Outcome> {
         match self.decide_together(members).await {
             Ok(outcomes) => outcomes,
             Err(e) if members.len() == 1 => vec![Outcome::Done(Err(e))],
@@ -283,7 +283,7 @@ impl Committer {
         }
     }
 
-    async fn decide_together(&self, members: &[Job]) -> Result<Vec<Outcome>, ProtectionError> {
+    async fn decide_together(&self, members: &[QueuedCheck]) -> Result<Vec<Outcome>, ProtectionError> {
         let mut retries = Retries::new(MAX_ATTEMPTS);
         let outcome = self.try_together(members, &mut retries).await;
         self.stats.conflicts.inc_by(retries.conflicts() as u64);
@@ -295,7 +295,11 @@ impl Committer {
         outcome
     }
 
-    async fn try_together(&self, members: &[Job], retries: &mut Retries) -> Result<Vec<Outcome>, ProtectionError> {
+    async fn try_together(
+        &self,
+        members: &[QueuedCheck],
+        retries: &mut Retries,
+    ) -> Result<Vec<Outcome>, ProtectionError> {
         loop {
             // The connection first: a new one may be the first to see a changed database,
             // and then nothing may be signed on it yet.
@@ -338,12 +342,14 @@ impl Committer {
                 }
                 let i = (n - 1) as usize;
                 let mark = match members[i].message {
-                    SlashableMessage::Block { .. } => Mark::Block(prev.map(|v| Slot(from_db(v)))),
-                    SlashableMessage::Attestation { .. } => Mark::AttestationTarget(prev.map(|v| Epoch(from_db(v)))),
+                    SlashableMessage::Block { .. } => HeldMark::Block(prev.map(|v| Slot(from_db(v)))),
+                    SlashableMessage::Attestation { .. } => {
+                        HeldMark::AttestationTarget(prev.map(|v| Epoch(from_db(v))))
+                    }
                 };
-                outcomes[i] = Some(Outcome::Done(Ok(Checked {
+                outcomes[i] = Some(Outcome::Done(Ok(Accepted {
                     recorded: Recorded::New,
-                    seen: Seen {
+                    held: HeldBefore {
                         repairs: repairs.unwrap_or(0) as u32,
                         mark,
                     },
@@ -364,7 +370,7 @@ impl Committer {
     async fn explain(
         &self,
         conn: &mut sqlx::PgConnection,
-        members: &[Job],
+        members: &[QueuedCheck],
         unmatched: &[usize],
         outcomes: &mut [Option<Outcome>],
     ) {
@@ -396,9 +402,9 @@ impl Committer {
                 }
             };
             outcomes[i] = match w.check(&m.message) {
-                Verdict::Repeat => Some(Outcome::Done(Ok(Checked {
+                Verdict::Repeat => Some(Outcome::Done(Ok(Accepted {
                     recorded: Recorded::Repeat,
-                    seen: Seen::of(&w, &m.message),
+                    held: HeldBefore::of(&w, &m.message),
                 }))),
                 Verdict::Refused(r) => Some(Outcome::Done(Err(ProtectionError::Refused(r)))),
                 // The row changed between the two statements (a re-enable): next round.
@@ -422,7 +428,7 @@ impl Committer {
     }
 }
 
-fn sign_statement(members: &[Job]) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+fn sign_statement(members: &[QueuedCheck]) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let n = members.len();
     let (mut keys, mut blk, mut a, mut t, mut roots, mut clients) = (
         Vec::with_capacity(n),

@@ -40,7 +40,7 @@ mod proxies;
 use super::incarnation::{IDENTITY_QUERY, Incarnation};
 use super::rules::Watermarks;
 use super::sql::{MAX_ATTEMPTS, Retries, WATERMARK_COLUMNS, chain_from_db, pubkey_from_db, timed, watermarks_from_row};
-use super::{Checked, DbOptions, Durability, ProtectionError, redact_url};
+use super::{Accepted, DbOptions, Durability, ProtectionError, redact_url};
 use crate::types::SlashableMessage;
 use crate::types::{PublicKey, Root};
 
@@ -314,7 +314,7 @@ impl PgStore {
         pubkey: &PublicKey,
         message: &SlashableMessage,
         client: &str,
-    ) -> Result<Checked, ProtectionError> {
+    ) -> Result<Accepted, ProtectionError> {
         refuse_while_held(&self.incarnation)?;
         timed(self.timeout, self.batcher.check(*pubkey, *message, client)).await
     }
@@ -324,7 +324,7 @@ impl PgStore {
         &self,
         messages: &[(PublicKey, SlashableMessage)],
         client: &str,
-    ) -> Vec<Result<Checked, ProtectionError>> {
+    ) -> Vec<Result<Accepted, ProtectionError>> {
         if let Err(e) = refuse_while_held(&self.incarnation) {
             return messages.iter().map(|_| Err(e.clone())).collect();
         }

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::rules::{Refusal, Verdict, Watermarks};
-use super::{Mark, Seen};
+use super::{HeldBefore, HeldMark};
 use crate::types::SlashableMessage;
 use crate::types::{Epoch, PublicKey, Root, SigningRoot, Slot};
 
@@ -81,6 +81,9 @@ pub struct ReplicaRecord {
     floors: Mutex<HashMap<PublicKey, Floor>>,
     /// The identity of the database this record was last saved against (see `incarnation`).
     database: Mutex<Option<String>>,
+    /// The chain the file was for: kept when the record is saved before a chain is pinned, so
+    /// that a restart on that chain does not set the record aside as another chain's.
+    file_chain: Option<Root>,
     dirty: AtomicBool,
     file: Option<StateFile>,
 }
@@ -96,6 +99,7 @@ impl ReplicaRecord {
         Self {
             floors: Mutex::default(),
             database: Mutex::default(),
+            file_chain: None,
             dirty: AtomicBool::new(false),
             file: None,
         }
@@ -122,9 +126,14 @@ impl ReplicaRecord {
             Err(std::fs::TryLockError::WouldBlock) => return Err(StateFileError::InUse(path.into())),
             Err(std::fs::TryLockError::Error(e)) => return Err(StateFileError::io("lock", &lock_path, e)),
         }
-        let (floors, database, old_format) = match std::fs::read(path) {
+        let (floors, database, old_format, file_chain) = match std::fs::read(path) {
             Ok(bytes) => match decode(&bytes) {
-                Ok(d) if chain.is_none_or(|c| c == d.chain) => (d.floors, d.database, d.old_format),
+                Ok(d) if chain.is_none_or(|c| c == d.chain) => (
+                    d.floors,
+                    d.database,
+                    d.old_format,
+                    (d.chain != Root::ZERO).then_some(d.chain),
+                ),
                 Ok(d) => {
                     tracing::warn!(file = %path.display(), file_chain = %d.chain, "replica state is for another chain: starting without it");
                     Default::default()
@@ -143,6 +152,7 @@ impl ReplicaRecord {
         Ok(Self {
             floors: Mutex::new(floors),
             database: Mutex::new(database),
+            file_chain,
             // A file in the old format is read this once and written again in the current one.
             dirty: AtomicBool::new(old_format),
             file: Some(StateFile {
@@ -174,11 +184,11 @@ impl ReplicaRecord {
 
     /// After a passed check: compares what the database held before it with this replica's
     /// record, then remembers the message (one lock for both, on the hot path).
-    pub fn committed(&self, pk: &PublicKey, p: &SlashableMessage, seen: &Seen) -> Option<Rollback> {
+    pub fn committed(&self, pk: &PublicKey, p: &SlashableMessage, held: &HeldBefore) -> Option<Rollback> {
         let mut floors = self.floors.lock().expect("replica memory");
-        let rollback = Self::observe_locked(&mut floors, pk, seen);
+        let rollback = Self::observe_locked(&mut floors, pk, held);
         let floor = floors.entry(*pk).or_default();
-        floor.repairs = floor.repairs.max(seen.repairs);
+        floor.repairs = floor.repairs.max(held.repairs);
         floor.record(p);
         self.dirty.store(true, Ordering::Relaxed);
         rollback
@@ -186,32 +196,32 @@ impl ReplicaRecord {
 
     /// Compares what the database held before a passed check with this replica's record.
     /// A newer repair count means an operator repaired the key since: the record is dropped.
-    pub fn observe(&self, pk: &PublicKey, seen: &Seen) -> Option<Rollback> {
+    pub fn observe(&self, pk: &PublicKey, held: &HeldBefore) -> Option<Rollback> {
         let mut floors = self.floors.lock().expect("replica memory");
-        let rollback = Self::observe_locked(&mut floors, pk, seen);
+        let rollback = Self::observe_locked(&mut floors, pk, held);
         self.dirty.store(true, Ordering::Relaxed);
         rollback
     }
 
-    fn observe_locked(floors: &mut HashMap<PublicKey, Floor>, pk: &PublicKey, seen: &Seen) -> Option<Rollback> {
+    fn observe_locked(floors: &mut HashMap<PublicKey, Floor>, pk: &PublicKey, held: &HeldBefore) -> Option<Rollback> {
         let floor = *floors.get(pk)?;
-        if seen.repairs > floor.repairs {
+        if held.repairs > floor.repairs {
             floors.remove(pk);
             return None;
         }
-        let behind = seen.repairs < floor.repairs
-            || match seen.mark {
-                Mark::Block(db) => floor.block.is_some_and(|(s, _)| db.is_none_or(|d| d < s)),
-                Mark::Attestation { source, target } => floor
+        let behind = held.repairs < floor.repairs
+            || match held.mark {
+                HeldMark::Block(db) => floor.block.is_some_and(|(s, _)| db.is_none_or(|d| d < s)),
+                HeldMark::Attestation { source, target } => floor
                     .attestation
                     .is_some_and(|(s, t, _)| target.is_none_or(|d| d < t) || source.is_none_or(|d| d < s)),
-                Mark::AttestationTarget(target) => {
+                HeldMark::AttestationTarget(target) => {
                     floor.attestation.is_some_and(|(_, t, _)| target.is_none_or(|d| d < t))
                 }
             };
         behind.then(|| Rollback {
             pubkey: *pk,
-            database: describe_seen(seen),
+            database: describe_held(held),
             replica: describe_floor(&floor),
         })
     }
@@ -219,13 +229,13 @@ impl ReplicaRecord {
     /// Compares the database's full watermarks of a validator with this replica's record
     /// (the startup and periodic sweep).
     pub fn compare(&self, pk: &PublicKey, db: &Watermarks) -> Option<Rollback> {
-        let block = Seen {
+        let block = HeldBefore {
             repairs: db.repairs,
-            mark: Mark::Block(db.block_slot),
+            mark: HeldMark::Block(db.block_slot),
         };
-        let attestation = Seen {
+        let attestation = HeldBefore {
             repairs: db.repairs,
-            mark: Mark::Attestation {
+            mark: HeldMark::Attestation {
                 source: db.att_source,
                 target: db.att_target,
             },
@@ -284,7 +294,7 @@ impl ReplicaRecord {
             return Ok(());
         }
         let bytes = encode(
-            chain.unwrap_or(Root::ZERO),
+            chain.or(self.file_chain).unwrap_or(Root::ZERO),
             self.database().as_deref(),
             &self.snapshot(),
         );
@@ -318,19 +328,19 @@ impl StateFileError {
     }
 }
 
-fn describe_seen(seen: &Seen) -> String {
-    let mark = match seen.mark {
-        Mark::Block(s) => format!("block slot {}", s.map_or("none".into(), |s| s.to_string())),
-        Mark::Attestation { source, target } => format!(
+fn describe_held(held: &HeldBefore) -> String {
+    let mark = match held.mark {
+        HeldMark::Block(s) => format!("block slot {}", s.map_or("none".into(), |s| s.to_string())),
+        HeldMark::Attestation { source, target } => format!(
             "attestation source {} target {}",
             source.map_or("none".into(), |s| s.to_string()),
             target.map_or("none".into(), |s| s.to_string())
         ),
-        Mark::AttestationTarget(target) => {
+        HeldMark::AttestationTarget(target) => {
             format!("attestation target {}", target.map_or("none".into(), |s| s.to_string()))
         }
     };
-    format!("{mark} (repairs {})", seen.repairs)
+    format!("{mark} (repairs {})", held.repairs)
 }
 
 fn describe_floor(f: &Floor) -> String {
@@ -351,10 +361,10 @@ mod tests {
     fn pk(b: u8) -> PublicKey {
         PublicKey([b; 48])
     }
-    fn seen_att(s: u64, t: u64, repairs: u32) -> Seen {
-        Seen {
+    fn seen_att(s: u64, t: u64, repairs: u32) -> HeldBefore {
+        HeldBefore {
             repairs,
-            mark: Mark::Attestation {
+            mark: HeldMark::Attestation {
                 source: Some(Epoch(s)),
                 target: Some(Epoch(t)),
             },
@@ -443,6 +453,13 @@ mod tests {
         let again = ReplicaRecord::open(&path, Some(chain)).unwrap();
         assert_eq!(again.snapshot(), vec![(pk(1), floor)]);
         drop(again);
+        // Saved before any chain is pinned (an empty database): the file keeps its chain, and a
+        // restart on that chain still has the record.
+        let unpinned = ReplicaRecord::open(&path, None).unwrap();
+        unpinned.record(&pk(2), &att(6, 7, 1), 0);
+        unpinned.flush(None).unwrap();
+        drop(unpinned);
+        assert_eq!(ReplicaRecord::open(&path, Some(chain)).unwrap().len(), 2);
         // A version this build does not know (a newer Palisade's) is not guessed at.
         let newer = text.replace(r#""version":3"#, r#""version":4"#);
         let state = &newer[newer.find(r#""state":"#).unwrap() + 8..newer.rfind(r#","sha256""#).unwrap()];

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rules::{Verdict, Watermarks};
 use super::sql::{WATERMARK_COLUMNS, chain_from_db, pubkey_from_db, root_to_db, timed, to_db, watermarks_from_row};
-use super::{Checked, DbOptions, ProtectionError, Recorded, Seen};
+use super::{Accepted, DbOptions, HeldBefore, ProtectionError, Recorded};
 use crate::types::SlashableMessage;
 use crate::types::{PublicKey, Root};
 
@@ -30,16 +30,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// At most this many checks share one transaction.
 const MAX_BATCH: usize = 512;
 
-struct Check {
+struct QueuedCheck {
     pubkey: PublicKey,
     message: SlashableMessage,
     client: String,
-    reply: oneshot::Sender<Result<Checked, ProtectionError>>,
+    reply: oneshot::Sender<Result<Accepted, ProtectionError>>,
 }
 
 pub struct SqliteStore {
     pool: SqlitePool,
-    checks: mpsc::Sender<Check>,
+    checks: mpsc::Sender<QueuedCheck>,
     timeout: Duration,
     /// Dropped last: closing these releases the locks.
     _lock: Vec<File>,
@@ -85,9 +85,9 @@ impl SqliteStore {
         pubkey: &PublicKey,
         message: &SlashableMessage,
         client: &str,
-    ) -> Result<Checked, ProtectionError> {
+    ) -> Result<Accepted, ProtectionError> {
         let (reply, answer) = oneshot::channel();
-        let check = Check {
+        let check = QueuedCheck {
             pubkey: *pubkey,
             message: *message,
             client: client.to_string(),
@@ -349,14 +349,14 @@ async fn finish<T>(conn: &mut SqliteConnection, result: Result<T, ProtectionErro
 }
 
 /// Decides one check inside the writer's open transaction.
-async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Checked, ProtectionError> {
+async fn decide(conn: &mut SqliteConnection, c: &QueuedCheck) -> Result<Accepted, ProtectionError> {
     let (id, mut w) = row_for(conn, &c.pubkey).await?;
-    let seen = Seen::of(&w, &c.message);
+    let held = HeldBefore::of(&w, &c.message);
     match w.check(&c.message) {
         Verdict::Refused(r) => Err(ProtectionError::Refused(r)),
-        Verdict::Repeat => Ok(Checked {
+        Verdict::Repeat => Ok(Accepted {
             recorded: Recorded::Repeat,
-            seen,
+            held,
         }),
         Verdict::New => {
             w.record(&c.message);
@@ -387,9 +387,9 @@ async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Checked, Prote
                     .await?;
                 }
             }
-            Ok(Checked {
+            Ok(Accepted {
                 recorded: Recorded::New,
-                seen,
+                held,
             })
         }
     }
@@ -397,7 +397,7 @@ async fn decide(conn: &mut SqliteConnection, c: &Check) -> Result<Checked, Prote
 
 /// The single writer: takes every check waiting now, decides them in one transaction,
 /// commits, and only then answers.
-async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Check>) {
+async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<QueuedCheck>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
