@@ -224,7 +224,17 @@ VALIDATORS=$(curl -sf "$BN/eth/v1/beacon/states/head/validators" | json 'len(d["
 BLOCKS=$(cat "$WORK/lodestar-dev.log" "$WORK/lodestar-vc2.log" | grep -c "Published block" || true)
 sleep 3   # let the last replays through
 if [ "$MODE" = threshold ]; then
-    # The nodes decide: their refusals, and the union of what the three left recorded.
+    # Nothing may sign while the nodes' databases are read (an attestation signed between two
+    # exports would be in the responses and in no export): the clients and the balancer stop
+    # first. Then the nodes decide: their refusals, and the union of what the three left recorded.
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 100); do
+        alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.2
+    done
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     METRICS_B=$(node_curl 1 /metrics)
     for i in 1 2 3; do node_curl "$i" /api/v1/eth2/slashing-protection/export > "$WORK/export-node-$i.json"; done
     python3 - "$WORK" <<'EOF'
@@ -240,7 +250,6 @@ for i in (1, 2, 3):
         m["signed_attestations"] += v["signed_attestations"]
 json.dump({"metadata": meta, "data": list(merged.values())}, open(f"{work}/export.json", "w"))
 EOF
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     mkdir -p "$WORK/threshold-logs" && cp "$WORK"/threshold/*.log "$WORK/threshold-logs/"
 else
     METRICS_B=$(curl -sf http://127.0.0.1:9002/metrics)
