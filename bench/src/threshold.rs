@@ -39,13 +39,7 @@ pub fn run(validators: usize, connections: usize, seconds: f64) -> anyhow::Resul
         let (shares, vector) = split(&secret(v), T, N)?;
         for s in &shares {
             let mut ks = Keystore::encrypt(&s.secret, password, KdfChoice::Pbkdf2 { c: 1024 });
-            ks.threshold = Some(ShareInfo {
-                index: s.index,
-                threshold: T,
-                shares: N,
-                group_public_key: vector.group_public_key(),
-                verification_vector: vector.0.clone(),
-            });
+            ks.threshold = Some(ShareInfo::of(s.index, &vector, N));
             std::fs::write(
                 work.path().join(format!("node-{}/keys/v{v}.json", s.index)),
                 serde_json::to_string(&ks)?,

@@ -20,6 +20,26 @@ pub(super) fn first_line(path: &Path) -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(text.lines().next().unwrap_or("").to_string()))
 }
 
+/// The secret of the `--keystore` file, opened with its password file's first line.
+pub(super) fn open_keystore(file: &Path, password_file: &Path) -> anyhow::Result<SecretKey> {
+    let json = std::fs::read_to_string(file).with_context(|| format!("--keystore {}", file.display()))?;
+    let password = first_line(password_file)?;
+    Keystore::from_json(&json)
+        .and_then(|k| k.decrypt(&password))
+        .map_err(|e| anyhow!("--keystore {}: {e}", file.display()))
+}
+
+/// The `--deal` files, each parsed whole (a file that is not one names itself).
+pub(super) fn read_deals<D: serde::de::DeserializeOwned>(files: &[PathBuf]) -> anyhow::Result<Vec<D>> {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).with_context(|| format!("--deal {}", f.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("--deal {}", f.display()))
+        })
+        .collect()
+}
+
 pub fn split(a: &SplitArgs) -> anyhow::Result<()> {
     if a.output_dir.exists() {
         bail!(
@@ -28,13 +48,7 @@ pub fn split(a: &SplitArgs) -> anyhow::Result<()> {
         );
     }
     let key = match (&a.keystore, &a.password_file) {
-        (Some(file), Some(pw)) => {
-            let json = std::fs::read_to_string(file).with_context(|| format!("--keystore {}", file.display()))?;
-            let password = first_line(pw)?;
-            Keystore::from_json(&json)
-                .and_then(|k| k.decrypt(&password))
-                .map_err(|e| anyhow!("--keystore {}: {e}", file.display()))?
-        }
+        (Some(file), Some(pw)) => open_keystore(file, pw)?,
         _ => {
             let mut ikm = Zeroizing::new([0u8; 32]);
             rand::rng().fill_bytes(ikm.as_mut());
@@ -115,13 +129,7 @@ pub(super) fn write_share(
         t,
         vector.group_public_key()
     ));
-    keystore.threshold = Some(ShareInfo {
-        index: share.index,
-        threshold: t,
-        shares: n,
-        group_public_key: vector.group_public_key(),
-        verification_vector: vector.0.clone(),
-    });
+    keystore.threshold = Some(ShareInfo::of(share.index, vector, n));
     crate::fsutil::private_dir(dir)?;
     write_keystore(dir, &keystore, &password)
 }
@@ -187,14 +195,7 @@ pub fn refresh_deal(a: &RefreshDealArgs) -> anyhow::Result<()> {
 pub fn refresh_apply(a: &RefreshApplyArgs) -> anyhow::Result<()> {
     let (share, info) = read_share(&a.share, &a.password_file)?;
     let vector = VerificationVector(info.verification_vector.clone());
-    let deals = a
-        .deals
-        .iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(f).with_context(|| format!("--deal {}", f.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("--deal {}", f.display()))
-        })
-        .collect::<anyhow::Result<Vec<crate::keys::refresh::Deal>>>()?;
+    let deals: Vec<crate::keys::refresh::Deal> = read_deals(&a.deals)?;
     let (new, new_vector) = crate::keys::refresh::apply(&share, &vector, info.shares, &deals)?;
     let kdf = KdfChoice::Pbkdf2 { c: a.pbkdf2_rounds };
     whole_folder(&a.output_dir, |dir| {

@@ -1,12 +1,14 @@
 //! `palisade keys reshare-recipient|reshare-deal|reshare-apply`: a threshold key moved to a new
 //! set of holders (a node added, replaced or removed, or a new threshold), the group key kept.
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
 use super::cli::{ReshareApplyArgs, ReshareDealArgs, ReshareRecipientArgs};
-use super::keys::{first_line, read_share, whole_folder, write_deal, write_group, write_keystore, write_share};
+use super::keys::{
+    open_keystore, read_deals, read_share, whole_folder, write_deal, write_group, write_keystore, write_share,
+};
 use crate::keys::keystore::{KdfChoice, Keystore};
 use crate::keys::reshare::{self, Recipient, ReshareDeal};
 use crate::keys::secret::SecretKey;
@@ -83,19 +85,8 @@ pub fn apply(a: &ReshareApplyArgs) -> anyhow::Result<()> {
         .group_public_key
         .parse()
         .map_err(|e| anyhow!("--group-public-key {}: {e}", a.group_public_key))?;
-    let json = std::fs::read_to_string(&a.keystore).with_context(|| format!("--keystore {}", a.keystore.display()))?;
-    let password = first_line(&a.password_file)?;
-    let own = Keystore::from_json(&json)
-        .and_then(|k| k.decrypt(&password))
-        .map_err(|e| anyhow!("--keystore {}: {e}", a.keystore.display()))?;
-    let deals = a
-        .deals
-        .iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(f).with_context(|| format!("--deal {}", f.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("--deal {}", f.display()))
-        })
-        .collect::<anyhow::Result<Vec<ReshareDeal>>>()?;
+    let own = open_keystore(&a.keystore, &a.password_file)?;
+    let deals: Vec<ReshareDeal> = read_deals(&a.deals)?;
     let new = reshare::apply(&own, a.index, &group, &deals)?;
     let kdf = KdfChoice::Pbkdf2 { c: a.pbkdf2_rounds };
     whole_folder(&a.output_dir, |dir| {

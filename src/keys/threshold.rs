@@ -28,6 +28,17 @@ pub struct ShareInfo {
 }
 
 impl ShareInfo {
+    /// Share `index` of the `shares` of the group committed to by `vector`.
+    pub fn of(index: u32, vector: &VerificationVector, shares: usize) -> ShareInfo {
+        ShareInfo {
+            index,
+            threshold: vector.threshold(),
+            shares,
+            group_public_key: vector.group_public_key(),
+            verification_vector: vector.0.clone(),
+        }
+    }
+
     /// Checks the object against itself: the vector's first key is the group's, its length the
     /// threshold, and `share` is the share the vector commits to at the index.
     pub fn check(&self, share: &PublicKey) -> Result<(), String> {
